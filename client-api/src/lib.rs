@@ -1,0 +1,66 @@
+//! tessera-client-api: the Client-Server API routes.
+//!
+//! One module per area of the spec; each handler parses a ruma request
+//! (through [`tessera_web::Ruma`]), makes one service call and answers with
+//! ruma's response type. Spec:
+//! <https://spec.matrix.org/v1.16/client-server-api/>.
+
+mod account;
+mod admin;
+mod devices;
+// `m.set_displayname`/`m.set_avatar_url` are deprecated by v1.16's profile
+// fields; we advertise v1.12, where they are what clients read.
+#[allow(deprecated)]
+mod discovery;
+mod profile;
+mod register;
+mod session;
+mod threepid;
+
+use axum::{Router, extract::FromRef, middleware, routing::get};
+use tessera_service::{
+    accounts::Accounts, devices::Devices, profiles::Profiles, rate_limit::RateLimiter,
+    shared_secret::SharedSecretRegistration,
+};
+use tessera_web::{Gate, routing};
+
+pub use discovery::DiscoverySettings;
+
+/// Everything the client API's handlers call.
+#[derive(Clone)]
+pub struct ClientState {
+    pub gate: Gate,
+    pub accounts: Accounts,
+    pub devices: Devices,
+    pub profiles: Profiles,
+    pub shared_secret: SharedSecretRegistration,
+    pub rate_limiter: RateLimiter,
+    pub discovery: DiscoverySettings,
+}
+
+impl FromRef<ClientState> for Gate {
+    fn from_ref(state: &ClientState) -> Gate {
+        state.gate.clone()
+    }
+}
+
+/// The client API router, with CORS, request logging and the spec's
+/// fallbacks for unknown paths and methods.
+pub fn router(state: ClientState) -> Router {
+    let routes = Router::new()
+        .merge(discovery::routes())
+        .merge(register::routes())
+        .merge(session::routes())
+        .merge(account::routes())
+        .merge(threepid::routes())
+        .merge(devices::routes())
+        .merge(profile::routes())
+        .merge(admin::routes())
+        .route("/health", get(|| async { "OK" }))
+        .fallback(routing::unknown_path)
+        .method_not_allowed_fallback(routing::wrong_method)
+        .layer(middleware::from_fn(tessera_web::middleware::log_request))
+        .with_state(state);
+    // CORS wraps everything, so that preflights for any path are answered.
+    routes.layer(middleware::from_fn(tessera_web::middleware::cors))
+}

@@ -1,0 +1,471 @@
+//! Accounts: registration, login, refresh, logout, password changes,
+//! deactivation and login tokens.
+//!
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#account-registration-and-management>
+//! and <https://spec.matrix.org/v1.16/client-server-api/#login>. Nothing here
+//! is acknowledged before it is committed: a returned access token works on
+//! the very next request.
+
+use std::time::Duration;
+
+use rand::{RngExt, distr::Alphanumeric};
+use ruma::{
+    OwnedDeviceId, OwnedServerName, OwnedUserId, UserId,
+    api::client::uiaa::{AuthData, AuthType},
+    api::error::ErrorKind,
+};
+use serde::Deserialize;
+use tessera_core::user_ids::{self, LocalpartError};
+use tessera_storage::{NewAccessToken, NewUser, StorageError, Store};
+
+use crate::{Error, Result, auth::Identity, now_ms, passwords, secrets, uia::Uia};
+
+/// Who may register, and how long tokens live.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountSettings {
+    /// Open registration with the `m.login.dummy` stage.
+    pub allow_registration: bool,
+    /// Registration only with an admin-created token
+    /// (`m.login.registration_token`); opens registration to token holders.
+    pub registration_requires_token: bool,
+    /// `kind=guest` registration.
+    pub allow_guests: bool,
+    /// Lifetime of access tokens issued with a refresh token, in ms.
+    pub refreshable_token_lifetime_ms: u64,
+    /// Lifetime of `m.login.token` tokens, in ms.
+    pub login_token_lifetime_ms: u64,
+}
+
+impl Default for AccountSettings {
+    fn default() -> Self {
+        Self {
+            allow_registration: false,
+            registration_requires_token: false,
+            allow_guests: false,
+            refreshable_token_lifetime_ms: 5 * 60 * 1000,
+            login_token_lifetime_ms: 2 * 60 * 1000,
+        }
+    }
+}
+
+/// A new registration as the client asked for it.
+#[derive(Default)]
+pub struct Registration {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub device_id: Option<OwnedDeviceId>,
+    pub initial_device_display_name: Option<String>,
+    pub auth: Option<AuthData>,
+    pub guest: bool,
+    pub inhibit_login: bool,
+    pub refresh_token: bool,
+}
+
+/// How a client logs in.
+pub enum Credentials {
+    /// `m.login.password`: what the person typed as their user, and password.
+    Password { user: String, password: String },
+    /// `m.login.token`.
+    Token(String),
+}
+
+/// A login request.
+pub struct Login {
+    pub credentials: Credentials,
+    pub device_id: Option<OwnedDeviceId>,
+    pub initial_device_display_name: Option<String>,
+    pub refresh_token: bool,
+}
+
+/// The tokens a login (or registration) hands out.
+#[derive(Debug)]
+pub struct Session {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<Duration>,
+}
+
+/// The outcome of a registration.
+pub struct Registered {
+    pub user_id: OwnedUserId,
+    /// `None` when the client inhibited login.
+    pub session: Option<Session>,
+}
+
+/// The accounts service.
+#[derive(Clone)]
+pub struct Accounts {
+    store: Store,
+    uia: Uia,
+    server_name: OwnedServerName,
+    settings: AccountSettings,
+}
+
+impl Accounts {
+    pub fn new(store: Store, uia: Uia, server_name: OwnedServerName, settings: AccountSettings) -> Self {
+        Self { store, uia, server_name, settings }
+    }
+
+    pub fn server_name(&self) -> &OwnedServerName {
+        &self.server_name
+    }
+
+    pub fn settings(&self) -> &AccountSettings {
+        &self.settings
+    }
+
+    /// The UIA flows of `POST /register`, or `None` when registration is closed.
+    pub fn registration_flows(&self) -> Option<Vec<Vec<AuthType>>> {
+        if self.settings.registration_requires_token {
+            Some(vec![vec![AuthType::RegistrationToken]])
+        } else if self.settings.allow_registration {
+            Some(vec![vec![AuthType::Dummy]])
+        } else {
+            None
+        }
+    }
+
+    /// `GET /register/available`.
+    pub async fn username_available(&self, username: &str) -> Result<()> {
+        let user_id = self.registration_user_id(username)?;
+        if self.store.get_user(&user_id).await?.is_some() {
+            return Err(Error::user_in_use());
+        }
+        Ok(())
+    }
+
+    /// `GET /register/m.login.registration_token/validity`.
+    pub async fn registration_token_valid(&self, token: &str) -> Result<bool> {
+        if !self.settings.registration_requires_token {
+            return Err(Error::forbidden("Registration tokens are not in use on this server"));
+        }
+        Ok(self.store.get_registration_token(token).await?.is_some_and(|t| t.is_valid_at(now_ms())))
+    }
+
+    /// `POST /register`: guest or user, through UIA for users.
+    pub async fn register(&self, request: Registration) -> Result<Registered> {
+        if request.guest {
+            return self.register_guest(request).await;
+        }
+        let flows = self.registration_flows().ok_or_else(|| Error::forbidden("Registration is disabled"))?;
+        // Check the name before the UIA dance so the client learns early.
+        let user_id = match &request.username {
+            Some(name) => self.registration_user_id(name)?,
+            None => self.generated_user_id("")?,
+        };
+        if self.store.get_user(&user_id).await?.is_some() {
+            return Err(Error::user_in_use());
+        }
+        let completed = self.uia.authenticate("register", None, &flows, request.auth.as_ref()).await?;
+        let password_hash = match request.password {
+            Some(password) => Some(passwords::hash_password(password).await?),
+            None => None,
+        };
+        self.create(NewAccount {
+            user_id,
+            password_hash,
+            is_admin: false,
+            is_guest: false,
+            registration_token: completed.registration_token,
+            login: (!request.inhibit_login).then_some(LoginOptions {
+                device_id: request.device_id,
+                display_name: request.initial_device_display_name,
+                refresh_token: request.refresh_token,
+            }),
+        })
+        .await
+    }
+
+    async fn register_guest(&self, request: Registration) -> Result<Registered> {
+        if !self.settings.allow_guests {
+            return Err(Error::guest_access_forbidden());
+        }
+        // Guests get numeric IDs, as in Synapse; they have no password and
+        // are always logged in (the spec ignores inhibit_login for guests).
+        let digits: String = (0..12).map(|_| char::from(b'0' + rand::rng().random_range(0..10u8))).collect();
+        self.create(NewAccount {
+            user_id: self.registration_user_id(&digits)?,
+            password_hash: None,
+            is_admin: false,
+            is_guest: true,
+            registration_token: None,
+            login: Some(LoginOptions {
+                device_id: request.device_id,
+                display_name: request.initial_device_display_name,
+                refresh_token: request.refresh_token,
+            }),
+        })
+        .await
+    }
+
+    /// Creates an account directly (the admin CLI and shared-secret
+    /// registration), bypassing registration policy.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: Option<String>,
+        is_admin: bool,
+        login: bool,
+    ) -> Result<Registered> {
+        let user_id = self.registration_user_id(username)?;
+        let password_hash = match password {
+            Some(password) => Some(passwords::hash_password(password).await?),
+            None => None,
+        };
+        let login =
+            login.then_some(LoginOptions { device_id: None, display_name: None, refresh_token: false });
+        self.create(NewAccount {
+            user_id,
+            password_hash,
+            is_admin,
+            is_guest: false,
+            registration_token: None,
+            login,
+        })
+        .await
+    }
+
+    async fn create(&self, account: NewAccount) -> Result<Registered> {
+        let tokens = account.login.as_ref().map(|login| self.mint(login));
+        let displayname = account.user_id.localpart().to_owned();
+        let result = self
+            .store
+            .create_user(NewUser {
+                user_id: &account.user_id,
+                password_hash: account.password_hash.as_deref(),
+                is_admin: account.is_admin,
+                is_guest: account.is_guest,
+                // Synapse's default, which clients display until the user picks one.
+                displayname: Some(&displayname),
+                registration_token: account.registration_token.as_deref(),
+                login: tokens.as_ref().map(|t| t.as_new(&account.user_id)),
+            })
+            .await;
+        match result {
+            Ok(()) => {}
+            Err(StorageError::Conflict("user ID taken")) => return Err(Error::user_in_use()),
+            Err(StorageError::Conflict(_)) => {
+                return Err(Error::forbidden("The registration token is no longer valid"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(user_id = %account.user_id, guest = account.is_guest, "registered");
+        Ok(Registered {
+            session: tokens.map(|t| t.into_session(account.user_id.clone())),
+            user_id: account.user_id,
+        })
+    }
+
+    /// `POST /login`.
+    pub async fn login(&self, login: Login) -> Result<Session> {
+        let user_id = match login.credentials {
+            Credentials::Password { user, password } => {
+                let user_id = user_ids::user_id_for_login(&user, &self.server_name);
+                let account = match &user_id {
+                    Some(id) => self.store.get_user(id).await?,
+                    None => None,
+                };
+                let hash = account.as_ref().and_then(|a| a.password_hash.clone());
+                let matches = passwords::verify_password(password, hash).await?;
+                match account {
+                    Some(account) if account.deactivated => return Err(Error::user_deactivated()),
+                    Some(account) if matches => account.user_id,
+                    _ => return Err(Error::forbidden("Invalid username or password")),
+                }
+            }
+            Credentials::Token(token) => self
+                .store
+                .take_login_token(&secrets::hash_token(&token))
+                .await?
+                .ok_or_else(|| Error::forbidden("Invalid or expired login token"))?,
+        };
+        let options = LoginOptions {
+            device_id: login.device_id,
+            display_name: login.initial_device_display_name,
+            refresh_token: login.refresh_token,
+        };
+        let tokens = self.mint(&options);
+        self.store.create_access_token(tokens.as_new(&user_id)).await?;
+        tracing::info!(%user_id, device_id = %tokens.device_id, "logged in");
+        Ok(tokens.into_session(user_id))
+    }
+
+    /// `POST /refresh`.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Session> {
+        let access_token = secrets::new_token("tsa");
+        let new_refresh = secrets::new_token("tsr");
+        let lifetime = Duration::from_millis(self.settings.refreshable_token_lifetime_ms);
+        let owner = self
+            .store
+            .refresh_access_token(
+                &secrets::hash_token(refresh_token),
+                &secrets::hash_token(&access_token),
+                &secrets::hash_token(&new_refresh),
+                Some(now_ms().saturating_add(duration_ms(lifetime))),
+            )
+            .await?;
+        let Some((user_id, device_id)) = owner else {
+            return Err(Error::unknown_token(false));
+        };
+        Ok(Session {
+            user_id,
+            device_id,
+            access_token,
+            refresh_token: Some(new_refresh),
+            expires_in: Some(lifetime),
+        })
+    }
+
+    /// `POST /logout`: revokes the token and deletes its device.
+    pub async fn logout(&self, identity: &Identity) -> Result<()> {
+        self.store.delete_devices(&identity.user_id, std::slice::from_ref(&identity.device_id)).await?;
+        Ok(())
+    }
+
+    /// `POST /logout/all`: every token and device of the user.
+    pub async fn logout_all(&self, identity: &Identity) -> Result<()> {
+        self.store.delete_other_devices(&identity.user_id, None).await?;
+        Ok(())
+    }
+
+    /// `POST /account/password`.
+    pub async fn change_password(
+        &self,
+        identity: &Identity,
+        new_password: String,
+        logout_devices: bool,
+        auth: Option<&AuthData>,
+    ) -> Result<()> {
+        self.require_password_uia("change_password", identity, auth).await?;
+        let hash = passwords::hash_password(new_password).await?;
+        self.store.set_password_hash(&identity.user_id, &hash).await?;
+        if logout_devices {
+            self.store.delete_other_devices(&identity.user_id, Some(&identity.device_id)).await?;
+        }
+        Ok(())
+    }
+
+    /// `POST /account/deactivate`.
+    pub async fn deactivate(&self, identity: &Identity, erase: bool, auth: Option<&AuthData>) -> Result<()> {
+        self.require_password_uia("deactivate", identity, auth).await?;
+        self.store.deactivate_user(&identity.user_id, erase).await?;
+        tracing::info!(user_id = %identity.user_id, "deactivated");
+        Ok(())
+    }
+
+    /// `POST /v1/login/get_token`: a short-lived single-use `m.login.token`.
+    pub async fn create_login_token(
+        &self,
+        identity: &Identity,
+        auth: Option<&AuthData>,
+    ) -> Result<(String, Duration)> {
+        self.require_password_uia("get_login_token", identity, auth).await?;
+        let token = secrets::new_token("tsl");
+        let lifetime = Duration::from_millis(self.settings.login_token_lifetime_ms);
+        let expires = now_ms().saturating_add(duration_ms(lifetime));
+        self.store.create_login_token(&identity.user_id, &secrets::hash_token(&token), expires).await?;
+        Ok((token, lifetime))
+    }
+
+    /// Runs the password UIA flow for a sensitive action by `identity`.
+    pub async fn require_password_uia(
+        &self,
+        purpose: &'static str,
+        identity: &Identity,
+        auth: Option<&AuthData>,
+    ) -> Result<()> {
+        if identity.is_guest {
+            return Err(Error::guest_access_forbidden());
+        }
+        self.uia.authenticate(purpose, Some(&identity.user_id), &[vec![AuthType::Password]], auth).await?;
+        Ok(())
+    }
+
+    fn registration_user_id(&self, username: &str) -> Result<OwnedUserId> {
+        user_ids::user_id_for_registration(username, &self.server_name)
+            .map_err(|e: LocalpartError| Error::new(400, ErrorKind::InvalidUsername, e.to_string()))
+    }
+
+    fn generated_user_id(&self, prefix: &str) -> Result<OwnedUserId> {
+        let random: String = rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(12)
+            .map(|c| char::from(c.to_ascii_lowercase()))
+            .collect();
+        self.registration_user_id(&format!("{prefix}u{random}"))
+    }
+
+    fn mint(&self, options: &LoginOptions) -> Minted {
+        let refresh_token = options.refresh_token.then(|| secrets::new_token("tsr"));
+        let lifetime =
+            options.refresh_token.then(|| Duration::from_millis(self.settings.refreshable_token_lifetime_ms));
+        let access_token = secrets::new_token("tsa");
+        Minted {
+            device_id: options.device_id.clone().unwrap_or_else(|| secrets::new_device_id().into()),
+            display_name: options.display_name.clone(),
+            token_hash: secrets::hash_token(&access_token),
+            access_token,
+            refresh_token_hash: refresh_token.as_deref().map(secrets::hash_token),
+            refresh_token,
+            expires_in: lifetime,
+            expires_ts: lifetime.map(|l| now_ms().saturating_add(duration_ms(l))),
+        }
+    }
+}
+
+struct NewAccount {
+    user_id: OwnedUserId,
+    password_hash: Option<String>,
+    is_admin: bool,
+    is_guest: bool,
+    registration_token: Option<String>,
+    login: Option<LoginOptions>,
+}
+
+struct LoginOptions {
+    device_id: Option<OwnedDeviceId>,
+    display_name: Option<String>,
+    refresh_token: bool,
+}
+
+/// Tokens generated for a login, before they are stored.
+struct Minted {
+    device_id: OwnedDeviceId,
+    display_name: Option<String>,
+    access_token: String,
+    token_hash: [u8; 32],
+    refresh_token: Option<String>,
+    refresh_token_hash: Option<[u8; 32]>,
+    expires_in: Option<Duration>,
+    expires_ts: Option<i64>,
+}
+
+impl Minted {
+    fn as_new<'a>(&'a self, user_id: &'a UserId) -> NewAccessToken<'a> {
+        NewAccessToken {
+            user_id,
+            device_id: &self.device_id,
+            device_display_name: self.display_name.as_deref(),
+            token_hash: &self.token_hash,
+            refresh_token_hash: self.refresh_token_hash.as_ref().map(|h| h.as_slice()),
+            expires_ts: self.expires_ts,
+        }
+    }
+
+    fn into_session(self, user_id: OwnedUserId) -> Session {
+        Session {
+            user_id,
+            device_id: self.device_id,
+            access_token: self.access_token,
+            refresh_token: self.refresh_token,
+            expires_in: self.expires_in,
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,73 @@
+//! Access-token authentication: who is making this request.
+//!
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#client-authentication>.
+//! Tokens are looked up by their SHA-256; an expired token answers
+//! `M_UNKNOWN_TOKEN` with `soft_logout: true` so the client re-authenticates
+//! on the same device instead of throwing its session away.
+
+use ruma::{OwnedDeviceId, OwnedUserId};
+use tessera_storage::Store;
+
+use crate::{Error, Result, now_ms, secrets};
+
+/// The authenticated caller of a request.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub is_guest: bool,
+    pub is_admin: bool,
+    /// The access token's row, so logout can revoke exactly this token.
+    pub token_id: i64,
+}
+
+/// How often a device's "last seen" is written at most.
+const LAST_SEEN_INTERVAL_MS: i64 = 60_000;
+
+/// Resolves access tokens to identities.
+#[derive(Clone)]
+pub struct Authenticator {
+    store: Store,
+}
+
+impl Authenticator {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Resolves `token`; `ip` is recorded as the device's last-seen address.
+    pub async fn authenticate(&self, token: &str, ip: Option<&str>) -> Result<Identity> {
+        let hash = secrets::hash_token(token);
+        let owner = self.store.find_access_token(&hash).await?.ok_or(Error::unknown_token(false))?;
+        if !secrets::constant_time_eq(&owner.token_hash, &hash) || owner.deactivated {
+            return Err(Error::unknown_token(false));
+        }
+        let now = now_ms();
+        if owner.expires_ts.is_some_and(|expires| expires <= now) {
+            return Err(Error::unknown_token(true));
+        }
+        if let Some(replaced) = owner.replaces_id {
+            // First use of a refreshed token: the old one may go now.
+            self.store.finish_refresh(owner.token_id, replaced).await?;
+        }
+        self.note_last_seen(&owner.user_id, &owner.device_id, now, ip).await;
+        Ok(Identity {
+            user_id: owner.user_id,
+            device_id: owner.device_id,
+            is_guest: owner.is_guest,
+            is_admin: owner.is_admin,
+            token_id: owner.token_id,
+        })
+    }
+
+    async fn note_last_seen(&self, user: &OwnedUserId, device: &OwnedDeviceId, now: i64, ip: Option<&str>) {
+        let stale = match self.store.get_device(user, device).await {
+            Ok(Some(d)) => d.last_seen_ts.is_none_or(|seen| now - seen >= LAST_SEEN_INTERVAL_MS),
+            _ => false,
+        };
+        if stale && let Err(e) = self.store.touch_device(user, device, now, ip).await {
+            // Last-seen is informational; a failed write must not fail the request.
+            tracing::warn!(error = %e, "could not record device last-seen");
+        }
+    }
+}

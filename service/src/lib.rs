@@ -1,0 +1,31 @@
+//! tessera-service: what the server does, independent of HTTP.
+//!
+//! Each module is one Matrix concept with a service struct that takes its
+//! collaborators (the [`Store`](tessera_storage::Store), settings, other
+//! services) in its constructor. Handlers in `client-api` call exactly one
+//! service method each. Errors are [`Error`]: a Matrix error the client
+//! caused, a user-interactive-auth challenge, or an internal failure.
+//!
+//! Must not: depend on axum or know about routes.
+
+pub mod accounts;
+pub mod auth;
+pub mod devices;
+pub use tessera_storage::Device;
+pub mod error;
+pub mod passwords;
+pub mod profiles;
+pub mod rate_limit;
+pub mod secrets;
+pub mod shared_secret;
+pub mod uia;
+
+pub use error::{Error, Result};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,54 @@
+//! Password hashing with argon2id (the argon2 crate's defaults: 19 MiB,
+//! 2 passes, which OWASP recommends). Hashing is CPU-heavy on purpose, so it
+//! runs on the blocking pool and never stalls the async workers.
+
+use argon2::{
+    Argon2,
+    password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash},
+};
+
+use crate::{Error, Result};
+
+/// Hashes a password into a PHC string.
+pub async fn hash_password(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|hash| hash.to_string())
+            .map_err(Error::internal)
+    })
+    .await
+    .map_err(Error::internal)?
+}
+
+/// Whether `password` matches `hash`. A malformed stored hash never matches.
+pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool> {
+    tokio::task::spawn_blocking(move || {
+        // Without a hash we still do the work, so that "no such user" and
+        // "wrong password" take the same time.
+        let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
+        let Ok(parsed) = PasswordHash::new(&hash) else { return false };
+        Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && hash != DUMMY_HASH
+    })
+    .await
+    .map_err(Error::internal)
+}
+
+/// The hash of a random string nobody knows, with our default parameters.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1kW8K0f5tvJQ7D2uV9m1R0Q8lq7sCq0Jb0w0bYlDkqI";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_verify_only_their_password() {
+        let hash = hash_password("correct horse".into()).await.expect("hash");
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse".into(), Some(hash.clone())).await.expect("verify"));
+        assert!(!verify_password("wrong".into(), Some(hash)).await.expect("verify"));
+        assert!(!verify_password("anything".into(), None).await.expect("verify"));
+        assert!(!verify_password("x".into(), Some("not a hash".into())).await.expect("verify"));
+    }
+}

@@ -1,0 +1,218 @@
+//! tessera: the homeserver binary's library half.
+//!
+//! Owns the wiring: configuration into per-crate settings, the store, the
+//! services built from it, the routers, the listeners, and
+//! [`serve`]`(config, listeners, shutdown)` which runs until `shutdown`
+//! resolves, finishes in-flight requests and closes the database. The
+//! integration tests call exactly what `main` calls.
+
+pub mod config;
+mod signing_key;
+mod tls;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use tessera_client_api::{ClientState, DiscoverySettings};
+use tessera_core::ServerSigningKey;
+use tessera_federation::FederationState;
+use tessera_service::{
+    accounts::Accounts, auth::Authenticator, devices::Devices, profiles::Profiles, rate_limit::RateLimiter,
+    shared_secret::SharedSecretRegistration, uia::Uia,
+};
+use tessera_storage::Store;
+use tessera_web::Gate;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("database: {0}")]
+    Database(#[from] tessera_storage::OpenError),
+    #[error("signing key: {0}")]
+    SigningKey(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The sockets the server answers on, bound before [`serve`] so that tests
+/// can bind port 0 and learn the port.
+pub struct Listeners {
+    pub client: TcpListener,
+    pub federation: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses in `config`.
+    pub async fn bind(config: &Config) -> Result<Self, ServeError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
+        };
+        let client = bind(config.listen).await?;
+        let federation = match config.federation_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(Self { client, federation })
+    }
+}
+
+/// Opens the database, builds the services and serves until `shutdown`.
+pub async fn serve(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let store = Store::open(&config.database_url(), config.database_max_connections).await?;
+    let result = serve_with_store(config, listeners, store.clone(), shutdown).await;
+    // Every in-flight request has finished by now; close cleanly so SQLite
+    // checkpoints its WAL and PostgreSQL sees orderly disconnects.
+    store.close().await;
+    tracing::info!("database closed; bye");
+    result
+}
+
+async fn serve_with_store(
+    config: Config,
+    listeners: Listeners,
+    store: Store,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let server_name: ruma::OwnedServerName = config
+        .server_name
+        .as_str()
+        .try_into()
+        .map_err(|e| ServeError::SigningKey(format!("server_name: {e}")))?;
+    let signing_key = Arc::new(signing_key::load_or_generate(&config.data_dir, server_name.clone())?);
+
+    let rate_limiter = RateLimiter::new(config.rate_limits.clone());
+    let gate = Gate {
+        authenticator: Authenticator::new(store.clone()),
+        rate_limiter: rate_limiter.clone(),
+        max_body_bytes: config.max_request_bytes,
+        trust_forwarded_for: config.trust_forwarded_for,
+    };
+    let uia = Uia::new(store.clone(), server_name.clone());
+    let accounts = Accounts::new(store.clone(), uia, server_name.clone(), config.account_settings());
+    let profiles = Profiles::new(store.clone());
+    let client_addr = listeners.client.local_addr()?;
+    let client_state = ClientState {
+        gate: gate.clone(),
+        devices: Devices::new(store.clone(), accounts.clone()),
+        shared_secret: SharedSecretRegistration::new(
+            config.registration_shared_secret.clone(),
+            accounts.clone(),
+            profiles.clone(),
+        ),
+        accounts,
+        profiles,
+        rate_limiter,
+        discovery: DiscoverySettings {
+            client_base_url: Some(
+                config.well_known.client.clone().unwrap_or_else(|| format!("http://{client_addr}")),
+            ),
+            server: config.well_known.server.clone(),
+        },
+    };
+    let federation_state = FederationState { gate, signing_key };
+    let client_router = tessera_client_api::router(client_state)
+        .merge(tessera_federation::key_router(federation_state.clone()));
+
+    // One shutdown signal fans out to every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    tracing::info!(server_name = %server_name, addr = %client_addr, "client API listening");
+    let client =
+        axum::serve(listeners.client, client_router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+
+    let federation = match listeners.federation {
+        Some(listener) => {
+            let (cert, key) = match (&config.tls_certificate, &config.tls_private_key) {
+                (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+                _ => {
+                    return Err(ServeError::Tls(
+                        "federation_listen needs tls_certificate and tls_private_key".into(),
+                    ));
+                }
+            };
+            let acceptor = tls::acceptor(&cert, &key)?;
+            tracing::info!(addr = %listener.local_addr()?, "federation API listening (TLS)");
+            let router = tessera_federation::router(federation_state);
+            Some(tokio::spawn(tls::serve(listener, acceptor, router, stopped(stop_rx))))
+        }
+        None => None,
+    };
+    client.await?;
+    if let Some(federation) = federation {
+        federation.await.map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Opens the store for admin commands (no listeners).
+pub async fn open_store(config: &Config) -> Result<Store, ServeError> {
+    Ok(Store::open(&config.database_url(), 2).await?)
+}
+
+/// Builds the accounts service for admin commands.
+pub fn admin_accounts(config: &Config, store: &Store) -> Result<Accounts, ServeError> {
+    let server_name: ruma::OwnedServerName = config
+        .server_name
+        .as_str()
+        .try_into()
+        .map_err(|e| ServeError::SigningKey(format!("server_name: {e}")))?;
+    let uia = Uia::new(store.clone(), server_name.clone());
+    Ok(Accounts::new(store.clone(), uia, server_name, config.account_settings()))
+}
+
+/// The signing key, for commands that print it.
+pub fn signing_key(config: &Config) -> Result<ServerSigningKey, ServeError> {
+    let server_name = config
+        .server_name
+        .as_str()
+        .try_into()
+        .map_err(|e| ServeError::SigningKey(format!("server_name: {e}")))?;
+    signing_key::load_or_generate(&config.data_dir, server_name)
+}

@@ -1,0 +1,166 @@
+//! The `tessera` command: serve the homeserver, or administer it.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use tessera::{Config, Listeners};
+use tracing_subscriber::EnvFilter;
+
+/// Tessera, a Matrix homeserver.
+///
+/// With no command, serves the homeserver: by default as `localhost` on
+/// 127.0.0.1:8008 with an embedded SQLite database under ./tessera-data.
+/// Configuration comes from tessera.toml (see tessera.example.toml) and
+/// TESSERA_* environment variables.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (default: $TESSERA_CONFIG, else ./tessera.toml if present).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the homeserver (the default).
+    Serve,
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage registration tokens (for registration_requires_token).
+    #[command(subcommand, name = "registration-token")]
+    RegistrationToken(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user. Prints the password if one was generated.
+    Create {
+        /// Localpart (alice) or full user ID (@alice:server).
+        name: String,
+        /// Make the user a server admin.
+        #[arg(long)]
+        admin: bool,
+        /// Password; a random one is generated and printed when omitted.
+        #[arg(long)]
+        password: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a registration token and print it.
+    Create {
+        /// The token text (default: random).
+        #[arg(long)]
+        token: Option<String>,
+        /// How many registrations it allows (default: unlimited).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Days until it expires (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List registration tokens with their use counts.
+    List,
+    /// Delete a registration token.
+    Delete { token: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("tessera: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
+        eprintln!("tessera: log filter {:?} is invalid ({e}); using info", config.log);
+        EnvFilter::new("info")
+    });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tessera: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(config, cli.command.unwrap_or(Command::Serve)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tessera: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config, command: Command) -> Result<(), String> {
+    match command {
+        Command::Serve => {
+            let listeners = Listeners::bind(&config).await.map_err(|e| e.to_string())?;
+            tessera::serve(config, listeners, tessera::shutdown_signal()).await.map_err(|e| e.to_string())
+        }
+        Command::User(UserCommand::Create { name, admin, password }) => {
+            let store = tessera::open_store(&config).await.map_err(|e| e.to_string())?;
+            let accounts = tessera::admin_accounts(&config, &store).map_err(|e| e.to_string())?;
+            let generated = password.is_none();
+            let password = password.unwrap_or_else(|| tessera_service::secrets::new_token("pw"));
+            let result = accounts.create_user(&name, Some(password.clone()), admin, false).await;
+            store.close().await;
+            let registered = result.map_err(|e| match e {
+                tessera_service::Error::Matrix { message, .. } => message,
+                other => other.to_string(),
+            })?;
+            println!("created {}{}", registered.user_id, if admin { " (admin)" } else { "" });
+            if generated {
+                println!("password: {password}");
+            }
+            Ok(())
+        }
+        Command::RegistrationToken(command) => registration_tokens(&config, command).await,
+    }
+}
+
+async fn registration_tokens(config: &Config, command: TokenCommand) -> Result<(), String> {
+    let store = tessera::open_store(config).await.map_err(|e| e.to_string())?;
+    let result = match command {
+        TokenCommand::Create { token, uses, expires_in_days } => {
+            let token = token.unwrap_or_else(|| tessera_service::secrets::new_token("reg"));
+            let expiry = expires_in_days.map(|days| tessera_service::now_ms() + i64::from(days) * 86_400_000);
+            store
+                .create_registration_token(&token, uses.map(i64::from), expiry)
+                .await
+                .map(|()| println!("{token}"))
+                .map_err(|e| e.to_string())
+        }
+        TokenCommand::List => {
+            store.list_registration_tokens().await.map_err(|e| e.to_string()).map(|tokens| {
+                for t in tokens {
+                    let uses = t.uses_allowed.map_or_else(|| "unlimited".to_owned(), |u| u.to_string());
+                    let expiry =
+                        t.expiry_ts.map_or_else(|| "never".to_owned(), |e| format!("{e} (ms since epoch)"));
+                    println!("{}\tused {} of {uses}\texpires {expiry}", t.token, t.completed);
+                }
+            })
+        }
+        TokenCommand::Delete { token } => match store.delete_registration_token(&token).await {
+            Ok(true) => {
+                println!("deleted {token}");
+                Ok(())
+            }
+            Ok(false) => Err(format!("no registration token {token:?}")),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    store.close().await;
+    result
+}

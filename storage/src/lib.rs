@@ -1,0 +1,31 @@
+//! tessera-storage: one [`Store`] over PostgreSQL and SQLite.
+//!
+//! Owns every SQL statement of the server, a module per table family. Both
+//! backends go through sqlx's `Any` driver so that one statement text serves
+//! both (sqlx's SQLite binds `$N` placeholders like PostgreSQL); where the
+//! dialects differ, the variants sit side by side in the same function.
+//! Columns use only types both decode alike: TEXT, BIGINT (booleans are 0/1,
+//! times are ms since the epoch) and BYTEA/BLOB.
+//!
+//! Must not: know about HTTP, Matrix error codes or business rules. Absence
+//! is `Option`, an expected uniqueness clash is [`StorageError::Conflict`].
+
+mod devices;
+mod error;
+mod migrate;
+mod registration_tokens;
+mod store;
+mod tokens;
+mod users;
+
+pub use devices::Device;
+pub use error::StorageError;
+pub use migrate::SchemaError;
+pub use migrate::latest_version as latest_schema_version;
+pub use registration_tokens::RegistrationToken;
+pub use store::{Backend, OpenError, Store};
+pub use tokens::{NewAccessToken, TokenOwner};
+pub use users::{NewUser, Profile, User};
+
+/// Result of a storage call.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

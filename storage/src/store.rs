@@ -1,0 +1,135 @@
+//! The connection pools and how they are opened.
+//!
+//! SQLite allows one writer at a time; rather than let concurrent writers
+//! collide on locks (and fail with SQLITE_BUSY when a read transaction tries to
+//! upgrade), every write goes through a single-connection pool. PostgreSQL
+//! uses one pool for both.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::{
+    AnyPool, ConnectOptions,
+    any::{AnyConnectOptions, AnyPoolOptions},
+};
+
+use crate::{Result, StorageError, migrate};
+
+/// Which database is behind a [`Store`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// The server's database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) backend: Backend,
+    /// For reads (and, on PostgreSQL, writes too).
+    pub(crate) read: AnyPool,
+    /// For writes. On SQLite a single connection, serialising writers.
+    pub(crate) write: AnyPool,
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("could not create the directory for {path}: {source}")]
+    CreateDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Schema(#[from] migrate::SchemaError),
+}
+
+impl From<OpenError> for StorageError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Database(e) => StorageError::Database(e),
+            other => StorageError::Corrupt(other.to_string()),
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and brings its schema
+    /// up to date. Refuses a schema newer than this binary.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, OpenError> {
+        sqlx::any::install_default_drivers();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            Self::open_sqlite(path).await
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::open_postgres(url, max_connections).await
+        } else {
+            Err(OpenError::UnsupportedUrl(url.to_owned()))
+        }
+    }
+
+    async fn open_postgres(url: &str, max_connections: u32) -> Result<Self, OpenError> {
+        let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        let store = Self { backend: Backend::Postgres, read: pool.clone(), write: pool };
+        migrate::run(&store).await?;
+        Ok(store)
+    }
+
+    async fn open_sqlite(path: &str) -> Result<Self, OpenError> {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| OpenError::CreateDir { path: path.to_owned(), source })?;
+        }
+        let options =
+            AnyConnectOptions::from_str(&format!("sqlite://{path}?mode=rwc"))?.disable_statement_logging();
+        let pool = |size: u32| {
+            AnyPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // WAL lets readers proceed while the writer commits;
+                        // NORMAL sync is durable across process crashes in WAL
+                        // mode (only an OS crash can lose the last commits).
+                        sqlx::raw_sql(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .execute(conn)
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(options.clone())
+        };
+        let write = pool(1).await?;
+        let read = pool(8).await?;
+        let store = Self { backend: Backend::Sqlite, read, write };
+        migrate::run(&store).await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Waits for in-flight queries and closes every connection. SQLite then
+    /// checkpoints its WAL, leaving a single clean database file.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch, as stored in every `*_ts` column.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,245 @@
+//! The `Ruma<T>` extractor: from an HTTP request to an authenticated, rate
+//! limited, parsed ruma request.
+//!
+//! The order matters and follows what clients observe from Synapse: a
+//! missing or bad token is reported before anything about the body; rate
+//! limits apply before the (possibly expensive) parse; a body that is not
+//! JSON is `M_NOT_JSON`, JSON of the wrong shape `M_BAD_JSON` or
+//! `M_MISSING_PARAM`.
+
+use std::{
+    marker::PhantomData,
+    net::{IpAddr, SocketAddr},
+    panic::AssertUnwindSafe,
+    sync::{Arc, OnceLock},
+};
+
+use axum::{
+    extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, RawPathParams, Request},
+    http::request::Parts,
+};
+use ruma::api::{
+    IncomingRequest, IncomingRequestExt, Metadata,
+    auth_scheme::{
+        AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken,
+        NoAuthentication, extract_bearer_or_query_token,
+    },
+    error::{DeserializationError, FromHttpRequestError},
+};
+use tessera_service::{
+    Error,
+    auth::{Authenticator, Identity},
+    rate_limit::{Class, RateLimiter},
+};
+
+use crate::WebError;
+
+/// What every extractor needs from the application state.
+#[derive(Clone)]
+pub struct Gate {
+    pub authenticator: Authenticator,
+    pub rate_limiter: RateLimiter,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Whether to take the client IP from `X-Forwarded-For` (behind a
+    /// reverse proxy) rather than from the TCP peer.
+    pub trust_forwarded_for: bool,
+}
+
+/// Whether an endpoint needs, accepts or ignores an access token, read from
+/// the ruma metadata's authentication scheme.
+pub trait TokenPolicy {
+    const REQUIRED: bool;
+    const ACCEPTED: bool;
+}
+macro_rules! token_policy {
+    ($($scheme:ty => $required:literal, $accepted:literal;)*) => {$(
+        impl TokenPolicy for $scheme {
+            const REQUIRED: bool = $required;
+            const ACCEPTED: bool = $accepted;
+        }
+    )*};
+}
+token_policy! {
+    AccessToken => true, true;
+    AccessTokenOptional => false, true;
+    // Application services arrive in a later issue; until then their
+    // endpoints behave as the user-token equivalents.
+    AppserviceToken => true, true;
+    AppserviceTokenOptional => false, true;
+    NoAccessToken => false, false;
+    NoAuthentication => false, false;
+}
+
+/// Whether guest accounts may call an endpoint (spec: "Guest access").
+pub trait GuestPolicy {
+    const ALLOWED: bool;
+}
+/// The default: guests get `M_GUEST_ACCESS_FORBIDDEN`.
+pub struct NoGuests;
+/// For the endpoints the spec lets guests use.
+pub struct GuestsAllowed;
+impl GuestPolicy for NoGuests {
+    const ALLOWED: bool = false;
+}
+impl GuestPolicy for GuestsAllowed {
+    const ALLOWED: bool = true;
+}
+
+/// Where the request-log middleware learns who made the request.
+#[derive(Clone, Default)]
+pub struct UserSlot(pub Arc<OnceLock<String>>);
+
+/// A parsed, authenticated request for endpoint `T`.
+pub struct Ruma<T, G = NoGuests> {
+    pub body: T,
+    identity: Option<Identity>,
+    pub client_ip: Option<IpAddr>,
+    _guests: PhantomData<G>,
+}
+
+impl<T, G> Ruma<T, G> {
+    /// The caller. Always present on endpoints that require a token.
+    pub fn identity(&self) -> Result<&Identity, Error> {
+        self.identity.as_ref().ok_or_else(Error::missing_token)
+    }
+
+    /// The caller, if the request carried a token.
+    pub fn maybe_identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// The key for per-IP limits.
+    pub fn ip_key(&self) -> String {
+        self.client_ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    }
+}
+
+impl<T, G, S> FromRequest<S> for Ruma<T, G>
+where
+    T: IncomingRequest + Send,
+    T::Authentication: TokenPolicy,
+    G: GuestPolicy,
+    Gate: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = WebError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let gate = Gate::from_ref(state);
+        let (mut parts, body) = request.into_parts();
+        let client_ip = client_ip(&parts, gate.trust_forwarded_for);
+
+        let identity = authenticate::<T>(&gate, &parts, client_ip).await?;
+        if let Some(identity) = &identity {
+            if identity.is_guest && !G::ALLOWED {
+                return Err(Error::guest_access_forbidden().into());
+            }
+            if let Some(slot) = parts.extensions.get::<UserSlot>() {
+                let _ = slot.0.set(identity.user_id.to_string());
+            }
+        }
+        if T::RATE_LIMITED {
+            let key = match &identity {
+                Some(identity) => identity.user_id.to_string(),
+                None => client_ip.map_or_else(|| "unknown".into(), |ip| ip.to_string()),
+            };
+            gate.rate_limiter.check(Class::General, &key)?;
+        }
+
+        let path_args = RawPathParams::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| Error::invalid_param(format!("bad path parameter: {e}")))?;
+        let path_args: Vec<String> = path_args.iter().map(|(_, v)| v.to_owned()).collect();
+        let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+
+        let bytes = axum::body::to_bytes(body, gate.max_body_bytes)
+            .await
+            .map_err(|_| Error::too_large("Request body is too large"))?;
+        if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+            return Err(Error::not_json("Request body is not valid JSON").into());
+        }
+
+        let http_request = http::Request::from_parts(parts, bytes.as_ref());
+        // ruma's deserialisers index into JSON maps in places; a malformed body
+        // must never take the connection down with a panic.
+        let parsed =
+            std::panic::catch_unwind(AssertUnwindSafe(|| T::try_from_http_request(http_request, &path_args)))
+                .map_err(|_| Error::bad_json("Malformed request"))?;
+        let body = parsed.map_err(request_error)?;
+        Ok(Self { body, identity, client_ip, _guests: PhantomData })
+    }
+}
+
+async fn authenticate<T>(gate: &Gate, parts: &Parts, ip: Option<IpAddr>) -> Result<Option<Identity>, Error>
+where
+    T: Metadata,
+    T::Authentication: TokenPolicy,
+{
+    if !T::Authentication::ACCEPTED {
+        return Ok(None);
+    }
+    let probe = http::Request::from_parts(parts.clone(), ());
+    let token = extract_bearer_or_query_token(&probe).map_err(|_| {
+        Error::new(401, ruma::api::error::ErrorKind::MissingToken, "Malformed Authorization header")
+    })?;
+    match token {
+        Some(token) => {
+            let ip = ip.map(|ip| ip.to_string());
+            gate.authenticator.authenticate(&token, ip.as_deref()).await.map(Some)
+        }
+        None if T::Authentication::REQUIRED => Err(Error::missing_token()),
+        None => Ok(None),
+    }
+}
+
+/// The client's IP address, for handlers outside [`Ruma`].
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S> FromRequestParts<S> for ClientIp
+where
+    Gate: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(client_ip(parts, Gate::from_ref(state).trust_forwarded_for)))
+    }
+}
+
+fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
+    if trust_forwarded_for {
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
+}
+
+/// Maps ruma's parse failures to the spec's error codes.
+fn request_error(error: FromHttpRequestError) -> WebError {
+    let error = match error {
+        FromHttpRequestError::MethodMismatch { .. } => Error::unrecognized(405, "Method not allowed"),
+        FromHttpRequestError::Deserialization(e) => match e {
+            DeserializationError::Json(e) if e.to_string().starts_with("missing field") => {
+                Error::missing_param(e.to_string())
+            }
+            DeserializationError::Json(e) => Error::bad_json(e.to_string()),
+            DeserializationError::Query(e) if e.to_string().starts_with("missing field") => {
+                Error::missing_param(e.to_string())
+            }
+            DeserializationError::Query(e) => Error::invalid_param(e.to_string()),
+            DeserializationError::Ident(e) => Error::invalid_param(e.to_string()),
+            other => Error::bad_json(other.to_string()),
+        },
+        _ => Error::bad_json("Malformed request"),
+    };
+    WebError(error)
+}

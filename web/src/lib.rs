@@ -1,0 +1,28 @@
+//! tessera-web: the glue between ruma's endpoint types and axum, shared by
+//! the client and federation APIs.
+//!
+//! - [`Ruma`]: an extractor that authenticates the request as the endpoint's
+//!   ruma metadata says, applies rate limits and the body limit, checks the
+//!   body is JSON, and parses ruma's request type.
+//! - [`RumaResponse`] and [`WebError`]: responses and errors, converted once,
+//!   through ruma's own serialisers.
+//! - [`routing`]: registers a handler on every path an endpoint has, and the
+//!   spec's 404/405 `M_UNRECOGNIZED` fallbacks.
+//! - [`middleware`]: CORS, one log line per request, panics → 500.
+//!
+//! Must not: contain business logic or SQL.
+
+mod error;
+mod extract;
+mod json;
+pub mod middleware;
+mod response;
+pub mod routing;
+
+pub use error::WebError;
+pub use extract::{ClientIp, Gate, GuestPolicy, GuestsAllowed, NoGuests, Ruma, TokenPolicy};
+pub use json::JsonBody;
+pub use response::RumaResponse;
+
+/// What a handler returns.
+pub type Result<T, E = WebError> = std::result::Result<RumaResponse<T>, E>;
