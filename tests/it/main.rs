@@ -1,1 +1,18 @@
-fn main() {}
+//! Integration tests: the real server on an ephemeral port, over SQLite and
+//! PostgreSQL, driven over HTTP the way a Matrix client drives it. Modules
+//! mirror the API areas they cover.
+
+mod harness;
+
+mod account;
+mod admin_cli;
+mod devices;
+mod discovery;
+mod errors;
+mod lifecycle;
+mod login;
+mod profile;
+mod rate_limits;
+mod registration;
+mod shared_secret;
+mod threepid;

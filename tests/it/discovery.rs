@@ -1,0 +1,82 @@
+//! `/versions`, well-known, `/capabilities`, `/health`, the key server.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    both_backends,
+    harness::{Backend, TestServer},
+};
+
+both_backends!(
+    versions_lists_spec_versions,
+    well_known_documents,
+    capabilities_are_truthful,
+    key_server_publishes_a_signed_key
+);
+
+async fn versions_lists_spec_versions(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let body = server.client().get("/_matrix/client/versions").await.ok();
+    let versions: Vec<&str> =
+        body["versions"].as_array().expect("versions").iter().filter_map(|v| v.as_str()).collect();
+    assert!(versions.contains(&"v1.1") && versions.contains(&"v1.12"), "{versions:?}");
+    // Nothing unstable is implemented yet, so nothing may be claimed.
+    assert!(body["unstable_features"].as_object().is_none_or(|f| f.is_empty()), "{body}");
+    let health = reqwest::get(format!("{}/health", server.base)).await.expect("health");
+    assert_eq!(health.status(), 200);
+}
+
+async fn well_known_documents(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let client = server.client().get("/.well-known/matrix/client").await.ok();
+    assert_eq!(client["m.homeserver"]["base_url"], server.base.as_str());
+    server.client().get("/.well-known/matrix/server").await.assert_error(404, "M_NOT_FOUND");
+
+    let configured = TestServer::start_with(backend, |c| {
+        c.well_known.client = Some("https://matrix.example.org".into());
+        c.well_known.server = Some("matrix.example.org:443".into());
+    })
+    .await;
+    let client = configured.client().get("/.well-known/matrix/client").await.ok();
+    assert_eq!(client["m.homeserver"]["base_url"], "https://matrix.example.org");
+    let server_doc = configured.client().get("/.well-known/matrix/server").await.ok();
+    assert_eq!(server_doc["m.server"], "matrix.example.org:443");
+}
+
+async fn capabilities_are_truthful(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.client().get("/_matrix/client/v3/capabilities").await.assert_error(401, "M_MISSING_TOKEN");
+    let alice = server.register("alice", "password1").await;
+    let caps = alice.get("/_matrix/client/v3/capabilities").await.ok();
+    let caps = &caps["capabilities"];
+    // Absent means the spec's default (enabled), which is how ruma sends it.
+    assert!(caps["m.change_password"]["enabled"].as_bool().unwrap_or(true));
+    assert_eq!(caps["m.3pid_changes"]["enabled"], false);
+    assert_eq!(caps["m.get_login_token"]["enabled"], true);
+    assert_eq!(caps["m.room_versions"]["default"], "12");
+    let available = caps["m.room_versions"]["available"].as_object().expect("available");
+    assert_eq!(available.len(), 12);
+    assert!(available.values().all(|s| s == "stable"));
+}
+
+async fn key_server_publishes_a_signed_key(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let keys = server.client().get("/_matrix/key/v2/server").await.ok();
+    assert_eq!(keys["server_name"], "tessera.test");
+    assert!(keys["valid_until_ts"].as_u64().expect("valid_until_ts") > 0);
+    let verify_keys = keys["verify_keys"].as_object().expect("verify_keys");
+    assert_eq!(verify_keys.len(), 1);
+    let (key_id, key) = verify_keys.iter().next().expect("one key");
+    assert!(key_id.starts_with("ed25519:"));
+    let public = ruma::serde::Base64::parse(key["key"].as_str().expect("key")).expect("base64 key");
+    let object: ruma::CanonicalJsonObject = serde_json::from_value(keys.clone()).expect("canonical json");
+    let public_keys =
+        BTreeMap::from([("tessera.test".to_owned(), BTreeMap::from([(key_id.clone(), public)]))]);
+    ruma::signatures::verify_json(&public_keys, &object).expect("the key server's response is self-signed");
+
+    // The same key survives a restart (it is persisted in the data dir).
+    let mut server = server;
+    server.restart().await;
+    let again = server.client().get("/_matrix/key/v2/server").await.ok();
+    assert_eq!(again["verify_keys"], keys["verify_keys"]);
+}

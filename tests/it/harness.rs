@@ -1,0 +1,409 @@
+//! The integration-test harness: a real Tessera on an ephemeral port over a
+//! fresh database, and a small HTTP client that speaks to it as a Matrix
+//! client does.
+//!
+//! PostgreSQL runs when `TESSERA_TEST_POSTGRES` (an admin URL) is set — then
+//! it must work — or when a server answers on 127.0.0.1:5432. Each test gets
+//! its own database, dropped when the server is dropped.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde_json::{Value, json};
+use tessera::{Config, Listeners};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+/// Which database a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named scenario `async fn name(backend: Backend)` on both
+/// databases, as `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if $crate::harness::postgres_admin_url().is_some() {
+                        super::$name($crate::harness::Backend::Postgres).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// The PostgreSQL admin URL, or `None` to skip PostgreSQL tests.
+pub fn postgres_admin_url() -> Option<String> {
+    if let Ok(url) = std::env::var("TESSERA_TEST_POSTGRES") {
+        return Some(url);
+    }
+    let reachable = std::net::TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], 5432)),
+        Duration::from_millis(200),
+    )
+    .is_ok();
+    if reachable {
+        Some("postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    } else {
+        eprintln!("PostgreSQL not found (set TESSERA_TEST_POSTGRES): skipping the PostgreSQL variant");
+        None
+    }
+}
+
+/// A database made for one test; dropped with it.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    async fn create() -> Self {
+        let admin_url = postgres_admin_url().expect("PostgreSQL tests run only when it is available");
+        let name = format!("tessera_test_{}", rand_suffix());
+        let mut conn = connect_admin(&admin_url).await;
+        sqlx::Executor::execute(&mut conn, sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("create test database");
+        Self { admin_url, name }
+    }
+
+    fn url(&self) -> String {
+        let base = self.admin_url.rsplit_once('/').map_or(self.admin_url.as_str(), |(base, _)| base);
+        format!("{base}/{}", self.name)
+    }
+}
+
+async fn connect_admin(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url).await.unwrap_or_else(|e| panic!("connect to PostgreSQL at {url}: {e}"))
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside async; a short-lived runtime on its own thread
+        // issues the DROP (FORCE ends the server's pooled connections).
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let mut conn = connect_admin(&url).await;
+                sqlx::Executor::execute(
+                    &mut conn,
+                    sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")),
+                )
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{}_{}_{}", std::process::id(), nanos % 1_000_000_000, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A running server and everything it owns.
+pub struct TestServer {
+    pub base: String,
+    pub config: Config,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), tessera::ServeError>>>,
+    data_dir: tempfile::TempDir,
+    /// Held so the database is dropped with the server.
+    _database: Option<PgDatabase>,
+}
+
+/// The configuration tests start from: rate limits off, registration open.
+pub fn test_config(data_dir: PathBuf) -> Config {
+    let mut config =
+        Config { server_name: "tessera.test".into(), data_dir, log: "warn".into(), ..Config::default() };
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.allow_registration = true;
+    for limit in
+        [&mut config.rate_limits.login, &mut config.rate_limits.registration, &mut config.rate_limits.general]
+    {
+        limit.per_second = 0.0;
+    }
+    config
+}
+
+impl TestServer {
+    /// Starts a server with the test configuration.
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a server after `adjust` has changed the test configuration.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(data_dir.path().to_path_buf());
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let db = PgDatabase::create().await;
+                config.database_url = Some(db.url());
+                Some(db)
+            }
+        };
+        adjust(&mut config);
+        let mut server =
+            Self { base: String::new(), config, stop: None, task: None, data_dir, _database: database };
+        server.launch().await.expect("server starts");
+        server
+    }
+
+    async fn launch(&mut self) -> Result<(), tessera::ServeError> {
+        let listener = TcpListener::bind(self.config.listen).await.expect("bind 127.0.0.1:0");
+        self.base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let listeners = Listeners { client: listener, federation: None };
+        let task = tokio::spawn(tessera::serve(self.config.clone(), listeners, async move {
+            let _ = stopped.await;
+        }));
+        self.stop = Some(stop);
+        // Wait until it answers (or has failed).
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if task.is_finished() {
+                return task.await.expect("server task");
+            }
+            if http.get(format!("{}/health", self.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "server did not come up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.task = Some(task);
+        Ok(())
+    }
+
+    /// Stops the server gracefully and returns how `serve` ended.
+    pub async fn stop(&mut self) -> Result<(), tessera::ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("graceful shutdown finishes")
+                .expect("server task"),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops and starts again on the same data directory and database.
+    pub async fn restart(&mut self) {
+        self.stop().await.expect("clean stop");
+        self.launch().await.expect("server restarts");
+    }
+
+    /// Stops, then tries to start again; returns the start error if any.
+    pub async fn restart_result(&mut self) -> Result<(), tessera::ServeError> {
+        self.stop().await.expect("clean stop");
+        self.launch().await
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
+    /// The database URL the server uses.
+    pub fn database_url(&self) -> String {
+        self.config.database_url()
+    }
+
+    pub fn client(&self) -> TestClient {
+        TestClient {
+            http: reqwest::Client::new(),
+            base: self.base.clone(),
+            token: None,
+            user_id: None,
+            device_id: None,
+        }
+    }
+
+    /// Registers `name` with `password` through the UIA dummy flow.
+    pub async fn register(&self, name: &str, password: &str) -> TestClient {
+        let mut client = self.client();
+        client.register(name, password).await;
+        client
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        // The database guard (a field) drops after this, with the server gone.
+    }
+}
+
+/// A response as a client sees it.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Response {
+    /// Asserts a success and returns the body.
+    #[track_caller]
+    pub fn ok(self) -> Value {
+        assert_eq!(self.status, 200, "expected 200, got {} {}", self.status, self.body);
+        self.body
+    }
+
+    /// Asserts the spec's error shape: this status and errcode, and a
+    /// human-readable `error`.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, errcode: &str) {
+        assert_eq!(
+            (self.status, self.body["errcode"].as_str()),
+            (status, Some(errcode)),
+            "body: {}",
+            self.body
+        );
+        assert!(self.body["error"].is_string(), "error message missing: {}", self.body);
+    }
+}
+
+/// A client of the test server.
+pub struct TestClient {
+    http: reqwest::Client,
+    pub base: String,
+    pub token: Option<String>,
+    pub user_id: Option<String>,
+    pub device_id: Option<String>,
+}
+
+impl TestClient {
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Response {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("response is not JSON: {}", String::from_utf8_lossy(&bytes)))
+        };
+        Response { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> Response {
+        self.request(reqwest::Method::PUT, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str, body: Value) -> Response {
+        self.request(reqwest::Method::DELETE, path, Some(body)).await
+    }
+
+    /// Sends raw bytes (for malformed-body tests).
+    pub async fn post_raw(&self, path: &str, body: &'static str) -> Response {
+        let mut request = self.http.post(format!("{}{path}", self.base)).body(body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Response { status, headers, body }
+    }
+
+    fn adopt(&mut self, body: &Value) {
+        self.token = body["access_token"].as_str().map(str::to_owned);
+        self.user_id = body["user_id"].as_str().map(str::to_owned);
+        self.device_id = body["device_id"].as_str().map(str::to_owned);
+    }
+
+    /// Registers through the UIA dummy flow and adopts the new session.
+    pub async fn register(&mut self, name: &str, password: &str) -> Value {
+        let body = self.register_with(json!({ "username": name, "password": password })).await.ok();
+        self.adopt(&body);
+        body
+    }
+
+    /// `POST /register` with `body`, completing the dummy stage.
+    pub async fn register_with(&self, mut body: Value) -> Response {
+        let challenge = self.post("/_matrix/client/v3/register", body.clone()).await;
+        if challenge.status != 401 {
+            return challenge;
+        }
+        body["auth"] = json!({ "type": "m.login.dummy", "session": challenge.body["session"] });
+        self.post("/_matrix/client/v3/register", body).await
+    }
+
+    /// Logs in with a password and adopts the session.
+    pub async fn login(&mut self, user: &str, password: &str) -> Response {
+        let response = self
+            .post(
+                "/_matrix/client/v3/login",
+                json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password }),
+            )
+            .await;
+        if response.status == 200 {
+            self.adopt(&response.body);
+        }
+        response
+    }
+
+    /// Completes a password UIA for a sensitive request: sends `body`,
+    /// expects the 401 challenge, answers it with `password`.
+    pub async fn with_password_uia(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+        password: &str,
+    ) -> Response {
+        let challenge = self.request(method.clone(), path, Some(body.clone())).await;
+        assert_eq!(challenge.status, 401, "expected a UIA challenge: {}", challenge.body);
+        assert_eq!(challenge.body["flows"][0]["stages"][0], "m.login.password");
+        let mut body = body;
+        body["auth"] = json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": self.user_id.clone().expect("logged in") },
+            "password": password,
+            "session": challenge.body["session"],
+        });
+        self.request(method, path, Some(body)).await
+    }
+}
