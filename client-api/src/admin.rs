@@ -20,7 +20,13 @@ struct NonceResponse {
     nonce: String,
 }
 
-async fn nonce(State(state): State<ClientState>) -> Result<Json<NonceResponse>, WebError> {
+async fn nonce(
+    State(state): State<ClientState>,
+    ClientIp(ip): ClientIp,
+) -> Result<Json<NonceResponse>, WebError> {
+    state
+        .rate_limiter
+        .check(Class::Registration, &ip.map_or_else(|| "unknown".into(), |ip| ip.to_string()))?;
     Ok(Json(NonceResponse { nonce: state.shared_secret.nonce()? }))
 }
 

@@ -33,6 +33,7 @@ async fn register(
         // application services are registered yet.
         return Err(Error::missing_token().into());
     }
+    let ip = req.client_ip.map(|ip| ip.to_string());
     let body = req.body;
     let registered = state
         .accounts
@@ -45,6 +46,7 @@ async fn register(
             guest: body.kind == register::RegistrationKind::Guest,
             inhibit_login: body.inhibit_login,
             refresh_token: body.refresh_token,
+            ip,
         })
         .await?;
     let mut response = register::v3::Response::new(registered.user_id);

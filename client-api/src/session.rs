@@ -45,6 +45,7 @@ async fn login(
     req: Ruma<login::v3::Request>,
 ) -> Result<login::v3::Response> {
     state.rate_limiter.check(Class::Login, &req.ip_key())?;
+    let ip = req.client_ip.map(|ip| ip.to_string());
     let body = req.body;
     let credentials = match body.login_info {
         LoginInfo::Password(password) => {
@@ -69,6 +70,7 @@ async fn login(
             device_id: body.device_id,
             initial_device_display_name: body.initial_device_display_name,
             refresh_token: body.refresh_token,
+            ip,
         })
         .await?;
     let mut response = login::v3::Response::new(session.user_id, session.access_token, session.device_id);

@@ -60,6 +60,8 @@ pub struct Registration {
     pub guest: bool,
     pub inhibit_login: bool,
     pub refresh_token: bool,
+    /// The client's address, recorded on the new device.
+    pub ip: Option<String>,
 }
 
 /// How a client logs in.
@@ -76,6 +78,8 @@ pub struct Login {
     pub device_id: Option<OwnedDeviceId>,
     pub initial_device_display_name: Option<String>,
     pub refresh_token: bool,
+    /// The client's address, recorded on the device.
+    pub ip: Option<String>,
 }
 
 /// The tokens a login (or registration) hands out.
@@ -174,6 +178,7 @@ impl Accounts {
                 device_id: request.device_id,
                 display_name: request.initial_device_display_name,
                 refresh_token: request.refresh_token,
+                ip: request.ip,
             }),
         })
         .await
@@ -196,6 +201,7 @@ impl Accounts {
                 device_id: request.device_id,
                 display_name: request.initial_device_display_name,
                 refresh_token: request.refresh_token,
+                ip: request.ip,
             }),
         })
         .await
@@ -215,8 +221,12 @@ impl Accounts {
             Some(password) => Some(passwords::hash_password(password).await?),
             None => None,
         };
-        let login =
-            login.then_some(LoginOptions { device_id: None, display_name: None, refresh_token: false });
+        let login = login.then_some(LoginOptions {
+            device_id: None,
+            display_name: None,
+            refresh_token: false,
+            ip: None,
+        });
         self.create(NewAccount {
             user_id,
             password_hash,
@@ -286,6 +296,7 @@ impl Accounts {
             device_id: login.device_id,
             display_name: login.initial_device_display_name,
             refresh_token: login.refresh_token,
+            ip: login.ip,
         };
         let tokens = self.mint(&options);
         self.store.create_access_token(tokens.as_new(&user_id)).await?;
@@ -404,6 +415,7 @@ impl Accounts {
             options.refresh_token.then(|| Duration::from_millis(self.settings.refreshable_token_lifetime_ms));
         let access_token = secrets::new_token("tsa");
         Minted {
+            ip: options.ip.clone(),
             device_id: options.device_id.clone().unwrap_or_else(|| secrets::new_device_id().into()),
             display_name: options.display_name.clone(),
             token_hash: secrets::hash_token(&access_token),
@@ -429,10 +441,12 @@ struct LoginOptions {
     device_id: Option<OwnedDeviceId>,
     display_name: Option<String>,
     refresh_token: bool,
+    ip: Option<String>,
 }
 
 /// Tokens generated for a login, before they are stored.
 struct Minted {
+    ip: Option<String>,
     device_id: OwnedDeviceId,
     display_name: Option<String>,
     access_token: String,
@@ -452,6 +466,7 @@ impl Minted {
             token_hash: &self.token_hash,
             refresh_token_hash: self.refresh_token_hash.as_ref().map(|h| h.as_slice()),
             expires_ts: self.expires_ts,
+            ip: self.ip.as_deref(),
         }
     }
 

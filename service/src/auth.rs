@@ -50,7 +50,12 @@ impl Authenticator {
             // First use of a refreshed token: the old one may go now.
             self.store.finish_refresh(owner.token_id, replaced).await?;
         }
-        self.note_last_seen(&owner.user_id, &owner.device_id, now, ip).await;
+        if owner.last_seen_ts.is_none_or(|seen| now - seen >= LAST_SEEN_INTERVAL_MS)
+            && let Err(e) = self.store.touch_device(&owner.user_id, &owner.device_id, now, ip).await
+        {
+            // Last-seen is informational; a failed write must not fail the request.
+            tracing::warn!(error = %e, "could not record device last-seen");
+        }
         Ok(Identity {
             user_id: owner.user_id,
             device_id: owner.device_id,
@@ -58,16 +63,5 @@ impl Authenticator {
             is_admin: owner.is_admin,
             token_id: owner.token_id,
         })
-    }
-
-    async fn note_last_seen(&self, user: &OwnedUserId, device: &OwnedDeviceId, now: i64, ip: Option<&str>) {
-        let stale = match self.store.get_device(user, device).await {
-            Ok(Some(d)) => d.last_seen_ts.is_none_or(|seen| now - seen >= LAST_SEEN_INTERVAL_MS),
-            _ => false,
-        };
-        if stale && let Err(e) = self.store.touch_device(user, device, now, ip).await {
-            // Last-seen is informational; a failed write must not fail the request.
-            tracing::warn!(error = %e, "could not record device last-seen");
-        }
     }
 }

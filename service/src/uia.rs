@@ -25,6 +25,10 @@ use crate::{Error, Result, now_ms, passwords, secrets};
 /// How long an unfinished session stays usable.
 pub const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 
+/// At most this many unfinished sessions are kept; past it the oldest go.
+/// (Opening a session needs no account, so memory must stay bounded.)
+const MAX_SESSIONS: usize = 50_000;
+
 /// What the completed authentication proved, for the caller to act on.
 #[derive(Debug, Default)]
 pub struct Completed {
@@ -169,6 +173,11 @@ impl Uia {
         let id = secrets::new_token("uia");
         let mut sessions = self.lock();
         sessions.retain(|_, s| s.created.elapsed() < SESSION_TTL);
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.created).map(|(id, _)| id.clone())
+        {
+            sessions.remove(&oldest);
+        }
         sessions.insert(
             id.clone(),
             Session {

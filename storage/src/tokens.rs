@@ -21,6 +21,8 @@ pub struct NewAccessToken<'a> {
     pub token_hash: &'a [u8],
     pub refresh_token_hash: Option<&'a [u8]>,
     pub expires_ts: Option<i64>,
+    /// Where the login came from, recorded as the device's last-seen IP.
+    pub ip: Option<&'a str>,
 }
 
 /// Who an access token belongs to, as found by its hash.
@@ -36,6 +38,8 @@ pub struct TokenOwner {
     pub is_guest: bool,
     pub is_admin: bool,
     pub deactivated: bool,
+    /// When the device was last seen, to rate-limit last-seen writes.
+    pub last_seen_ts: Option<i64>,
 }
 
 /// Creates the device if it does not exist yet, revokes any token the device
@@ -47,13 +51,17 @@ pub(crate) async fn insert_device_and_token(
     now: i64,
 ) -> Result<i64> {
     sqlx::query(
-        "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES ($1, $2, $3, $4)
+        // A new device counts as seen at login: clients (matrix-nio) reject a
+        // device list where a device has no `last_seen_ts`.
+        "INSERT INTO devices (user_id, device_id, display_name, created_ts, last_seen_ts, last_seen_ip)
+         VALUES ($1, $2, $3, $4, $4, $5)
          ON CONFLICT (user_id, device_id) DO NOTHING",
     )
     .bind(new.user_id.as_str())
     .bind(new.device_id.as_str())
     .bind(new.device_display_name)
     .bind(now)
+    .bind(new.ip)
     .execute(&mut **tx)
     .await?;
     sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
@@ -100,8 +108,10 @@ impl Store {
     pub async fn find_access_token(&self, token_hash: &[u8]) -> Result<Option<TokenOwner>> {
         let row = sqlx::query(
             "SELECT t.id, t.token_hash, t.user_id, t.device_id, t.expires_ts, t.replaces_id,
-                    u.is_guest, u.is_admin, u.deactivated
-             FROM access_tokens t JOIN users u ON u.user_id = t.user_id
+                    u.is_guest, u.is_admin, u.deactivated, d.last_seen_ts
+             FROM access_tokens t
+             JOIN users u ON u.user_id = t.user_id
+             LEFT JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
              WHERE t.token_hash = $1",
         )
         .bind(token_hash)
@@ -119,6 +129,7 @@ impl Store {
                 is_guest: row.try_get::<i64, _>(6)? != 0,
                 is_admin: row.try_get::<i64, _>(7)? != 0,
                 deactivated: row.try_get::<i64, _>(8)? != 0,
+                last_seen_ts: row.try_get(9)?,
             })
         })
         .transpose()
@@ -180,6 +191,7 @@ impl Store {
             token_hash,
             refresh_token_hash: Some(new_refresh_token_hash),
             expires_ts,
+            ip: None,
         };
         insert_token(&mut tx, &new, Some(old_id), now_ms()).await?;
         tx.commit().await?;

@@ -7,7 +7,7 @@ use crate::{
     harness::{Backend, TestServer},
 };
 
-both_backends!(user_create_then_login, registration_token_commands);
+both_backends!(user_create_then_login, registration_token_commands, serve_stops_cleanly_on_sigterm);
 
 fn tessera(server: &TestServer, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
@@ -76,4 +76,38 @@ fn help_explains_every_command() {
     for command in ["serve", "user", "registration-token", "--config"] {
         assert!(help.contains(command), "--help does not mention {command}:\n{help}");
     }
+}
+
+async fn serve_stops_cleanly_on_sigterm(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    server.stop().await.expect("stop the in-process server; the binary takes over its database");
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .env_clear()
+        .env("TESSERA_SERVER_NAME", "tessera.test")
+        .env("TESSERA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TESSERA_DATA_DIR", server.data_dir())
+        .env("TESSERA_DATABASE_URL", server.database_url())
+        .env("TESSERA_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start tessera");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let health = format!("http://127.0.0.1:{port}/health");
+    while !reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
+        assert!(tokio::time::Instant::now() < deadline, "tessera did not come up");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let pid = child.id().expect("pid").to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(killed.success());
+    let output = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("tessera exits after SIGTERM")
+        .expect("wait");
+    assert!(output.status.success(), "exit status {:?}", output.status);
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(log.contains("shutting down") && log.contains("database closed"), "{log}");
 }

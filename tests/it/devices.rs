@@ -7,7 +7,11 @@ use crate::{
     harness::{Backend, TestServer},
 };
 
-both_backends!(devices_are_listed_and_renamed, deleting_devices_needs_uia_and_revokes_tokens);
+both_backends!(
+    devices_are_listed_and_renamed,
+    unused_devices_are_listed_with_a_last_seen_time,
+    deleting_devices_needs_uia_and_revokes_tokens
+);
 
 async fn devices_are_listed_and_renamed(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -34,6 +38,23 @@ async fn devices_are_listed_and_renamed(backend: Backend) {
     // Another user's device is invisible.
     let bob = server.register("bob", "secret-pw").await;
     bob.get(&path).await.assert_error(404, "M_NOT_FOUND");
+}
+
+/// matrix-nio requires `last_seen_ts` on every device in `GET /devices`; a
+/// device that has not made a request yet must still carry one.
+async fn unused_devices_are_listed_with_a_last_seen_time(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let registered = server.register("alice", "secret-pw").await;
+    let mut phone = server.client();
+    phone.login("alice", "secret-pw").await.ok();
+    let listed = phone.get("/_matrix/client/v3/devices").await.ok();
+    let devices = listed["devices"].as_array().expect("devices");
+    assert_eq!(devices.len(), 2);
+    for device in devices {
+        assert!(device["last_seen_ts"].as_u64().is_some(), "no last_seen_ts: {device}");
+        assert!(device.get("last_seen_ip").is_some(), "no last_seen_ip key: {device}");
+    }
+    assert!(devices.iter().any(|d| d["device_id"] == registered.device_id.as_deref().expect("device")));
 }
 
 async fn deleting_devices_needs_uia_and_revokes_tokens(backend: Backend) {

@@ -123,6 +123,8 @@ fn rand_suffix() -> String {
 /// A running server and everything it owns.
 pub struct TestServer {
     pub base: String,
+    /// The federation listener's address, when the config enables it.
+    pub federation_addr: Option<SocketAddr>,
     pub config: Config,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), tessera::ServeError>>>,
@@ -164,8 +166,15 @@ impl TestServer {
             }
         };
         adjust(&mut config);
-        let mut server =
-            Self { base: String::new(), config, stop: None, task: None, data_dir, _database: database };
+        let mut server = Self {
+            base: String::new(),
+            federation_addr: None,
+            config,
+            stop: None,
+            task: None,
+            data_dir,
+            _database: database,
+        };
         server.launch().await.expect("server starts");
         server
     }
@@ -173,8 +182,16 @@ impl TestServer {
     async fn launch(&mut self) -> Result<(), tessera::ServeError> {
         let listener = TcpListener::bind(self.config.listen).await.expect("bind 127.0.0.1:0");
         self.base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let federation = match self.config.federation_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await.expect("bind federation");
+                self.federation_addr = Some(listener.local_addr().expect("local addr"));
+                Some(listener)
+            }
+            None => None,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
-        let listeners = Listeners { client: listener, federation: None };
+        let listeners = Listeners { client: listener, federation };
         let task = tokio::spawn(tessera::serve(self.config.clone(), listeners, async move {
             let _ = stopped.await;
         }));

@@ -9,6 +9,7 @@ mod admin_cli;
 mod devices;
 mod discovery;
 mod errors;
+mod federation;
 mod lifecycle;
 mod login;
 mod profile;
