@@ -113,9 +113,14 @@ async fn serve_with_store(
         profiles,
         rate_limiter,
         discovery: DiscoverySettings {
-            client_base_url: Some(
-                config.well_known.client.clone().unwrap_or_else(|| format!("http://{client_addr}")),
-            ),
+            client_base_url: Some(config.well_known.client.clone().unwrap_or_else(|| {
+                // Listening on every interface: the server name is the best guess.
+                if client_addr.ip().is_unspecified() {
+                    format!("http://{}:{}", config.server_name, client_addr.port())
+                } else {
+                    format!("http://{client_addr}")
+                }
+            })),
             server: config.well_known.server.clone(),
         },
     };
