@@ -7,8 +7,9 @@
 
 use ruma::{
     CanonicalJsonObject, OwnedServerName, OwnedServerSigningKeyId, ServerSigningKeyVersion,
+    room_version_rules::RedactionRules,
     serde::Base64,
-    signatures::{Ed25519KeyPair, sign_json},
+    signatures::{Ed25519KeyPair, hash_and_sign_event, sign_json},
 };
 
 /// Why a stored signing key could not be used.
@@ -80,6 +81,18 @@ impl ServerSigningKey {
     /// The public half, unpadded base64 as the key server publishes it.
     pub fn public_key(&self) -> Base64 {
         Base64::new(self.pair.public_key().to_vec())
+    }
+
+    /// Adds the content hash and this server's signature to an event.
+    pub fn hash_and_sign_event(
+        &self,
+        object: &mut CanonicalJsonObject,
+        rules: &RedactionRules,
+    ) -> Result<(), crate::EventError> {
+        hash_and_sign_event(self.server_name.as_str(), &self.pair, object, rules).map_err(|e| match e {
+            ruma::signatures::JsonError::PduTooLarge => crate::EventError::TooLarge,
+            other => crate::EventError::Invalid(format!("cannot hash and sign: {other}")),
+        })
     }
 
     /// Adds this server's signature to `object` (under `signatures`).
