@@ -16,8 +16,8 @@ use tessera_client_api::{ClientState, DiscoverySettings};
 use tessera_core::ServerSigningKey;
 use tessera_federation::FederationState;
 use tessera_service::{
-    accounts::Accounts, auth::Authenticator, devices::Devices, profiles::Profiles, rate_limit::RateLimiter,
-    shared_secret::SharedSecretRegistration, uia::Uia,
+    accounts::Accounts, auth::Authenticator, devices::Devices, passwords::Passwords, profiles::Profiles,
+    rate_limit::RateLimiter, shared_secret::SharedSecretRegistration, uia::Uia,
 };
 use tessera_storage::Store;
 use tessera_web::Gate;
@@ -97,8 +97,16 @@ async fn serve_with_store(
         max_body_bytes: config.max_request_bytes,
         trust_forwarded_for: config.trust_forwarded_for,
     };
-    let uia = Uia::new(store.clone(), server_name.clone());
-    let accounts = Accounts::new(store.clone(), uia, server_name.clone(), config.account_settings());
+    let passwords = Passwords::new(std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let uia = Uia::new(store.clone(), passwords.clone(), rate_limiter.clone(), server_name.clone());
+    let accounts = Accounts::new(
+        store.clone(),
+        uia,
+        passwords,
+        rate_limiter.clone(),
+        server_name.clone(),
+        config.account_settings(),
+    );
     let profiles = Profiles::new(store.clone());
     let client_addr = listeners.client.local_addr()?;
     let client_state = ClientState {
@@ -208,8 +216,15 @@ pub fn admin_accounts(config: &Config, store: &Store) -> Result<Accounts, ServeE
         .as_str()
         .try_into()
         .map_err(|e| ServeError::SigningKey(format!("server_name: {e}")))?;
-    let uia = Uia::new(store.clone(), server_name.clone());
-    Ok(Accounts::new(store.clone(), uia, server_name, config.account_settings()))
+    // The CLI runs one command at a time and has no clients to limit.
+    let passwords = Passwords::new(1);
+    let rate_limiter = RateLimiter::new(tessera_service::rate_limit::RateLimitSettings {
+        login: tessera_service::rate_limit::Limit::new(0.0, 0),
+        registration: tessera_service::rate_limit::Limit::new(0.0, 0),
+        general: tessera_service::rate_limit::Limit::new(0.0, 0),
+    });
+    let uia = Uia::new(store.clone(), passwords.clone(), rate_limiter.clone(), server_name.clone());
+    Ok(Accounts::new(store.clone(), uia, passwords, rate_limiter, server_name, config.account_settings()))
 }
 
 /// The signing key, for commands that print it.

@@ -8,7 +8,7 @@ use ruma::api::client::{
     uiaa::{AuthFlow, UiaaInfo},
 };
 use serde_json::Value as JsonValue;
-use tessera_service::{Error, accounts::Registration, rate_limit::Class};
+use tessera_service::{Error, accounts::Registration};
 use tessera_web::{Result, Ruma, WebError, routing::RumaRoutes};
 
 use crate::ClientState;
@@ -27,7 +27,6 @@ async fn register(
     State(state): State<ClientState>,
     req: Ruma<register::v3::Request>,
 ) -> Result<register::v3::Response> {
-    state.rate_limiter.check(Class::Registration, &req.ip_key())?;
     if req.body.login_type.is_some() {
         // m.login.application_service needs an appservice token; no
         // application services are registered yet.
@@ -78,7 +77,6 @@ async fn available(
     State(state): State<ClientState>,
     req: Ruma<get_username_availability::v3::Request>,
 ) -> Result<get_username_availability::v3::Response> {
-    state.rate_limiter.check(Class::Registration, &req.ip_key())?;
     state.accounts.username_available(&req.body.username).await?;
     Ok(get_username_availability::v3::Response::new(true).into())
 }
@@ -88,7 +86,6 @@ async fn token_validity(
     State(state): State<ClientState>,
     req: Ruma<check_registration_token_validity::v1::Request>,
 ) -> Result<check_registration_token_validity::v1::Response> {
-    state.rate_limiter.check(Class::Registration, &req.ip_key())?;
     let valid = state.accounts.registration_token_valid(&req.body.token).await?;
     Ok(check_registration_token_validity::v1::Response::new(valid).into())
 }

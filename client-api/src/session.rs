@@ -17,7 +17,7 @@ use tessera_service::{
     accounts::{Credentials, Login},
     rate_limit::Class,
 };
-use tessera_web::{GuestsAllowed, Result, Ruma, routing::RumaRoutes};
+use tessera_web::{LogoutAllowed, Result, Ruma, routing::RumaRoutes};
 
 use crate::ClientState;
 
@@ -97,7 +97,7 @@ async fn refresh(
 
 async fn logout(
     State(state): State<ClientState>,
-    req: Ruma<logout::v3::Request, GuestsAllowed>,
+    req: Ruma<logout::v3::Request, LogoutAllowed>,
 ) -> Result<logout::v3::Response> {
     state.accounts.logout(req.identity()?).await?;
     Ok(logout::v3::Response::new().into())
@@ -105,7 +105,7 @@ async fn logout(
 
 async fn logout_all(
     State(state): State<ClientState>,
-    req: Ruma<logout_all::v3::Request, GuestsAllowed>,
+    req: Ruma<logout_all::v3::Request, LogoutAllowed>,
 ) -> Result<logout_all::v3::Response> {
     state.accounts.logout_all(req.identity()?).await?;
     Ok(logout_all::v3::Response::new().into())

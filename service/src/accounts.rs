@@ -18,7 +18,15 @@ use serde::Deserialize;
 use tessera_core::user_ids::{self, LocalpartError};
 use tessera_storage::{NewAccessToken, NewUser, StorageError, Store};
 
-use crate::{Error, Result, auth::Identity, now_ms, passwords, secrets, uia::Uia};
+use crate::{
+    Error, Result,
+    auth::Identity,
+    now_ms,
+    passwords::Passwords,
+    rate_limit::{Class, RateLimiter},
+    secrets,
+    uia::Uia,
+};
 
 /// Who may register, and how long tokens live.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -104,13 +112,22 @@ pub struct Registered {
 pub struct Accounts {
     store: Store,
     uia: Uia,
+    passwords: Passwords,
+    rate_limiter: RateLimiter,
     server_name: OwnedServerName,
     settings: AccountSettings,
 }
 
 impl Accounts {
-    pub fn new(store: Store, uia: Uia, server_name: OwnedServerName, settings: AccountSettings) -> Self {
-        Self { store, uia, server_name, settings }
+    pub fn new(
+        store: Store,
+        uia: Uia,
+        passwords: Passwords,
+        rate_limiter: RateLimiter,
+        server_name: OwnedServerName,
+        settings: AccountSettings,
+    ) -> Self {
+        Self { store, uia, passwords, rate_limiter, server_name, settings }
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -163,9 +180,14 @@ impl Accounts {
         if self.store.get_user(&user_id).await?.is_some() {
             return Err(Error::user_in_use());
         }
-        let completed = self.uia.authenticate("register", None, &flows, request.auth.as_ref()).await?;
+        let client = request.ip.clone().unwrap_or_default();
+        let completed =
+            self.uia.authenticate("register", None, &client, &flows, request.auth.as_ref()).await?;
+        // Counted once per account actually created, not per UIA round trip
+        // (a sign-up in Element takes several), as Synapse does.
+        self.rate_limiter.check(Class::Registration, &client)?;
         let password_hash = match request.password {
-            Some(password) => Some(passwords::hash_password(password).await?),
+            Some(password) => Some(self.passwords.hash(password).await?),
             None => None,
         };
         self.create(NewAccount {
@@ -188,8 +210,10 @@ impl Accounts {
         if !self.settings.allow_guests {
             return Err(Error::guest_access_forbidden());
         }
+        self.rate_limiter.check(Class::Registration, request.ip.as_deref().unwrap_or_default())?;
         // Guests get numeric IDs, as in Synapse; they have no password and
-        // are always logged in (the spec ignores inhibit_login for guests).
+        // are always logged in. The spec: every parameter but
+        // initial_device_display_name is ignored, the server picks the device.
         let digits: String = (0..12).map(|_| char::from(b'0' + rand::rng().random_range(0..10u8))).collect();
         self.create(NewAccount {
             user_id: self.registration_user_id(&digits)?,
@@ -198,9 +222,9 @@ impl Accounts {
             is_guest: true,
             registration_token: None,
             login: Some(LoginOptions {
-                device_id: request.device_id,
+                device_id: None,
                 display_name: request.initial_device_display_name,
-                refresh_token: request.refresh_token,
+                refresh_token: false,
                 ip: request.ip,
             }),
         })
@@ -218,7 +242,7 @@ impl Accounts {
     ) -> Result<Registered> {
         let user_id = self.registration_user_id(username)?;
         let password_hash = match password {
-            Some(password) => Some(passwords::hash_password(password).await?),
+            Some(password) => Some(self.passwords.hash(password).await?),
             None => None,
         };
         let login = login.then_some(LoginOptions {
@@ -271,7 +295,7 @@ impl Accounts {
 
     /// `POST /login`.
     pub async fn login(&self, login: Login) -> Result<Session> {
-        let user_id = match login.credentials {
+        let (user_id, verified_hash) = match login.credentials {
             Credentials::Password { user, password } => {
                 let user_id = user_ids::user_id_for_login(&user, &self.server_name);
                 let account = match &user_id {
@@ -279,18 +303,22 @@ impl Accounts {
                     None => None,
                 };
                 let hash = account.as_ref().and_then(|a| a.password_hash.clone());
-                let matches = passwords::verify_password(password, hash).await?;
+                let matches = self.passwords.verify(password, hash.clone()).await?;
+                // Deactivation removes the password, so a deactivated account
+                // answers like a wrong password, as on Synapse.
                 match account {
-                    Some(account) if account.deactivated => return Err(Error::user_deactivated()),
-                    Some(account) if matches => account.user_id,
+                    Some(account) if matches && !account.deactivated => (account.user_id, hash),
                     _ => return Err(Error::forbidden("Invalid username or password")),
                 }
             }
-            Credentials::Token(token) => self
-                .store
-                .take_login_token(&secrets::hash_token(&token))
-                .await?
-                .ok_or_else(|| Error::forbidden("Invalid or expired login token"))?,
+            Credentials::Token(token) => {
+                let user_id = self
+                    .store
+                    .take_login_token(&secrets::hash_token(&token))
+                    .await?
+                    .ok_or_else(|| Error::forbidden("Invalid or expired login token"))?;
+                (user_id, None)
+            }
         };
         let options = LoginOptions {
             device_id: login.device_id,
@@ -299,7 +327,13 @@ impl Accounts {
             ip: login.ip,
         };
         let tokens = self.mint(&options);
-        self.store.create_access_token(tokens.as_new(&user_id)).await?;
+        // Committed only if the password checked above is still the account's
+        // and the account is still active: a password change or deactivation
+        // racing this login wins.
+        match self.store.create_access_token(tokens.as_new(&user_id), verified_hash.as_deref()).await {
+            Err(StorageError::Conflict(_)) => return Err(Error::forbidden("Invalid username or password")),
+            other => other?,
+        }
         tracing::info!(%user_id, device_id = %tokens.device_id, "logged in");
         Ok(tokens.into_session(user_id))
     }
@@ -351,11 +385,9 @@ impl Accounts {
         auth: Option<&AuthData>,
     ) -> Result<()> {
         self.require_password_uia("change_password", identity, auth).await?;
-        let hash = passwords::hash_password(new_password).await?;
-        self.store.set_password_hash(&identity.user_id, &hash).await?;
-        if logout_devices {
-            self.store.delete_other_devices(&identity.user_id, Some(&identity.device_id)).await?;
-        }
+        let hash = self.passwords.hash(new_password).await?;
+        let keep = logout_devices.then_some(&*identity.device_id);
+        self.store.change_password(&identity.user_id, &hash, logout_devices, keep).await?;
         Ok(())
     }
 
@@ -391,7 +423,9 @@ impl Accounts {
         if identity.is_guest {
             return Err(Error::guest_access_forbidden());
         }
-        self.uia.authenticate(purpose, Some(&identity.user_id), &[vec![AuthType::Password]], auth).await?;
+        self.uia
+            .authenticate(purpose, Some(&identity.user_id), "", &[vec![AuthType::Password]], auth)
+            .await?;
         Ok(())
     }
 

@@ -36,14 +36,16 @@ impl Authenticator {
     }
 
     /// Resolves `token`; `ip` is recorded as the device's last-seen address.
-    pub async fn authenticate(&self, token: &str, ip: Option<&str>) -> Result<Identity> {
+    /// `allow_expired` accepts an expired token (for logging out, which a
+    /// client whose refresh failed must still be able to do).
+    pub async fn authenticate(&self, token: &str, ip: Option<&str>, allow_expired: bool) -> Result<Identity> {
         let hash = secrets::hash_token(token);
         let owner = self.store.find_access_token(&hash).await?.ok_or(Error::unknown_token(false))?;
         if !secrets::constant_time_eq(&owner.token_hash, &hash) || owner.deactivated {
             return Err(Error::unknown_token(false));
         }
         let now = now_ms();
-        if owner.expires_ts.is_some_and(|expires| expires <= now) {
+        if !allow_expired && owner.expires_ts.is_some_and(|expires| expires <= now) {
             return Err(Error::unknown_token(true));
         }
         if let Some(replaced) = owner.replaces_id {

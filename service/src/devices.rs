@@ -29,13 +29,14 @@ impl Devices {
         self.store.get_device(user_id, device_id).await?.ok_or_else(|| Error::not_found("Unknown device"))
     }
 
-    /// `PUT /devices/{deviceId}`: only the display name can change.
+    /// `PUT /devices/{deviceId}`: only the display name can change, and
+    /// an absent name leaves it unchanged (the spec).
     pub async fn rename(&self, user_id: &UserId, device_id: &DeviceId, name: Option<&str>) -> Result<()> {
-        if self.store.set_device_display_name(user_id, device_id, name).await? {
-            Ok(())
-        } else {
-            Err(Error::not_found("Unknown device"))
-        }
+        let found = match name {
+            Some(name) => self.store.set_device_display_name(user_id, device_id, Some(name)).await?,
+            None => self.store.get_device(user_id, device_id).await?.is_some(),
+        };
+        if found { Ok(()) } else { Err(Error::not_found("Unknown device")) }
     }
 
     /// `DELETE /devices/{deviceId}` and `POST /delete_devices`, behind UIA.

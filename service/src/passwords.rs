@@ -1,37 +1,56 @@
 //! Password hashing with argon2id (the argon2 crate's defaults: 19 MiB,
-//! 2 passes, which OWASP recommends). Hashing is CPU-heavy on purpose, so it
-//! runs on the blocking pool and never stalls the async workers.
+//! 2 passes, which OWASP recommends). Hashing is CPU- and memory-heavy on
+//! purpose, so it runs on the blocking pool behind a semaphore: however many
+//! logins arrive at once, at most `permits` hashes (19 MiB each) run.
+
+use std::sync::Arc;
 
 use argon2::{
     Argon2,
     password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash},
 };
+use tokio::sync::Semaphore;
 
 use crate::{Error, Result};
 
-/// Hashes a password into a PHC string.
-pub async fn hash_password(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|hash| hash.to_string())
-            .map_err(Error::internal)
-    })
-    .await
-    .map_err(Error::internal)?
+/// The password hasher. Cheap to clone; clones share the permits.
+#[derive(Clone)]
+pub struct Passwords {
+    permits: Arc<Semaphore>,
 }
 
-/// Whether `password` matches `hash`. A malformed stored hash never matches.
-pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool> {
-    tokio::task::spawn_blocking(move || {
-        // Without a hash we still do the work, so that "no such user" and
-        // "wrong password" take the same time.
-        let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
-        let Ok(parsed) = PasswordHash::new(&hash) else { return false };
-        Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && hash != DUMMY_HASH
-    })
-    .await
-    .map_err(Error::internal)
+impl Passwords {
+    /// At most `permits` hashes run concurrently.
+    pub fn new(permits: usize) -> Self {
+        Self { permits: Arc::new(Semaphore::new(permits.max(1))) }
+    }
+
+    /// Hashes a password into a PHC string.
+    pub async fn hash(&self, password: String) -> Result<String> {
+        let _permit = self.permits.acquire().await.map_err(Error::internal)?;
+        tokio::task::spawn_blocking(move || {
+            Argon2::default()
+                .hash_password(password.as_bytes())
+                .map(|hash| hash.to_string())
+                .map_err(Error::internal)
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
+    /// Whether `password` matches `hash`. A malformed stored hash never matches.
+    pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool> {
+        let _permit = self.permits.acquire().await.map_err(Error::internal)?;
+        tokio::task::spawn_blocking(move || {
+            // Without a hash we still do the work, so that "no such user" and
+            // "wrong password" take the same time.
+            let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
+            let Ok(parsed) = PasswordHash::new(&hash) else { return false };
+            Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && hash != DUMMY_HASH
+        })
+        .await
+        .map_err(Error::internal)
+    }
 }
 
 /// The hash of a random string nobody knows, with our default parameters.
@@ -44,11 +63,12 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_verify_only_their_password() {
-        let hash = hash_password("correct horse".into()).await.expect("hash");
+        let passwords = Passwords::new(2);
+        let hash = passwords.hash("correct horse".into()).await.expect("hash");
         assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse".into(), Some(hash.clone())).await.expect("verify"));
-        assert!(!verify_password("wrong".into(), Some(hash)).await.expect("verify"));
-        assert!(!verify_password("anything".into(), None).await.expect("verify"));
-        assert!(!verify_password("x".into(), Some("not a hash".into())).await.expect("verify"));
+        assert!(passwords.verify("correct horse".into(), Some(hash.clone())).await.expect("verify"));
+        assert!(!passwords.verify("wrong".into(), Some(hash)).await.expect("verify"));
+        assert!(!passwords.verify("anything".into(), None).await.expect("verify"));
+        assert!(!passwords.verify("x".into(), Some("not a hash".into())).await.expect("verify"));
     }
 }

@@ -60,40 +60,58 @@ struct Bucket {
     updated: Instant,
 }
 
+struct Buckets {
+    map: HashMap<(Class, String), Bucket>,
+    last_sweep: Instant,
+}
+
 /// Shared token buckets.
 #[derive(Clone)]
 pub struct RateLimiter {
     settings: RateLimitSettings,
-    buckets: Arc<Mutex<HashMap<(Class, String), Bucket>>>,
+    buckets: Arc<Mutex<Buckets>>,
 }
 
-/// Past this many buckets, full (idle) ones are dropped.
+/// Past this many buckets, refilled (idle) ones are dropped, at most once
+/// per [`SWEEP_INTERVAL`].
 const MAX_BUCKETS: usize = 100_000;
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 impl RateLimiter {
     pub fn new(settings: RateLimitSettings) -> Self {
-        Self { settings, buckets: Arc::default() }
+        let buckets = Buckets { map: HashMap::new(), last_sweep: Instant::now() };
+        Self { settings, buckets: Arc::new(Mutex::new(buckets)) }
+    }
+
+    fn limit(&self, class: Class) -> Limit {
+        match class {
+            Class::Login => self.settings.login,
+            Class::Registration => self.settings.registration,
+            Class::General => self.settings.general,
+        }
     }
 
     /// Takes one token for `key` in `class`, or says how long to wait.
     pub fn check(&self, class: Class, key: &str) -> Result<()> {
-        let limit = match class {
-            Class::Login => self.settings.login,
-            Class::Registration => self.settings.registration,
-            Class::General => self.settings.general,
-        };
+        let limit = self.limit(class);
         if limit.per_second <= 0.0 {
             return Ok(());
         }
         let burst = f64::from(limit.burst.max(1));
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if buckets.len() > MAX_BUCKETS {
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.updated).as_secs_f64() * limit.per_second < burst
+        if buckets.map.len() > MAX_BUCKETS && now.duration_since(buckets.last_sweep) >= SWEEP_INTERVAL {
+            // Each bucket is judged by its own class's limit: a bucket that
+            // would be full again is indistinguishable from a new one.
+            buckets.map.retain(|(class, _), b| {
+                let limit = self.limit(*class);
+                let full = f64::from(limit.burst.max(1));
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * limit.per_second < full
             });
+            buckets.last_sweep = now;
         }
-        let bucket = buckets.entry((class, key.to_owned())).or_insert(Bucket { tokens: burst, updated: now });
+        let bucket =
+            buckets.map.entry((class, key.to_owned())).or_insert(Bucket { tokens: burst, updated: now });
         let refill = now.duration_since(bucket.updated).as_secs_f64() * limit.per_second;
         bucket.tokens = (bucket.tokens + refill).min(burst);
         bucket.updated = now;

@@ -20,14 +20,23 @@ use ruma::{
 };
 use tessera_storage::Store;
 
-use crate::{Error, Result, now_ms, passwords, secrets};
+use crate::{
+    Error, Result, now_ms,
+    passwords::Passwords,
+    rate_limit::{Class, RateLimiter},
+    secrets,
+};
 
 /// How long an unfinished session stays usable.
 pub const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 
-/// At most this many unfinished sessions are kept; past it the oldest go.
-/// (Opening a session needs no account, so memory must stay bounded.)
-const MAX_SESSIONS: usize = 50_000;
+/// At most this many unfinished sessions per requester (user, or IP for
+/// registration); past it that requester's oldest goes, so one client cannot
+/// push out everyone else's sessions.
+const MAX_SESSIONS_PER_REQUESTER: usize = 5;
+
+/// A hard bound on all sessions, as a backstop against many requesters.
+const MAX_SESSIONS: usize = 100_000;
 
 /// What the completed authentication proved, for the caller to act on.
 #[derive(Debug, Default)]
@@ -38,6 +47,8 @@ pub struct Completed {
 
 struct Session {
     created: Instant,
+    /// Who opened it: the user ID, or the client IP for registration.
+    requester: String,
     purpose: &'static str,
     user: Option<OwnedUserId>,
     completed: Vec<AuthType>,
@@ -48,33 +59,43 @@ struct Session {
 #[derive(Clone)]
 pub struct Uia {
     store: Store,
+    passwords: Passwords,
+    rate_limiter: RateLimiter,
     server_name: ruma::OwnedServerName,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
 }
 
 impl Uia {
-    pub fn new(store: Store, server_name: ruma::OwnedServerName) -> Self {
-        Self { store, server_name, sessions: Arc::default() }
+    pub fn new(
+        store: Store,
+        passwords: Passwords,
+        rate_limiter: RateLimiter,
+        server_name: ruma::OwnedServerName,
+    ) -> Self {
+        Self { store, passwords, rate_limiter, server_name, sessions: Arc::default() }
     }
 
     /// Drives one step of UIA for `purpose`. `user` is the account the
-    /// password stage must prove (the requester); `flows` are the acceptable
-    /// stage sequences. Returns once a whole flow is complete, and otherwise
+    /// password stage must prove (the requester); `client` identifies an
+    /// anonymous requester (its IP); `flows` are the acceptable stage
+    /// sequences. Returns once a whole flow is complete, and otherwise
     /// [`Error::Uia`] with what the client must do next.
     pub async fn authenticate(
         &self,
         purpose: &'static str,
         user: Option<&UserId>,
+        client: &str,
         flows: &[Vec<AuthType>],
         auth: Option<&AuthData>,
     ) -> Result<Completed> {
+        let requester = user.map_or_else(|| client.to_owned(), |u| u.to_string());
         let Some(auth) = auth else {
-            let session = self.open(purpose, user);
+            let session = self.open(purpose, user, requester);
             return Err(self.challenge(flows, &session, None));
         };
         let session_id = match auth.session() {
             Some(id) => self.resume(id, purpose, user)?,
-            None => self.open(purpose, user),
+            None => self.open(purpose, user, requester),
         };
         let Some(stage) = auth.auth_type() else {
             // A fallback acknowledgement: report where the session stands.
@@ -123,8 +144,10 @@ impl Uia {
                 if named.as_deref() != Some(user) {
                     return forbidden("The identifier does not match the authenticated user");
                 }
+                // Password guesses through UIA count like login attempts.
+                self.rate_limiter.check(Class::Login, user.as_str())?;
                 let hash = self.store.get_user(user).await?.and_then(|u| u.password_hash);
-                if passwords::verify_password(p.password.clone(), hash).await? {
+                if self.passwords.verify(p.password.clone(), hash).await? {
                     Ok(Ok(None))
                 } else {
                     forbidden("Invalid password")
@@ -169,10 +192,27 @@ impl Uia {
         Error::Uia(Box::new(info))
     }
 
-    fn open(&self, purpose: &'static str, user: Option<&UserId>) -> String {
+    fn open(&self, purpose: &'static str, user: Option<&UserId>, requester: String) -> String {
         let id = secrets::new_token("uia");
         let mut sessions = self.lock();
-        sessions.retain(|_, s| s.created.elapsed() < SESSION_TTL);
+        let now = Instant::now();
+        // Evict within the requester: their expired sessions, then their
+        // oldest beyond the cap. Only the backstop scans everyone.
+        let mut own: Vec<(Instant, String)> = sessions
+            .iter()
+            .filter(|(_, s)| s.requester == requester)
+            .map(|(id, s)| (s.created, id.clone()))
+            .collect();
+        own.sort();
+        let excess = own.len().saturating_sub(MAX_SESSIONS_PER_REQUESTER - 1);
+        for (i, (created, old)) in own.iter().enumerate() {
+            if i < excess || now.duration_since(*created) >= SESSION_TTL {
+                sessions.remove(old);
+            }
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, s| s.created.elapsed() < SESSION_TTL);
+        }
         if sessions.len() >= MAX_SESSIONS
             && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.created).map(|(id, _)| id.clone())
         {
@@ -181,7 +221,8 @@ impl Uia {
         sessions.insert(
             id.clone(),
             Session {
-                created: Instant::now(),
+                requester,
+                created: now,
                 purpose,
                 user: user.map(ToOwned::to_owned),
                 completed: Vec::new(),

@@ -107,15 +107,24 @@ impl Store {
     /// Deletes every device of the user except `keep` (all when `None`),
     /// revoking their tokens.
     pub async fn delete_other_devices(&self, user_id: &UserId, keep: Option<&DeviceId>) -> Result<()> {
-        let keep = keep.map_or("", DeviceId::as_str);
         let mut tx = self.write.begin().await?;
-        for statement in [
-            "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",
-            "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
-        ] {
-            sqlx::query(statement).bind(user_id.as_str()).bind(keep).execute(&mut *tx).await?;
-        }
+        delete_devices_except(&mut tx, user_id, keep).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+pub(crate) async fn delete_devices_except(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user_id: &UserId,
+    keep: Option<&DeviceId>,
+) -> Result<()> {
+    let keep = keep.map_or("", DeviceId::as_str);
+    for statement in [
+        "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",
+        "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
+    ] {
+        sqlx::query(statement).bind(user_id.as_str()).bind(keep).execute(&mut **tx).await?;
+    }
+    Ok(())
 }

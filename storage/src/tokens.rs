@@ -10,7 +10,7 @@
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use sqlx::{Any, Row, Transaction};
 
-use crate::{Result, Store, store::now_ms, users::parse_user_id};
+use crate::{Result, StorageError, Store, store::now_ms, users::parse_user_id};
 
 /// A token to create, with the device it belongs to.
 pub struct NewAccessToken<'a> {
@@ -97,8 +97,31 @@ async fn insert_token(
 
 impl Store {
     /// Logs a device in: creates it if needed and gives it a fresh token.
-    pub async fn create_access_token(&self, new: NewAccessToken<'_>) -> Result<()> {
+    /// Conflict if the account was deactivated meanwhile, or, when
+    /// `verified_password_hash` is given, if the password changed since the
+    /// caller checked it (the row is locked on PostgreSQL, and SQLite has a
+    /// single writer, so a concurrent change cannot slip in between).
+    pub async fn create_access_token(
+        &self,
+        new: NewAccessToken<'_>,
+        verified_password_hash: Option<&str>,
+    ) -> Result<()> {
         let mut tx = self.write.begin().await?;
+        let check = match self.backend {
+            crate::Backend::Postgres => {
+                "SELECT password_hash, deactivated FROM users WHERE user_id = $1 FOR UPDATE"
+            }
+            crate::Backend::Sqlite => "SELECT password_hash, deactivated FROM users WHERE user_id = $1",
+        };
+        let row = sqlx::query(check).bind(new.user_id.as_str()).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else { return Err(StorageError::Conflict("account is gone")) };
+        let current_hash: Option<String> = row.try_get(0)?;
+        if row.try_get::<i64, _>(1)? != 0 {
+            return Err(StorageError::Conflict("account is deactivated"));
+        }
+        if verified_password_hash.is_some() && current_hash.as_deref() != verified_password_hash {
+            return Err(StorageError::Conflict("password changed"));
+        }
         insert_device_and_token(&mut tx, &new, now_ms()).await?;
         tx.commit().await?;
         Ok(())
@@ -163,9 +186,11 @@ impl Store {
         expires_ts: Option<i64>,
     ) -> Result<Option<(OwnedUserId, OwnedDeviceId)>> {
         let mut tx = self.write.begin().await?;
+        // A no-op update takes the row lock on PostgreSQL, so two refreshes
+        // (or a refresh and a revocation) of one token cannot interleave.
         let Some(row) = sqlx::query(
-            "SELECT id, user_id, device_id, replaces_id FROM access_tokens
-             WHERE refresh_token_hash = $1",
+            "UPDATE access_tokens SET id = id WHERE refresh_token_hash = $1
+             RETURNING id, user_id, device_id, replaces_id",
         )
         .bind(refresh_token_hash)
         .fetch_optional(&mut *tx)
@@ -177,10 +202,16 @@ impl Store {
         let user_id = parse_user_id(row.try_get(1)?)?;
         let device_id: OwnedDeviceId = row.try_get::<String, _>(2)?.into();
         // Using this refresh token proves its own issuance arrived, so the
-        // token it was refreshed from can go now.
+        // token it was refreshed from, and any other token refreshed from
+        // that one, can go now.
         if let Some(grandparent) = row.try_get::<Option<i64>, _>(3)? {
-            sqlx::query("DELETE FROM access_tokens WHERE id = $1")
+            sqlx::query("DELETE FROM access_tokens WHERE id = $1 OR (replaces_id = $1 AND id <> $2)")
                 .bind(grandparent)
+                .bind(old_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE access_tokens SET replaces_id = NULL WHERE id = $1")
+                .bind(old_id)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -98,13 +98,25 @@ impl Store {
         .transpose()
     }
 
-    /// Replaces the password hash.
-    pub async fn set_password_hash(&self, user_id: &UserId, hash: &str) -> Result<()> {
+    /// Replaces the password hash and, when `logout_devices` is set, deletes
+    /// every device but `keep` with its tokens, atomically.
+    pub async fn change_password(
+        &self,
+        user_id: &UserId,
+        hash: &str,
+        logout_devices: bool,
+        keep: Option<&ruma::DeviceId>,
+    ) -> Result<()> {
+        let mut tx = self.write.begin().await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE user_id = $2")
             .bind(hash)
             .bind(user_id.as_str())
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
+        if logout_devices {
+            crate::devices::delete_devices_except(&mut tx, user_id, keep).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

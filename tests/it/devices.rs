@@ -29,6 +29,9 @@ async fn devices_are_listed_and_renamed(backend: Backend) {
     let path = format!("/_matrix/client/v3/devices/{device}");
     alice.put(&path, json!({ "display_name": "Alice's laptop" })).await.ok();
     assert_eq!(alice.get(&path).await.ok()["display_name"], "Alice's laptop");
+    // Without display_name the name is unchanged.
+    alice.put(&path, json!({})).await.ok();
+    assert_eq!(alice.get(&path).await.ok()["display_name"], "Alice's laptop");
 
     alice.get("/_matrix/client/v3/devices/NOSUCHDEVICE").await.assert_error(404, "M_NOT_FOUND");
     alice
@@ -66,7 +69,16 @@ async fn deleting_devices_needs_uia_and_revokes_tokens(backend: Backend) {
     tablet.login("alice", "secret-pw").await.ok();
 
     let phone_path = format!("/_matrix/client/v3/devices/{}", phone.device_id.as_deref().expect("device"));
-    alice.delete("/_matrix/client/v3/devices/NOSUCHDEVICE", json!({})).await.assert_error(404, "M_NOT_FOUND");
+    // Deleting a device that is not there succeeds (after UIA), per the spec.
+    alice
+        .with_password_uia(
+            reqwest::Method::DELETE,
+            "/_matrix/client/v3/devices/NOSUCHDEVICE",
+            json!({}),
+            "secret-pw",
+        )
+        .await
+        .ok();
     alice.with_password_uia(reqwest::Method::DELETE, &phone_path, json!({}), "secret-pw").await.ok();
     phone.get("/_matrix/client/v3/account/whoami").await.assert_error(401, "M_UNKNOWN_TOKEN");
     alice.get(&phone_path).await.assert_error(404, "M_NOT_FOUND");

@@ -141,6 +141,28 @@ async fn refresh_tokens_rotate_and_expired_tokens_soft_logout(backend: Backend) 
     expired.assert_error(401, "M_UNKNOWN_TOKEN");
     assert_eq!(expired.body["soft_logout"], true);
 
+    // A second session, also expired, can still log out (its refresh failed).
+    let other = client
+        .post(
+            "/_matrix/client/v3/login",
+            json!({ "type": "m.login.password", "user": "alice", "password": "secret-pw", "refresh_token": true }),
+        )
+        .await
+        .ok();
+    let mut stale = server.client();
+    stale.token = other["access_token"].as_str().map(str::to_owned);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stale.get("/_matrix/client/v3/account/whoami").await.status != 401 {
+        assert!(tokio::time::Instant::now() < deadline, "token never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stale.post("/_matrix/client/v3/logout", json!({})).await.ok();
+    let refresh = other["refresh_token"].as_str().expect("refresh token");
+    client
+        .post("/_matrix/client/v3/refresh", json!({ "refresh_token": refresh }))
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
+
     // The refresh token gets a new pair on the same device.
     let refreshed =
         client.post("/_matrix/client/v3/refresh", json!({ "refresh_token": refresh_token })).await.ok();

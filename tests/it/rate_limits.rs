@@ -8,7 +8,12 @@ use crate::{
     harness::{Backend, TestServer},
 };
 
-both_backends!(login_attempts_are_limited_per_ip, general_limit_applies_per_user);
+both_backends!(
+    login_attempts_are_limited_per_ip,
+    general_limit_applies_per_user,
+    registration_limit_counts_created_accounts,
+    forwarded_for_uses_the_proxys_entry
+);
 
 async fn login_attempts_are_limited_per_ip(backend: Backend) {
     let server = TestServer::start_with(backend, |c| c.rate_limits.login = Limit::new(0.01, 3)).await;
@@ -48,4 +53,40 @@ async fn general_limit_applies_per_user(backend: Backend) {
     alice.get("/_matrix/client/v3/account/whoami").await.assert_error(429, "M_LIMIT_EXCEEDED");
     // Bob has his own bucket.
     bob.get("/_matrix/client/v3/account/whoami").await.ok();
+}
+
+async fn registration_limit_counts_created_accounts(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| c.rate_limits.registration = Limit::new(0.01, 2)).await;
+    let client = server.client();
+    // Probing and the UIA round trips of a sign-up are not registrations.
+    for _ in 0..5 {
+        client.get("/_matrix/client/v3/register/available?username=somebody").await.ok();
+        assert_eq!(client.post("/_matrix/client/v3/register", json!({ "username": "x" })).await.status, 401);
+    }
+    server.register("alice", "pw").await;
+    server.register("bob", "pw").await;
+    client
+        .register_with(json!({ "username": "carol", "password": "pw" }))
+        .await
+        .assert_error(429, "M_LIMIT_EXCEEDED");
+}
+
+async fn forwarded_for_uses_the_proxys_entry(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| {
+        c.trust_forwarded_for = true;
+        c.rate_limits.login = Limit::new(0.01, 1);
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let login = |forwarded: &'static str| {
+        http.post(format!("{}/_matrix/client/v3/login", server.base))
+            .header("X-Forwarded-For", forwarded)
+            .json(&json!({ "type": "m.login.password", "user": "x", "password": "y" }))
+            .send()
+    };
+    assert_eq!(login("1.1.1.1, 203.0.113.7").await.expect("send").status(), 403);
+    // A client cannot escape its limit by forging the entries before the
+    // one the proxy appended.
+    assert_eq!(login("9.9.9.9, 203.0.113.7").await.expect("send").status(), 429);
+    assert_eq!(login("203.0.113.8").await.expect("send").status(), 403);
 }

@@ -178,7 +178,16 @@ async fn guests_register_only_when_allowed(backend: Backend) {
         .assert_error(403, "M_GUEST_ACCESS_FORBIDDEN");
 
     let server = TestServer::start_with(backend, |c| c.allow_guests = true).await;
-    let registered = server.client().post("/_matrix/client/v3/register?kind=guest", json!({})).await.ok();
+    // The spec: a guest's device_id (and everything but the display name) is ignored.
+    let registered = server
+        .client()
+        .post(
+            "/_matrix/client/v3/register?kind=guest",
+            json!({ "device_id": "CHOSEN", "initial_device_display_name": "Guest phone" }),
+        )
+        .await
+        .ok();
+    assert_ne!(registered["device_id"], "CHOSEN");
     let mut guest = server.client();
     guest.token = registered["access_token"].as_str().map(str::to_owned);
     let whoami = guest.get("/_matrix/client/v3/account/whoami").await.ok();

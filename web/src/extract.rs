@@ -71,19 +71,28 @@ token_policy! {
     NoAuthentication => false, false;
 }
 
-/// Whether guest accounts may call an endpoint (spec: "Guest access").
+/// Who may call an endpoint beyond ordinary users: guests (spec: "Guest
+/// access") and holders of expired tokens (only to log out).
 pub trait GuestPolicy {
     const ALLOWED: bool;
+    const EXPIRED_TOKENS: bool = false;
 }
 /// The default: guests get `M_GUEST_ACCESS_FORBIDDEN`.
 pub struct NoGuests;
 /// For the endpoints the spec lets guests use.
 pub struct GuestsAllowed;
+/// For `/logout` and `/logout/all`: guests, and expired tokens too, so a
+/// client whose refresh failed can still remove its device (as Synapse).
+pub struct LogoutAllowed;
 impl GuestPolicy for NoGuests {
     const ALLOWED: bool = false;
 }
 impl GuestPolicy for GuestsAllowed {
     const ALLOWED: bool = true;
+}
+impl GuestPolicy for LogoutAllowed {
+    const ALLOWED: bool = true;
+    const EXPIRED_TOKENS: bool = true;
 }
 
 /// Where the request-log middleware learns who made the request.
@@ -130,7 +139,7 @@ where
         let (mut parts, body) = request.into_parts();
         let client_ip = client_ip(&parts, gate.trust_forwarded_for);
 
-        let identity = authenticate::<T>(&gate, &parts, client_ip).await?;
+        let identity = authenticate::<T>(&gate, &parts, client_ip, G::EXPIRED_TOKENS).await?;
         if let Some(identity) = &identity {
             if identity.is_guest && !G::ALLOWED {
                 return Err(Error::guest_access_forbidden().into());
@@ -159,6 +168,7 @@ where
         if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
             return Err(Error::not_json("Request body is not valid JSON").into());
         }
+        let bytes = crate::compat::legacy_uia_user(bytes);
 
         let http_request = http::Request::from_parts(parts, bytes.as_ref());
         // ruma's deserialisers index into JSON maps in places; a malformed body
@@ -171,7 +181,12 @@ where
     }
 }
 
-async fn authenticate<T>(gate: &Gate, parts: &Parts, ip: Option<IpAddr>) -> Result<Option<Identity>, Error>
+async fn authenticate<T>(
+    gate: &Gate,
+    parts: &Parts,
+    ip: Option<IpAddr>,
+    allow_expired: bool,
+) -> Result<Option<Identity>, Error>
 where
     T: Metadata,
     T::Authentication: TokenPolicy,
@@ -186,7 +201,7 @@ where
     match token {
         Some(token) => {
             let ip = ip.map(|ip| ip.to_string());
-            gate.authenticator.authenticate(&token, ip.as_deref()).await.map(Some)
+            gate.authenticator.authenticate(&token, ip.as_deref(), allow_expired).await.map(Some)
         }
         None if T::Authentication::REQUIRED => Err(Error::missing_token()),
         None => Ok(None),
@@ -210,11 +225,15 @@ where
 
 fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
     if trust_forwarded_for {
+        // The entry our proxy appended is the last one of the last header;
+        // everything before it came from the client and can be forged.
         let forwarded = parts
             .headers
-            .get("x-forwarded-for")
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse().ok());
         if forwarded.is_some() {
             return forwarded;

@@ -12,6 +12,7 @@
 //!
 //! Must not: contain business logic or SQL.
 
+mod compat;
 mod error;
 mod extract;
 mod json;
@@ -20,7 +21,7 @@ mod response;
 pub mod routing;
 
 pub use error::WebError;
-pub use extract::{ClientIp, Gate, GuestPolicy, GuestsAllowed, NoGuests, Ruma, TokenPolicy};
+pub use extract::{ClientIp, Gate, GuestPolicy, GuestsAllowed, LogoutAllowed, NoGuests, Ruma, TokenPolicy};
 pub use json::JsonBody;
 pub use response::RumaResponse;
 

@@ -1,0 +1,55 @@
+//! Rewrites of request bodies that real clients send in older shapes than
+//! ruma accepts.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+/// The UIA password stage with the legacy top-level `user` field instead
+/// of `identifier` (`{"type": "m.login.password", "user": "alice", ...}`),
+/// which matrix-nio documents for `delete_devices` and Synapse accepts.
+/// ruma requires `identifier`, so rewrite it into that form.
+pub(crate) fn legacy_uia_user(body: Bytes) -> Bytes {
+    // Cheap pre-check: most bodies carry no UIA at all.
+    if !contains(&body, b"\"auth\"") || !contains(&body, b"\"user\"") {
+        return body;
+    }
+    let Ok(mut value) = serde_json::from_slice::<Value>(&body) else { return body };
+    let Some(auth) = value.get_mut("auth").and_then(Value::as_object_mut) else { return body };
+    if auth.get("type").and_then(Value::as_str) != Some("m.login.password") || auth.contains_key("identifier")
+    {
+        return body;
+    }
+    let Some(user) = auth.remove("user") else { return body };
+    auth.insert("identifier".into(), serde_json::json!({ "type": "m.id.user", "user": user }));
+    serde_json::to_vec(&value).map(Bytes::from).unwrap_or(body)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_user_becomes_an_identifier() {
+        let body = Bytes::from_static(br#"{"devices":["A"],"auth":{"type":"m.login.password","user":"alice","password":"pw","session":"s"}}"#);
+        let fixed: Value = serde_json::from_slice(&legacy_uia_user(body)).expect("json");
+        assert_eq!(fixed["auth"]["identifier"], serde_json::json!({ "type": "m.id.user", "user": "alice" }));
+        assert!(fixed["auth"].get("user").is_none());
+        assert_eq!(fixed["auth"]["password"], "pw");
+    }
+
+    #[test]
+    fn other_bodies_pass_through_untouched() {
+        for raw in [
+            &br#"{"type":"m.login.password","user":"alice","password":"pw"}"#[..],
+            br#"{"auth":{"type":"m.login.dummy","user":"x"}}"#,
+            br#"{"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"a"},"user":"b"}}"#,
+        ] {
+            let body = Bytes::copy_from_slice(raw);
+            assert_eq!(legacy_uia_user(body.clone()), body);
+        }
+    }
+}
