@@ -17,7 +17,8 @@ use tessera_core::ServerSigningKey;
 use tessera_federation::FederationState;
 use tessera_service::{
     accounts::Accounts, auth::Authenticator, devices::Devices, passwords::Passwords, profiles::Profiles,
-    rate_limit::RateLimiter, shared_secret::SharedSecretRegistration, uia::Uia,
+    rate_limit::RateLimiter, rooms::Rooms, shared_secret::SharedSecretRegistration, streams::StreamAllocator,
+    uia::Uia,
 };
 use tessera_storage::Store;
 use tessera_web::Gate;
@@ -30,6 +31,8 @@ pub use config::Config;
 pub enum ServeError {
     #[error("database: {0}")]
     Database(#[from] tessera_storage::OpenError),
+    #[error("database: {0}")]
+    Storage(String),
     #[error("signing key: {0}")]
     SigningKey(String),
     #[error("TLS: {0}")]
@@ -108,6 +111,14 @@ async fn serve_with_store(
         config.account_settings(),
     );
     let profiles = Profiles::new(store.clone());
+    let last_position = store.max_stream_ordering().await.map_err(|e| ServeError::Storage(e.to_string()))?;
+    let streams = StreamAllocator::new(last_position);
+    let rooms = Rooms::new(
+        store.clone(),
+        signing_key.clone(),
+        tessera_core::room_versions::default_version(),
+        streams,
+    );
     let client_addr = listeners.client.local_addr()?;
     let client_state = ClientState {
         gate: gate.clone(),
@@ -119,6 +130,7 @@ async fn serve_with_store(
         ),
         accounts,
         profiles,
+        rooms,
         rate_limiter,
         discovery: DiscoverySettings {
             client_base_url: Some(config.well_known.client.clone().unwrap_or_else(|| {

@@ -14,12 +14,13 @@ mod devices;
 mod discovery;
 mod profile;
 mod register;
+mod rooms;
 mod session;
 mod threepid;
 
 use axum::{Router, extract::FromRef, middleware, routing::get};
 use tessera_service::{
-    accounts::Accounts, devices::Devices, profiles::Profiles, rate_limit::RateLimiter,
+    accounts::Accounts, devices::Devices, profiles::Profiles, rate_limit::RateLimiter, rooms::Rooms,
     shared_secret::SharedSecretRegistration,
 };
 use tessera_web::{Gate, routing};
@@ -33,6 +34,7 @@ pub struct ClientState {
     pub accounts: Accounts,
     pub devices: Devices,
     pub profiles: Profiles,
+    pub rooms: Rooms,
     pub shared_secret: SharedSecretRegistration,
     pub rate_limiter: RateLimiter,
     pub discovery: DiscoverySettings,
@@ -55,6 +57,7 @@ pub fn router(state: ClientState) -> Router {
         .merge(threepid::routes())
         .merge(devices::routes())
         .merge(profile::routes())
+        .merge(rooms::routes())
         .merge(admin::routes())
         .route("/health", get(|| async { "OK" }))
         .fallback(routing::unknown_path)

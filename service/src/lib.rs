@@ -16,8 +16,10 @@ pub mod error;
 pub mod passwords;
 pub mod profiles;
 pub mod rate_limit;
+pub mod rooms;
 pub mod secrets;
 pub mod shared_secret;
+pub mod streams;
 pub mod uia;
 
 pub use error::{Error, Result};

@@ -12,17 +12,22 @@
 
 mod devices;
 mod error;
+mod events;
 mod migrate;
 mod registration_tokens;
+mod rooms;
+pub mod state;
 mod store;
 mod tokens;
 mod users;
 
 pub use devices::Device;
 pub use error::StorageError;
+pub use events::{NewEvent, StoredEvent};
 pub use migrate::SchemaError;
 pub use migrate::latest_version as latest_schema_version;
 pub use registration_tokens::RegistrationToken;
+pub use rooms::RoomInfo;
 pub use store::{Backend, OpenError, Store};
 pub use tokens::{NewAccessToken, TokenOwner};
 pub use users::{NewUser, Profile, User};

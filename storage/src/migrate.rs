@@ -27,7 +27,7 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[Migration] = &[migration!(1, "0001_accounts")];
+const MIGRATIONS: &[Migration] = &[migration!(1, "0001_accounts"), migration!(2, "0002_rooms")];
 
 /// The newest schema version this binary knows.
 pub fn latest_version() -> i64 {

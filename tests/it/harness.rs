@@ -309,6 +309,7 @@ impl Response {
 }
 
 /// A client of the test server.
+#[derive(Clone)]
 pub struct TestClient {
     http: reqwest::Client,
     pub base: String,
@@ -371,6 +372,46 @@ impl TestClient {
         self.device_id = body["device_id"].as_str().map(str::to_owned);
     }
 
+    /// Creates a room with `body` and returns its ID.
+    pub async fn create_room(&self, body: Value) -> String {
+        let created = self.post("/_matrix/client/v3/createRoom", body).await.ok();
+        created["room_id"].as_str().expect("room_id").to_owned()
+    }
+
+    /// Sends an `m.room.message` text with a fresh transaction ID; returns
+    /// the event ID.
+    pub async fn send_text(&self, room_id: &str, body: &str) -> String {
+        let txn = format!("txn-{}", next_txn());
+        let path = format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}");
+        let sent = self.put(&path, json!({ "msgtype": "m.text", "body": body })).await.ok();
+        sent["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// Joins a room by ID or alias.
+    pub async fn join(&self, room: &str) -> Response {
+        self.post(&format!("/_matrix/client/v3/join/{}", encode(room)), json!({})).await
+    }
+
+    /// Every event of a room the client can see, oldest first, by paging
+    /// `/messages` forwards `limit` at a time.
+    pub async fn all_messages(&self, room_id: &str, limit: usize) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut from: Option<String> = None;
+        for _ in 0..10_000 {
+            let from_param = from.as_ref().map(|f| format!("&from={f}")).unwrap_or_default();
+            let page = self
+                .get(&format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=f&limit={limit}{from_param}"))
+                .await
+                .ok();
+            events.extend(page["chunk"].as_array().expect("chunk").iter().cloned());
+            match page["end"].as_str() {
+                Some(end) => from = Some(end.to_owned()),
+                None => return events,
+            }
+        }
+        panic!("pagination did not end");
+    }
+
     /// Registers through the UIA dummy flow and adopts the new session.
     pub async fn register(&mut self, name: &str, password: &str) -> Value {
         let body = self.register_with(json!({ "username": name, "password": password })).await.ok();
@@ -423,4 +464,15 @@ impl TestClient {
         });
         self.request(method, path, Some(body)).await
     }
+}
+
+fn next_txn() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Percent-encodes a room ID or alias for a path segment.
+pub fn encode(segment: &str) -> String {
+    segment.replace('%', "%25").replace('#', "%23").replace('!', "%21").replace(':', "%3A")
 }

@@ -6,6 +6,7 @@ mod harness;
 
 mod account;
 mod admin_cli;
+mod concurrency;
 mod devices;
 mod discovery;
 mod errors;
@@ -15,5 +16,6 @@ mod login;
 mod profile;
 mod rate_limits;
 mod registration;
+mod rooms;
 mod shared_secret;
 mod threepid;

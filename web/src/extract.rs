@@ -159,7 +159,12 @@ where
         let path_args = RawPathParams::from_request_parts(&mut parts, state)
             .await
             .map_err(|e| Error::invalid_param(format!("bad path parameter: {e}")))?;
-        let path_args: Vec<String> = path_args.iter().map(|(_, v)| v.to_owned()).collect();
+        let mut path_args: Vec<String> = path_args.iter().map(|(_, v)| v.to_owned()).collect();
+        // Routes registered without a trailing parameter (the spec's
+        // `/state/{eventType}` with an empty state key) leave it empty.
+        while path_args.len() < T::_path_parameters().len() {
+            path_args.push(String::new());
+        }
         let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
 
         let bytes = axum::body::to_bytes(body, gate.max_body_bytes)

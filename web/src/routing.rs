@@ -32,6 +32,19 @@ impl<S: Clone + Send + Sync + 'static> RumaRoutes<S> for Router<S> {
     }
 }
 
+/// Adds `handler` for endpoint `T` also at `path`, a path ruma does not
+/// list (like the empty-state-key form of the state endpoints).
+pub fn extra_route<S, T, H, X>(router: Router<S>, path: &str, handler: H) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    T: Metadata,
+    H: Handler<X, S>,
+    X: 'static,
+{
+    let filter = MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
+    router.route(path, axum::routing::on(filter, handler))
+}
+
 /// `404 M_UNRECOGNIZED` for paths we do not serve.
 pub async fn unknown_path() -> WebError {
     WebError(Error::unrecognized(404, "Unrecognized request"))

@@ -1,0 +1,110 @@
+//! History and members: `GET /rooms/{roomId}/messages`, `/members`,
+//! `/joined_members`.
+
+use std::collections::BTreeMap;
+
+use axum::{Router, extract::State};
+use ruma::{
+    UserId,
+    api::{
+        Direction as RumaDirection,
+        client::{
+            filter::LazyLoadOptions,
+            membership::{get_member_events, joined_members},
+            message::get_message_events,
+        },
+    },
+};
+use tessera_service::{
+    Error,
+    rooms::{Direction, HistoryQuery, PageToken, read::EventFilter},
+};
+use tessera_web::{GuestsAllowed, Result, Ruma, routing::RumaRoutes};
+
+use super::raw;
+use crate::ClientState;
+
+pub(super) fn routes() -> Router<ClientState> {
+    Router::new()
+        .ruma_route::<get_message_events::v3::Request, _, _>(messages)
+        .ruma_route::<get_member_events::v3::Request, _, _>(members)
+        .ruma_route::<joined_members::v3::Request, _, _>(joined_members)
+}
+
+/// Page size when the client names none (the spec's default).
+const DEFAULT_LIMIT: usize = 10;
+
+async fn messages(
+    State(state): State<ClientState>,
+    req: Ruma<get_message_events::v3::Request, GuestsAllowed>,
+) -> Result<get_message_events::v3::Response> {
+    let me = req.identity()?;
+    let body = &req.body;
+    let token = |t: &Option<String>| t.as_deref().map(str::parse::<PageToken>).transpose();
+    let direction = match body.dir {
+        RumaDirection::Backward => Direction::Backward,
+        _ => Direction::Forward,
+    };
+    let limit = usize::try_from(u64::from(body.limit)).unwrap_or(DEFAULT_LIMIT);
+    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
+    let filter = EventFilter {
+        types: body.filter.types.clone(),
+        not_types: body.filter.not_types.clone(),
+        senders: body.filter.senders.as_ref().map(|s| s.iter().map(ToString::to_string).collect()),
+        not_senders: body.filter.not_senders.iter().map(ToString::to_string).collect(),
+    };
+    let query = HistoryQuery { from: token(&body.from)?, to: token(&body.to)?, direction, limit, filter };
+    let page = state.rooms.messages(me, &body.room_id, &query).await?;
+    // Lazy-loaded members: the member events of this page's senders.
+    let mut member_state = Vec::new();
+    if !matches!(body.filter.lazy_load_options, LazyLoadOptions::Disabled) {
+        let mut senders: Vec<&str> = page.chunk.iter().filter_map(|e| e.get("sender")?.as_str()).collect();
+        senders.sort_unstable();
+        senders.dedup();
+        for sender in senders {
+            if let Ok(event) = state.rooms.state_event(me, &body.room_id, "m.room.member", sender).await {
+                member_state.push(raw(event)?);
+            }
+        }
+    }
+    let mut response = get_message_events::v3::Response::new();
+    response.start = page.start.to_string();
+    response.end = page.end.map(|t| t.to_string());
+    response.chunk = page.chunk.into_iter().map(raw).collect::<std::result::Result<_, Error>>()?;
+    response.state = member_state;
+    Ok(response.into())
+}
+
+async fn members(
+    State(state): State<ClientState>,
+    req: Ruma<get_member_events::v3::Request, GuestsAllowed>,
+) -> Result<get_member_events::v3::Response> {
+    let body = &req.body;
+    let events = state
+        .rooms
+        .members(
+            req.identity()?,
+            &body.room_id,
+            body.membership.as_ref().map(|m| m.as_str()),
+            body.not_membership.as_ref().map(|m| m.as_str()),
+        )
+        .await?;
+    let chunk = events.into_iter().map(raw).collect::<std::result::Result<_, Error>>()?;
+    Ok(get_member_events::v3::Response::new(chunk).into())
+}
+
+async fn joined_members(
+    State(state): State<ClientState>,
+    req: Ruma<joined_members::v3::Request, GuestsAllowed>,
+) -> Result<joined_members::v3::Response> {
+    let members = state.rooms.joined_members(req.identity()?, &req.body.room_id).await?;
+    let mut joined = BTreeMap::new();
+    for (user, display_name, avatar_url) in members {
+        let Ok(user_id) = UserId::parse(user) else { continue };
+        let mut member = joined_members::v3::RoomMember::new();
+        member.display_name = display_name;
+        member.avatar_url = avatar_url.map(Into::into);
+        joined.insert(user_id, member);
+    }
+    Ok(joined_members::v3::Response::new(joined).into())
+}

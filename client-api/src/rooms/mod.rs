@@ -1,0 +1,26 @@
+//! Room endpoints: creation, membership, sending events and state, and
+//! reading history. Spec: <https://spec.matrix.org/v1.16/client-server-api/#rooms>.
+
+mod create;
+mod events;
+mod history;
+mod membership;
+
+use axum::Router;
+use ruma::serde::Raw;
+use tessera_service::{Error, rooms::ClientEvent};
+
+use crate::ClientState;
+
+pub(crate) fn routes() -> Router<ClientState> {
+    Router::new()
+        .merge(create::routes())
+        .merge(membership::routes())
+        .merge(events::routes())
+        .merge(history::routes())
+}
+
+/// A client-format event as the ruma type a response wants.
+fn raw<T>(event: ClientEvent) -> Result<Raw<T>, Error> {
+    serde_json::value::to_raw_value(&event).map(Raw::from_json).map_err(Error::internal)
+}

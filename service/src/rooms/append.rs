@@ -1,0 +1,223 @@
+//! The append path: build a local event at the room's tip, authorise it
+//! against its auth events and the current state, and store it with a new
+//! stream position. Callers hold the room's lock across prepare and persist.
+
+use ruma::{
+    CanonicalJsonObject, DeviceId, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, RoomId, RoomVersionId,
+    UserId, events::TimelineEventType,
+};
+use tessera_core::{EventError, EventTemplate, Parents, Pdu, auth, build_event, rules_for};
+use tessera_storage::{NewEvent, StorageError, StoredEvent};
+
+use super::Rooms;
+use crate::{Error, Result};
+
+/// Maps the core's verdicts to the spec's errors.
+pub(crate) fn event_error(e: EventError) -> Error {
+    match e {
+        EventError::Invalid(message) => Error::bad_json(message),
+        EventError::AuthRejected(reason) => Error::forbidden(reason),
+        EventError::UnsupportedRoomVersion(version) => Error::new(
+            400,
+            ruma::api::error::ErrorKind::UnsupportedRoomVersion,
+            format!("Room version {version} is not supported"),
+        ),
+        EventError::TooLarge => Error::too_large("Event is larger than 65536 bytes"),
+    }
+}
+
+/// Parses a stored event into a PDU for the room's version.
+pub(crate) fn pdu_from_stored(stored: &StoredEvent, version: &RoomVersionId) -> Result<Pdu> {
+    let rules = rules_for(version).map_err(event_error)?;
+    let json: CanonicalJsonObject =
+        serde_json::from_str(&stored.json).map_err(|e| Error::internal(format!("stored event JSON: {e}")))?;
+    let room_id = RoomId::parse(&stored.room_id).map_err(Error::internal)?;
+    let mut pdu = Pdu::from_json(stored.event_id.clone(), Some(&room_id), json, &rules)
+        .map_err(|e| Error::internal(format!("stored event {}: {e}", stored.event_id)))?;
+    pdu.rejected = stored.rejected;
+    Ok(pdu)
+}
+
+/// A built and authorised event, not yet stored.
+pub(crate) struct Prepared {
+    pub pdu: Pdu,
+    state_before: i64,
+}
+
+impl Rooms {
+    /// Builds `template` as the next event of the room (or the first, for a
+    /// create event with `room_id` `None` in room version 12) and runs the
+    /// authorization rules on it.
+    pub(crate) async fn prepare(
+        &self,
+        room_id: Option<&RoomId>,
+        version: &RoomVersionId,
+        sender: &UserId,
+        template: &EventTemplate,
+    ) -> Result<Prepared> {
+        let rules = rules_for(version).map_err(event_error)?;
+        let (extremities, state_before) = match room_id {
+            Some(room_id) => {
+                let stored = self.store.forward_extremities(room_id).await?;
+                // Local appends are serialised, so a room has one extremity
+                // until federation brings forks (then: state resolution).
+                let state_before =
+                    stored.iter().map(|e| e.state_after).max().unwrap_or(tessera_storage::state::EMPTY);
+                let pdus = stored.iter().map(|e| pdu_from_stored(e, version)).collect::<Result<Vec<_>>>()?;
+                (pdus, state_before)
+            }
+            None => (Vec::new(), tessera_storage::state::EMPTY),
+        };
+        if extremities.is_empty() && template.kind != TimelineEventType::RoomCreate {
+            return Err(Error::not_found("Unknown room"));
+        }
+
+        let content =
+            serde_json::value::to_raw_value(&template.content).map_err(|e| Error::bad_json(e.to_string()))?;
+        let types = auth::auth_types(&template.kind, sender, template.state_key.as_deref(), &content, &rules)
+            .map_err(event_error)?;
+        // The state the rules consult: the auth types, plus the create event
+        // (which room version 12 leaves out of auth_events).
+        let mut state: Vec<Pdu> = Vec::with_capacity(types.len() + 1);
+        if let Some(room_id) = room_id {
+            for (kind, key) in types
+                .iter()
+                .chain(std::iter::once(&(ruma::events::StateEventType::RoomCreate, String::new())))
+            {
+                if state
+                    .iter()
+                    .any(|p| p.kind.to_string() == kind.to_string() && p.state_key.as_deref() == Some(key))
+                {
+                    continue;
+                }
+                if let Some(stored) = self.store.current_state_event(room_id, &kind.to_string(), key).await? {
+                    state.push(pdu_from_stored(&stored, version)?);
+                }
+            }
+        }
+        let is_auth_type = |p: &Pdu| {
+            types
+                .iter()
+                .any(|(k, s)| k.to_string() == p.kind.to_string() && p.state_key.as_deref() == Some(s))
+        };
+        let auth_events: Vec<&Pdu> = state.iter().filter(|p| is_auth_type(p)).collect();
+        let create = state.iter().find(|p| p.kind == TimelineEventType::RoomCreate);
+        let prev: Vec<&Pdu> = extremities.iter().collect();
+        let parents = Parents { room_id, prev_events: &prev, auth_events: &auth_events };
+
+        let pdu = build_event(
+            template,
+            version,
+            sender,
+            &parents,
+            MilliSecondsSinceUnixEpoch::now(),
+            &self.signing_key,
+        )
+        .map_err(event_error)?;
+        auth::check_against_auth_events(&pdu, &rules, &auth_events, create).map_err(event_error)?;
+        auth::check_against_state(&pdu, &rules, |kind, key| {
+            state
+                .iter()
+                .find(|p| p.kind.to_string() == kind.to_string() && p.state_key.as_deref() == Some(key))
+        })
+        .map_err(event_error)?;
+        Ok(Prepared { pdu, state_before })
+    }
+
+    /// Stores a prepared event at a new stream position. Nothing is
+    /// acknowledged before this commits.
+    pub(crate) async fn persist(
+        &self,
+        prepared: &Prepared,
+        txn: Option<(&UserId, &DeviceId, &str)>,
+    ) -> Result<i64> {
+        let pdu = &prepared.pdu;
+        let membership = match pdu.kind {
+            TimelineEventType::RoomMember => {
+                let content: serde_json::Value =
+                    pdu.content_as().map_err(|e| Error::bad_json(e.to_string()))?;
+                content.get("membership").and_then(|m| m.as_str()).map(str::to_owned)
+            }
+            _ => None,
+        };
+        let json = serde_json::to_string(&pdu.json).map_err(Error::internal)?;
+        let position = self.streams.reserve();
+        let new = NewEvent {
+            stream_ordering: position.position,
+            event_id: &pdu.event_id,
+            room_id: &pdu.room_id,
+            sender: &pdu.sender,
+            event_type: &pdu.kind.to_string(),
+            state_key: pdu.state_key.as_deref(),
+            depth: i64::try_from(pdu.depth).unwrap_or(i64::MAX),
+            origin_server_ts: i64::try_from(u64::from(pdu.origin_server_ts.0)).unwrap_or(i64::MAX),
+            json: &json,
+            prev_events: &pdu.prev_events,
+            state_before: prepared.state_before,
+            membership: pdu.state_key.as_deref().zip(membership.as_deref()),
+            txn,
+        };
+        match self.store.append_event(new).await {
+            Ok(_) => Ok(position.position),
+            Err(StorageError::Conflict(_)) => Err(Error::new(
+                409,
+                ruma::api::error::ErrorKind::Unknown,
+                "This transaction ID was used for another event",
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends one event into an existing room as `sender`, idempotently per
+    /// device and transaction ID. Returns the event ID.
+    pub async fn send(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        template: &EventTemplate,
+        txn: Option<(&DeviceId, &str)>,
+    ) -> Result<OwnedEventId> {
+        if let Some((device, txn_id)) = txn
+            && let Some(existing) = self.store.get_txn_event(sender, device, txn_id).await?
+        {
+            return Ok(existing);
+        }
+        let version = self.room_version(room_id).await?;
+        let lock = self.room_lock(room_id);
+        let _guard = lock.lock().await;
+        // A retry may have raced us to the lock.
+        if let Some((device, txn_id)) = txn
+            && let Some(existing) = self.store.get_txn_event(sender, device, txn_id).await?
+        {
+            return Ok(existing);
+        }
+        let prepared = self.prepare(Some(room_id), &version, sender, template).await?;
+        self.persist(&prepared, txn.map(|(device, txn_id)| (sender, device, txn_id))).await?;
+        Ok(prepared.pdu.event_id)
+    }
+
+    /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`: content of the
+    /// spec's state event types must have their schema (400 `M_BAD_JSON`).
+    pub async fn send_state(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        template: EventTemplate,
+    ) -> Result<OwnedEventId> {
+        use ruma::events::{AnyStateEventContent, EventContentFromType};
+        let raw =
+            serde_json::value::to_raw_value(&template.content).map_err(|e| Error::bad_json(e.to_string()))?;
+        AnyStateEventContent::from_parts(&template.kind.to_string(), &raw)
+            .map_err(|e| Error::bad_json(format!("Invalid {} content: {e}", template.kind)))?;
+        self.send(room_id, sender, &template, None).await
+    }
+
+    /// The stored event, if it belongs to `room_id`.
+    pub(crate) async fn event_in_room(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> Result<Option<StoredEvent>> {
+        Ok(self.store.get_event(event_id).await?.filter(|e| e.room_id == room_id.as_str()))
+    }
+}

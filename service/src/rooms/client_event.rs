@@ -1,0 +1,50 @@
+//! Events as clients receive them: the client-server format, with
+//! `unsigned` (`age`, the sender's own `transaction_id`).
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#room-event-format>.
+
+use ruma::DeviceId;
+use serde_json::{Map, Value};
+use tessera_storage::StoredEvent;
+
+use crate::{Error, Result, now_ms};
+
+/// An event in client format, ready to serialise.
+pub type ClientEvent = Map<String, Value>;
+
+/// Keys of a PDU that clients see; the rest (hashes, signatures,
+/// prev/auth events, depth) are federation-only.
+const CLIENT_KEYS: [&str; 6] = ["type", "content", "sender", "origin_server_ts", "state_key", "redacts"];
+
+/// Formats a stored event for the user on `viewer_device`.
+pub fn to_client_event(stored: &StoredEvent, viewer: Option<(&str, &DeviceId)>) -> Result<ClientEvent> {
+    let pdu: Map<String, Value> =
+        serde_json::from_str(&stored.json).map_err(|e| Error::internal(format!("stored event JSON: {e}")))?;
+    let mut event = Map::new();
+    for key in CLIENT_KEYS {
+        if let Some(value) = pdu.get(key) {
+            event.insert(key.to_owned(), value.clone());
+        }
+    }
+    // Room version 11 moved `redacts` into content; clients still read the
+    // top-level key, so both are served (as Synapse does).
+    if stored.event_type == "m.room.redaction"
+        && !event.contains_key("redacts")
+        && let Some(redacts) = pdu.get("content").and_then(|c| c.get("redacts"))
+    {
+        event.insert("redacts".into(), redacts.clone());
+    }
+    event.insert("event_id".into(), stored.event_id.as_str().into());
+    event.insert("room_id".into(), stored.room_id.as_str().into());
+
+    let mut unsigned = Map::new();
+    unsigned.insert("age".into(), (now_ms() - stored.origin_server_ts).max(0).into());
+    if let (Some((user, device)), Some(txn_device), Some(txn_id)) =
+        (viewer, &stored.txn_device_id, &stored.txn_id)
+        && user == stored.sender
+        && device.as_str() == txn_device
+    {
+        unsigned.insert("transaction_id".into(), txn_id.as_str().into());
+    }
+    event.insert("unsigned".into(), Value::Object(unsigned));
+    Ok(event)
+}

@@ -1,0 +1,341 @@
+//! Reading rooms: state, members, history and single events, with the
+//! spec's history visibility applied to every event a user receives.
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#history-visibility>.
+
+use std::{collections::HashMap, fmt, str::FromStr};
+
+use ruma::{EventId, OwnedRoomId, RoomId, UserId};
+use tessera_storage::StoredEvent;
+
+use super::{
+    Rooms,
+    client_event::{ClientEvent, to_client_event},
+};
+use crate::{Error, Result, auth::Identity};
+
+/// Which way `/messages` pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Backward,
+}
+
+/// A position in a room's topological order: `t{depth}_{stream}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PageToken {
+    pub depth: i64,
+    pub stream: i64,
+}
+
+impl PageToken {
+    /// Before every event (the start of forward pagination).
+    pub const START: Self = Self { depth: 0, stream: 0 };
+    /// After every event (the start of backward pagination).
+    pub const END: Self = Self { depth: i64::MAX, stream: i64::MAX };
+
+    fn of(event: &StoredEvent) -> Self {
+        Self { depth: event.depth, stream: event.stream_ordering }
+    }
+}
+
+impl fmt::Display for PageToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t{}_{}", self.depth, self.stream)
+    }
+}
+
+impl FromStr for PageToken {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let invalid = || Error::invalid_param("Invalid pagination token");
+        let (depth, stream) = s.strip_prefix('t').and_then(|s| s.split_once('_')).ok_or_else(invalid)?;
+        Ok(Self {
+            depth: depth.parse().map_err(|_| invalid())?,
+            stream: stream.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+/// Which events `/messages` returns (the room event filter's event fields).
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    pub types: Option<Vec<String>>,
+    pub not_types: Vec<String>,
+    pub senders: Option<Vec<String>>,
+    pub not_senders: Vec<String>,
+}
+
+impl EventFilter {
+    fn matches(&self, event: &StoredEvent) -> bool {
+        let type_matches = |pattern: &String| glob_matches(pattern, &event.event_type);
+        self.types.as_ref().is_none_or(|types| types.iter().any(type_matches))
+            && !self.not_types.iter().any(type_matches)
+            && self.senders.as_ref().is_none_or(|senders| senders.contains(&event.sender))
+            && !self.not_senders.contains(&event.sender)
+    }
+}
+
+/// The filter's `*` wildcard for event types.
+fn glob_matches(pattern: &str, value: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => pattern == value,
+    }
+}
+
+/// What `/messages` asks for.
+pub struct HistoryQuery {
+    pub from: Option<PageToken>,
+    pub to: Option<PageToken>,
+    pub direction: Direction,
+    pub limit: usize,
+    pub filter: EventFilter,
+}
+
+/// A page of `/messages`.
+pub struct HistoryPage {
+    pub chunk: Vec<ClientEvent>,
+    pub start: PageToken,
+    /// `None` when there is nothing more to page through.
+    pub end: Option<PageToken>,
+}
+
+/// History visibility is looked up per state group; one request often
+/// meets the same group many times.
+#[derive(Default)]
+struct VisibilityCache {
+    history: HashMap<i64, String>,
+    membership: HashMap<i64, Option<String>>,
+}
+
+impl Rooms {
+    /// A user's current membership, if any.
+    async fn membership_of(&self, room_id: &RoomId, user: &UserId) -> Result<Option<String>> {
+        Ok(self.store.membership(room_id, user).await?.map(|(m, _)| m))
+    }
+
+    async fn history_visibility_now(&self, room_id: &RoomId) -> Result<String> {
+        Ok(self
+            .store
+            .current_state_event(room_id, "m.room.history_visibility", "")
+            .await?
+            .and_then(|e| history_visibility_of(&e))
+            .unwrap_or_else(|| "shared".to_owned()))
+    }
+
+    /// 403 unless the user is or was in the room, or it is world-readable.
+    async fn check_may_read(&self, who: &Identity, room_id: &RoomId) -> Result<Option<String>> {
+        self.room_version(room_id).await?;
+        let membership = self.membership_of(room_id, &who.user_id).await?;
+        let was_member = matches!(membership.as_deref(), Some("join" | "leave" | "ban"));
+        if was_member || self.history_visibility_now(room_id).await? == "world_readable" {
+            Ok(membership)
+        } else {
+            Err(Error::forbidden("You are not a member of this room"))
+        }
+    }
+
+    /// Whether `user` may see `event` (spec: "visibility of events").
+    async fn is_visible(
+        &self,
+        user: &UserId,
+        current: Option<&str>,
+        event: &StoredEvent,
+        cache: &mut VisibilityCache,
+    ) -> Result<bool> {
+        let visibility = match cache.history.get(&event.state_before) {
+            Some(v) => v.clone(),
+            None => {
+                let v = self
+                    .store
+                    .state_entry_at(event.state_before, "m.room.history_visibility", "")
+                    .await?
+                    .and_then(|e| history_visibility_of(&e))
+                    .unwrap_or_else(|| "shared".to_owned());
+                cache.history.insert(event.state_before, v.clone());
+                v
+            }
+        };
+        if visibility == "world_readable" {
+            return Ok(true);
+        }
+        let membership = match cache.membership.get(&event.state_after) {
+            Some(m) => m.clone(),
+            None => {
+                let m = self
+                    .store
+                    .state_entry_at(event.state_after, "m.room.member", user.as_str())
+                    .await?
+                    .and_then(|e| membership_of_event(&e));
+                cache.membership.insert(event.state_after, m.clone());
+                m
+            }
+        };
+        Ok(match membership.as_deref() {
+            Some("join") => true,
+            Some("invite") if visibility == "invited" => true,
+            _ => visibility == "shared" && current == Some("join"),
+        })
+    }
+
+    /// `GET /rooms/{roomId}/state`: the current state, or the state when the
+    /// user left.
+    pub async fn state(&self, who: &Identity, room_id: &RoomId) -> Result<Vec<ClientEvent>> {
+        let events = self.readable_state(who, room_id).await?;
+        events.iter().map(|e| to_client_event(e, None)).collect()
+    }
+
+    /// `GET /rooms/{roomId}/state/{type}/{stateKey}`: the content.
+    pub async fn state_event(
+        &self,
+        who: &Identity,
+        room_id: &RoomId,
+        kind: &str,
+        key: &str,
+    ) -> Result<ClientEvent> {
+        let events = self.readable_state(who, room_id).await?;
+        let event = events
+            .iter()
+            .find(|e| e.event_type == kind && e.state_key.as_deref() == Some(key))
+            .ok_or_else(|| Error::not_found("No such state event"))?;
+        to_client_event(event, None)
+    }
+
+    async fn readable_state(&self, who: &Identity, room_id: &RoomId) -> Result<Vec<StoredEvent>> {
+        match self.check_may_read(who, room_id).await?.as_deref() {
+            Some("leave" | "ban") => {
+                // The state as it was when the user left.
+                let left = self
+                    .store
+                    .membership_event(room_id, &who.user_id)
+                    .await?
+                    .ok_or_else(|| Error::internal("membership without its event"))?;
+                let ids: Vec<String> =
+                    self.store.state_at_group(left.state_after).await?.into_values().collect();
+                Ok(self.store.get_events(&ids).await?)
+            }
+            _ => Ok(self.store.current_state(room_id).await?),
+        }
+    }
+
+    /// `GET /joined_rooms`.
+    pub async fn joined_rooms(&self, user: &UserId) -> Result<Vec<OwnedRoomId>> {
+        let rooms = self.store.rooms_with_membership(user, "join").await?;
+        rooms.into_iter().map(|r| RoomId::parse(r).map_err(Error::internal)).collect()
+    }
+
+    /// `GET /rooms/{roomId}/members`, filtered by membership.
+    pub async fn members(
+        &self,
+        who: &Identity,
+        room_id: &RoomId,
+        membership: Option<&str>,
+        not_membership: Option<&str>,
+    ) -> Result<Vec<ClientEvent>> {
+        self.check_may_read(who, room_id).await?;
+        let members = self.store.room_members(room_id).await?;
+        members
+            .iter()
+            .filter(|(m, _)| {
+                membership.is_none_or(|want| m == want) && not_membership.is_none_or(|not| m != not)
+            })
+            .map(|(_, event)| to_client_event(event, None))
+            .collect()
+    }
+
+    /// `GET /rooms/{roomId}/joined_members`: user → (display name, avatar).
+    pub async fn joined_members(
+        &self,
+        who: &Identity,
+        room_id: &RoomId,
+    ) -> Result<Vec<(String, Option<String>, Option<String>)>> {
+        self.check_may_read(who, room_id).await?;
+        let members = self.store.room_members(room_id).await?;
+        Ok(members
+            .iter()
+            .filter(|(m, _)| m == "join")
+            .filter_map(|(_, event)| {
+                let content: serde_json::Value =
+                    serde_json::from_str::<serde_json::Value>(&event.json).ok()?["content"].take();
+                let text = |key: &str| content.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+                Some((event.state_key.clone()?, text("displayname"), text("avatar_url")))
+            })
+            .collect())
+    }
+
+    /// `GET /rooms/{roomId}/event/{eventId}`.
+    pub async fn event(&self, who: &Identity, room_id: &RoomId, event_id: &EventId) -> Result<ClientEvent> {
+        let current = self.check_may_read(who, room_id).await?;
+        let not_found = || Error::not_found("Event not found");
+        let event =
+            self.event_in_room(room_id, event_id).await?.filter(|e| !e.rejected).ok_or_else(not_found)?;
+        let mut cache = VisibilityCache::default();
+        if !self.is_visible(&who.user_id, current.as_deref(), &event, &mut cache).await? {
+            return Err(not_found());
+        }
+        to_client_event(&event, Some((who.user_id.as_str(), &who.device_id)))
+    }
+
+    /// `GET /rooms/{roomId}/messages`.
+    pub async fn messages(
+        &self,
+        who: &Identity,
+        room_id: &RoomId,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage> {
+        let HistoryQuery { from, to, direction, limit, filter } = query;
+        let (from, to, direction, limit) = (*from, *to, *direction, *limit);
+        let current = self.check_may_read(who, room_id).await?;
+        let backwards = direction == Direction::Backward;
+        let start = from.unwrap_or(if backwards { PageToken::END } else { PageToken::START });
+        let limit = limit.clamp(1, 1000);
+        let mut cache = VisibilityCache::default();
+        let mut chunk = Vec::new();
+        let mut position = start;
+        let mut exhausted = false;
+        // Read in batches until the page is full: filtered-out and invisible
+        // events do not count towards the limit.
+        while chunk.len() < limit && !exhausted {
+            let batch_size = i64::try_from((limit - chunk.len()).max(20)).unwrap_or(100);
+            let batch = self
+                .store
+                .room_events(room_id, (position.depth, position.stream), backwards, batch_size)
+                .await?;
+            exhausted = i64::try_from(batch.len()).unwrap_or(0) < batch_size;
+            for event in batch {
+                let token = PageToken::of(&event);
+                let past_to = to.is_some_and(|to| if backwards { token <= to } else { token > to });
+                if past_to {
+                    exhausted = true;
+                    break;
+                }
+                position = token;
+                if filter.matches(&event)
+                    && self.is_visible(&who.user_id, current.as_deref(), &event, &mut cache).await?
+                {
+                    chunk.push(to_client_event(&event, Some((who.user_id.as_str(), &who.device_id)))?);
+                    if chunk.len() == limit {
+                        break;
+                    }
+                }
+            }
+        }
+        let end = (!exhausted || chunk.len() == limit)
+            .then_some(position)
+            .filter(|_| !chunk.is_empty() || !exhausted);
+        Ok(HistoryPage { chunk, start, end })
+    }
+}
+
+fn content_of(event: &StoredEvent) -> Option<serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(&event.json).ok().map(|mut v| v["content"].take())
+}
+
+fn history_visibility_of(event: &StoredEvent) -> Option<String> {
+    content_of(event)?.get("history_visibility")?.as_str().map(str::to_owned)
+}
+
+fn membership_of_event(event: &StoredEvent) -> Option<String> {
+    content_of(event)?.get("membership")?.as_str().map(str::to_owned)
+}

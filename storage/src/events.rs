@@ -1,0 +1,271 @@
+//! Events: appending one to a room's DAG (with its state, extremities,
+//! membership and transaction ID, in one transaction) and reading them back.
+//!
+//! The caller (the rooms service) serialises appends per room and assigns
+//! `stream_ordering`; this module never decides order, it records it.
+
+use ruma::{DeviceId, EventId, OwnedEventId, RoomId, UserId};
+use sqlx::{Row, any::AnyRow};
+
+use crate::{Result, StorageError, Store, state};
+
+/// An event as stored, with its indexed columns.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub stream_ordering: i64,
+    pub event_id: OwnedEventId,
+    pub room_id: String,
+    pub sender: String,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub depth: i64,
+    pub origin_server_ts: i64,
+    /// The signed PDU (redacted if `redacted_by` is set).
+    pub json: String,
+    pub redacted_by: Option<String>,
+    pub rejected: bool,
+    pub state_before: i64,
+    pub state_after: i64,
+    pub txn_device_id: Option<String>,
+    pub txn_id: Option<String>,
+}
+
+const COLUMNS: &str = "stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
+     origin_server_ts, json, redacted_by, rejected, state_before, state_after, txn_device_id, txn_id";
+
+pub(crate) fn event_from_row(row: &AnyRow) -> Result<StoredEvent> {
+    event_from_row_at(row, 0)
+}
+
+/// Reads the event columns starting at column `at` (after other columns).
+pub(crate) fn event_from_row_at(row: &AnyRow, at: usize) -> Result<StoredEvent> {
+    let event_id: String = row.try_get(at + 1)?;
+    Ok(StoredEvent {
+        stream_ordering: row.try_get(at)?,
+        event_id: EventId::parse(event_id).map_err(StorageError::corrupt)?,
+        room_id: row.try_get(at + 2)?,
+        sender: row.try_get(at + 3)?,
+        event_type: row.try_get(at + 4)?,
+        state_key: row.try_get(at + 5)?,
+        depth: row.try_get(at + 6)?,
+        origin_server_ts: row.try_get(at + 7)?,
+        json: row.try_get(at + 8)?,
+        redacted_by: row.try_get(at + 9)?,
+        rejected: row.try_get::<i64, _>(at + 10)? != 0,
+        state_before: row.try_get(at + 11)?,
+        state_after: row.try_get(at + 12)?,
+        txn_device_id: row.try_get(at + 13)?,
+        txn_id: row.try_get(at + 14)?,
+    })
+}
+
+/// Everything one append writes.
+pub struct NewEvent<'a> {
+    pub stream_ordering: i64,
+    pub event_id: &'a EventId,
+    pub room_id: &'a RoomId,
+    pub sender: &'a UserId,
+    pub event_type: &'a str,
+    pub state_key: Option<&'a str>,
+    pub depth: i64,
+    pub origin_server_ts: i64,
+    pub json: &'a str,
+    pub prev_events: &'a [OwnedEventId],
+    /// The state group before the event ([`state::EMPTY`] for a create event).
+    pub state_before: i64,
+    /// For a membership event: the target user and membership.
+    pub membership: Option<(&'a str, &'a str)>,
+    /// The sending device's transaction ID, for idempotent sends.
+    pub txn: Option<(&'a UserId, &'a DeviceId, &'a str)>,
+}
+
+/// Columns for `SELECT ... FROM events e`.
+pub(crate) fn columns(prefix: &str) -> String {
+    COLUMNS.split(", ").map(|c| format!("{prefix}{}", c.trim())).collect::<Vec<_>>().join(", ")
+}
+
+impl Store {
+    /// Appends an event: the row, its edges, the room's forward extremities,
+    /// the state group after it, current state, membership and transaction
+    /// ID, all in one transaction. Returns the state group after the event.
+    /// Conflict if the transaction ID was used meanwhile.
+    pub async fn append_event(&self, new: NewEvent<'_>) -> Result<i64> {
+        let mut tx = self.write.begin().await?;
+        let state_after = match new.state_key {
+            Some(state_key) => {
+                state::add_state_group(
+                    &mut tx,
+                    new.room_id.as_str(),
+                    new.stream_ordering,
+                    new.state_before,
+                    (new.event_type, state_key, new.event_id.as_str()),
+                )
+                .await?
+            }
+            None => new.state_before,
+        };
+        sqlx::query(
+            "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth,
+                 origin_server_ts, json, state_before, state_after, txn_device_id, txn_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(new.stream_ordering)
+        .bind(new.event_id.as_str())
+        .bind(new.room_id.as_str())
+        .bind(new.sender.as_str())
+        .bind(new.event_type)
+        .bind(new.state_key)
+        .bind(new.depth)
+        .bind(new.origin_server_ts)
+        .bind(new.json)
+        .bind(new.state_before)
+        .bind(state_after)
+        .bind(new.txn.map(|(_, device, _)| device.as_str()))
+        .bind(new.txn.map(|(_, _, txn)| txn))
+        .execute(&mut *tx)
+        .await?;
+        for prev in new.prev_events {
+            sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)")
+                .bind(new.event_id.as_str())
+                .bind(prev.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+                .bind(new.room_id.as_str())
+                .bind(prev.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
+            .bind(new.room_id.as_str())
+            .bind(new.event_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if let Some(state_key) = new.state_key {
+            sqlx::query(
+                "INSERT INTO current_state (room_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
+            )
+            .bind(new.room_id.as_str())
+            .bind(new.event_type)
+            .bind(state_key)
+            .bind(new.event_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((user_id, membership)) = new.membership {
+            sqlx::query(
+                "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_ordering)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
+                     event_id = excluded.event_id, stream_ordering = excluded.stream_ordering, forgotten = 0",
+            )
+            .bind(new.room_id.as_str())
+            .bind(user_id)
+            .bind(membership)
+            .bind(new.event_id.as_str())
+            .bind(new.stream_ordering)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((user_id, device_id, txn_id)) = new.txn {
+            let inserted = sqlx::query(
+                "INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(user_id.as_str())
+            .bind(device_id.as_str())
+            .bind(txn_id)
+            .bind(new.event_id.as_str())
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Err(e) if crate::error::is_unique_violation(&e) => {
+                    return Err(StorageError::Conflict("transaction ID already used"));
+                }
+                other => other?,
+            };
+        }
+        tx.commit().await?;
+        Ok(state_after)
+    }
+
+    /// The event a device's transaction ID produced, if any.
+    pub async fn get_txn_event(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        txn_id: &str,
+    ) -> Result<Option<OwnedEventId>> {
+        let row = sqlx::query(
+            "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+        )
+        .bind(user_id.as_str())
+        .bind(device_id.as_str())
+        .bind(txn_id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|row| EventId::parse(row.try_get::<String, _>(0)?).map_err(StorageError::corrupt)).transpose()
+    }
+
+    pub async fn get_event(&self, event_id: &EventId) -> Result<Option<StoredEvent>> {
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE event_id = $1");
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(event_id.as_str()).fetch_optional(&self.read).await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    /// The highest stream ordering ever assigned (0 for an empty database).
+    pub async fn max_stream_ordering(&self) -> Result<i64> {
+        let row =
+            sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events").fetch_one(&self.read).await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// A room's events in topological order, after or before a position.
+    /// `from` is exclusive; `backwards` pages towards older events.
+    pub async fn room_events(
+        &self,
+        room_id: &RoomId,
+        from: (i64, i64),
+        backwards: bool,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>> {
+        let sql = if backwards {
+            format!(
+                "SELECT {COLUMNS} FROM events WHERE room_id = $1 AND rejected = 0
+                   AND (depth < $2 OR (depth = $2 AND stream_ordering < $3))
+                 ORDER BY depth DESC, stream_ordering DESC LIMIT $4"
+            )
+        } else {
+            format!(
+                "SELECT {COLUMNS} FROM events WHERE room_id = $1 AND rejected = 0
+                   AND (depth > $2 OR (depth = $2 AND stream_ordering > $3))
+                 ORDER BY depth ASC, stream_ordering ASC LIMIT $4"
+            )
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room_id.as_str())
+            .bind(from.0)
+            .bind(from.1)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// Replaces an event's JSON with its redacted form.
+    pub async fn redact_event(
+        &self,
+        event_id: &EventId,
+        redacted_json: &str,
+        redacted_by: &EventId,
+    ) -> Result<()> {
+        sqlx::query("UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3")
+            .bind(redacted_json)
+            .bind(redacted_by.as_str())
+            .bind(event_id.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,133 @@
+//! State sets ("state groups"): the state at any event without a full copy
+//! per event.
+//!
+//! A group is a full snapshot (`parent_id` NULL) or a one-entry delta on
+//! its parent. A state event creates a group; other events share their
+//! parent's. When the entries stored in deltas since the last snapshot would
+//! exceed the snapshot's size, the new group is a snapshot instead, so a
+//! room's state storage stays within about twice one entry per state change,
+//! and reading a group touches at most about twice the room's state.
+//! Group IDs are the stream ordering of the event that created them.
+
+use std::collections::BTreeMap;
+
+use sqlx::{Any, Row, Transaction};
+
+use crate::{Result, Store};
+
+/// The group of the empty state (before a room's create event).
+pub const EMPTY: i64 = 0;
+
+/// A full state: (type, state_key) → event ID.
+pub type StateMap = BTreeMap<(String, String), String>;
+
+/// Adds the group after a state event; returns its ID (`id`).
+pub(crate) async fn add_state_group(
+    tx: &mut Transaction<'_, Any>,
+    room_id: &str,
+    id: i64,
+    parent: i64,
+    (event_type, state_key, event_id): (&str, &str, &str),
+) -> Result<i64> {
+    let (parent_chain, parent_size) = if parent == EMPTY {
+        (0, 0)
+    } else {
+        let row = sqlx::query("SELECT chain_entries, state_entries FROM state_groups WHERE id = $1")
+            .bind(parent)
+            .fetch_one(&mut **tx)
+            .await?;
+        (row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)
+    };
+    let replaces = parent != EMPTY
+        && sqlx::query(
+            "SELECT 1 FROM state_group_entries WHERE group_id = $1 AND event_type = $2 AND state_key = $3",
+        )
+        .bind(parent)
+        .bind(event_type)
+        .bind(state_key)
+        .fetch_optional(&mut **tx)
+        .await?
+        .is_some();
+    // The full size is only known exactly from a snapshot; between
+    // snapshots it is tracked per group.
+    let size = parent_size + i64::from(!replaces || parent == EMPTY);
+    if parent == EMPTY || parent_chain + 1 > parent_size {
+        let mut state = state_of(&mut **tx, parent).await?;
+        state.insert((event_type.to_owned(), state_key.to_owned()), event_id.to_owned());
+        sqlx::query("INSERT INTO state_groups (id, room_id, parent_id, chain_entries, state_entries) VALUES ($1, $2, NULL, 0, $3)")
+            .bind(id)
+            .bind(room_id)
+            .bind(i64::try_from(state.len()).unwrap_or(i64::MAX))
+            .execute(&mut **tx)
+            .await?;
+        for ((kind, key), event) in &state {
+            insert_entry(tx, id, kind, key, event).await?;
+        }
+    } else {
+        sqlx::query("INSERT INTO state_groups (id, room_id, parent_id, chain_entries, state_entries) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(room_id)
+            .bind(parent)
+            .bind(parent_chain + 1)
+            .bind(size)
+            .execute(&mut **tx)
+            .await?;
+        insert_entry(tx, id, event_type, state_key, event_id).await?;
+    }
+    Ok(id)
+}
+
+async fn insert_entry(
+    tx: &mut Transaction<'_, Any>,
+    group: i64,
+    kind: &str,
+    key: &str,
+    event: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO state_group_entries (group_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(group)
+    .bind(kind)
+    .bind(key)
+    .bind(event)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Resolves a group to its full state: the snapshot at the end of its chain
+/// with the deltas applied in order, in one recursive query.
+async fn state_of<'e, E>(executor: E, group: i64) -> Result<StateMap>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    if group == EMPTY {
+        return Ok(StateMap::new());
+    }
+    let rows = sqlx::query(
+        "WITH RECURSIVE chain(id, parent_id, lvl) AS (
+             SELECT id, parent_id, 0 FROM state_groups WHERE id = $1
+             UNION ALL
+             SELECT g.id, g.parent_id, c.lvl + 1 FROM state_groups g JOIN chain c ON g.id = c.parent_id
+         )
+         SELECT e.event_type, e.state_key, e.event_id, c.lvl
+         FROM chain c JOIN state_group_entries e ON e.group_id = c.id
+         ORDER BY c.lvl DESC",
+    )
+    .bind(group)
+    .fetch_all(executor)
+    .await?;
+    let mut state = StateMap::new();
+    for row in rows {
+        state.insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
+    }
+    Ok(state)
+}
+
+impl Store {
+    /// The full state a group stands for.
+    pub async fn state_at_group(&self, group: i64) -> Result<StateMap> {
+        state_of(&self.read, group).await
+    }
+}
