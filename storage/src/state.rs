@@ -3,10 +3,11 @@
 //!
 //! A group is a full snapshot (`parent_id` NULL) or a one-entry delta on
 //! its parent. A state event creates a group; other events share their
-//! parent's. When the entries stored in deltas since the last snapshot would
-//! exceed the snapshot's size, the new group is a snapshot instead, so a
-//! room's state storage stays within about twice one entry per state change,
-//! and reading a group touches at most about twice the room's state.
+//! parent's. The new group is a snapshot instead once the deltas since the
+//! last snapshot would outnumber the room's state entries or reach
+//! [`MAX_CHAIN`]: storage per state change stays O(1) amortised (about two
+//! entries in small rooms, state/1024 more in big ones) and reading a group
+//! walks at most 1,024 parents. See docs/ARCHITECTURE.md for the numbers.
 //! Group IDs are the stream ordering of the event that created them.
 
 use std::collections::BTreeMap;
@@ -17,6 +18,10 @@ use crate::{Result, Store};
 
 /// The group of the empty state (before a room's create event).
 pub const EMPTY: i64 = 0;
+
+/// The longest delta chain: past it the next group is a snapshot, so
+/// reading any group walks at most this many parents.
+const MAX_CHAIN: i64 = 1024;
 
 /// A full state: (type, state_key) → event ID.
 pub type StateMap = BTreeMap<(String, String), String>;
@@ -51,7 +56,7 @@ pub(crate) async fn add_state_group(
     // The full size is only known exactly from a snapshot; between
     // snapshots it is tracked per group.
     let size = parent_size + i64::from(!replaces || parent == EMPTY);
-    if parent == EMPTY || parent_chain + 1 > parent_size {
+    if parent == EMPTY || parent_chain + 1 > parent_size.min(MAX_CHAIN) {
         let mut state = state_of(&mut **tx, parent).await?;
         state.insert((event_type.to_owned(), state_key.to_owned()), event_id.to_owned());
         sqlx::query("INSERT INTO state_groups (id, room_id, parent_id, chain_entries, state_entries) VALUES ($1, $2, NULL, 0, $3)")

@@ -18,4 +18,5 @@ mod rate_limits;
 mod registration;
 mod rooms;
 mod shared_secret;
+mod state_storage;
 mod threepid;
