@@ -12,6 +12,7 @@ pub mod auth;
 pub mod build;
 pub mod create_room;
 pub mod pdu;
+pub mod power;
 pub mod room_versions;
 pub mod signing_key;
 pub mod user_ids;

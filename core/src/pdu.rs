@@ -142,6 +142,13 @@ impl Pdu {
         object
     }
 
+    /// The event's JSON with the room version's redaction algorithm applied
+    /// (hashes and signatures are kept, so it still verifies).
+    pub fn redacted_json(&self, rules: &RoomVersionRules) -> Result<CanonicalJsonObject, EventError> {
+        ruma::canonical_json::redact(self.json.clone(), &rules.redaction, None)
+            .map_err(|e| EventError::Invalid(format!("cannot redact: {e}")))
+    }
+
     /// The content deserialised as `T` (lazily, as ruma's `Raw` does).
     pub fn content_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         Raw::<T>::from_json(self.content.clone()).deserialize()

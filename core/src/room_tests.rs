@@ -254,3 +254,54 @@ fn oversized_events_are_refused() {
         EventTemplate::message("m.room.message", json!({ "msgtype": "m.text", "body": "x".repeat(70_000) }));
     assert!(matches!(room.send(&key, user_id!("@alice:example.org"), &big), Err(EventError::TooLarge)));
 }
+
+#[test]
+fn redaction_permission_and_algorithm() {
+    let key = ServerSigningKey::generate(server_name!("example.org").to_owned()).expect("key").0;
+    let alice = user_id!("@alice:example.org");
+    let bob = user_id!("@bob:example.org");
+    for version in [RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12] {
+        let mut room = new_room(&version, &key);
+        room.send(
+            &key,
+            bob,
+            &EventTemplate::state("m.room.member", bob.as_str(), json!({ "membership": "join" })),
+        )
+        .expect("bob joins");
+        let said = room
+            .send(
+                &key,
+                bob,
+                &EventTemplate::message("m.room.message", json!({ "msgtype": "m.text", "body": "oops" })),
+            )
+            .expect("bob talks");
+        let by_alice = room
+            .send(
+                &key,
+                alice,
+                &EventTemplate::message("m.room.message", json!({ "msgtype": "m.text", "body": "hi" })),
+            )
+            .expect("alice talks");
+        let create = room.state_event(&StateEventType::RoomCreate, "").expect("create").clone();
+        let levels = room.state_event(&StateEventType::RoomPowerLevels, "").cloned();
+        let rules = rules_for(&version).expect("rules");
+        assert!(crate::power::may_redact(bob, bob, &create, levels.as_ref(), &rules), "own events");
+        assert!(
+            crate::power::may_redact(alice, bob, &create, levels.as_ref(), &rules),
+            "the creator moderates"
+        );
+        assert!(
+            !crate::power::may_redact(bob, &by_alice.sender, &create, levels.as_ref(), &rules),
+            "PL 0 < 50"
+        );
+
+        let redacted = said.redacted_json(&rules).expect("redact");
+        let content = redacted.get("content").expect("content");
+        assert_eq!(
+            content,
+            &ruma::CanonicalJsonValue::Object(Default::default()),
+            "message content is stripped"
+        );
+        assert!(redacted.contains_key("signatures") && redacted.contains_key("hashes"));
+    }
+}

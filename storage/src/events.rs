@@ -77,6 +77,9 @@ pub struct NewEvent<'a> {
     pub membership: Option<(&'a str, &'a str)>,
     /// The sending device's transaction ID, for idempotent sends.
     pub txn: Option<(&'a UserId, &'a DeviceId, &'a str)>,
+    /// For a redaction the server applies: the target and its redacted JSON,
+    /// replaced in the same transaction so the two never disagree.
+    pub redaction: Option<(&'a EventId, &'a str)>,
 }
 
 /// Columns for `SELECT ... FROM events e`.
@@ -168,6 +171,16 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        if let Some((target, redacted_json)) = new.redaction {
+            sqlx::query(
+                "UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3 AND redacted_by IS NULL",
+            )
+            .bind(redacted_json)
+            .bind(new.event_id.as_str())
+            .bind(target.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
         if let Some((user_id, device_id, txn_id)) = new.txn {
             let inserted = sqlx::query(
                 "INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)",
@@ -251,21 +264,5 @@ impl Store {
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(event_from_row).collect()
-    }
-
-    /// Replaces an event's JSON with its redacted form.
-    pub async fn redact_event(
-        &self,
-        event_id: &EventId,
-        redacted_json: &str,
-        redacted_by: &EventId,
-    ) -> Result<()> {
-        sqlx::query("UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3")
-            .bind(redacted_json)
-            .bind(redacted_by.as_str())
-            .bind(event_id.as_str())
-            .execute(&self.write)
-            .await?;
-        Ok(())
     }
 }

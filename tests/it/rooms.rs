@@ -19,6 +19,8 @@ both_backends!(
     members_and_joined_members,
     paging_covers_every_event_in_order,
     aliases_resolve_for_join,
+    redactions_strip_content_and_need_permission,
+    timeline_state_events_carry_prev_content,
 );
 
 fn bodies(events: &[Value]) -> Vec<&str> {
@@ -333,4 +335,49 @@ async fn aliases_resolve_for_join(backend: Backend) {
     let joined = bob.join("#lobby:tessera.test").await.ok();
     assert_eq!(joined["room_id"], room.as_str());
     bob.join("#nope:tessera.test").await.assert_error(404, "M_NOT_FOUND");
+}
+
+async fn redactions_strip_content_and_need_permission(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.ok();
+    let from_alice = alice.send_text(&room, "secret").await;
+    let from_bob = bob.send_text(&room, "oops").await;
+    let redact = |event: &str, txn: &str| format!("/_matrix/client/v3/rooms/{room}/redact/{event}/{txn}");
+
+    bob.put(&redact(&from_alice, "r1"), json!({})).await.assert_error(403, "M_FORBIDDEN");
+    let first = bob.put(&redact(&from_bob, "r2"), json!({ "reason": "typo" })).await.ok();
+    let again = bob.put(&redact(&from_bob, "r2"), json!({ "reason": "typo" })).await.ok();
+    assert_eq!(first["event_id"], again["event_id"], "redactions are idempotent per transaction");
+    // The room's creator moderates.
+    alice.put(&redact(&from_bob, "r3"), json!({})).await.ok();
+    alice.put(&redact("$nothing", "r4"), json!({})).await.assert_error(404, "M_NOT_FOUND");
+
+    let served = alice.get(&format!("/_matrix/client/v3/rooms/{room}/event/{from_bob}")).await.ok();
+    assert_eq!(served["content"], json!({}), "redacted content is gone");
+    assert_eq!(served["unsigned"]["redacted_because"]["event_id"], first["event_id"]);
+    assert_eq!(served["unsigned"]["redacted_because"]["content"]["reason"], "typo");
+    let timeline = bob.all_messages(&room, 10).await;
+    let redaction =
+        timeline.iter().find(|e| e["type"] == "m.room.redaction").expect("redaction in the timeline");
+    assert_eq!(redaction["redacts"], from_bob.as_str(), "clients read the top-level redacts");
+    let original = timeline.iter().find(|e| e["event_id"] == from_bob.as_str()).expect("original stays");
+    assert!(original["content"].get("body").is_none());
+}
+
+async fn timeline_state_events_carry_prev_content(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let room = alice.create_room(json!({ "name": "First" })).await;
+    alice
+        .put(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.name"), json!({ "name": "Second" }))
+        .await
+        .ok();
+    let page = alice.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1")).await.ok();
+    let rename = &page["chunk"][0];
+    assert_eq!(rename["content"]["name"], "Second");
+    assert_eq!(rename["unsigned"]["prev_content"]["name"], "First");
+    assert_eq!(rename["unsigned"]["prev_sender"], "@alice:tessera.test");
 }

@@ -34,6 +34,7 @@ async fn append_state(store: &Store, position: i64, before: i64, key: &str) -> (
             state_before: before,
             membership: None,
             txn: None,
+            redaction: None,
         })
         .await
         .expect("append");

@@ -1,10 +1,12 @@
 //! Sending and reading events: `PUT /rooms/{roomId}/send/{eventType}/{txnId}`,
 //! `PUT/GET /rooms/{roomId}/state/{eventType}/{stateKey}`,
-//! `GET /rooms/{roomId}/state`, `GET /rooms/{roomId}/event/{eventId}`.
+//! `GET /rooms/{roomId}/state`, `GET /rooms/{roomId}/event/{eventId}`,
+//! `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`.
 
 use axum::{Router, extract::State};
 use ruma::api::client::{
     message::send_message_event,
+    redact::redact_event,
     room::get_room_event,
     state::{get_state_event_for_key, get_state_events, send_state_event},
 };
@@ -25,7 +27,8 @@ pub(super) fn routes() -> Router<ClientState> {
         .ruma_route::<send_state_event::v3::Request, _, _>(send_state)
         .ruma_route::<get_state_event_for_key::v3::Request, _, _>(get_state_event)
         .ruma_route::<get_state_events::v3::Request, _, _>(get_state)
-        .ruma_route::<get_room_event::v3::Request, _, _>(get_event);
+        .ruma_route::<get_room_event::v3::Request, _, _>(get_event)
+        .ruma_route::<redact_event::v3::Request, _, _>(redact);
     // The spec's form for an empty state key omits it (with or without the
     // trailing slash).
     for version in ["r0", "v3"] {
@@ -105,4 +108,17 @@ async fn get_event(
 ) -> Result<get_room_event::v3::Response> {
     let event = state.rooms.event(req.identity()?, &req.body.room_id, &req.body.event_id).await?;
     Ok(get_room_event::v3::Response::new(raw(event)?).into())
+}
+
+/// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`.
+async fn redact(
+    State(state): State<ClientState>,
+    req: Ruma<redact_event::v3::Request>,
+) -> Result<redact_event::v3::Response> {
+    let body = &req.body;
+    let event_id = state
+        .rooms
+        .redact(req.identity()?, &body.room_id, &body.event_id, body.reason.as_deref(), body.txn_id.as_str())
+        .await?;
+    Ok(redact_event::v3::Response::new(event_id).into())
 }

@@ -130,6 +130,7 @@ impl Rooms {
         &self,
         prepared: &Prepared,
         txn: Option<(&UserId, &DeviceId, &str)>,
+        redaction: Option<(&EventId, &str)>,
     ) -> Result<i64> {
         let pdu = &prepared.pdu;
         let membership = match pdu.kind {
@@ -156,6 +157,7 @@ impl Rooms {
             state_before: prepared.state_before,
             membership: pdu.state_key.as_deref().zip(membership.as_deref()),
             txn,
+            redaction,
         };
         match self.store.append_event(new).await {
             Ok(_) => Ok(position.position),
@@ -192,7 +194,7 @@ impl Rooms {
             return Ok(existing);
         }
         let prepared = self.prepare(Some(room_id), &version, sender, template).await?;
-        self.persist(&prepared, txn.map(|(device, txn_id)| (sender, device, txn_id))).await?;
+        self.persist(&prepared, txn.map(|(device, txn_id)| (sender, device, txn_id)), None).await?;
         Ok(prepared.pdu.event_id)
     }
 

@@ -48,3 +48,51 @@ pub fn to_client_event(stored: &StoredEvent, viewer: Option<(&str, &DeviceId)>) 
     event.insert("unsigned".into(), Value::Object(unsigned));
     Ok(event)
 }
+
+impl super::Rooms {
+    /// Formats a batch for the viewer: redacted events carry the redaction
+    /// in `unsigned.redacted_because`; on timelines (`with_prev_content`),
+    /// state events carry `prev_content`, `replaces_state` and `prev_sender`,
+    /// which clients use to render changes ("Alice changed the name...").
+    pub(crate) async fn client_events(
+        &self,
+        events: &[StoredEvent],
+        viewer: Option<(&str, &DeviceId)>,
+        with_prev_content: bool,
+    ) -> Result<Vec<ClientEvent>> {
+        let redaction_ids: Vec<String> = events.iter().filter_map(|e| e.redacted_by.clone()).collect();
+        let redactions: std::collections::HashMap<String, StoredEvent> = if redaction_ids.is_empty() {
+            Default::default()
+        } else {
+            self.store
+                .get_events(&redaction_ids)
+                .await?
+                .into_iter()
+                .map(|e| (e.event_id.to_string(), e))
+                .collect()
+        };
+        let mut formatted = Vec::with_capacity(events.len());
+        for event in events {
+            let mut client = to_client_event(event, viewer)?;
+            let mut extra = Map::new();
+            if let Some(redaction) = event.redacted_by.as_ref().and_then(|id| redactions.get(id)) {
+                extra.insert("redacted_because".into(), Value::Object(to_client_event(redaction, None)?));
+            }
+            if with_prev_content
+                && let Some(key) = &event.state_key
+                && let Some(prev) =
+                    self.store.state_entry_at(event.state_before, &event.event_type, key).await?
+            {
+                let prev_json: Value = serde_json::from_str(&prev.json).map_err(Error::internal)?;
+                extra.insert("prev_content".into(), prev_json["content"].clone());
+                extra.insert("replaces_state".into(), prev.event_id.as_str().into());
+                extra.insert("prev_sender".into(), prev.sender.as_str().into());
+            }
+            if let Some(Value::Object(unsigned)) = client.get_mut("unsigned") {
+                unsigned.extend(extra);
+            }
+            formatted.push(client);
+        }
+        Ok(formatted)
+    }
+}

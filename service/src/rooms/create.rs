@@ -101,10 +101,10 @@ impl Rooms {
         let _guard = lock.lock().await;
         self.store.create_room(&room_id, &version, &creator.user_id, request.public).await?;
         self.versions.lock().unwrap_or_else(|p| p.into_inner()).insert(room_id.clone(), version.clone());
-        self.persist(&prepared, None).await?;
+        self.persist(&prepared, None, None).await?;
         for template in rest {
             let prepared = self.prepare(Some(&room_id), &version, &creator.user_id, template).await?;
-            self.persist(&prepared, None).await?;
+            self.persist(&prepared, None, None).await?;
         }
         if let Some(alias) = alias {
             match self.store.create_alias(alias.as_str(), &room_id, &creator.user_id).await {

@@ -11,6 +11,7 @@ mod client_event;
 mod create;
 pub mod membership;
 pub mod read;
+mod redact;
 
 use std::{
     collections::HashMap,

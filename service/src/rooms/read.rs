@@ -7,10 +7,7 @@ use std::{collections::HashMap, fmt, str::FromStr};
 use ruma::{EventId, OwnedRoomId, RoomId, UserId};
 use tessera_storage::StoredEvent;
 
-use super::{
-    Rooms,
-    client_event::{ClientEvent, to_client_event},
-};
+use super::{Rooms, client_event::ClientEvent};
 use crate::{Error, Result, auth::Identity};
 
 /// Which way `/messages` pages.
@@ -183,7 +180,7 @@ impl Rooms {
     /// user left.
     pub async fn state(&self, who: &Identity, room_id: &RoomId) -> Result<Vec<ClientEvent>> {
         let events = self.readable_state(who, room_id).await?;
-        events.iter().map(|e| to_client_event(e, None)).collect()
+        self.client_events(&events, None, false).await
     }
 
     /// `GET /rooms/{roomId}/state/{type}/{stateKey}`: the content.
@@ -196,10 +193,11 @@ impl Rooms {
     ) -> Result<ClientEvent> {
         let events = self.readable_state(who, room_id).await?;
         let event = events
-            .iter()
+            .into_iter()
             .find(|e| e.event_type == kind && e.state_key.as_deref() == Some(key))
             .ok_or_else(|| Error::not_found("No such state event"))?;
-        to_client_event(event, None)
+        let mut formatted = self.client_events(std::slice::from_ref(&event), None, false).await?;
+        formatted.pop().ok_or_else(|| Error::internal("formatting lost an event"))
     }
 
     async fn readable_state(&self, who: &Identity, room_id: &RoomId) -> Result<Vec<StoredEvent>> {
@@ -235,13 +233,14 @@ impl Rooms {
     ) -> Result<Vec<ClientEvent>> {
         self.check_may_read(who, room_id).await?;
         let members = self.store.room_members(room_id).await?;
-        members
-            .iter()
+        let events: Vec<StoredEvent> = members
+            .into_iter()
             .filter(|(m, _)| {
                 membership.is_none_or(|want| m == want) && not_membership.is_none_or(|not| m != not)
             })
-            .map(|(_, event)| to_client_event(event, None))
-            .collect()
+            .map(|(_, event)| event)
+            .collect();
+        self.client_events(&events, None, false).await
     }
 
     /// `GET /rooms/{roomId}/joined_members`: user → (display name, avatar).
@@ -274,7 +273,9 @@ impl Rooms {
         if !self.is_visible(&who.user_id, current.as_deref(), &event, &mut cache).await? {
             return Err(not_found());
         }
-        to_client_event(&event, Some((who.user_id.as_str(), &who.device_id)))
+        let viewer = Some((who.user_id.as_str(), &*who.device_id));
+        let mut formatted = self.client_events(std::slice::from_ref(&event), viewer, true).await?;
+        formatted.pop().ok_or_else(|| Error::internal("formatting lost an event"))
     }
 
     /// `GET /rooms/{roomId}/messages`.
@@ -291,7 +292,7 @@ impl Rooms {
         let start = from.unwrap_or(if backwards { PageToken::END } else { PageToken::START });
         let limit = limit.clamp(1, 1000);
         let mut cache = VisibilityCache::default();
-        let mut chunk = Vec::new();
+        let mut chunk: Vec<StoredEvent> = Vec::new();
         let mut position = start;
         let mut exhausted = false;
         // Read in batches until the page is full: filtered-out and invisible
@@ -314,7 +315,7 @@ impl Rooms {
                 if filter.matches(&event)
                     && self.is_visible(&who.user_id, current.as_deref(), &event, &mut cache).await?
                 {
-                    chunk.push(to_client_event(&event, Some((who.user_id.as_str(), &who.device_id)))?);
+                    chunk.push(event);
                     if chunk.len() == limit {
                         break;
                     }
@@ -324,6 +325,7 @@ impl Rooms {
         let end = (!exhausted || chunk.len() == limit)
             .then_some(position)
             .filter(|_| !chunk.is_empty() || !exhausted);
+        let chunk = self.client_events(&chunk, Some((who.user_id.as_str(), &who.device_id)), true).await?;
         Ok(HistoryPage { chunk, start, end })
     }
 }

@@ -1,0 +1,68 @@
+//! `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`: the redaction event and
+//! the redacted target, stored together.
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#redactions>.
+
+use ruma::{DeviceId, EventId, OwnedEventId, RoomId, events::TimelineEventType};
+use serde_json::json;
+use tessera_core::{EventTemplate, power::may_redact, rules_for};
+
+use super::{
+    Rooms,
+    append::{event_error, pdu_from_stored},
+};
+use crate::{Error, Result, auth::Identity};
+
+impl Rooms {
+    /// Redacts `target` as `who`, idempotently per device and transaction.
+    pub async fn redact(
+        &self,
+        who: &Identity,
+        room_id: &RoomId,
+        target: &EventId,
+        reason: Option<&str>,
+        txn_id: &str,
+    ) -> Result<OwnedEventId> {
+        let device: &DeviceId = &who.device_id;
+        if let Some(existing) = self.store.get_txn_event(&who.user_id, device, txn_id).await? {
+            return Ok(existing);
+        }
+        let version = self.room_version(room_id).await?;
+        let rules = rules_for(&version).map_err(event_error)?;
+        let lock = self.room_lock(room_id);
+        let _guard = lock.lock().await;
+        if let Some(existing) = self.store.get_txn_event(&who.user_id, device, txn_id).await? {
+            return Ok(existing);
+        }
+        let target_event =
+            self.event_in_room(room_id, target).await?.ok_or_else(|| Error::not_found("Event not found"))?;
+        let target_pdu = pdu_from_stored(&target_event, &version)?;
+        let create = self
+            .store
+            .current_state_event(room_id, "m.room.create", "")
+            .await?
+            .ok_or_else(|| Error::internal("room without a create event"))?;
+        let create = pdu_from_stored(&create, &version)?;
+        let levels = match self.store.current_state_event(room_id, "m.room.power_levels", "").await? {
+            Some(stored) => Some(pdu_from_stored(&stored, &version)?),
+            None => None,
+        };
+        if !may_redact(&who.user_id, &target_pdu.sender, &create, levels.as_ref(), &rules) {
+            return Err(Error::forbidden("You may not redact this event"));
+        }
+        let mut content = json!({});
+        if let Some(reason) = reason {
+            content["reason"] = reason.into();
+        }
+        let template = EventTemplate {
+            kind: TimelineEventType::RoomRedaction,
+            state_key: None,
+            content,
+            redacts: Some(target.to_owned()),
+        };
+        let prepared = self.prepare(Some(room_id), &version, &who.user_id, &template).await?;
+        let redacted = target_pdu.redacted_json(&rules).map_err(event_error)?;
+        let redacted = serde_json::to_string(&redacted).map_err(Error::internal)?;
+        self.persist(&prepared, Some((&who.user_id, device, txn_id)), Some((target, &redacted))).await?;
+        Ok(prepared.pdu.event_id)
+    }
+}
