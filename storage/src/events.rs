@@ -80,6 +80,15 @@ pub struct NewEvent<'a> {
     /// For a redaction the server applies: the target and its redacted JSON,
     /// replaced in the same transaction so the two never disagree.
     pub redaction: Option<(&'a EventId, &'a str)>,
+    /// `content.m.relates_to` of the event, if any.
+    pub relation: Option<NewRelation<'a>>,
+}
+
+/// An event's relation to another (`m.relates_to`).
+pub struct NewRelation<'a> {
+    pub relates_to: &'a str,
+    pub rel_type: &'a str,
+    pub aggregation_key: Option<&'a str>,
 }
 
 /// Columns for `SELECT ... FROM events e`.
@@ -178,6 +187,28 @@ impl Store {
             .bind(redacted_json)
             .bind(new.event_id.as_str())
             .bind(target.as_str())
+            .execute(&mut *tx)
+            .await?;
+            // A redacted edit, reaction or thread reply stops counting.
+            sqlx::query("DELETE FROM event_relations WHERE event_id = $1")
+                .bind(target.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(relation) = &new.relation {
+            sqlx::query(
+                "INSERT INTO event_relations
+                     (event_id, relates_to, rel_type, event_type, sender, room_id, stream_ordering, aggregation_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(new.event_id.as_str())
+            .bind(relation.relates_to)
+            .bind(relation.rel_type)
+            .bind(new.event_type)
+            .bind(new.sender.as_str())
+            .bind(new.room_id.as_str())
+            .bind(new.stream_ordering)
+            .bind(relation.aggregation_key)
             .execute(&mut *tx)
             .await?;
         }

@@ -27,7 +27,8 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[Migration] = &[migration!(1, "0001_accounts"), migration!(2, "0002_rooms")];
+const MIGRATIONS: &[Migration] =
+    &[migration!(1, "0001_accounts"), migration!(2, "0002_rooms"), migration!(3, "0003_relations")];
 
 /// The newest schema version this binary knows.
 pub fn latest_version() -> i64 {

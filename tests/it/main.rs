@@ -16,6 +16,7 @@ mod login;
 mod profile;
 mod rate_limits;
 mod registration;
+mod relations;
 mod rooms;
 mod shared_secret;
 mod state_storage;

@@ -35,6 +35,7 @@ async fn append_state(store: &Store, position: i64, before: i64, key: &str) -> (
             membership: None,
             txn: None,
             redaction: None,
+            relation: None,
         })
         .await
         .expect("append");

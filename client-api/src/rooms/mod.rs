@@ -5,6 +5,7 @@ mod create;
 mod events;
 mod history;
 mod membership;
+mod relations;
 
 use axum::Router;
 use ruma::serde::Raw;
@@ -18,6 +19,7 @@ pub(crate) fn routes() -> Router<ClientState> {
         .merge(membership::routes())
         .merge(events::routes())
         .merge(history::routes())
+        .merge(relations::routes())
 }
 
 /// A client-format event as the ruma type a response wants.

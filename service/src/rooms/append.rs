@@ -7,7 +7,7 @@ use ruma::{
     UserId, events::TimelineEventType,
 };
 use tessera_core::{EventError, EventTemplate, Parents, Pdu, auth, build_event, rules_for};
-use tessera_storage::{NewEvent, StorageError, StoredEvent};
+use tessera_storage::{NewEvent, NewRelation, StorageError, StoredEvent};
 
 use super::Rooms;
 use crate::{Error, Result};
@@ -142,6 +142,19 @@ impl Rooms {
             _ => None,
         };
         let json = serde_json::to_string(&pdu.json).map_err(Error::internal)?;
+        let content: serde_json::Value = pdu.content_as().map_err(|e| Error::bad_json(e.to_string()))?;
+        let relates_to = content.get("m.relates_to");
+        let relation = match (
+            relates_to.and_then(|r| r.get("rel_type")).and_then(|r| r.as_str()),
+            relates_to.and_then(|r| r.get("event_id")).and_then(|r| r.as_str()),
+        ) {
+            (Some(rel_type), Some(relates_to)) => Some(NewRelation {
+                relates_to,
+                rel_type,
+                aggregation_key: content["m.relates_to"].get("key").and_then(|k| k.as_str()),
+            }),
+            _ => None,
+        };
         let position = self.streams.reserve();
         let new = NewEvent {
             stream_ordering: position.position,
@@ -158,6 +171,7 @@ impl Rooms {
             membership: pdu.state_key.as_deref().zip(membership.as_deref()),
             txn,
             redaction,
+            relation,
         };
         match self.store.append_event(new).await {
             Ok(_) => Ok(position.position),

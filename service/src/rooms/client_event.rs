@@ -3,6 +3,8 @@
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#room-event-format>.
 
 use ruma::DeviceId;
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 use tessera_storage::StoredEvent;
 
@@ -53,7 +55,8 @@ impl super::Rooms {
     /// Formats a batch for the viewer: redacted events carry the redaction
     /// in `unsigned.redacted_because`; on timelines (`with_prev_content`),
     /// state events carry `prev_content`, `replaces_state` and `prev_sender`,
-    /// which clients use to render changes ("Alice changed the name...").
+    /// which clients use to render changes ("Alice changed the name..."),
+    /// and every event its bundled aggregations (`unsigned.m.relations`).
     pub(crate) async fn client_events(
         &self,
         events: &[StoredEvent],
@@ -70,6 +73,11 @@ impl super::Rooms {
                 .into_iter()
                 .map(|e| (e.event_id.to_string(), e))
                 .collect()
+        };
+        let aggregations = if with_prev_content {
+            self.aggregations(events, viewer.map(|(user, _)| user)).await?
+        } else {
+            Default::default()
         };
         let mut formatted = Vec::with_capacity(events.len());
         for event in events {
@@ -88,11 +96,98 @@ impl super::Rooms {
                 extra.insert("replaces_state".into(), prev.event_id.as_str().into());
                 extra.insert("prev_sender".into(), prev.sender.as_str().into());
             }
+            if let Some(relations) = aggregations.get(event.event_id.as_str()) {
+                extra.insert("m.relations".into(), relations.clone());
+            }
             if let Some(Value::Object(unsigned)) = client.get_mut("unsigned") {
                 unsigned.extend(extra);
             }
             formatted.push(client);
         }
         Ok(formatted)
+    }
+}
+
+impl super::Rooms {
+    /// Bundled aggregations per event ID: the latest edit by the original
+    /// sender (`m.replace`), thread summaries (`m.thread`) and references.
+    /// Spec: <https://spec.matrix.org/v1.16/client-server-api/#aggregations-of-child-events>.
+    async fn aggregations(
+        &self,
+        events: &[StoredEvent],
+        viewer: Option<&str>,
+    ) -> Result<HashMap<String, Value>> {
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+        let relations = self.store.aggregation_relations(&ids).await?;
+        if relations.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut by_target: HashMap<&str, Vec<&tessera_storage::Relation>> = HashMap::new();
+        for relation in &relations {
+            by_target.entry(relation.relates_to.as_str()).or_default().push(relation);
+        }
+        // The latest edit and latest thread reply of each event, fetched in one go.
+        let mut wanted: Vec<String> = Vec::new();
+        let mut picks: HashMap<&str, (Option<&str>, Option<&str>)> = HashMap::new();
+        for event in events {
+            let Some(related) = by_target.get(event.event_id.as_str()) else { continue };
+            let edit = related
+                .iter()
+                .filter(|r| {
+                    r.rel_type == "m.replace" && r.sender == event.sender && r.event_type == event.event_type
+                })
+                .max_by_key(|r| r.stream_ordering)
+                .map(|r| r.event_id.as_str());
+            let latest_reply = related
+                .iter()
+                .filter(|r| r.rel_type == "m.thread")
+                .max_by_key(|r| r.stream_ordering)
+                .map(|r| r.event_id.as_str());
+            wanted.extend(edit.iter().chain(latest_reply.iter()).map(|id| (*id).to_owned()));
+            picks.insert(event.event_id.as_str(), (edit, latest_reply));
+        }
+        let fetched: HashMap<String, StoredEvent> =
+            self.store.get_events(&wanted).await?.into_iter().map(|e| (e.event_id.to_string(), e)).collect();
+        let formatted = |id: Option<&str>| -> Result<Option<Value>> {
+            match id.and_then(|id| fetched.get(id)) {
+                Some(event) => Ok(Some(Value::Object(to_client_event(event, None)?))),
+                None => Ok(None),
+            }
+        };
+
+        let mut out = HashMap::new();
+        for event in events {
+            let Some(related) = by_target.get(event.event_id.as_str()) else { continue };
+            let (edit, latest_reply) = picks.get(event.event_id.as_str()).copied().unwrap_or_default();
+            let mut bundle = Map::new();
+            if let Some(edit) = formatted(edit)? {
+                bundle.insert("m.replace".into(), edit);
+            }
+            let replies: Vec<_> = related.iter().filter(|r| r.rel_type == "m.thread").collect();
+            if let Some(latest) = formatted(latest_reply)? {
+                let participated =
+                    viewer.is_some_and(|me| event.sender == me || replies.iter().any(|r| r.sender == me));
+                bundle.insert(
+                    "m.thread".into(),
+                    serde_json::json!({
+                        "latest_event": latest,
+                        "count": replies.len(),
+                        "current_user_participated": participated,
+                    }),
+                );
+            }
+            let references: Vec<Value> = related
+                .iter()
+                .filter(|r| r.rel_type == "m.reference")
+                .map(|r| serde_json::json!({ "event_id": r.event_id }))
+                .collect();
+            if !references.is_empty() {
+                bundle.insert("m.reference".into(), serde_json::json!({ "chunk": references }));
+            }
+            if !bundle.is_empty() {
+                out.insert(event.event_id.to_string(), Value::Object(bundle));
+            }
+        }
+        Ok(out)
     }
 }

@@ -12,6 +12,7 @@ mod create;
 pub mod membership;
 pub mod read;
 mod redact;
+pub mod relations;
 
 use std::{
     collections::HashMap,

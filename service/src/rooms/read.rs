@@ -101,7 +101,7 @@ pub struct HistoryPage {
 /// History visibility is looked up per state group; one request often
 /// meets the same group many times.
 #[derive(Default)]
-struct VisibilityCache {
+pub(crate) struct VisibilityCache {
     history: HashMap<i64, String>,
     membership: HashMap<i64, Option<String>>,
 }
@@ -122,7 +122,7 @@ impl Rooms {
     }
 
     /// 403 unless the user is or was in the room, or it is world-readable.
-    async fn check_may_read(&self, who: &Identity, room_id: &RoomId) -> Result<Option<String>> {
+    pub(crate) async fn check_may_read(&self, who: &Identity, room_id: &RoomId) -> Result<Option<String>> {
         self.room_version(room_id).await?;
         let membership = self.membership_of(room_id, &who.user_id).await?;
         let was_member = matches!(membership.as_deref(), Some("join" | "leave" | "ban"));
@@ -134,7 +134,7 @@ impl Rooms {
     }
 
     /// Whether `user` may see `event` (spec: "visibility of events").
-    async fn is_visible(
+    pub(crate) async fn is_visible(
         &self,
         user: &UserId,
         current: Option<&str>,
