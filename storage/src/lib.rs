@@ -11,6 +11,7 @@
 //! is `Option`, an expected uniqueness clash is [`StorageError::Conflict`].
 
 mod devices;
+mod directory;
 mod error;
 mod events;
 mod migrate;

@@ -8,6 +8,7 @@ mod account;
 mod admin_cli;
 mod concurrency;
 mod devices;
+mod directory;
 mod discovery;
 mod errors;
 mod federation;

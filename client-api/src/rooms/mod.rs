@@ -2,6 +2,7 @@
 //! reading history. Spec: <https://spec.matrix.org/v1.16/client-server-api/#rooms>.
 
 mod create;
+mod directory;
 mod events;
 mod history;
 mod membership;
@@ -16,6 +17,7 @@ use crate::ClientState;
 pub(crate) fn routes() -> Router<ClientState> {
     Router::new()
         .merge(create::routes())
+        .merge(directory::routes())
         .merge(membership::routes())
         .merge(events::routes())
         .merge(history::routes())

@@ -9,6 +9,7 @@
 mod append;
 mod client_event;
 mod create;
+mod directory;
 pub mod membership;
 pub mod read;
 mod redact;

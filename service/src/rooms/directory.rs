@@ -1,0 +1,5 @@
+//! Room directory: aliases and the public room list. (Being written.)
+
+use super::Rooms;
+
+impl Rooms {}

@@ -1,0 +1,5 @@
+//! Room directory: aliases, published rooms. (Being written.)
+
+use crate::Store;
+
+impl Store {}

@@ -1,0 +1,1 @@
+//! Room directory: aliases, visibility and /publicRooms. (Being written.)
