@@ -37,3 +37,18 @@ pub fn may_redact(
     let redact_level = levels.get_as_int_or_default(RoomPowerLevelsIntField::Redact, auth);
     matches!((user_level, redact_level), (Ok(user), Ok(needed)) if user >= needed)
 }
+
+/// Whether `user` may invite, which is also what authorises a restricted
+/// join on their server (`join_authorised_via_users_server`).
+pub fn may_invite(user: &UserId, create: &Pdu, power_levels: Option<&Pdu>, rules: &RoomVersionRules) -> bool {
+    let auth = &rules.authorization;
+    let creators = RoomCreateEvent::new(create).creators(auth).unwrap_or_default();
+    if auth.explicitly_privilege_room_creators && creators.contains(user) {
+        return true;
+    }
+    let Some(power_levels) = power_levels else { return creators.contains(user) };
+    let levels = RoomPowerLevelsEvent::new(power_levels);
+    let user_level = levels.user_power_level(user, auth);
+    let invite_level = levels.get_as_int_or_default(RoomPowerLevelsIntField::Invite, auth);
+    matches!((user_level, invite_level), (Ok(user), Ok(needed)) if user >= needed)
+}

@@ -241,3 +241,34 @@ impl Store {
         Ok(events)
     }
 }
+
+impl Store {
+    /// The room's first event at or after `ts` (`forward`), or its last at
+    /// or before it, by `origin_server_ts`.
+    pub async fn event_near_timestamp(
+        &self,
+        room_id: &RoomId,
+        ts: i64,
+        forward: bool,
+    ) -> Result<Option<StoredEvent>> {
+        let sql = if forward {
+            format!(
+                "SELECT {} FROM events WHERE room_id = $1 AND rejected = 0 AND origin_server_ts >= $2
+                 ORDER BY origin_server_ts ASC, stream_ordering ASC LIMIT 1",
+                columns("")
+            )
+        } else {
+            format!(
+                "SELECT {} FROM events WHERE room_id = $1 AND rejected = 0 AND origin_server_ts <= $2
+                 ORDER BY origin_server_ts DESC, stream_ordering DESC LIMIT 1",
+                columns("")
+            )
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room_id.as_str())
+            .bind(ts)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+}

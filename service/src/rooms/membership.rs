@@ -52,7 +52,78 @@ impl Rooms {
         if let Some(reason) = reason {
             content["reason"] = reason.into();
         }
+        if who.is_guest
+            && self.state_content(room_id, "m.room.guest_access").await?["guest_access"] != "can_join"
+        {
+            return Err(Error::forbidden("Guests may not join this room"));
+        }
+        if let Some(authoriser) = self.restricted_join_authoriser(room_id, &who.user_id).await? {
+            content["join_authorised_via_users_server"] = authoriser.into();
+        }
         self.send_member(room_id, &who.user_id, &who.user_id, content).await
+    }
+
+    /// For a room with a `restricted` join rule, checks the user is in one
+    /// of the allowed rooms and picks a local member who may invite to
+    /// vouch for the join (the v8+ auth rules require one). `None` when the
+    /// join needs no authorising (other join rules, or already invited).
+    async fn restricted_join_authoriser(&self, room_id: &RoomId, user: &UserId) -> Result<Option<String>> {
+        let join_rules = self.state_content(room_id, "m.room.join_rules").await?;
+        let rule = join_rules["join_rule"].as_str().unwrap_or_default();
+        if rule != "restricted" && rule != "knock_restricted" {
+            return Ok(None);
+        }
+        if self.store.membership(room_id, user).await?.is_some_and(|(m, _)| m == "invite" || m == "join") {
+            return Ok(None);
+        }
+        let mut allowed = false;
+        for entry in join_rules["allow"].as_array().into_iter().flatten() {
+            let Some(other) = entry["room_id"].as_str().and_then(|r| RoomId::parse(r).ok()) else { continue };
+            if entry["type"] == "m.room_membership"
+                && self.store.membership(&other, user).await?.is_some_and(|(m, _)| m == "join")
+            {
+                allowed = true;
+                break;
+            }
+        }
+        if !allowed {
+            return Err(Error::forbidden("You are not in any of the rooms this room admits members of"));
+        }
+        let version = self.room_version(room_id).await?;
+        let rules = tessera_core::rules_for(&version).map_err(super::append::event_error)?;
+        let stored = |kind: &'static str| self.store.current_state_event(room_id, kind, "");
+        let create =
+            stored("m.room.create").await?.ok_or_else(|| Error::internal("room without a create event"))?;
+        let create = super::append::pdu_from_stored(&create, &version)?;
+        let levels = match stored("m.room.power_levels").await? {
+            Some(levels) => Some(super::append::pdu_from_stored(&levels, &version)?),
+            None => None,
+        };
+        for (membership, event) in self.store.room_members(room_id).await? {
+            let Some(member) = event.state_key.as_deref().and_then(|k| UserId::parse(k).ok()) else {
+                continue;
+            };
+            if membership == "join"
+                && member.server_name() == self.server_name
+                && tessera_core::power::may_invite(&member, &create, levels.as_ref(), &rules)
+            {
+                return Ok(Some(member.to_string()));
+            }
+        }
+        Err(Error::new(
+            400,
+            ruma::api::error::ErrorKind::UnableToAuthorizeJoin,
+            "No member here may authorise the join",
+        ))
+    }
+
+    /// The content of a current state event (`{}` when unset).
+    async fn state_content(&self, room_id: &RoomId, kind: &str) -> Result<Value> {
+        let Some(event) = self.store.current_state_event(room_id, kind, "").await? else {
+            return Ok(json!({}));
+        };
+        let pdu: Value = serde_json::from_str(&event.json).map_err(Error::internal)?;
+        Ok(pdu["content"].clone())
     }
 
     /// `POST /knock/{roomIdOrAlias}`.

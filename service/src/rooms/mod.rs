@@ -8,6 +8,7 @@
 
 mod append;
 mod client_event;
+pub mod context;
 mod create;
 mod directory;
 pub mod membership;

@@ -64,7 +64,7 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
-    fn matches(&self, event: &StoredEvent) -> bool {
+    pub(crate) fn matches(&self, event: &StoredEvent) -> bool {
         let type_matches = |pattern: &String| glob_matches(pattern, &event.event_type);
         self.types.as_ref().is_none_or(|types| types.iter().any(type_matches))
             && !self.not_types.iter().any(type_matches)
@@ -228,11 +228,15 @@ impl Rooms {
         &self,
         who: &Identity,
         room_id: &RoomId,
+        at: Option<PageToken>,
         membership: Option<&str>,
         not_membership: Option<&str>,
     ) -> Result<Vec<ClientEvent>> {
         self.check_may_read(who, room_id).await?;
-        let members = self.store.room_members(room_id).await?;
+        let members = match at {
+            None => self.store.room_members(room_id).await?,
+            Some(at) => self.members_at(room_id, at).await?,
+        };
         let events: Vec<StoredEvent> = members
             .into_iter()
             .filter(|(m, _)| {
@@ -241,6 +245,29 @@ impl Rooms {
             .map(|(_, event)| event)
             .collect();
         self.client_events(&events, None, false).await
+    }
+
+    /// The member events as of a `/messages` position.
+    async fn members_at(&self, room_id: &RoomId, at: PageToken) -> Result<Vec<(String, StoredEvent)>> {
+        // The last event at or before the token (room_events is exclusive).
+        let last = self.store.room_events(room_id, (at.depth, at.stream.saturating_add(1)), true, 1).await?;
+        let Some(last) = last.first() else { return Ok(Vec::new()) };
+        let ids: Vec<String> = self
+            .store
+            .state_at_group(last.state_after)
+            .await?
+            .into_iter()
+            .filter(|((kind, _), _)| kind == "m.room.member")
+            .map(|(_, id)| id)
+            .collect();
+        let mut members = Vec::new();
+        for event in self.store.get_events(&ids).await? {
+            if let Some(membership) = membership_of_event(&event) {
+                members.push((membership, event));
+            }
+        }
+        members.sort_by(|a, b| a.1.state_key.cmp(&b.1.state_key));
+        Ok(members)
     }
 
     /// `GET /rooms/{roomId}/joined_members`: user → (display name, avatar).

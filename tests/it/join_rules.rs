@@ -1,0 +1,53 @@
+//! Who may join: guest access and restricted join rules.
+
+use serde_json::json;
+
+use crate::{
+    both_backends,
+    harness::{Backend, TestServer},
+};
+
+both_backends!(guests_join_only_where_guest_access_allows, restricted_rooms_admit_members_of_allowed_rooms);
+
+async fn guests_join_only_where_guest_access_allows(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| c.allow_guests = true).await;
+    let alice = server.register("alice", "pw").await;
+    let open = alice
+        .create_room(json!({
+            "preset": "public_chat",
+            "initial_state": [{ "type": "m.room.guest_access", "content": { "guest_access": "can_join" } }],
+        }))
+        .await;
+    let closed = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let registered = server.client().post("/_matrix/client/v3/register?kind=guest", json!({})).await.ok();
+    let mut guest = server.client();
+    guest.token = registered["access_token"].as_str().map(str::to_owned);
+    guest.join(&open).await.ok();
+    guest.join(&closed).await.assert_error(403, "M_FORBIDDEN");
+}
+
+async fn restricted_rooms_admit_members_of_allowed_rooms(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let carol = server.register("carol", "pw").await;
+    let space = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let restricted = alice
+        .create_room(json!({
+            "room_version": "10",
+            "initial_state": [{ "type": "m.room.join_rules", "content": {
+                "join_rule": "restricted",
+                "allow": [{ "type": "m.room_membership", "room_id": space }],
+            } }],
+        }))
+        .await;
+    carol.join(&restricted).await.assert_error(403, "M_FORBIDDEN");
+    bob.join(&space).await.ok();
+    bob.join(&restricted).await.ok();
+    let member = bob
+        .get(&format!("/_matrix/client/v3/rooms/{restricted}/state/m.room.member/@bob:tessera.test"))
+        .await
+        .ok();
+    assert_eq!(member["membership"], "join");
+    assert_eq!(member["join_authorised_via_users_server"], "@alice:tessera.test");
+}

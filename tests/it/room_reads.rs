@@ -1,0 +1,95 @@
+//! `/context`, `timestamp_to_event` and `/members?at=`.
+
+use serde_json::json;
+
+use crate::{
+    both_backends,
+    harness::{Backend, TestServer},
+};
+
+both_backends!(context_surrounds_an_event, timestamp_to_event_finds_the_nearest, members_at_a_past_point);
+
+async fn context_surrounds_an_event(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let room = alice.create_room(json!({})).await;
+    let mut ids = Vec::new();
+    for i in 0..9 {
+        ids.push(alice.send_text(&room, &format!("m{i}")).await);
+    }
+    let context =
+        alice.get(&format!("/_matrix/client/v3/rooms/{room}/context/{}?limit=4", ids[4])).await.ok();
+    assert_eq!(context["event"]["event_id"], ids[4].as_str());
+    let ids_of = |key: &str| -> Vec<String> {
+        context[key]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|e| e["event_id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    assert_eq!(ids_of("events_before"), [ids[3].clone(), ids[2].clone()], "nearest first");
+    assert_eq!(ids_of("events_after"), [ids[5].clone(), ids[6].clone()]);
+    assert!(context["state"].as_array().expect("state").iter().any(|e| e["type"] == "m.room.create"));
+
+    // The tokens continue exactly where the context ended.
+    let end = context["end"].as_str().expect("end");
+    let after = alice.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=f&from={end}")).await.ok();
+    let next: Vec<&str> =
+        after["chunk"].as_array().expect("chunk").iter().filter_map(|e| e["event_id"].as_str()).collect();
+    assert_eq!(next, [ids[7].as_str(), ids[8].as_str()]);
+    let start = context["start"].as_str().expect("start");
+    let before =
+        alice.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=2&from={start}")).await.ok();
+    assert_eq!(before["chunk"][0]["event_id"], ids[1].as_str());
+    alice
+        .get(&format!("/_matrix/client/v3/rooms/{room}/context/$missing"))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+}
+
+async fn timestamp_to_event_finds_the_nearest(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let room = alice.create_room(json!({})).await;
+    let first = alice.send_text(&room, "first").await;
+    let event = alice.get(&format!("/_matrix/client/v3/rooms/{room}/event/{first}")).await.ok();
+    let ts = event["origin_server_ts"].as_u64().expect("ts");
+    let path =
+        |dir: &str, ts: u64| format!("/_matrix/client/v1/rooms/{room}/timestamp_to_event?dir={dir}&ts={ts}");
+    let found = alice.get(&path("b", ts)).await.ok();
+    assert_eq!(found["origin_server_ts"].as_u64(), Some(ts));
+    let later = alice.get(&path("f", ts + 60_000)).await;
+    later.assert_error(404, "M_NOT_FOUND");
+    let earliest = alice.get(&path("f", 0)).await.ok();
+    let create =
+        alice.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.create?format=event")).await.ok();
+    assert_eq!(earliest["event_id"], create["event_id"], "the first event is the create event");
+}
+
+async fn members_at_a_past_point(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    alice.send_text(&room, "before bob").await;
+    let page = alice.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1")).await.ok();
+    let before_bob = page["end"].as_str().expect("token").to_owned();
+    bob.join(&room).await.ok();
+
+    let members = |query: String| {
+        let alice = &alice;
+        let room = room.clone();
+        async move {
+            let body = alice.get(&format!("/_matrix/client/v3/rooms/{room}/members{query}")).await.ok();
+            body["chunk"]
+                .as_array()
+                .expect("chunk")
+                .iter()
+                .filter_map(|e| e["state_key"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(members(String::new()).await, ["@alice:tessera.test", "@bob:tessera.test"]);
+    assert_eq!(members(format!("?at={before_bob}")).await, ["@alice:tessera.test"]);
+}
