@@ -24,3 +24,4 @@ mod rooms;
 mod shared_secret;
 mod state_storage;
 mod threepid;
+mod upgrade;

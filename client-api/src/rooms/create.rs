@@ -1,8 +1,8 @@
-//! `POST /createRoom`.
+//! `POST /createRoom` and `POST /rooms/{roomId}/upgrade`.
 
 use axum::{Router, extract::State};
 use ruma::{
-    api::client::room::{Visibility, create_room},
+    api::client::room::{Visibility, create_room, upgrade_room},
     events::TimelineEventType,
 };
 use serde_json::{Map, Value};
@@ -13,7 +13,9 @@ use tessera_web::{Result, Ruma, routing::RumaRoutes};
 use crate::ClientState;
 
 pub(super) fn routes() -> Router<ClientState> {
-    Router::new().ruma_route::<create_room::v3::Request, _, _>(create_room)
+    Router::new()
+        .ruma_route::<create_room::v3::Request, _, _>(create_room)
+        .ruma_route::<upgrade_room::v3::Request, _, _>(upgrade_room)
 }
 
 async fn create_room(
@@ -75,4 +77,13 @@ async fn create_room(
     };
     let room_id = state.rooms.create_room(&me, request).await?;
     Ok(create_room::v3::Response::new(room_id).into())
+}
+
+async fn upgrade_room(
+    State(state): State<ClientState>,
+    req: Ruma<upgrade_room::v3::Request>,
+) -> Result<upgrade_room::v3::Response> {
+    let body = &req.body;
+    let replacement = state.rooms.upgrade(req.identity()?, &body.room_id, body.new_version.clone()).await?;
+    Ok(upgrade_room::v3::Response::new(replacement).into())
 }

@@ -15,6 +15,7 @@ pub mod membership;
 pub mod read;
 mod redact;
 pub mod relations;
+mod upgrade;
 
 use std::{
     collections::HashMap,
