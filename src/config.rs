@@ -41,6 +41,8 @@ pub struct Config {
     pub registration_shared_secret: Option<String>,
     pub refreshable_token_lifetime_ms: u64,
     pub login_token_lifetime_ms: u64,
+    /// Room version of new rooms unless the creator asks for another.
+    pub default_room_version: String,
     /// Largest request body accepted on the client API, in bytes.
     pub max_request_bytes: usize,
     /// Take client IPs from `X-Forwarded-For` (only behind a trusted proxy).
@@ -78,6 +80,7 @@ impl Default for Config {
             registration_shared_secret: None,
             refreshable_token_lifetime_ms: accounts.refreshable_token_lifetime_ms,
             login_token_lifetime_ms: accounts.login_token_lifetime_ms,
+            default_room_version: tessera_core::room_versions::default_version().to_string(),
             max_request_bytes: 1024 * 1024,
             trust_forwarded_for: false,
             well_known: WellKnown::default(),
@@ -111,6 +114,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("TESSERA_REGISTRATION_SHARED_SECRET", "registration_shared_secret"),
     ("TESSERA_REFRESHABLE_TOKEN_LIFETIME_MS", "refreshable_token_lifetime_ms"),
     ("TESSERA_LOGIN_TOKEN_LIFETIME_MS", "login_token_lifetime_ms"),
+    ("TESSERA_DEFAULT_ROOM_VERSION", "default_room_version"),
     ("TESSERA_MAX_REQUEST_BYTES", "max_request_bytes"),
     ("TESSERA_TRUST_FORWARDED_FOR", "trust_forwarded_for"),
     ("TESSERA_WELL_KNOWN_CLIENT", "well_known.client"),
@@ -182,6 +186,11 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         ruma::ServerName::parse(&self.server_name)
             .map_err(|e| ConfigError::Invalid(format!("server_name {:?}: {e}", self.server_name)))?;
+        let version = ruma::RoomVersionId::try_from(self.default_room_version.as_str())
+            .map_err(|e| ConfigError::Invalid(format!("default_room_version: {e}")))?;
+        if !tessera_core::room_versions::is_supported(&version) {
+            return Err(ConfigError::Invalid(format!("default_room_version {version} is not supported")));
+        }
         if self.federation_listen.is_some()
             && (self.tls_certificate.is_none() || self.tls_private_key.is_none())
         {
@@ -190,6 +199,12 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The validated default room version.
+    pub fn default_room_version(&self) -> ruma::RoomVersionId {
+        ruma::RoomVersionId::try_from(self.default_room_version.as_str())
+            .unwrap_or_else(|_| tessera_core::room_versions::default_version())
     }
 
     /// The database URL, defaulting to SQLite in the data directory.

@@ -113,12 +113,7 @@ async fn serve_with_store(
     let profiles = Profiles::new(store.clone());
     let last_position = store.max_stream_ordering().await.map_err(|e| ServeError::Storage(e.to_string()))?;
     let streams = StreamAllocator::new(last_position);
-    let rooms = Rooms::new(
-        store.clone(),
-        signing_key.clone(),
-        tessera_core::room_versions::default_version(),
-        streams,
-    );
+    let rooms = Rooms::new(store.clone(), signing_key.clone(), config.default_room_version(), streams);
     let client_addr = listeners.client.local_addr()?;
     let client_state = ClientState {
         gate: gate.clone(),

@@ -82,6 +82,7 @@ async fn well_known_server(
 }
 
 async fn capabilities(
+    state: axum::extract::State<ClientState>,
     _: Ruma<get_capabilities::v3::Request, GuestsAllowed>,
 ) -> Result<get_capabilities::v3::Response> {
     let available = room_versions::supported()
@@ -96,7 +97,8 @@ async fn capabilities(
         .collect::<BTreeMap<_, _>>();
     let mut capabilities = Capabilities::new();
     capabilities.change_password = ChangePasswordCapability::new(true);
-    capabilities.room_versions = RoomVersionsCapability::new(room_versions::default_version(), available);
+    capabilities.room_versions =
+        RoomVersionsCapability::new(state.rooms.default_version().clone(), available);
     capabilities.set_displayname = SetDisplayNameCapability::new(true);
     capabilities.set_avatar_url = SetAvatarUrlCapability::new(true);
     capabilities.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);

@@ -11,7 +11,8 @@ both_backends!(
     versions_lists_spec_versions,
     well_known_documents,
     capabilities_are_truthful,
-    key_server_publishes_a_signed_key
+    key_server_publishes_a_signed_key,
+    the_default_room_version_is_configurable
 );
 
 async fn versions_lists_spec_versions(backend: Backend) {
@@ -79,4 +80,14 @@ async fn key_server_publishes_a_signed_key(backend: Backend) {
     server.restart().await;
     let again = server.client().get("/_matrix/key/v2/server").await.ok();
     assert_eq!(again["verify_keys"], keys["verify_keys"]);
+}
+
+async fn the_default_room_version_is_configurable(backend: Backend) {
+    let server = TestServer::start_with(backend, |c| c.default_room_version = "11".into()).await;
+    let alice = server.register("alice", "password1").await;
+    let caps = alice.get("/_matrix/client/v3/capabilities").await.ok();
+    assert_eq!(caps["capabilities"]["m.room_versions"]["default"], "11");
+    let room = alice.create_room(serde_json::json!({})).await;
+    let create = alice.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.create")).await.ok();
+    assert_eq!(create["room_version"], "11");
 }

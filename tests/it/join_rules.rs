@@ -7,7 +7,12 @@ use crate::{
     harness::{Backend, TestServer},
 };
 
-both_backends!(guests_join_only_where_guest_access_allows, restricted_rooms_admit_members_of_allowed_rooms);
+both_backends!(
+    guests_join_only_where_guest_access_allows,
+    restricted_rooms_admit_members_of_allowed_rooms,
+    knocking_asks_and_an_invite_answers,
+    world_readable_rooms_are_readable_by_anyone
+);
 
 async fn guests_join_only_where_guest_access_allows(backend: Backend) {
     let server = TestServer::start_with(backend, |c| c.allow_guests = true).await;
@@ -50,4 +55,56 @@ async fn restricted_rooms_admit_members_of_allowed_rooms(backend: Backend) {
         .ok();
     assert_eq!(member["membership"], "join");
     assert_eq!(member["join_authorised_via_users_server"], "@alice:tessera.test");
+}
+
+async fn knocking_asks_and_an_invite_answers(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let carol = server.register("carol", "pw").await;
+    let room = alice
+        .create_room(json!({ "initial_state": [{ "type": "m.room.join_rules", "content": { "join_rule": "knock" } }] }))
+        .await;
+    carol.join(&room).await.assert_error(403, "M_FORBIDDEN");
+    let knocked =
+        carol.post(&format!("/_matrix/client/v3/knock/{room}"), json!({ "reason": "let me in" })).await.ok();
+    assert_eq!(knocked["room_id"], room.as_str());
+    let member = alice
+        .get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/@carol:tessera.test"))
+        .await
+        .ok();
+    assert_eq!(
+        (member["membership"].as_str(), member["reason"].as_str()),
+        (Some("knock"), Some("let me in"))
+    );
+    alice
+        .post(&format!("/_matrix/client/v3/rooms/{room}/invite"), json!({ "user_id": "@carol:tessera.test" }))
+        .await
+        .ok();
+    carol.join(&room).await.ok();
+}
+
+async fn world_readable_rooms_are_readable_by_anyone(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let dave = server.register("dave", "pw").await;
+    let room = alice
+        .create_room(json!({
+            "preset": "public_chat",
+            "initial_state": [{ "type": "m.room.history_visibility", "content": { "history_visibility": "world_readable" } }],
+        }))
+        .await;
+    alice.send_text(&room, "for everyone").await;
+    // Dave never joined, yet may read.
+    let seen = dave.all_messages(&room, 10).await;
+    assert!(seen.iter().any(|e| e["content"]["body"] == "for everyone"));
+    dave.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.name"))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    // ...but not send.
+    dave.put(
+        &format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/w"),
+        json!({ "msgtype": "m.text", "body": "x" }),
+    )
+    .await
+    .assert_error(403, "M_FORBIDDEN");
 }

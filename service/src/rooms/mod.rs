@@ -63,6 +63,11 @@ impl Rooms {
         }
     }
 
+    /// The room version new rooms get by default.
+    pub fn default_version(&self) -> &RoomVersionId {
+        &self.default_version
+    }
+
     /// The lock that serialises appends to `room_id`.
     fn room_lock(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
