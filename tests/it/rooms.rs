@@ -89,6 +89,7 @@ async fn invite_join_and_chat(backend: Backend) {
     // The sender's own device sees its transaction ID; others do not.
     let mine = bob.get(&format!("/_matrix/client/v3/rooms/{room}/event/{hi}")).await.ok();
     assert!(mine["unsigned"]["transaction_id"].is_string(), "{mine}");
+    assert_eq!(mine["unsigned"]["membership"], "join", "the viewer's membership at the event");
     let theirs = alice.get(&format!("/_matrix/client/v3/rooms/{room}/event/{hi}")).await.ok();
     assert!(theirs["unsigned"].get("transaction_id").is_none());
     assert_eq!(theirs["content"]["body"], "hi alice");
@@ -129,6 +130,8 @@ async fn permission_and_input_errors(backend: Backend) {
     let rename = format!("/_matrix/client/v3/rooms/{room}/state/m.room.name");
     bob.put(&rename, json!({ "name": "mine" })).await.assert_error(403, "M_FORBIDDEN");
     alice.put(&rename, json!({ "name": 5 })).await.assert_error(400, "M_BAD_JSON");
+    let bad_member = format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/not-a-user");
+    alice.put(&bad_member, json!({ "membership": "join" })).await.assert_error(400, "M_BAD_JSON");
     alice.put(&send, json!([1, 2])).await.assert_error(400, "M_BAD_JSON");
     let huge = json!({ "msgtype": "m.text", "body": "x".repeat(70_000) });
     let big_server = TestServer::start_with(backend, |c| c.max_request_bytes = 1 << 20).await;

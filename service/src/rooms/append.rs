@@ -221,6 +221,11 @@ impl Rooms {
         template: EventTemplate,
     ) -> Result<OwnedEventId> {
         use ruma::events::{AnyStateEventContent, EventContentFromType};
+        if template.kind == TimelineEventType::RoomMember
+            && template.state_key.as_deref().is_none_or(|key| UserId::parse(key).is_err())
+        {
+            return Err(Error::bad_json("The state key of m.room.member must be a user ID"));
+        }
         let raw =
             serde_json::value::to_raw_value(&template.content).map_err(|e| Error::bad_json(e.to_string()))?;
         AnyStateEventContent::from_parts(&template.kind.to_string(), &raw)

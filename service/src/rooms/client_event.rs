@@ -79,10 +79,26 @@ impl super::Rooms {
         } else {
             Default::default()
         };
+        let mut memberships: HashMap<i64, Option<String>> = HashMap::new();
         let mut formatted = Vec::with_capacity(events.len());
         for event in events {
             let mut client = to_client_event(event, viewer)?;
             let mut extra = Map::new();
+            if with_prev_content && let Some((user, _)) = viewer {
+                // The viewer's membership when the event was sent (v1.11).
+                if let std::collections::hash_map::Entry::Vacant(slot) = memberships.entry(event.state_after)
+                {
+                    let membership = self
+                        .store
+                        .state_entry_at(event.state_after, "m.room.member", user)
+                        .await?
+                        .and_then(|m| serde_json::from_str::<Value>(&m.json).ok())
+                        .and_then(|m| m["content"]["membership"].as_str().map(str::to_owned));
+                    slot.insert(membership);
+                }
+                let membership = memberships.get(&event.state_after).cloned().flatten();
+                extra.insert("membership".into(), membership.unwrap_or_else(|| "leave".to_owned()).into());
+            }
             if let Some(redaction) = event.redacted_by.as_ref().and_then(|id| redactions.get(id)) {
                 extra.insert("redacted_because".into(), Value::Object(to_client_event(redaction, None)?));
             }
