@@ -92,4 +92,17 @@ async fn members_at_a_past_point(backend: Backend) {
     };
     assert_eq!(members(String::new()).await, ["@alice:tessera.test", "@bob:tessera.test"]);
     assert_eq!(members(format!("?at={before_bob}")).await, ["@alice:tessera.test"]);
+
+    // Bob leaves; carol joins after. Bob sees the members as he left them.
+    bob.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), json!({})).await.ok();
+    let carol = server.register("carol", "pw").await;
+    carol.join(&room).await.ok();
+    let seen_by_bob = bob.get(&format!("/_matrix/client/v3/rooms/{room}/members")).await.ok();
+    let ids: Vec<&str> = seen_by_bob["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .filter_map(|e| e["state_key"].as_str())
+        .collect();
+    assert_eq!(ids, ["@alice:tessera.test", "@bob:tessera.test"]);
 }

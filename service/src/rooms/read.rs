@@ -232,7 +232,16 @@ impl Rooms {
         membership: Option<&str>,
         not_membership: Option<&str>,
     ) -> Result<Vec<ClientEvent>> {
-        self.check_may_read(who, room_id).await?;
+        let membership_now = self.check_may_read(who, room_id).await?;
+        // A user who left sees the members as they were when they left.
+        let at = match (at, membership_now.as_deref()) {
+            (None, Some("leave" | "ban")) => self
+                .store
+                .membership_event(room_id, &who.user_id)
+                .await?
+                .map(|left| PageToken { depth: left.depth, stream: left.stream_ordering }),
+            (at, _) => at,
+        };
         let members = match at {
             None => self.store.room_members(room_id).await?,
             Some(at) => self.members_at(room_id, at).await?,
