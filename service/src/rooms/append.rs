@@ -221,6 +221,10 @@ impl Rooms {
         template: EventTemplate,
     ) -> Result<OwnedEventId> {
         use ruma::events::{AnyStateEventContent, EventContentFromType};
+        // Before the schema check: a malformed alias is M_INVALID_PARAM there.
+        if template.kind == TimelineEventType::RoomCanonicalAlias {
+            self.check_canonical_alias(room_id, &template.content).await?;
+        }
         if template.kind == TimelineEventType::RoomMember
             && template.state_key.as_deref().is_none_or(|key| UserId::parse(key).is_err())
         {
