@@ -272,3 +272,34 @@ impl Store {
         row.as_ref().map(event_from_row).transpose()
     }
 }
+
+impl Store {
+    /// How many users are joined to a room.
+    pub async fn joined_member_count(&self, room_id: &RoomId) -> Result<i64> {
+        let row =
+            sqlx::query("SELECT COUNT(*) FROM room_memberships WHERE room_id = $1 AND membership = 'join'")
+                .bind(room_id.as_str())
+                .fetch_one(&self.read)
+                .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// A room's current state events of one type, any state key.
+    pub async fn current_state_of_type(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+    ) -> Result<Vec<StoredEvent>> {
+        let sql = format!(
+            "SELECT {} FROM current_state c JOIN events e ON e.event_id = c.event_id
+             WHERE c.room_id = $1 AND c.event_type = $2 ORDER BY e.stream_ordering",
+            columns("e.")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(room_id.as_str())
+            .bind(event_type)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+}

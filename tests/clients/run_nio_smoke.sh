@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs nio_smoke.py (a stock matrix-nio client) against Tessera on SQLite
-# and on PostgreSQL. Usage: tests/clients/run_nio_smoke.sh [path/to/tessera]
+# Runs the stock matrix-nio client scenarios against Tessera on SQLite and
+# on PostgreSQL: nio_smoke.py (accounts) and then nio_rooms.py (rooms,
+# relations, permissions and paging back through $NIO_ROOMS_MESSAGES
+# messages, default 300). Usage: tests/clients/run_nio_smoke.sh [path/to/tessera]
 # Needs python3 with venv and PyPI access (to install matrix-nio once into
 # $NIO_VENV, default /var/tmp/tessera-nio-venv), and for the PostgreSQL run
 # an admin URL in TESSERA_TEST_POSTGRES (skipped when unset).
@@ -8,6 +10,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 binary="${1:-$here/../../target/debug/tessera}"
 venv="${NIO_VENV:-/var/tmp/tessera-nio-venv}"
+messages="${NIO_ROOMS_MESSAGES:-300}"
 
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import nio' 2>/dev/null; then
     python3 -m venv "$venv"
@@ -23,24 +26,31 @@ run_against() { # $1 = label, $2 = database URL or empty for SQLite
     TESSERA_ALLOW_REGISTRATION=true TESSERA_LISTEN="127.0.0.1:$port" TESSERA_DATA_DIR="$data" \
         TESSERA_DATABASE_URL="${2:-sqlite://$data/tessera.db}" TESSERA_LOG=warn \
         TESSERA_RATE_LIMITS_LOGIN_PER_SECOND=0 TESSERA_RATE_LIMITS_REGISTRATION_PER_SECOND=0 \
+        TESSERA_RATE_LIMITS_GENERAL_PER_SECOND=0 \
         "$binary" >"$data/server.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 100); do
         curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
         sleep 0.1
     done
-    echo "== matrix-nio against Tessera on $1"
+    echo "== matrix-nio (nio_smoke.py) against Tessera on $1"
     "$venv/bin/python" "$here/nio_smoke.py" "http://127.0.0.1:$port" || status=$?
+    echo "== matrix-nio (nio_rooms.py --messages $messages) against Tessera on $1"
+    "$venv/bin/python" "$here/nio_rooms.py" "http://127.0.0.1:$port" --messages "$messages" || status=$?
     kill "$pid"; wait "$pid" || true
     [ "$status" -eq 0 ] || cat "$data/server.log"
     rm -rf "$data"
     return "$status"
 }
 
-run_against SQLite ""
+# Both backends run even when the first fails; the exit status is 1 if any
+# scenario failed on either.
+overall=0
+run_against SQLite "" || overall=1
 if [ -n "${TESSERA_TEST_POSTGRES:-}" ]; then
     db="nio_smoke_$$"
     psql "$TESSERA_TEST_POSTGRES" -qc "CREATE DATABASE $db"
     trap 'psql "$TESSERA_TEST_POSTGRES" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"' EXIT
-    run_against PostgreSQL "${TESSERA_TEST_POSTGRES%/*}/$db"
+    run_against PostgreSQL "${TESSERA_TEST_POSTGRES%/*}/$db" || overall=1
 fi
+exit "$overall"

@@ -12,6 +12,7 @@ mod directory;
 mod discovery;
 mod errors;
 mod federation;
+mod hierarchy;
 mod join_rules;
 mod lifecycle;
 mod login;

@@ -338,6 +338,16 @@ async fn aliases_resolve_for_join(backend: Backend) {
     let joined = bob.join("#lobby:tessera.test").await.ok();
     assert_eq!(joined["room_id"], room.as_str());
     bob.join("#nope:tessera.test").await.assert_error(404, "M_NOT_FOUND");
+    // matrix-nio joins with no body at all.
+    let carol = server.register("carol", "pw").await;
+    let joined =
+        carol.post_raw(&format!("/_matrix/client/v3/join/{}", encode("#lobby:tessera.test")), "").await;
+    assert_eq!(
+        (joined.status, joined.body["room_id"].as_str()),
+        (200, Some(room.as_str())),
+        "{}",
+        joined.body
+    );
 }
 
 async fn redactions_strip_content_and_need_permission(backend: Backend) {

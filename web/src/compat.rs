@@ -24,6 +24,23 @@ pub(crate) fn legacy_uia_user(body: Bytes) -> Bytes {
     serde_json::to_vec(&value).map(Bytes::from).unwrap_or(body)
 }
 
+/// An empty body on a POST or PUT that claims (or omits) JSON, read as `{}`.
+/// ruma's generated parsers do this already, but its hand-written ones
+/// (`/join/{roomIdOrAlias}`, `/knock`) do not, and matrix-nio's `join()`
+/// sends no body; Synapse reads it as `{}` too.
+pub(crate) fn empty_json_body(parts: &http::request::Parts, body: Bytes) -> Bytes {
+    let json_or_unset = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("application/json"));
+    if body.is_empty() && json_or_unset && matches!(parts.method, http::Method::POST | http::Method::PUT) {
+        Bytes::from_static(b"{}")
+    } else {
+        body
+    }
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }

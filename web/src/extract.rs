@@ -174,6 +174,7 @@ where
             return Err(Error::not_json("Request body is not valid JSON").into());
         }
         let bytes = crate::compat::legacy_uia_user(bytes);
+        let bytes = crate::compat::empty_json_body(&parts, bytes);
 
         let http_request = http::Request::from_parts(parts, bytes.as_ref());
         // ruma's deserialisers index into JSON maps in places; a malformed body

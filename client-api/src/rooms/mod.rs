@@ -4,6 +4,7 @@
 mod create;
 mod directory;
 mod events;
+mod hierarchy;
 mod history;
 mod membership;
 mod relations;
@@ -20,6 +21,7 @@ pub(crate) fn routes() -> Router<ClientState> {
         .merge(directory::routes())
         .merge(membership::routes())
         .merge(events::routes())
+        .merge(hierarchy::routes())
         .merge(history::routes())
         .merge(relations::routes())
 }

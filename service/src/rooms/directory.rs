@@ -272,7 +272,7 @@ impl Rooms {
     }
 
     /// Directory entries for published rooms, in the order given.
-    async fn directory_entries(
+    pub(crate) async fn directory_entries(
         &self,
         rooms: Vec<(OwnedRoomId, i64)>,
     ) -> Result<Vec<(i64, PublicRoomsChunk)>> {

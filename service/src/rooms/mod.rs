@@ -11,6 +11,7 @@ mod client_event;
 pub mod context;
 mod create;
 mod directory;
+pub mod hierarchy;
 pub mod membership;
 pub mod read;
 mod redact;

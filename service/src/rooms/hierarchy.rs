@@ -1,0 +1,152 @@
+//! `GET /v1/rooms/{roomId}/hierarchy`: a space and the rooms under it,
+//! breadth first, each with its summary and its `m.space.child` events.
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv1roomsroomidhierarchy>.
+
+use std::collections::{HashSet, VecDeque};
+
+use ruma::{OwnedRoomId, RoomId, directory::PublicRoomsChunk};
+use serde_json::{Value, json};
+
+use super::Rooms;
+use crate::{Error, Result, auth::Identity};
+
+/// One room of the hierarchy.
+pub struct HierarchyRoom {
+    pub summary: PublicRoomsChunk,
+    /// The room's `m.space.child` events, stripped as the spec shows them.
+    pub children_state: Vec<Value>,
+}
+
+/// What `/hierarchy` asks for.
+pub struct HierarchyQuery<'a> {
+    pub from: Option<&'a str>,
+    pub limit: usize,
+    pub max_depth: Option<usize>,
+    pub suggested_only: bool,
+}
+
+impl Rooms {
+    /// The rooms under `root` that `who` may see, from `query.from` on.
+    pub async fn hierarchy(
+        &self,
+        who: &Identity,
+        root: &RoomId,
+        query: &HierarchyQuery<'_>,
+    ) -> Result<(Vec<HierarchyRoom>, Option<String>)> {
+        self.room_version(root).await?;
+        if !self.may_peek(who, root).await? {
+            return Err(Error::forbidden("You cannot see this space"));
+        }
+        let skip: usize = match query.from {
+            Some(token) => token
+                .strip_prefix('h')
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| Error::invalid_param("Invalid pagination token"))?,
+            None => 0,
+        };
+        let limit = query.limit.clamp(1, 100);
+        let mut queue = VecDeque::from([(root.to_owned(), 0usize)]);
+        let mut seen: HashSet<OwnedRoomId> = HashSet::from([root.to_owned()]);
+        let mut rooms = Vec::new();
+        let mut index = 0;
+        while let Some((room_id, depth)) = queue.pop_front() {
+            // Rooms this server does not know (remote) and rooms the user
+            // may not see are left out, and so are their children.
+            if self.room_version(&room_id).await.is_err() || !self.may_peek(who, &room_id).await? {
+                continue;
+            }
+            let children = self.space_children(&room_id, query.suggested_only).await?;
+            if query.max_depth.is_none_or(|max| depth < max) {
+                for (child, _) in &children {
+                    if seen.insert(child.clone()) {
+                        queue.push_back((child.clone(), depth + 1));
+                    }
+                }
+            }
+            if index >= skip {
+                if rooms.len() == limit {
+                    return Ok((rooms, Some(format!("h{index}"))));
+                }
+                let joined = self.store.joined_member_count(&room_id).await?;
+                let mut entries = self.directory_entries(vec![(room_id, joined)]).await?;
+                let (_, summary) = entries.pop().ok_or_else(|| Error::internal("no directory entry"))?;
+                rooms.push(HierarchyRoom {
+                    summary,
+                    children_state: children.into_iter().map(|(_, e)| e).collect(),
+                });
+            }
+            index += 1;
+        }
+        Ok((rooms, None))
+    }
+
+    /// Whether `who` may see a room's summary: members and invitees, or
+    /// anyone when the room is public, knockable or world-readable.
+    async fn may_peek(&self, who: &Identity, room_id: &RoomId) -> Result<bool> {
+        if self
+            .store
+            .membership(room_id, &who.user_id)
+            .await?
+            .is_some_and(|(m, _)| m == "join" || m == "invite")
+        {
+            return Ok(true);
+        }
+        let content = |kind: &'static str| async move {
+            let event = self.store.current_state_event(room_id, kind, "").await?;
+            Ok::<_, Error>(
+                event.and_then(|e| serde_json::from_str::<Value>(&e.json).ok()).map(|j| j["content"].clone()),
+            )
+        };
+        let join_rule = content("m.room.join_rules").await?;
+        let join_rule =
+            join_rule.as_ref().and_then(|c| c["join_rule"].as_str()).unwrap_or("public").to_owned();
+        let visibility = content("m.room.history_visibility").await?;
+        let world_readable =
+            visibility.as_ref().and_then(|c| c["history_visibility"].as_str()) == Some("world_readable");
+        Ok(world_readable || matches!(join_rule.as_str(), "public" | "knock" | "knock_restricted"))
+    }
+
+    /// A space's children in the spec's order (`order`, then when added,
+    /// then room ID), with their stripped `m.space.child` events. Children
+    /// without `via` have been removed from the space.
+    async fn space_children(
+        &self,
+        room_id: &RoomId,
+        suggested_only: bool,
+    ) -> Result<Vec<(OwnedRoomId, Value)>> {
+        let mut children = Vec::new();
+        for event in self.store.current_state_of_type(room_id, "m.space.child").await? {
+            let Ok(pdu) = serde_json::from_str::<Value>(&event.json) else { continue };
+            let content = &pdu["content"];
+            let has_via = content["via"].as_array().is_some_and(|via| !via.is_empty());
+            let suggested = content["suggested"].as_bool().unwrap_or(false);
+            let Some(child) = event.state_key.as_deref().and_then(|k| RoomId::parse(k).ok()) else {
+                continue;
+            };
+            if !has_via || (suggested_only && !suggested) {
+                continue;
+            }
+            // The spec's `order`: printable ASCII, at most 50 characters.
+            let order = content["order"]
+                .as_str()
+                .filter(|o| o.len() <= 50 && o.chars().all(|c| (' '..='~').contains(&c)))
+                .map(str::to_owned);
+            let stripped = json!({
+                "type": "m.space.child",
+                "state_key": child,
+                "content": content,
+                "sender": event.sender,
+                "origin_server_ts": event.origin_server_ts,
+            });
+            children.push((order, event.origin_server_ts, child, stripped));
+        }
+        // Children with an order come first, by order; then by time added.
+        children.sort_by(|a, b| match (&a.0, &b.0) {
+            (Some(x), Some(y)) => x.cmp(y).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.1.cmp(&b.1).then(a.2.cmp(&b.2)),
+        });
+        Ok(children.into_iter().map(|(_, _, child, stripped)| (child, stripped)).collect())
+    }
+}
