@@ -15,6 +15,7 @@ pub mod pdu;
 pub mod power;
 pub mod room_versions;
 pub mod signing_key;
+pub mod state_res;
 pub mod user_ids;
 
 #[cfg(test)]

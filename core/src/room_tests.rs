@@ -305,3 +305,75 @@ fn redaction_permission_and_algorithm() {
         assert!(redacted.contains_key("signatures") && redacted.contains_key("hashes"));
     }
 }
+
+/// A fork: two events built on the same parent, each giving its own state.
+fn fork(room: &Room, key: &ServerSigningKey, sender: &UserId, template: &EventTemplate, clock: u64) -> Pdu {
+    let rules = rules_for(&room.version).expect("rules");
+    let content = serde_json::value::to_raw_value(&template.content).expect("content");
+    let types = auth::auth_types(&template.kind, sender, template.state_key.as_deref(), &content, &rules)
+        .expect("types");
+    let auth_events: Vec<&Pdu> = types.iter().filter_map(|(k, s)| room.state_event(k, s)).collect();
+    let prev: Vec<&Pdu> = room.last.iter().filter_map(|id| room.events.get(id)).collect();
+    let parents = Parents { room_id: room.room_id.as_deref(), prev_events: &prev, auth_events: &auth_events };
+    let ts = MilliSecondsSinceUnixEpoch(UInt::new(clock).expect("small"));
+    build_event(template, &room.version, sender, &parents, ts, key).expect("build")
+}
+
+fn state_with(room: &Room, extra: &Pdu) -> crate::state_res::StateMap {
+    let mut state: crate::state_res::StateMap =
+        room.state.iter().map(|((kind, key), id)| ((kind.clone(), key.clone()), id.clone())).collect();
+    state.insert(
+        (extra.kind.to_string().into(), extra.state_key.clone().expect("state")),
+        extra.event_id.clone(),
+    );
+    state
+}
+
+#[test]
+fn forks_resolve_by_the_room_versions_algorithm() {
+    let key = ServerSigningKey::generate(server_name!("example.org").to_owned()).expect("key").0;
+    let alice = user_id!("@alice:example.org");
+    let bob = user_id!("@bob:example.org");
+    for version in [RoomVersionId::V2, RoomVersionId::V10, RoomVersionId::V11, RoomVersionId::V12] {
+        let mut room = new_room(&version, &key);
+        room.send(
+            &key,
+            bob,
+            &EventTemplate::state("m.room.member", bob.as_str(), json!({ "membership": "join" })),
+        )
+        .expect("bob joins");
+        let name = |n: &str| EventTemplate::state("m.room.name", "", json!({ "name": n }));
+        // Two concurrent renames by the same admin: the later one wins.
+        let first = fork(&room, &key, alice, &name("One"), 2_000_000_000_000);
+        let second = fork(&room, &key, alice, &name("Two"), 2_000_000_000_001);
+        // A rename by bob (power level 0) that the auth rules must drop,
+        // however late it is.
+        let forged = fork(&room, &key, bob, &name("Bob's"), 2_000_000_000_009);
+        let mut all = room.events.clone();
+        for pdu in [&first, &second, &forged] {
+            all.insert(pdu.event_id.clone(), pdu.clone());
+        }
+        let rules = rules_for(&version).expect("rules");
+        let states = [state_with(&room, &first), state_with(&room, &second), state_with(&room, &forged)];
+        let resolved =
+            crate::state_res::resolve_states(&rules, &states, |id| all.get(id).cloned()).expect("resolves");
+        let winner = &resolved[&(StateEventType::RoomName, String::new())];
+        assert_eq!(winner, &second.event_id, "{version}: the later authorised rename wins");
+        assert_eq!(
+            resolved[&(StateEventType::RoomMember, bob.to_string())],
+            room.state[&(StateEventType::RoomMember, bob.to_string())]
+        );
+    }
+}
+
+#[test]
+fn version_one_forks_are_refused_not_misresolved() {
+    let key = ServerSigningKey::generate(server_name!("example.org").to_owned()).expect("key").0;
+    let room = new_room(&RoomVersionId::V1, &key);
+    let rules = rules_for(&RoomVersionId::V1).expect("rules");
+    let state: crate::state_res::StateMap = room.state.clone().into_iter().collect();
+    assert!(
+        crate::state_res::resolve_states(&rules, &[state.clone(), state], |id| room.events.get(id).cloned())
+            .is_err()
+    );
+}

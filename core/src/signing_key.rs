@@ -127,6 +127,59 @@ mod tests {
         verify_json(&public_keys, &object).expect("signature verifies with the public key");
     }
 
+    /// The key of the spec's signing examples (appendices, "Signing JSON"
+    /// and "Signing Events"): seed `YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1`,
+    /// as a PKCS#8 document.
+    fn spec_example_key() -> ServerSigningKey {
+        let seed = Base64::<ruma::serde::base64::Standard, Vec<u8>>::parse(
+            "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1",
+        )
+        .expect("spec seed");
+        // The fixed PKCS#8 v1 prefix of an ed25519 private key, then the seed.
+        let mut der = hex_bytes("302e020100300506032b657004220420");
+        der.extend_from_slice(seed.as_bytes());
+        let text = format!("ed25519 1 {}", Base64::<ruma::serde::base64::Standard, _>::new(der).encode());
+        ServerSigningKey::parse(server_name!("domain").to_owned(), &text).expect("spec key")
+    }
+
+    fn hex_bytes(hex: &str) -> Vec<u8> {
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect()
+    }
+
+    #[test]
+    fn signing_json_matches_the_spec_example() {
+        let key = spec_example_key();
+        let mut object = CanonicalJsonObject::new();
+        key.sign(&mut object).expect("sign");
+        let expected: CanonicalJsonObject = serde_json::from_str(
+            r#"{"signatures":{"domain":{"ed25519:1":"K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ"}}}"#,
+        )
+        .expect("spec output");
+        assert_eq!(object, expected);
+    }
+
+    #[test]
+    fn signing_an_event_matches_the_spec_example() {
+        let key = spec_example_key();
+        let mut event: CanonicalJsonObject = serde_json::from_str(
+            r#"{"room_id":"!x:domain","sender":"@a:domain","origin":"domain","origin_server_ts":1000000,
+                "signatures":{},"hashes":{},"type":"X","content":{},"prev_events":[],"auth_events":[],
+                "depth":3,"unsigned":{"age_ts":1000000}}"#,
+        )
+        .expect("spec event");
+        let rules = ruma::RoomVersionId::V1.rules().expect("v1 rules");
+        key.hash_and_sign_event(&mut event, &rules.redaction).expect("sign");
+        let expected: serde_json::Value = serde_json::json!({
+            "sha256": "5jM4wQpv6lnBo7CLIghJuHdW+s2CMBJPUOGOC89ncos"
+        });
+        assert_eq!(serde_json::to_value(&event["hashes"]).expect("json"), expected);
+        let signature = serde_json::to_value(&event["signatures"]).expect("json");
+        assert_eq!(
+            signature["domain"]["ed25519:1"],
+            "KxwGjPSDEtvnFgU00fwFz+l6d2pJM6XBIaMEn81SXPTRl16AqLAYqfIReFGZlHi5KLjAWbOoMszkwsQma+lYAg"
+        );
+    }
+
     #[test]
     fn malformed_key_text_is_rejected() {
         let name = server_name!("example.org").to_owned();
