@@ -16,9 +16,9 @@ use tessera_client_api::{ClientState, DiscoverySettings};
 use tessera_core::ServerSigningKey;
 use tessera_federation::FederationState;
 use tessera_service::{
-    accounts::Accounts, auth::Authenticator, devices::Devices, passwords::Passwords, profiles::Profiles,
-    rate_limit::RateLimiter, rooms::Rooms, shared_secret::SharedSecretRegistration, streams::StreamAllocator,
-    uia::Uia,
+    accounts::Accounts, auth::Authenticator, devices::Devices, notifier::Notifier, passwords::Passwords,
+    profiles::Profiles, rate_limit::RateLimiter, rooms::Rooms, shared_secret::SharedSecretRegistration,
+    streams::StreamAllocator, sync::SyncService, uia::Uia,
 };
 use tessera_storage::Store;
 use tessera_web::Gate;
@@ -113,7 +113,15 @@ async fn serve_with_store(
     let profiles = Profiles::new(store.clone());
     let last_position = store.max_stream_ordering().await.map_err(|e| ServeError::Storage(e.to_string()))?;
     let streams = StreamAllocator::new(last_position);
-    let rooms = Rooms::new(store.clone(), signing_key.clone(), config.default_room_version(), streams);
+    let notifier = Notifier::new(store.clone());
+    let rooms = Rooms::new(
+        store.clone(),
+        signing_key.clone(),
+        config.default_room_version(),
+        streams.clone(),
+        notifier.clone(),
+    );
+    let sync = SyncService::new(store.clone(), rooms.clone(), notifier, streams);
     let client_addr = listeners.client.local_addr()?;
     let client_state = ClientState {
         gate: gate.clone(),
@@ -126,6 +134,7 @@ async fn serve_with_store(
         accounts,
         profiles,
         rooms,
+        sync,
         rate_limiter,
         discovery: DiscoverySettings {
             client_base_url: Some(config.well_known.client.clone().unwrap_or_else(|| {

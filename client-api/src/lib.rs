@@ -16,12 +16,13 @@ mod profile;
 mod register;
 mod rooms;
 mod session;
+mod sync;
 mod threepid;
 
 use axum::{Router, extract::FromRef, middleware, routing::get};
 use tessera_service::{
     accounts::Accounts, devices::Devices, profiles::Profiles, rate_limit::RateLimiter, rooms::Rooms,
-    shared_secret::SharedSecretRegistration,
+    shared_secret::SharedSecretRegistration, sync::SyncService,
 };
 use tessera_web::{Gate, routing};
 
@@ -36,6 +37,7 @@ pub struct ClientState {
     pub profiles: Profiles,
     pub rooms: Rooms,
     pub shared_secret: SharedSecretRegistration,
+    pub sync: SyncService,
     pub rate_limiter: RateLimiter,
     pub discovery: DiscoverySettings,
 }
@@ -58,6 +60,7 @@ pub fn router(state: ClientState) -> Router {
         .merge(devices::routes())
         .merge(profile::routes())
         .merge(rooms::routes())
+        .merge(sync::routes())
         .merge(admin::routes())
         .route("/health", get(|| async { "OK" }))
         .fallback(routing::unknown_path)

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod devices;
 pub use tessera_storage::Device;
 pub mod error;
+pub mod notifier;
 pub mod passwords;
 pub mod profiles;
 pub mod rate_limit;
@@ -20,6 +21,7 @@ pub mod rooms;
 pub mod secrets;
 pub mod shared_secret;
 pub mod streams;
+pub mod sync;
 pub mod uia;
 
 pub use error::{Error, Result};

@@ -20,6 +20,7 @@ mod relations;
 mod rooms;
 pub mod state;
 mod store;
+mod sync;
 mod tokens;
 mod users;
 
@@ -32,6 +33,7 @@ pub use registration_tokens::RegistrationToken;
 pub use relations::{Relation, RelationQuery};
 pub use rooms::RoomInfo;
 pub use store::{Backend, OpenError, Store};
+pub use sync::MembershipRow;
 pub use tokens::{NewAccessToken, TokenOwner};
 pub use users::{NewUser, Profile, User};
 

@@ -27,8 +27,12 @@ macro_rules! migration {
     };
 }
 
-const MIGRATIONS: &[Migration] =
-    &[migration!(1, "0001_accounts"), migration!(2, "0002_rooms"), migration!(3, "0003_relations")];
+const MIGRATIONS: &[Migration] = &[
+    migration!(1, "0001_accounts"),
+    migration!(2, "0002_rooms"),
+    migration!(3, "0003_relations"),
+    migration!(4, "0004_sync"),
+];
 
 /// The newest schema version this binary knows.
 pub fn latest_version() -> i64 {

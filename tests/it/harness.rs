@@ -412,6 +412,12 @@ impl TestClient {
         panic!("pagination did not end");
     }
 
+    /// `GET /sync` with `since` and extra query parameters (`&...`).
+    pub async fn sync(&self, since: Option<&str>, query: &str) -> Value {
+        let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
+        self.get(&format!("/_matrix/client/v3/sync?timeout=0{since}{query}")).await.ok()
+    }
+
     /// Registers through the UIA dummy flow and adopts the new session.
     pub async fn register(&mut self, name: &str, password: &str) -> Value {
         let body = self.register_with(json!({ "username": name, "password": password })).await.ok();

@@ -24,5 +24,6 @@ mod room_reads;
 mod rooms;
 mod shared_secret;
 mod state_storage;
+mod sync;
 mod threepid;
 mod upgrade;

@@ -188,7 +188,22 @@ impl Rooms {
             relation,
         };
         match self.store.append_event(new).await {
-            Ok(_) => Ok(position.position),
+            Ok(_) => {
+                let stream = position.position;
+                // Settle the position before waking readers: they read up to
+                // `persisted_upto`, which now includes this event.
+                drop(position);
+                let change =
+                    pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()).zip(membership.as_deref());
+                if let Err(e) =
+                    self.notifier.room_changed(&pdu.room_id, change.as_ref().map(|(u, m)| (&**u, *m))).await
+                {
+                    // The event is stored; a missed wake-up only delays delivery
+                    // until the waiting request's timeout.
+                    tracing::warn!(error = %e, "could not notify the room's members");
+                }
+                Ok(stream)
+            }
             Err(StorageError::Conflict(_)) => Err(Error::new(
                 409,
                 ruma::api::error::ErrorKind::Unknown,

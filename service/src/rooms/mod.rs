@@ -27,7 +27,7 @@ use ruma::{OwnedRoomId, OwnedServerName, RoomId, RoomVersionId};
 use tessera_core::ServerSigningKey;
 use tessera_storage::Store;
 
-use crate::{Error, Result, streams::StreamAllocator};
+use crate::{Error, Result, notifier::Notifier, streams::StreamAllocator};
 
 pub use client_event::ClientEvent;
 pub use create::CreateRoom;
@@ -41,6 +41,7 @@ pub struct Rooms {
     server_name: OwnedServerName,
     default_version: RoomVersionId,
     streams: StreamAllocator,
+    notifier: Notifier,
     locks: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>>,
     versions: Arc<Mutex<HashMap<OwnedRoomId, RoomVersionId>>>,
 }
@@ -51,6 +52,7 @@ impl Rooms {
         signing_key: Arc<ServerSigningKey>,
         default_version: RoomVersionId,
         streams: StreamAllocator,
+        notifier: Notifier,
     ) -> Self {
         let server_name = signing_key.server_name().clone();
         Self {
@@ -59,6 +61,7 @@ impl Rooms {
             server_name,
             default_version,
             streams,
+            notifier,
             locks: Arc::default(),
             versions: Arc::default(),
         }

@@ -154,7 +154,11 @@ impl Rooms {
                 v
             }
         };
-        if visibility == "world_readable" {
+        // World-readable rooms, and a user's own membership changes (their
+        // leave, kick or ban must reach them whatever the visibility).
+        if visibility == "world_readable"
+            || (event.event_type == "m.room.member" && event.state_key.as_deref() == Some(user.as_str()))
+        {
             return Ok(true);
         }
         let membership = match cache.membership.get(&event.state_after) {
@@ -174,6 +178,24 @@ impl Rooms {
             Some("invite") if visibility == "invited" => true,
             _ => visibility == "shared" && current == Some("join"),
         })
+    }
+
+    /// The events of `events` (all from `room_id`) that `user` may see.
+    pub async fn visible_to(
+        &self,
+        user: &UserId,
+        room_id: &RoomId,
+        events: Vec<StoredEvent>,
+    ) -> Result<Vec<StoredEvent>> {
+        let current = self.membership_of(room_id, user).await?;
+        let mut cache = VisibilityCache::default();
+        let mut visible = Vec::with_capacity(events.len());
+        for event in events {
+            if self.is_visible(user, current.as_deref(), &event, &mut cache).await? {
+                visible.push(event);
+            }
+        }
+        Ok(visible)
     }
 
     /// `GET /rooms/{roomId}/state`: the current state, or the state when the

@@ -1,0 +1,130 @@
+//! `GET /_matrix/client/v3/sync` and the filter endpoints
+//! `POST /user/{userId}/filter`, `GET /user/{userId}/filter/{filterId}`.
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#syncing>.
+
+use std::time::Duration;
+
+use axum::{Router, extract::State};
+use ruma::{
+    OwnedRoomId, UInt, UserId,
+    api::client::{
+        filter::{FilterDefinition, create_filter, get_filter},
+        sync::sync_events::{
+            self,
+            v3::{Filter, JoinedRoom, LeftRoom, State as RoomState, StateEvents},
+        },
+    },
+    serde::Raw,
+};
+use tessera_service::{
+    Error,
+    auth::Identity,
+    rooms::ClientEvent,
+    sync::{SyncRequest, SyncResponse},
+};
+use tessera_web::{GuestsAllowed, Result, Ruma, routing::RumaRoutes};
+
+use crate::ClientState;
+
+pub(crate) fn routes() -> Router<ClientState> {
+    Router::new()
+        .ruma_route::<sync_events::v3::Request, _, _>(sync)
+        .ruma_route::<create_filter::v3::Request, _, _>(post_filter)
+        .ruma_route::<get_filter::v3::Request, _, _>(fetch_filter)
+}
+
+async fn sync(
+    State(state): State<ClientState>,
+    req: Ruma<sync_events::v3::Request, GuestsAllowed>,
+) -> Result<sync_events::v3::Response> {
+    let me = req.identity()?.clone();
+    let body = req.body;
+    let filter = match body.filter {
+        None => FilterDefinition::default(),
+        Some(Filter::FilterDefinition(filter)) => filter,
+        Some(Filter::FilterId(id)) => state.sync.get_filter(&me.user_id, &id).await?,
+        Some(_) => return Err(Error::invalid_param("Unknown filter form").into()),
+    };
+    let request = SyncRequest {
+        since: body.since,
+        timeout: body.timeout.unwrap_or(Duration::ZERO),
+        full_state: body.full_state,
+        filter,
+    };
+    let response = state.sync.sync(&me, request).await?;
+    Ok(to_ruma(response)?.into())
+}
+
+/// The service's sections as ruma's response.
+fn to_ruma(response: SyncResponse) -> std::result::Result<sync_events::v3::Response, Error> {
+    let mut out = sync_events::v3::Response::new(response.next_batch.to_string());
+    let room_id = |id: &str| OwnedRoomId::try_from(id).map_err(Error::internal);
+    for room in response.join {
+        let mut joined = JoinedRoom::new();
+        joined.timeline.events = raws(room.timeline)?;
+        joined.timeline.limited = room.limited;
+        joined.timeline.prev_batch = room.prev_batch;
+        let mut state = StateEvents::new();
+        state.events = raws(room.state)?;
+        joined.state = RoomState::Before(state);
+        joined.summary.heroes = room.heroes.iter().filter_map(|h| UserId::parse(h).ok()).collect();
+        joined.summary.joined_member_count = UInt::try_from(room.joined_member_count).ok();
+        joined.summary.invited_member_count = UInt::try_from(room.invited_member_count).ok();
+        out.rooms.join.insert(room_id(&room.room_id)?, joined);
+    }
+    for room in response.invite {
+        let mut invited = sync_events::v3::InvitedRoom::new();
+        invited.invite_state.events = room
+            .invite_state
+            .iter()
+            .map(|e| serde_json::value::to_raw_value(e).map(Raw::from_json).map_err(Error::internal))
+            .collect::<std::result::Result<_, _>>()?;
+        out.rooms.invite.insert(room_id(&room.room_id)?, invited);
+    }
+    for room in response.leave {
+        let mut left = LeftRoom::new();
+        left.timeline.events = raws(room.timeline)?;
+        left.timeline.limited = room.limited;
+        left.timeline.prev_batch = room.prev_batch;
+        let mut state = StateEvents::new();
+        state.events = raws(room.state)?;
+        left.state = RoomState::Before(state);
+        out.rooms.leave.insert(room_id(&room.room_id)?, left);
+    }
+    Ok(out)
+}
+
+/// Client events as the ruma type a section wants.
+fn raws<T>(events: Vec<ClientEvent>) -> std::result::Result<Vec<Raw<T>>, Error> {
+    events
+        .into_iter()
+        .map(|e| serde_json::value::to_raw_value(&e).map(Raw::from_json).map_err(Error::internal))
+        .collect()
+}
+
+fn check_own(me: &Identity, user: &UserId) -> std::result::Result<(), Error> {
+    if me.user_id != user {
+        return Err(Error::forbidden("You cannot use another user's filters"));
+    }
+    Ok(())
+}
+
+async fn post_filter(
+    State(state): State<ClientState>,
+    req: Ruma<create_filter::v3::Request, GuestsAllowed>,
+) -> Result<create_filter::v3::Response> {
+    let me = req.identity()?;
+    check_own(me, &req.body.user_id)?;
+    let id = state.sync.create_filter(&me.user_id, &req.body.filter).await?;
+    Ok(create_filter::v3::Response::new(id).into())
+}
+
+async fn fetch_filter(
+    State(state): State<ClientState>,
+    req: Ruma<get_filter::v3::Request, GuestsAllowed>,
+) -> Result<get_filter::v3::Response> {
+    let me = req.identity()?;
+    check_own(me, &req.body.user_id)?;
+    let filter = state.sync.get_filter(&me.user_id, &req.body.filter_id).await?;
+    Ok(get_filter::v3::Response::new(filter).into())
+}

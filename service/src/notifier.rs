@@ -1,0 +1,98 @@
+//! The in-process notifier: wakes the waiting `/sync` requests that a
+//! committed change concerns, and no others.
+//!
+//! Each user has one `Notify`. A sync request *registers* on it (enables a
+//! `Notified` future) before it reads the database, and waits on it only if
+//! the read found nothing: a change committed after the read wakes it, a
+//! change committed before the read is in what it read. No wake-up is lost
+//! and nothing polls. A room event wakes the room's local members (kept in
+//! a membership cache updated by membership events), plus the target of a
+//! membership change, who may just have left.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
+
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use tessera_storage::Store;
+use tokio::sync::Notify;
+
+use crate::Result;
+
+/// Memberships whose holders receive a room's events in sync.
+const SYNCED_MEMBERSHIPS: [&str; 3] = ["join", "invite", "knock"];
+
+struct Inner {
+    store: Store,
+    users: Mutex<HashMap<OwnedUserId, Arc<Notify>>>,
+    members: Mutex<HashMap<OwnedRoomId, HashSet<OwnedUserId>>>,
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    inner: Arc<Inner>,
+}
+
+impl Notifier {
+    pub fn new(store: Store) -> Self {
+        Self { inner: Arc::new(Inner { store, users: Mutex::default(), members: Mutex::default() }) }
+    }
+
+    /// The handle a request for `user` waits on.
+    pub fn listener(&self, user: &UserId) -> Arc<Notify> {
+        let mut users = self.inner.users.lock().unwrap_or_else(|p| p.into_inner());
+        if users.len() > 1024 && users.len().is_power_of_two() {
+            // Forget users nobody is waiting for (only the map holds them).
+            users.retain(|_, notify| Arc::strong_count(notify) > 1);
+        }
+        users.entry(user.to_owned()).or_default().clone()
+    }
+
+    /// Wakes one user's waiting requests (their own account changed).
+    pub fn user_changed(&self, user: &UserId) {
+        if let Some(notify) = self.inner.users.lock().unwrap_or_else(|p| p.into_inner()).get(user) {
+            notify.notify_waiters();
+        }
+    }
+
+    /// After an event in `room_id` committed: wakes its local members, and
+    /// applies a membership change (`target`, `membership`) to the cache.
+    pub async fn room_changed(&self, room_id: &RoomId, membership: Option<(&UserId, &str)>) -> Result<()> {
+        let cached = self.inner.members.lock().unwrap_or_else(|p| p.into_inner()).get(room_id).cloned();
+        let mut members = match cached {
+            Some(members) => members,
+            None => {
+                let loaded: HashSet<OwnedUserId> = self
+                    .inner
+                    .store
+                    .room_members(room_id)
+                    .await?
+                    .into_iter()
+                    .filter(|(m, _)| SYNCED_MEMBERSHIPS.contains(&m.as_str()))
+                    .filter_map(|(_, event)| event.state_key.and_then(|k| UserId::parse(k).ok()))
+                    .collect();
+                loaded
+            }
+        };
+        if let Some((target, membership)) = membership {
+            if SYNCED_MEMBERSHIPS.contains(&membership) {
+                members.insert(target.to_owned());
+            } else {
+                members.remove(target);
+            }
+            self.user_changed(target);
+        }
+        {
+            let users = self.inner.users.lock().unwrap_or_else(|p| p.into_inner());
+            for member in &members {
+                if let Some(notify) = users.get(member) {
+                    notify.notify_waiters();
+                }
+            }
+        }
+        self.inner.members.lock().unwrap_or_else(|p| p.into_inner()).insert(room_id.to_owned(), members);
+        Ok(())
+    }
+}

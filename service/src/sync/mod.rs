@@ -1,0 +1,140 @@
+//! `/sync`: what changed for a user since a token, waiting (long-poll)
+//! until something does.
+//!
+//! The wait is register-then-read: the request enables its wake-up on the
+//! [`Notifier`] *before* reading storage up to `persisted_upto`, so a change
+//! committed at any moment either is in the read or wakes the request.
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv3sync>.
+
+mod filter;
+mod room;
+mod token;
+
+use std::time::Duration;
+
+use ruma::api::client::filter::FilterDefinition;
+use tessera_storage::Store;
+
+use crate::{Result, auth::Identity, notifier::Notifier, rooms::Rooms, streams::StreamAllocator};
+
+pub use room::{InvitedRoom, JoinedRoom, LeftRoom};
+pub use token::SyncToken;
+
+/// What a sync request asks for.
+pub struct SyncRequest {
+    pub since: Option<String>,
+    pub timeout: Duration,
+    pub full_state: bool,
+    pub filter: FilterDefinition,
+}
+
+/// What changed: the spec's `rooms` sections and the next token.
+#[derive(Default)]
+pub struct SyncResponse {
+    pub next_batch: SyncToken,
+    pub join: Vec<JoinedRoom>,
+    pub invite: Vec<InvitedRoom>,
+    pub leave: Vec<LeftRoom>,
+}
+
+impl SyncResponse {
+    fn is_empty(&self) -> bool {
+        self.join.is_empty() && self.invite.is_empty() && self.leave.is_empty()
+    }
+}
+
+/// The longest a request may wait, whatever it asks (clients ask 30 s).
+const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The sync service.
+#[derive(Clone)]
+pub struct SyncService {
+    store: Store,
+    rooms: Rooms,
+    notifier: Notifier,
+    streams: StreamAllocator,
+}
+
+impl SyncService {
+    pub fn new(store: Store, rooms: Rooms, notifier: Notifier, streams: StreamAllocator) -> Self {
+        Self { store, rooms, notifier, streams }
+    }
+
+    /// Answers at once if anything changed since `since` (or for an
+    /// initial sync), else waits up to the timeout for a change.
+    pub async fn sync(&self, who: &Identity, request: SyncRequest) -> Result<SyncResponse> {
+        let since = match &request.since {
+            Some(token) => Some(token.parse::<SyncToken>()?.validate(self.streams.persisted_upto())?),
+            None => None,
+        };
+        let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
+        let listener = self.notifier.listener(&who.user_id);
+        loop {
+            // Register first, then read: see the module documentation.
+            let notified = listener.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let upto = self.streams.persisted_upto();
+            let response = self.read(who, since, upto, &request).await?;
+            if since.is_none() || request.full_state || !response.is_empty() {
+                return Ok(response);
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline) => return Ok(response),
+            }
+        }
+    }
+
+    async fn read(
+        &self,
+        who: &Identity,
+        since: Option<SyncToken>,
+        upto: i64,
+        request: &SyncRequest,
+    ) -> Result<SyncResponse> {
+        let mut response = SyncResponse { next_batch: SyncToken { events: upto }, ..SyncResponse::default() };
+        let after = since.map(|s| s.events);
+        let room_filter = &request.filter.room;
+        let included = |room_id: &str| {
+            room_filter.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r.as_str() == room_id))
+                && !room_filter.not_rooms.iter().any(|r| r.as_str() == room_id)
+        };
+        let changed: std::collections::HashSet<String> = match after {
+            Some(after) => {
+                self.store.joined_rooms_with_events(&who.user_id, after, upto).await?.into_iter().collect()
+            }
+            None => Default::default(),
+        };
+        for membership in self.store.memberships_of(&who.user_id).await? {
+            if !included(&membership.room_id) || membership.stream_ordering > upto {
+                // Not asked for, or changed after this read's snapshot: the
+                // next sync carries it.
+                continue;
+            }
+            let new_since = after.is_none_or(|after| membership.stream_ordering > after);
+            let room = room::RoomSync { sync: self, who, after, upto, filter: &request.filter };
+            match membership.membership.as_str() {
+                "join" => {
+                    let full = after.is_none() || request.full_state || new_since;
+                    if full || changed.contains(&membership.room_id) {
+                        response.join.push(room.joined(&membership.room_id, full).await?);
+                    }
+                }
+                "invite" if new_since || request.full_state => {
+                    response.invite.push(room.invited(&membership.room_id).await?)
+                }
+                "leave" | "ban" => {
+                    let include_initial = room_filter.include_leave && !membership.forgotten;
+                    if (after.is_some() && new_since) || (after.is_none() && include_initial) {
+                        response
+                            .leave
+                            .push(room.left(&membership.room_id, membership.stream_ordering).await?);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(response)
+    }
+}

@@ -1,0 +1,229 @@
+//! One room's section of a sync response: its timeline since the token
+//! (newest `limit` events, `limited` and `prev_batch` when there are more),
+//! the state between the token and the timeline's start, and its summary.
+
+use std::collections::HashSet;
+
+use ruma::{
+    RoomId, UserId,
+    api::client::filter::{FilterDefinition, RoomEventFilter},
+};
+use serde_json::{Value, json};
+use tessera_storage::StoredEvent;
+
+use super::SyncService;
+use crate::{
+    Error, Result,
+    auth::Identity,
+    rooms::{ClientEvent, PageToken},
+};
+
+/// Timeline length when the filter sets none (Synapse's default).
+const DEFAULT_TIMELINE_LIMIT: usize = 10;
+
+/// The state an invited user sees before joining (the spec's recommended
+/// stripped state).
+const INVITE_STATE: [&str; 7] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+/// A joined room's section.
+pub struct JoinedRoom {
+    pub room_id: String,
+    pub timeline: Vec<ClientEvent>,
+    pub limited: bool,
+    pub prev_batch: Option<String>,
+    pub state: Vec<ClientEvent>,
+    pub heroes: Vec<String>,
+    pub joined_member_count: i64,
+    pub invited_member_count: i64,
+}
+
+/// An invited room's section: stripped state only.
+pub struct InvitedRoom {
+    pub room_id: String,
+    pub invite_state: Vec<Value>,
+}
+
+/// A room the user left (or was kicked or banned from) since the token.
+pub struct LeftRoom {
+    pub room_id: String,
+    pub timeline: Vec<ClientEvent>,
+    pub limited: bool,
+    pub prev_batch: Option<String>,
+    pub state: Vec<ClientEvent>,
+}
+
+/// Builds room sections for one sync read.
+pub(super) struct RoomSync<'a> {
+    pub sync: &'a SyncService,
+    pub who: &'a Identity,
+    /// The token's position; `None` for an initial sync.
+    pub after: Option<i64>,
+    pub upto: i64,
+    pub filter: &'a FilterDefinition,
+}
+
+impl RoomSync<'_> {
+    /// A joined room: everything since the token, or (`full`) the full
+    /// state before the timeline, for initial syncs and new joins.
+    pub async fn joined(&self, room_id: &str, full: bool) -> Result<JoinedRoom> {
+        let room = RoomId::parse(room_id).map_err(Error::internal)?;
+        let (timeline, limited) = self.timeline(&room, self.upto).await?;
+        let state = self.state(&room, &timeline, self.upto, full).await?;
+        let store = &self.sync.store;
+        let prev_batch =
+            timeline.first().map(|e| PageToken { depth: e.depth, stream: e.stream_ordering }.to_string());
+        Ok(JoinedRoom {
+            room_id: room_id.to_owned(),
+            timeline: self.format(&timeline, true).await?,
+            limited,
+            prev_batch,
+            state: self.format(&state, false).await?,
+            heroes: store.room_heroes(&room, &self.who.user_id, 5).await?,
+            joined_member_count: store.member_count(&room, "join").await?,
+            invited_member_count: store.member_count(&room, "invite").await?,
+        })
+    }
+
+    /// A room the user was invited to: the stripped state to show the invite.
+    pub async fn invited(&self, room_id: &str) -> Result<InvitedRoom> {
+        let room = RoomId::parse(room_id).map_err(Error::internal)?;
+        let store = &self.sync.store;
+        let mut events = Vec::new();
+        for kind in INVITE_STATE {
+            if let Some(event) = store.current_state_event(&room, kind, "").await? {
+                events.push(event);
+            }
+        }
+        if let Some(invite) = store.membership_event(&room, &self.who.user_id).await? {
+            if let Ok(inviter) = UserId::parse(&invite.sender)
+                && let Some(member) =
+                    store.current_state_event(&room, "m.room.member", inviter.as_str()).await?
+            {
+                events.push(member);
+            }
+            events.push(invite);
+        }
+        let invite_state = events.iter().filter_map(stripped).collect();
+        Ok(InvitedRoom { room_id: room_id.to_owned(), invite_state })
+    }
+
+    /// A room left at `left_at`: its timeline up to the leave.
+    pub async fn left(&self, room_id: &str, left_at: i64) -> Result<LeftRoom> {
+        let room = RoomId::parse(room_id).map_err(Error::internal)?;
+        let (timeline, limited) = self.timeline(&room, left_at).await?;
+        let state = self.state(&room, &timeline, left_at, self.after.is_none()).await?;
+        let prev_batch =
+            timeline.first().map(|e| PageToken { depth: e.depth, stream: e.stream_ordering }.to_string());
+        Ok(LeftRoom {
+            room_id: room_id.to_owned(),
+            timeline: self.format(&timeline, true).await?,
+            limited,
+            prev_batch,
+            state: self.format(&state, false).await?,
+        })
+    }
+
+    /// The newest events after the token up to `upto`, oldest first, that
+    /// the user may see and the filter wants; `limited` if some were cut.
+    async fn timeline(&self, room: &RoomId, upto: i64) -> Result<(Vec<StoredEvent>, bool)> {
+        let timeline_filter = &self.filter.room.timeline;
+        let limit = timeline_filter
+            .limit
+            .and_then(|l| usize::try_from(u64::from(l)).ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(DEFAULT_TIMELINE_LIMIT)
+            .min(500);
+        let fetch = i64::try_from(limit + 1).unwrap_or(501);
+        let mut events =
+            self.sync.store.room_events_in_range(room, self.after.unwrap_or(0), upto, fetch).await?;
+        let limited = events.len() > limit;
+        events.truncate(limit);
+        events.reverse();
+        events.retain(|e| matches_filter(timeline_filter, e));
+        let visible = self.sync.rooms.visible_to(&self.who.user_id, room, events).await?;
+        Ok((visible, limited))
+    }
+
+    /// The state to send with a timeline: all of it before the timeline
+    /// (`full`), or what changed between the token and the timeline's start.
+    /// With lazy-loaded members, only the timeline senders' member events.
+    async fn state(
+        &self,
+        room: &RoomId,
+        timeline: &[StoredEvent],
+        upto: i64,
+        full: bool,
+    ) -> Result<Vec<StoredEvent>> {
+        let store = &self.sync.store;
+        let start_group = match timeline.first() {
+            Some(first) => first.state_before,
+            None => match store.last_event_upto(room, upto).await? {
+                Some(last) => last.state_after,
+                None => return Ok(Vec::new()),
+            },
+        };
+        let at_start = store.state_at_group(start_group).await?;
+        let since = match (full, self.after) {
+            (false, Some(after)) => match store.last_event_upto(room, after).await? {
+                Some(event) => store.state_at_group(event.state_after).await?,
+                None => Default::default(),
+            },
+            _ => Default::default(),
+        };
+        let state_filter = &self.filter.room.state;
+        let lazy =
+            !matches!(state_filter.lazy_load_options, ruma::api::client::filter::LazyLoadOptions::Disabled);
+        let senders: HashSet<&str> =
+            timeline.iter().map(|e| e.sender.as_str()).chain([self.who.user_id.as_str()]).collect();
+        let ids: Vec<String> = at_start
+            .iter()
+            .filter(|(key, id)| since.get(*key) != Some(*id))
+            .filter(|((kind, key), _)| !lazy || kind != "m.room.member" || senders.contains(key.as_str()))
+            .map(|(_, id)| id.clone())
+            .collect();
+        let mut events = store.get_events(&ids).await?;
+        events.retain(|e| matches_filter(state_filter, e));
+        events.sort_by_key(|e| e.stream_ordering);
+        Ok(events)
+    }
+
+    /// Sync format: client events without `room_id` (the room is the key).
+    async fn format(&self, events: &[StoredEvent], timeline: bool) -> Result<Vec<ClientEvent>> {
+        let viewer = Some((self.who.user_id.as_str(), &*self.who.device_id));
+        let mut formatted = self.sync.rooms.client_events(events, viewer, timeline).await?;
+        for event in &mut formatted {
+            event.remove("room_id");
+        }
+        Ok(formatted)
+    }
+}
+
+fn matches_filter(filter: &RoomEventFilter, event: &StoredEvent) -> bool {
+    let type_matches = |pattern: &String| match pattern.strip_suffix('*') {
+        Some(prefix) => event.event_type.starts_with(prefix),
+        None => *pattern == event.event_type,
+    };
+    filter.types.as_ref().is_none_or(|types| types.iter().any(type_matches))
+        && !filter.not_types.iter().any(type_matches)
+        && filter.senders.as_ref().is_none_or(|senders| senders.iter().any(|s| s.as_str() == event.sender))
+        && !filter.not_senders.iter().any(|s| s.as_str() == event.sender)
+}
+
+/// A stripped state event: type, state key, content and sender only.
+fn stripped(event: &StoredEvent) -> Option<Value> {
+    let pdu: Value = serde_json::from_str(&event.json).ok()?;
+    Some(json!({
+        "type": event.event_type,
+        "state_key": event.state_key.as_deref().unwrap_or_default(),
+        "content": pdu.get("content")?,
+        "sender": event.sender,
+    }))
+}

@@ -1,0 +1,237 @@
+//! `/sync`: initial and incremental, long-poll, gaps, memberships, filters.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::{
+    both_backends,
+    harness::{Backend, TestServer, encode},
+};
+
+both_backends!(
+    initial_then_incremental,
+    long_poll_wakes_on_a_send,
+    gaps_are_limited_with_prev_batch,
+    invites_joins_and_leaves,
+    filters_are_stored_and_applied,
+    bad_tokens_are_rejected,
+    lazy_loaded_members,
+    nothing_is_lost_across_a_restart,
+);
+
+fn timeline<'a>(sync: &'a Value, room: &str) -> &'a Vec<Value> {
+    sync["rooms"]["join"][room]["timeline"]["events"].as_array().expect("timeline")
+}
+
+fn bodies(events: &[Value]) -> Vec<&str> {
+    events.iter().filter_map(|e| e["content"]["body"].as_str()).collect()
+}
+
+async fn initial_then_incremental(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let room = alice.create_room(json!({ "name": "Tea" })).await;
+    let sent = alice.send_text(&room, "hello").await;
+
+    let initial = alice.sync(None, "").await;
+    let next = initial["next_batch"].as_str().expect("next_batch").to_owned();
+    let events = timeline(&initial, &room);
+    assert_eq!(events.last().expect("event")["event_id"], sent.as_str());
+    assert!(events.iter().all(|e| e.get("room_id").is_none()), "sync events carry no room_id");
+    // Absent when empty (here everything fits in the timeline).
+    let state = initial["rooms"]["join"][&room]["state"]["events"].as_array().cloned().unwrap_or_default();
+    let in_timeline: Vec<&Value> = events.iter().filter(|e| e.get("state_key").is_some()).collect();
+    // State before the timeline plus state in it covers the room's state.
+    let mut types: Vec<&str> = state.iter().chain(in_timeline).filter_map(|e| e["type"].as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    for needed in ["m.room.create", "m.room.member", "m.room.power_levels", "m.room.name"] {
+        assert!(types.contains(&needed), "{needed} missing from initial sync");
+    }
+    assert_eq!(initial["rooms"]["join"][&room]["summary"]["m.joined_member_count"], 1);
+
+    // Nothing new: an empty answer (timeout 0) with the same position.
+    let quiet = alice.sync(Some(&next), "").await;
+    assert!(quiet["rooms"]["join"].as_object().is_none_or(|j| j.is_empty()), "{quiet}");
+    let second = alice.send_text(&room, "again").await;
+    let incremental = alice.sync(Some(&next), "").await;
+    let events = timeline(&incremental, &room);
+    assert_eq!(events.len(), 1, "only what is new");
+    assert_eq!(events[0]["event_id"], second.as_str());
+    assert!(
+        events[0]["unsigned"]["transaction_id"].is_string(),
+        "the sender's device sees its transaction ID"
+    );
+    assert!(!incremental["rooms"]["join"][&room]["timeline"]["limited"].as_bool().unwrap_or(false));
+}
+
+async fn long_poll_wakes_on_a_send(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.ok();
+    let since = bob.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+
+    let waiting = {
+        let bob = bob.clone();
+        let since = since.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let body = bob.get(&format!("/_matrix/client/v3/sync?since={since}&timeout=20000")).await.ok();
+            (body, started.elapsed())
+        })
+    };
+    // A request about someone else's room does not wake bob.
+    let other = alice.create_room(json!({})).await;
+    alice.send_text(&other, "not for bob").await;
+    let sent = alice.send_text(&room, "wake up").await;
+    let (body, waited) = waiting.await.expect("sync task");
+    assert!(waited < Duration::from_secs(20), "the long-poll returned on the send, not the timeout");
+    let events = timeline(&body, &room);
+    assert_eq!(events.last().expect("event")["event_id"], sent.as_str());
+    assert!(body["rooms"]["join"].get(&other).is_none());
+}
+
+async fn gaps_are_limited_with_prev_batch(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let room = alice.create_room(json!({})).await;
+    let since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let mut sent = Vec::new();
+    for i in 0..15 {
+        sent.push(alice.send_text(&room, &format!("m{i}")).await);
+    }
+    let filter = encode(r#"{"room":{"timeline":{"limit":5}}}"#)
+        .replace('{', "%7B")
+        .replace('}', "%7D")
+        .replace('"', "%22");
+    let body = alice.sync(Some(&since), &format!("&filter={filter}")).await;
+    let section = &body["rooms"]["join"][&room];
+    assert_eq!(section["timeline"]["limited"], true);
+    let events = timeline(&body, &room);
+    assert_eq!(bodies(events), ["m10", "m11", "m12", "m13", "m14"]);
+    // /messages from prev_batch fills the gap back to where the client was.
+    let prev = section["timeline"]["prev_batch"].as_str().expect("prev_batch");
+    let older =
+        alice.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=10&from={prev}")).await.ok();
+    let mut gap = bodies(older["chunk"].as_array().expect("chunk"));
+    gap.reverse();
+    assert_eq!(gap, ["m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9"]);
+}
+
+async fn invites_joins_and_leaves(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let since = bob.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let room = alice.create_room(json!({ "name": "Party", "invite": ["@bob:tessera.test"] })).await;
+
+    let invited = bob.sync(Some(&since), "").await;
+    let invite_state =
+        invited["rooms"]["invite"][&room]["invite_state"]["events"].as_array().expect("invite");
+    assert!(invite_state.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Party"));
+    assert!(invite_state.iter().any(|e| e["type"] == "m.room.member"
+        && e["state_key"] == "@bob:tessera.test"
+        && e["content"]["membership"] == "invite"));
+    let since = invited["next_batch"].as_str().expect("token").to_owned();
+
+    bob.join(&room).await.ok();
+    let joined = bob.sync(Some(&since), "").await;
+    let section = &joined["rooms"]["join"][&room];
+    let state = section["state"]["events"].as_array().expect("state");
+    assert!(
+        state.iter().any(|e| e["type"] == "m.room.create"),
+        "a newly joined room comes with its full state"
+    );
+    assert!(timeline(&joined, &room).iter().any(|e| e["state_key"] == "@bob:tessera.test"));
+    let since = joined["next_batch"].as_str().expect("token").to_owned();
+
+    bob.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), json!({})).await.ok();
+    alice.send_text(&room, "after bob left").await;
+    let left = bob.sync(Some(&since), "").await;
+    let leave = left["rooms"]["leave"][&room]["timeline"]["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("left room: {left}"));
+    let last = leave.last().expect("leave event");
+    assert_eq!(
+        (last["type"].as_str(), last["content"]["membership"].as_str()),
+        (Some("m.room.member"), Some("leave"))
+    );
+    assert!(!bodies(leave).contains(&"after bob left"), "nothing after the leave");
+    assert!(left["rooms"]["join"].get(&room).is_none());
+}
+
+async fn filters_are_stored_and_applied(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let path = "/_matrix/client/v3/user/@alice:tessera.test/filter";
+    let definition = json!({ "room": { "timeline": { "limit": 2, "not_types": ["m.room.member"] } } });
+    let created = alice.post(path, definition.clone()).await.ok();
+    let id = created["filter_id"].as_str().expect("filter_id");
+    assert_eq!(alice.post(path, definition).await.ok()["filter_id"], id, "the same filter, the same ID");
+    let stored = alice.get(&format!("{path}/{id}")).await.ok();
+    assert_eq!(stored["room"]["timeline"]["limit"], 2);
+    alice.get(&format!("{path}/nope")).await.assert_error(404, "M_NOT_FOUND");
+    bob.get(&format!("{path}/{id}")).await.assert_error(403, "M_FORBIDDEN");
+
+    let room = alice.create_room(json!({})).await;
+    for i in 0..3 {
+        alice.send_text(&room, &format!("m{i}")).await;
+    }
+    let body = alice.sync(None, &format!("&filter={id}")).await;
+    let events = timeline(&body, &room);
+    assert_eq!(bodies(events), ["m1", "m2"]);
+}
+
+async fn bad_tokens_are_rejected(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    alice.get("/_matrix/client/v3/sync?since=garbage").await.assert_error(400, "M_INVALID_PARAM");
+    alice.get("/_matrix/client/v3/sync?since=s999999999").await.assert_error(400, "M_INVALID_PARAM");
+    server.client().get("/_matrix/client/v3/sync").await.assert_error(401, "M_MISSING_TOKEN");
+}
+
+async fn lazy_loaded_members(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let carol = server.register("carol", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.ok();
+    carol.join(&room).await.ok();
+    for i in 0..5 {
+        bob.send_text(&room, &format!("b{i}")).await;
+    }
+    let filter = r#"{"room":{"timeline":{"limit":3},"state":{"lazy_load_members":true}}}"#;
+    let filter = filter
+        .replace('{', "%7B")
+        .replace('}', "%7D")
+        .replace('"', "%22")
+        .replace(':', "%3A")
+        .replace(',', "%2C");
+    let body = alice.sync(None, &format!("&filter={filter}")).await;
+    let state = body["rooms"]["join"][&room]["state"]["events"].as_array().expect("state");
+    let members: Vec<&str> = state
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .filter_map(|e| e["state_key"].as_str())
+        .collect();
+    assert!(members.contains(&"@bob:tessera.test"), "the sender's member event is loaded");
+    assert!(!members.contains(&"@carol:tessera.test"), "carol sent nothing in the timeline: {members:?}");
+    assert_eq!(body["rooms"]["join"][&room]["summary"]["m.joined_member_count"], 3);
+}
+
+async fn nothing_is_lost_across_a_restart(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    let mut alice = server.register("alice", "pw").await;
+    let room = alice.create_room(json!({})).await;
+    let since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let sent = alice.send_text(&room, "acknowledged before the restart").await;
+    server.restart().await;
+    alice.base = server.base.clone();
+    let after = alice.sync(Some(&since), "").await;
+    assert_eq!(timeline(&after, &room).last().expect("event")["event_id"], sent.as_str());
+}
