@@ -121,7 +121,7 @@ async fn serve_with_store(
         streams.clone(),
         notifier.clone(),
     );
-    let sync = SyncService::new(store.clone(), rooms.clone(), notifier, streams);
+    let sync = SyncService::new(store.clone(), rooms.clone(), notifier.clone(), streams);
     let client_addr = listeners.client.local_addr()?;
     let client_state = ClientState {
         gate: gate.clone(),
@@ -157,6 +157,8 @@ async fn serve_with_store(
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
+        // Long-polls answer now instead of at their timeout.
+        notifier.shut_down();
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -25,6 +25,8 @@ const SYNCED_MEMBERSHIPS: [&str; 3] = ["join", "invite", "knock"];
 
 struct Inner {
     store: Store,
+    /// Set once the server is shutting down: waiting requests return.
+    shutdown: tokio::sync::watch::Sender<bool>,
     users: Mutex<HashMap<OwnedUserId, Arc<Notify>>>,
     members: Mutex<HashMap<OwnedRoomId, HashSet<OwnedUserId>>>,
 }
@@ -37,7 +39,22 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn new(store: Store) -> Self {
-        Self { inner: Arc::new(Inner { store, users: Mutex::default(), members: Mutex::default() }) }
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        Self {
+            inner: Arc::new(Inner { store, shutdown, users: Mutex::default(), members: Mutex::default() }),
+        }
+    }
+
+    /// Ends every wait: long-polls answer at once so that a graceful
+    /// shutdown does not hang on them.
+    pub fn shut_down(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Resolves when the server starts shutting down.
+    pub async fn shutting_down(&self) {
+        let mut receiver = self.inner.shutdown.subscribe();
+        let _ = receiver.wait_for(|down| *down).await;
     }
 
     /// The handle a request for `user` waits on.

@@ -18,6 +18,7 @@ both_backends!(
     bad_tokens_are_rejected,
     lazy_loaded_members,
     nothing_is_lost_across_a_restart,
+    shutdown_does_not_wait_for_long_polls,
 );
 
 fn timeline<'a>(sync: &'a Value, room: &str) -> &'a Vec<Value> {
@@ -234,4 +235,26 @@ async fn nothing_is_lost_across_a_restart(backend: Backend) {
     alice.base = server.base.clone();
     let after = alice.sync(Some(&since), "").await;
     assert_eq!(timeline(&after, &room).last().expect("event")["event_id"], sent.as_str());
+}
+
+async fn shutdown_does_not_wait_for_long_polls(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let waiting = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            alice.get(&format!("/_matrix/client/v3/sync?since={since}&timeout=60000")).await
+        })
+    };
+    // The request must be parked in its wait before the stop. Nothing
+    // outside the server can observe that, so it gets a moment; if it came
+    // too late, the status check below fails loudly rather than passing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "the long-poll must still be waiting");
+    let started = Instant::now();
+    server.stop().await.expect("clean stop");
+    assert!(started.elapsed() < Duration::from_secs(30), "shutdown waited for the 60 s long-poll");
+    let answered = waiting.await.expect("task");
+    assert_eq!(answered.status, 200, "the long-poll was answered, not cut off");
 }

@@ -82,6 +82,7 @@ impl SyncService {
             tokio::select! {
                 () = &mut notified => {}
                 () = tokio::time::sleep_until(deadline) => return Ok(response),
+                () = self.notifier.shutting_down() => return Ok(response),
             }
         }
     }
