@@ -16,9 +16,9 @@ use tessera_client_api::{ClientState, DiscoverySettings};
 use tessera_core::ServerSigningKey;
 use tessera_federation::FederationState;
 use tessera_service::{
-    accounts::Accounts, auth::Authenticator, devices::Devices, notifier::Notifier, passwords::Passwords,
-    profiles::Profiles, rate_limit::RateLimiter, rooms::Rooms, shared_secret::SharedSecretRegistration,
-    streams::StreamAllocator, sync::SyncService, uia::Uia,
+    account_data::AccountData, accounts::Accounts, auth::Authenticator, devices::Devices, notifier::Notifier,
+    passwords::Passwords, profiles::Profiles, rate_limit::RateLimiter, rooms::Rooms,
+    shared_secret::SharedSecretRegistration, streams::StreamAllocator, sync::SyncService, uia::Uia,
 };
 use tessera_storage::Store;
 use tessera_web::Gate;
@@ -121,10 +121,11 @@ async fn serve_with_store(
         streams.clone(),
         notifier.clone(),
     );
-    let sync = SyncService::new(store.clone(), rooms.clone(), notifier.clone(), streams);
+    let sync = SyncService::new(store.clone(), rooms.clone(), notifier.clone(), streams.clone());
     let client_addr = listeners.client.local_addr()?;
     let client_state = ClientState {
         gate: gate.clone(),
+        account_data: AccountData::new(store.clone(), streams.clone(), notifier.clone()),
         devices: Devices::new(store.clone(), accounts.clone()),
         shared_secret: SharedSecretRegistration::new(
             config.registration_shared_secret.clone(),

@@ -6,6 +6,7 @@
 //! <https://spec.matrix.org/v1.16/client-server-api/>.
 
 mod account;
+mod account_data;
 mod admin;
 mod devices;
 // `m.set_displayname`/`m.set_avatar_url` are deprecated by v1.16's profile
@@ -21,8 +22,8 @@ mod threepid;
 
 use axum::{Router, extract::FromRef, middleware, routing::get};
 use tessera_service::{
-    accounts::Accounts, devices::Devices, profiles::Profiles, rate_limit::RateLimiter, rooms::Rooms,
-    shared_secret::SharedSecretRegistration, sync::SyncService,
+    account_data::AccountData, accounts::Accounts, devices::Devices, profiles::Profiles,
+    rate_limit::RateLimiter, rooms::Rooms, shared_secret::SharedSecretRegistration, sync::SyncService,
 };
 use tessera_web::{Gate, routing};
 
@@ -32,6 +33,7 @@ pub use discovery::DiscoverySettings;
 #[derive(Clone)]
 pub struct ClientState {
     pub gate: Gate,
+    pub account_data: AccountData,
     pub accounts: Accounts,
     pub devices: Devices,
     pub profiles: Profiles,
@@ -56,6 +58,7 @@ pub fn router(state: ClientState) -> Router {
         .merge(register::routes())
         .merge(session::routes())
         .merge(account::routes())
+        .merge(account_data::routes())
         .merge(threepid::routes())
         .merge(devices::routes())
         .merge(profile::routes())

@@ -58,6 +58,7 @@ async fn sync(
 /// The service's sections as ruma's response.
 fn to_ruma(response: SyncResponse) -> std::result::Result<sync_events::v3::Response, Error> {
     let mut out = sync_events::v3::Response::new(response.next_batch.to_string());
+    out.account_data.events = values(response.account_data)?;
     let room_id = |id: &str| OwnedRoomId::try_from(id).map_err(Error::internal);
     for room in response.join {
         let mut joined = JoinedRoom::new();
@@ -70,15 +71,12 @@ fn to_ruma(response: SyncResponse) -> std::result::Result<sync_events::v3::Respo
         joined.summary.heroes = room.heroes.iter().filter_map(|h| UserId::parse(h).ok()).collect();
         joined.summary.joined_member_count = UInt::try_from(room.joined_member_count).ok();
         joined.summary.invited_member_count = UInt::try_from(room.invited_member_count).ok();
+        joined.account_data.events = values(room.account_data)?;
         out.rooms.join.insert(room_id(&room.room_id)?, joined);
     }
     for room in response.invite {
         let mut invited = sync_events::v3::InvitedRoom::new();
-        invited.invite_state.events = room
-            .invite_state
-            .iter()
-            .map(|e| serde_json::value::to_raw_value(e).map(Raw::from_json).map_err(Error::internal))
-            .collect::<std::result::Result<_, _>>()?;
+        invited.invite_state.events = values(room.invite_state)?;
         out.rooms.invite.insert(room_id(&room.room_id)?, invited);
     }
     for room in response.leave {
@@ -92,6 +90,14 @@ fn to_ruma(response: SyncResponse) -> std::result::Result<sync_events::v3::Respo
         out.rooms.leave.insert(room_id(&room.room_id)?, left);
     }
     Ok(out)
+}
+
+/// Plain JSON events (account data) as ruma's raw type.
+fn values<T>(events: Vec<serde_json::Value>) -> std::result::Result<Vec<Raw<T>>, Error> {
+    events
+        .iter()
+        .map(|e| serde_json::value::to_raw_value(e).map(Raw::from_json).map_err(Error::internal))
+        .collect()
 }
 
 /// Client events as the ruma type a section wants.

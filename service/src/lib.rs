@@ -8,6 +8,7 @@
 //!
 //! Must not: depend on axum or know about routes.
 
+pub mod account_data;
 pub mod accounts;
 pub mod auth;
 pub mod devices;

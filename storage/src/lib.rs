@@ -10,6 +10,7 @@
 //! Must not: know about HTTP, Matrix error codes or business rules. Absence
 //! is `Option`, an expected uniqueness clash is [`StorageError::Conflict`].
 
+mod account_data;
 mod devices;
 mod directory;
 mod error;
@@ -24,6 +25,7 @@ mod sync;
 mod tokens;
 mod users;
 
+pub use account_data::AccountDataRow;
 pub use devices::Device;
 pub use error::StorageError;
 pub use events::{NewEvent, NewRelation, StoredEvent};

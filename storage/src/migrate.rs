@@ -32,6 +32,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_rooms"),
     migration!(3, "0003_relations"),
     migration!(4, "0004_sync"),
+    migration!(5, "0005_account_data"),
 ];
 
 /// The newest schema version this binary knows.

@@ -5,6 +5,7 @@
 mod harness;
 
 mod account;
+mod account_data;
 mod admin_cli;
 mod concurrency;
 mod devices;

@@ -32,6 +32,8 @@ pub struct SyncRequest {
 #[derive(Default)]
 pub struct SyncResponse {
     pub next_batch: SyncToken,
+    /// Global account data that changed: `{type, content}` events.
+    pub account_data: Vec<serde_json::Value>,
     pub join: Vec<JoinedRoom>,
     pub invite: Vec<InvitedRoom>,
     pub leave: Vec<LeftRoom>,
@@ -39,7 +41,10 @@ pub struct SyncResponse {
 
 impl SyncResponse {
     fn is_empty(&self) -> bool {
-        self.join.is_empty() && self.invite.is_empty() && self.leave.is_empty()
+        self.join.is_empty()
+            && self.invite.is_empty()
+            && self.leave.is_empty()
+            && self.account_data.is_empty()
     }
 }
 
@@ -101,12 +106,28 @@ impl SyncService {
             room_filter.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r.as_str() == room_id))
                 && !room_filter.not_rooms.iter().any(|r| r.as_str() == room_id)
         };
-        let changed: std::collections::HashSet<String> = match after {
+        let mut changed: std::collections::HashSet<String> = match after {
             Some(after) => {
                 self.store.joined_rooms_with_events(&who.user_id, after, upto).await?.into_iter().collect()
             }
             None => Default::default(),
         };
+        // Account data since the token: global goes to the top level, room
+        // account data into (and brings in) its room's section.
+        let mut room_account_data: std::collections::HashMap<String, Vec<serde_json::Value>> =
+            Default::default();
+        for row in self.store.account_data_changes(&who.user_id, after.unwrap_or(0), upto).await? {
+            let content: serde_json::Value =
+                serde_json::from_str(&row.content).map_err(crate::Error::internal)?;
+            let event = serde_json::json!({ "type": row.data_type, "content": content });
+            if row.room_id.is_empty() {
+                response.account_data.push(event);
+            } else {
+                changed.insert(row.room_id.clone());
+                room_account_data.entry(row.room_id).or_default().push(event);
+            }
+        }
+        let ignored = self.ignored_users(who).await?;
         for membership in self.store.memberships_of(&who.user_id).await? {
             if !included(&membership.room_id) || membership.stream_ordering > upto {
                 // Not asked for, or changed after this read's snapshot: the
@@ -114,16 +135,24 @@ impl SyncService {
                 continue;
             }
             let new_since = after.is_none_or(|after| membership.stream_ordering > after);
-            let room = room::RoomSync { sync: self, who, after, upto, filter: &request.filter };
+            let room =
+                room::RoomSync { sync: self, who, after, upto, filter: &request.filter, ignored: &ignored };
             match membership.membership.as_str() {
                 "join" => {
                     let full = after.is_none() || request.full_state || new_since;
                     if full || changed.contains(&membership.room_id) {
-                        response.join.push(room.joined(&membership.room_id, full).await?);
+                        let mut joined = room.joined(&membership.room_id, full).await?;
+                        joined.account_data =
+                            room_account_data.remove(&membership.room_id).unwrap_or_default();
+                        response.join.push(joined);
                     }
                 }
                 "invite" if new_since || request.full_state => {
-                    response.invite.push(room.invited(&membership.room_id).await?)
+                    let invited = room.invited(&membership.room_id).await?;
+                    // Invites from ignored users are not shown.
+                    if !invited.inviter.as_ref().is_some_and(|inviter| ignored.contains(inviter)) {
+                        response.invite.push(invited);
+                    }
                 }
                 "leave" | "ban" => {
                     let include_initial = room_filter.include_leave && !membership.forgotten;
@@ -137,5 +166,14 @@ impl SyncService {
             }
         }
         Ok(response)
+    }
+
+    /// The users in the caller's `m.ignored_user_list`.
+    async fn ignored_users(&self, who: &Identity) -> Result<std::collections::HashSet<String>> {
+        let Some(list) = self.store.get_account_data(&who.user_id, "", "m.ignored_user_list").await? else {
+            return Ok(Default::default());
+        };
+        let list: serde_json::Value = serde_json::from_str(&list).map_err(crate::Error::internal)?;
+        Ok(list["ignored_users"].as_object().map(|users| users.keys().cloned().collect()).unwrap_or_default())
     }
 }

@@ -43,12 +43,16 @@ pub struct JoinedRoom {
     pub heroes: Vec<String>,
     pub joined_member_count: i64,
     pub invited_member_count: i64,
+    /// Room account data that changed (tags and the like).
+    pub account_data: Vec<Value>,
 }
 
 /// An invited room's section: stripped state only.
 pub struct InvitedRoom {
     pub room_id: String,
     pub invite_state: Vec<Value>,
+    /// Who sent the invite.
+    pub inviter: Option<String>,
 }
 
 /// A room the user left (or was kicked or banned from) since the token.
@@ -68,6 +72,8 @@ pub(super) struct RoomSync<'a> {
     pub after: Option<i64>,
     pub upto: i64,
     pub filter: &'a FilterDefinition,
+    /// Senders whose messages the user does not want (`m.ignored_user_list`).
+    pub ignored: &'a HashSet<String>,
 }
 
 impl RoomSync<'_> {
@@ -89,6 +95,7 @@ impl RoomSync<'_> {
             heroes: store.room_heroes(&room, &self.who.user_id, 5).await?,
             joined_member_count: store.member_count(&room, "join").await?,
             invited_member_count: store.member_count(&room, "invite").await?,
+            account_data: Vec::new(),
         })
     }
 
@@ -97,12 +104,14 @@ impl RoomSync<'_> {
         let room = RoomId::parse(room_id).map_err(Error::internal)?;
         let store = &self.sync.store;
         let mut events = Vec::new();
+        let mut inviter = None;
         for kind in INVITE_STATE {
             if let Some(event) = store.current_state_event(&room, kind, "").await? {
                 events.push(event);
             }
         }
         if let Some(invite) = store.membership_event(&room, &self.who.user_id).await? {
+            inviter = Some(invite.sender.clone());
             if let Ok(inviter) = UserId::parse(&invite.sender)
                 && let Some(member) =
                     store.current_state_event(&room, "m.room.member", inviter.as_str()).await?
@@ -112,7 +121,7 @@ impl RoomSync<'_> {
             events.push(invite);
         }
         let invite_state = events.iter().filter_map(stripped).collect();
-        Ok(InvitedRoom { room_id: room_id.to_owned(), invite_state })
+        Ok(InvitedRoom { room_id: room_id.to_owned(), invite_state, inviter })
     }
 
     /// A room left at `left_at`: its timeline up to the leave.
@@ -147,7 +156,11 @@ impl RoomSync<'_> {
         let limited = events.len() > limit;
         events.truncate(limit);
         events.reverse();
-        events.retain(|e| matches_filter(timeline_filter, e));
+        // Ignored users' messages are dropped; their state changes stay, as
+        // the room's state must stay whole.
+        events.retain(|e| {
+            matches_filter(timeline_filter, e) && (e.state_key.is_some() || !self.ignored.contains(&e.sender))
+        });
         let visible = self.sync.rooms.visible_to(&self.who.user_id, room, events).await?;
         Ok((visible, limited))
     }
