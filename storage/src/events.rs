@@ -258,10 +258,19 @@ impl Store {
         row.as_ref().map(event_from_row).transpose()
     }
 
-    /// The highest stream ordering ever assigned (0 for an empty database).
+    /// The highest stream position ever assigned (0 for an empty
+    /// database), across every persisted stream: they share one counter, so
+    /// a restart must continue above all of them or clients holding a token
+    /// would skip what is written next.
     pub async fn max_stream_ordering(&self) -> Result<i64> {
-        let row =
-            sqlx::query("SELECT COALESCE(MAX(stream_ordering), 0) FROM events").fetch_one(&self.read).await?;
+        let row = sqlx::query(
+            "SELECT MAX(p) FROM (
+                 SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM events
+                 UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM account_data
+             ) AS streams",
+        )
+        .fetch_one(&self.read)
+        .await?;
         Ok(row.try_get(0)?)
     }
 

@@ -19,6 +19,7 @@ both_backends!(
     lazy_loaded_members,
     nothing_is_lost_across_a_restart,
     shutdown_does_not_wait_for_long_polls,
+    positions_continue_above_every_stream_after_a_restart,
 );
 
 fn timeline<'a>(sync: &'a Value, room: &str) -> &'a Vec<Value> {
@@ -257,4 +258,24 @@ async fn shutdown_does_not_wait_for_long_polls(backend: Backend) {
     assert!(started.elapsed() < Duration::from_secs(30), "shutdown waited for the 60 s long-poll");
     let answered = waiting.await.expect("task");
     assert_eq!(answered.status, 200, "the long-poll was answered, not cut off");
+}
+
+async fn positions_continue_above_every_stream_after_a_restart(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    let mut alice = server.register("alice", "pw").await;
+    let room = alice.create_room(json!({})).await;
+    // Account data takes the newest position; the client's token covers it.
+    alice
+        .put("/_matrix/client/v3/user/@alice:tessera.test/account_data/org.example.a", json!({ "n": 1 }))
+        .await
+        .ok();
+    let since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    server.restart().await;
+    alice.base = server.base.clone();
+    let sent = alice.send_text(&room, "after the restart").await;
+    let after = alice.sync(Some(&since), "").await;
+    assert_eq!(
+        timeline(&after, &room).last().expect("the new event reaches the client")["event_id"],
+        sent.as_str()
+    );
 }
