@@ -18,7 +18,8 @@ use tessera_federation::FederationState;
 use tessera_service::{
     account_data::AccountData, accounts::Accounts, auth::Authenticator, devices::Devices, notifier::Notifier,
     passwords::Passwords, profiles::Profiles, rate_limit::RateLimiter, rooms::Rooms,
-    shared_secret::SharedSecretRegistration, streams::StreamAllocator, sync::SyncService, uia::Uia,
+    shared_secret::SharedSecretRegistration, streams::StreamAllocator, sync::SyncService, typing::Typing,
+    uia::Uia,
 };
 use tessera_storage::Store;
 use tessera_web::Gate;
@@ -121,7 +122,9 @@ async fn serve_with_store(
         streams.clone(),
         notifier.clone(),
     );
-    let sync = SyncService::new(store.clone(), rooms.clone(), notifier.clone(), streams.clone());
+    let typing = Typing::new(notifier.clone());
+    let sync =
+        SyncService::new(store.clone(), rooms.clone(), notifier.clone(), streams.clone(), typing.clone());
     let client_addr = listeners.client.local_addr()?;
     let client_state = ClientState {
         gate: gate.clone(),
@@ -136,6 +139,7 @@ async fn serve_with_store(
         profiles,
         rooms,
         sync,
+        typing,
         rate_limiter,
         discovery: DiscoverySettings {
             client_base_url: Some(config.well_known.client.clone().unwrap_or_else(|| {

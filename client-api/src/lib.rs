@@ -24,6 +24,7 @@ use axum::{Router, extract::FromRef, middleware, routing::get};
 use tessera_service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, profiles::Profiles,
     rate_limit::RateLimiter, rooms::Rooms, shared_secret::SharedSecretRegistration, sync::SyncService,
+    typing::Typing,
 };
 use tessera_web::{Gate, routing};
 
@@ -40,6 +41,7 @@ pub struct ClientState {
     pub rooms: Rooms,
     pub shared_secret: SharedSecretRegistration,
     pub sync: SyncService,
+    pub typing: Typing,
     pub rate_limiter: RateLimiter,
     pub discovery: DiscoverySettings,
 }

@@ -72,6 +72,7 @@ fn to_ruma(response: SyncResponse) -> std::result::Result<sync_events::v3::Respo
         joined.summary.joined_member_count = UInt::try_from(room.joined_member_count).ok();
         joined.summary.invited_member_count = UInt::try_from(room.invited_member_count).ok();
         joined.account_data.events = values(room.account_data)?;
+        joined.ephemeral.events = values(room.ephemeral)?;
         out.rooms.join.insert(room_id(&room.room_id)?, joined);
     }
     for room in response.invite {

@@ -23,6 +23,7 @@ pub mod secrets;
 pub mod shared_secret;
 pub mod streams;
 pub mod sync;
+pub mod typing;
 pub mod uia;
 
 pub use error::{Error, Result};

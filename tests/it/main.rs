@@ -27,4 +27,5 @@ mod shared_secret;
 mod state_storage;
 mod sync;
 mod threepid;
+mod typing;
 mod upgrade;

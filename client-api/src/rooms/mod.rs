@@ -8,6 +8,7 @@ mod hierarchy;
 mod history;
 mod membership;
 mod relations;
+mod typing;
 
 use axum::Router;
 use ruma::serde::Raw;
@@ -24,6 +25,7 @@ pub(crate) fn routes() -> Router<ClientState> {
         .merge(hierarchy::routes())
         .merge(history::routes())
         .merge(relations::routes())
+        .merge(typing::routes())
 }
 
 /// A client-format event as the ruma type a response wants.

@@ -239,6 +239,15 @@ impl Rooms {
         }
     }
 
+    /// 403 unless `user` is joined to the room (404 if unknown).
+    pub async fn require_joined(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
+        self.room_version(room_id).await?;
+        match self.membership_of(room_id, user).await?.as_deref() {
+            Some("join") => Ok(()),
+            _ => Err(Error::forbidden("You are not in this room")),
+        }
+    }
+
     /// `GET /joined_rooms`.
     pub async fn joined_rooms(&self, user: &UserId) -> Result<Vec<OwnedRoomId>> {
         let rooms = self.store.rooms_with_membership(user, "join").await?;

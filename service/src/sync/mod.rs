@@ -15,7 +15,9 @@ use std::time::Duration;
 use ruma::api::client::filter::FilterDefinition;
 use tessera_storage::Store;
 
-use crate::{Result, auth::Identity, notifier::Notifier, rooms::Rooms, streams::StreamAllocator};
+use crate::{
+    Result, auth::Identity, notifier::Notifier, rooms::Rooms, streams::StreamAllocator, typing::Typing,
+};
 
 pub use room::{InvitedRoom, JoinedRoom, LeftRoom};
 pub use token::SyncToken;
@@ -58,18 +60,27 @@ pub struct SyncService {
     rooms: Rooms,
     notifier: Notifier,
     streams: StreamAllocator,
+    typing: Typing,
 }
 
 impl SyncService {
-    pub fn new(store: Store, rooms: Rooms, notifier: Notifier, streams: StreamAllocator) -> Self {
-        Self { store, rooms, notifier, streams }
+    pub fn new(
+        store: Store,
+        rooms: Rooms,
+        notifier: Notifier,
+        streams: StreamAllocator,
+        typing: Typing,
+    ) -> Self {
+        Self { store, rooms, notifier, streams, typing }
     }
 
     /// Answers at once if anything changed since `since` (or for an
     /// initial sync), else waits up to the timeout for a change.
     pub async fn sync(&self, who: &Identity, request: SyncRequest) -> Result<SyncResponse> {
         let since = match &request.since {
-            Some(token) => Some(token.parse::<SyncToken>()?.validate(self.streams.persisted_upto())?),
+            Some(token) => Some(
+                token.parse::<SyncToken>()?.validate(self.streams.persisted_upto(), self.typing.serial())?,
+            ),
             None => None,
         };
         let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
@@ -99,7 +110,9 @@ impl SyncService {
         upto: i64,
         request: &SyncRequest,
     ) -> Result<SyncResponse> {
-        let mut response = SyncResponse { next_batch: SyncToken { events: upto }, ..SyncResponse::default() };
+        let typing_serial = self.typing.serial();
+        let next_batch = SyncToken { events: upto, typing: typing_serial };
+        let mut response = SyncResponse { next_batch, ..SyncResponse::default() };
         let after = since.map(|s| s.events);
         let room_filter = &request.filter.room;
         let included = |room_id: &str| {
@@ -128,6 +141,12 @@ impl SyncService {
             }
         }
         let ignored = self.ignored_users(who).await?;
+        let since_typing = since.map(|s| s.typing);
+        if let Some(since_typing) = since_typing {
+            changed.extend(
+                self.typing.rooms_changed_since(since_typing).into_iter().map(|room| room.to_string()),
+            );
+        }
         for membership in self.store.memberships_of(&who.user_id).await? {
             if !included(&membership.room_id) || membership.stream_ordering > upto {
                 // Not asked for, or changed after this read's snapshot: the
@@ -144,7 +163,16 @@ impl SyncService {
                         let mut joined = room.joined(&membership.room_id, full).await?;
                         joined.account_data =
                             room_account_data.remove(&membership.room_id).unwrap_or_default();
-                        response.join.push(joined);
+                        let room_id =
+                            ruma::RoomId::parse(&membership.room_id).map_err(crate::Error::internal)?;
+                        if let Some(users) = self.typing.typing_since(&room_id, since_typing) {
+                            let typing =
+                                serde_json::json!({ "type": "m.typing", "content": { "user_ids": users } });
+                            joined.ephemeral.push(typing);
+                        }
+                        if full || !joined.is_empty() {
+                            response.join.push(joined);
+                        }
                     }
                 }
                 "invite" if new_since || request.full_state => {

@@ -45,6 +45,18 @@ pub struct JoinedRoom {
     pub invited_member_count: i64,
     /// Room account data that changed (tags and the like).
     pub account_data: Vec<Value>,
+    /// Ephemeral events: `m.typing`.
+    pub ephemeral: Vec<Value>,
+}
+
+impl JoinedRoom {
+    /// Nothing to tell the client about this room.
+    pub fn is_empty(&self) -> bool {
+        self.timeline.is_empty()
+            && self.state.is_empty()
+            && self.account_data.is_empty()
+            && self.ephemeral.is_empty()
+    }
 }
 
 /// An invited room's section: stripped state only.
@@ -96,6 +108,7 @@ impl RoomSync<'_> {
             joined_member_count: store.member_count(&room, "join").await?,
             invited_member_count: store.member_count(&room, "invite").await?,
             account_data: Vec::new(),
+            ephemeral: Vec::new(),
         })
     }
 

@@ -1,6 +1,7 @@
-//! Sync tokens: one position per stream, opaque to clients. Today only
-//! room events have a stream (`s{events}`); typing, receipts, presence,
-//! account data and the rest will add fields after an underscore.
+//! Sync tokens, opaque to clients: `s{position}_{typing}`. Every persisted
+//! stream (room events, account data, and later receipts, to-device...)
+//! shares the server-wide position; typing, which lives in memory, has its
+//! own serial.
 
 use std::{fmt, str::FromStr};
 
@@ -9,25 +10,30 @@ use crate::{Error, Result};
 /// Where a client's sync stands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncToken {
-    /// The room-event stream position.
+    /// The server-wide position of the persisted streams.
     pub events: i64,
+    /// The in-memory typing serial.
+    pub typing: u64,
 }
 
 impl SyncToken {
     /// Refuses a token from the future: a client cannot have seen what the
     /// server has not yet persisted (a token from another server, or a
     /// database restored from an older backup).
-    pub fn validate(self, persisted_upto: i64) -> Result<Self> {
+    /// A typing serial ahead of the server's is from before a restart:
+    /// it is read as "nothing seen", not refused.
+    pub fn validate(self, persisted_upto: i64, typing_serial: u64) -> Result<Self> {
         if self.events > persisted_upto {
             return Err(Error::invalid_param("The sync token is ahead of this server"));
         }
-        Ok(self)
+        let typing = if self.typing > typing_serial { 0 } else { self.typing };
+        Ok(Self { typing, ..self })
     }
 }
 
 impl fmt::Display for SyncToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "s{}", self.events)
+        write!(f, "s{}_{}", self.events, self.typing)
     }
 }
 
@@ -35,13 +41,15 @@ impl FromStr for SyncToken {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let events = s
-            .strip_prefix('s')
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|n| n.parse::<i64>().ok())
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| Error::invalid_param("Malformed sync token"))?;
-        Ok(Self { events })
+        let malformed = || Error::invalid_param("Malformed sync token");
+        let mut fields = s.strip_prefix('s').ok_or_else(malformed)?.split('_');
+        let events =
+            fields.next().and_then(|n| n.parse::<i64>().ok()).filter(|n| *n >= 0).ok_or_else(malformed)?;
+        let typing = match fields.next() {
+            Some(n) => n.parse::<u64>().map_err(|_| malformed())?,
+            None => 0,
+        };
+        Ok(Self { events, typing })
     }
 }
 
@@ -51,14 +59,16 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_reject_garbage() {
-        let token: SyncToken = "s42".parse().expect("valid");
-        assert_eq!(token, SyncToken { events: 42 });
-        assert_eq!(token.to_string(), "s42");
-        assert_eq!("s42_7_9".parse::<SyncToken>().expect("future fields are ignored").events, 42);
-        for bad in ["", "s", "42", "sx", "s-1", "t1_2"] {
+        let token: SyncToken = "s42_7".parse().expect("valid");
+        assert_eq!(token, SyncToken { events: 42, typing: 7 });
+        assert_eq!(token.to_string(), "s42_7");
+        assert_eq!("s42".parse::<SyncToken>().expect("typing defaults").typing, 0);
+        assert_eq!("s42_7_9".parse::<SyncToken>().expect("later fields are ignored").events, 42);
+        for bad in ["", "s", "42", "sx", "s-1", "t1_2", "s1_x"] {
             assert!(bad.parse::<SyncToken>().is_err(), "{bad:?} accepted");
         }
-        assert!(token.validate(41).is_err(), "a token from the future");
-        assert!(token.validate(42).is_ok());
+        assert!(token.validate(41, 7).is_err(), "a position from the future");
+        assert_eq!(token.validate(42, 7).expect("valid").typing, 7);
+        assert_eq!(token.validate(42, 3).expect("after a restart").typing, 0);
     }
 }
