@@ -17,7 +17,7 @@ use tessera_core::ServerSigningKey;
 use tessera_federation::FederationState;
 use tessera_service::{
     account_data::AccountData, accounts::Accounts, auth::Authenticator, devices::Devices, notifier::Notifier,
-    passwords::Passwords, profiles::Profiles, rate_limit::RateLimiter, rooms::Rooms,
+    passwords::Passwords, profiles::Profiles, rate_limit::RateLimiter, receipts::Receipts, rooms::Rooms,
     shared_secret::SharedSecretRegistration, streams::StreamAllocator, sync::SyncService, typing::Typing,
     uia::Uia,
 };
@@ -123,12 +123,22 @@ async fn serve_with_store(
         notifier.clone(),
     );
     let typing = Typing::new(notifier.clone());
-    let sync =
-        SyncService::new(store.clone(), rooms.clone(), notifier.clone(), streams.clone(), typing.clone());
+    let account_data = AccountData::new(store.clone(), streams.clone(), notifier.clone());
+    let receipts =
+        Receipts::new(store.clone(), rooms.clone(), account_data.clone(), streams.clone(), notifier.clone());
+    let sync = SyncService::new(
+        store.clone(),
+        rooms.clone(),
+        notifier.clone(),
+        streams.clone(),
+        typing.clone(),
+        receipts.clone(),
+    );
     let client_addr = listeners.client.local_addr()?;
     let client_state = ClientState {
         gate: gate.clone(),
-        account_data: AccountData::new(store.clone(), streams.clone(), notifier.clone()),
+        account_data,
+        receipts,
         devices: Devices::new(store.clone(), accounts.clone()),
         shared_secret: SharedSecretRegistration::new(
             config.registration_shared_secret.clone(),

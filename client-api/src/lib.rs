@@ -23,8 +23,8 @@ mod threepid;
 use axum::{Router, extract::FromRef, middleware, routing::get};
 use tessera_service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, profiles::Profiles,
-    rate_limit::RateLimiter, rooms::Rooms, shared_secret::SharedSecretRegistration, sync::SyncService,
-    typing::Typing,
+    rate_limit::RateLimiter, receipts::Receipts, rooms::Rooms, shared_secret::SharedSecretRegistration,
+    sync::SyncService, typing::Typing,
 };
 use tessera_web::{Gate, routing};
 
@@ -42,6 +42,7 @@ pub struct ClientState {
     pub shared_secret: SharedSecretRegistration,
     pub sync: SyncService,
     pub typing: Typing,
+    pub receipts: Receipts,
     pub rate_limiter: RateLimiter,
     pub discovery: DiscoverySettings,
 }

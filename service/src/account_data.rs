@@ -93,7 +93,15 @@ impl AccountData {
         self.write(user, Some(room), "m.tag", &tags).await
     }
 
-    async fn write(&self, user: &UserId, room: Option<&RoomId>, kind: &str, content: &Value) -> Result<()> {
+    /// Writes account data without the client checks (for types the server
+    /// manages, like `m.fully_read`).
+    pub(crate) async fn write(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        kind: &str,
+        content: &Value,
+    ) -> Result<()> {
         let json = serde_json::to_string(content).map_err(Error::internal)?;
         let position = self.streams.reserve();
         self.store

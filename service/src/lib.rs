@@ -18,6 +18,7 @@ pub mod notifier;
 pub mod passwords;
 pub mod profiles;
 pub mod rate_limit;
+pub mod receipts;
 pub mod rooms;
 pub mod secrets;
 pub mod shared_secret;

@@ -267,6 +267,7 @@ impl Store {
             "SELECT MAX(p) FROM (
                  SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM events
                  UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM account_data
+                 UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM receipts
              ) AS streams",
         )
         .fetch_one(&self.read)

@@ -33,6 +33,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_relations"),
     migration!(4, "0004_sync"),
     migration!(5, "0005_account_data"),
+    migration!(6, "0006_receipts"),
 ];
 
 /// The newest schema version this binary knows.

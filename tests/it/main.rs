@@ -19,6 +19,7 @@ mod lifecycle;
 mod login;
 mod profile;
 mod rate_limits;
+mod receipts;
 mod registration;
 mod relations;
 mod room_reads;

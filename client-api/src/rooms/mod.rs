@@ -7,6 +7,7 @@ mod events;
 mod hierarchy;
 mod history;
 mod membership;
+mod receipts;
 mod relations;
 mod typing;
 
@@ -24,6 +25,7 @@ pub(crate) fn routes() -> Router<ClientState> {
         .merge(events::routes())
         .merge(hierarchy::routes())
         .merge(history::routes())
+        .merge(receipts::routes())
         .merge(relations::routes())
         .merge(typing::routes())
 }

@@ -16,7 +16,8 @@ use ruma::api::client::filter::FilterDefinition;
 use tessera_storage::Store;
 
 use crate::{
-    Result, auth::Identity, notifier::Notifier, rooms::Rooms, streams::StreamAllocator, typing::Typing,
+    Result, auth::Identity, notifier::Notifier, receipts::Receipts, rooms::Rooms, streams::StreamAllocator,
+    typing::Typing,
 };
 
 pub use room::{InvitedRoom, JoinedRoom, LeftRoom};
@@ -61,6 +62,7 @@ pub struct SyncService {
     notifier: Notifier,
     streams: StreamAllocator,
     typing: Typing,
+    receipts: Receipts,
 }
 
 impl SyncService {
@@ -70,8 +72,9 @@ impl SyncService {
         notifier: Notifier,
         streams: StreamAllocator,
         typing: Typing,
+        receipts: Receipts,
     ) -> Self {
-        Self { store, rooms, notifier, streams, typing }
+        Self { store, rooms, notifier, streams, typing, receipts }
     }
 
     /// Answers at once if anything changed since `since` (or for an
@@ -141,6 +144,9 @@ impl SyncService {
             }
         }
         let ignored = self.ignored_users(who).await?;
+        if let Some(after) = after {
+            changed.extend(self.store.rooms_with_receipts(&who.user_id, after, upto).await?);
+        }
         let since_typing = since.map(|s| s.typing);
         if let Some(since_typing) = since_typing {
             changed.extend(
@@ -165,6 +171,14 @@ impl SyncService {
                             room_account_data.remove(&membership.room_id).unwrap_or_default();
                         let room_id =
                             ruma::RoomId::parse(&membership.room_id).map_err(crate::Error::internal)?;
+                        let receipts_after = if full { 0 } else { after.unwrap_or(0) };
+                        if let Some(receipts) = self
+                            .receipts
+                            .receipt_event(&room_id, who.user_id.as_str(), receipts_after, upto)
+                            .await?
+                        {
+                            joined.ephemeral.push(receipts);
+                        }
                         if let Some(users) = self.typing.typing_since(&room_id, since_typing) {
                             let typing =
                                 serde_json::json!({ "type": "m.typing", "content": { "user_ids": users } });

@@ -1,0 +1,132 @@
+//! Receipts and read markers: `POST /rooms/{roomId}/receipt/{type}/{eventId}`
+//! and `POST /rooms/{roomId}/read_markers`. Public receipts (`m.read`) go
+//! to every member's sync, private ones (`m.read.private`) only to their
+//! owner; `m.fully_read` is room account data.
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#receipts>.
+
+use ruma::{EventId, RoomId};
+use serde_json::{Map, Value, json};
+use tessera_storage::{NewReceipt, Store};
+
+use crate::{
+    Error, Result, account_data::AccountData, auth::Identity, notifier::Notifier, now_ms, rooms::Rooms,
+    streams::StreamAllocator,
+};
+
+/// The receipts service.
+#[derive(Clone)]
+pub struct Receipts {
+    store: Store,
+    rooms: Rooms,
+    account_data: AccountData,
+    streams: StreamAllocator,
+    notifier: Notifier,
+}
+
+impl Receipts {
+    pub fn new(
+        store: Store,
+        rooms: Rooms,
+        account_data: AccountData,
+        streams: StreamAllocator,
+        notifier: Notifier,
+    ) -> Self {
+        Self { store, rooms, account_data, streams, notifier }
+    }
+
+    /// Records a receipt of `kind` (`m.read`, `m.read.private`,
+    /// `m.fully_read`) for `event_id`, optionally in a thread.
+    pub async fn receipt(
+        &self,
+        who: &Identity,
+        room: &RoomId,
+        kind: &str,
+        event_id: &EventId,
+        thread: Option<&str>,
+    ) -> Result<()> {
+        self.rooms.require_joined(room, &who.user_id).await?;
+        self.rooms.event(who, room, event_id).await?;
+        match kind {
+            "m.fully_read" => {
+                if thread.is_some() {
+                    return Err(Error::invalid_param("m.fully_read cannot be threaded"));
+                }
+                let content = json!({ "event_id": event_id });
+                self.account_data.write(&who.user_id, Some(room), "m.fully_read", &content).await
+            }
+            "m.read" | "m.read.private" => {
+                if let Some(thread) = thread.filter(|t| *t != "main") {
+                    let root = EventId::parse(thread)
+                        .map_err(|_| Error::invalid_param("thread_id is not an event ID"))?;
+                    self.rooms
+                        .event(who, room, &root)
+                        .await
+                        .map_err(|_| Error::invalid_param("Unknown thread"))?;
+                }
+                let position = self.streams.reserve();
+                self.store
+                    .put_receipt(NewReceipt {
+                        room_id: room,
+                        user_id: &who.user_id,
+                        receipt_type: kind,
+                        thread_id: thread.unwrap_or_default(),
+                        event_id: event_id.as_str(),
+                        ts: now_ms(),
+                        stream_ordering: position.position,
+                    })
+                    .await?;
+                drop(position);
+                if kind == "m.read" {
+                    self.notifier.room_changed(room, None).await
+                } else {
+                    self.notifier.user_changed(&who.user_id);
+                    Ok(())
+                }
+            }
+            other => Err(Error::invalid_param(format!("Unknown receipt type {other}"))),
+        }
+    }
+
+    /// `POST /rooms/{roomId}/read_markers`.
+    pub async fn read_markers(
+        &self,
+        who: &Identity,
+        room: &RoomId,
+        fully_read: Option<&EventId>,
+        read: Option<&EventId>,
+        read_private: Option<&EventId>,
+    ) -> Result<()> {
+        for (kind, event) in
+            [("m.fully_read", fully_read), ("m.read", read), ("m.read.private", read_private)]
+        {
+            if let Some(event) = event {
+                self.receipt(who, room, kind, event, None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `m.receipt` event for a room's receipts in `(after, upto]` as
+    /// `viewer` may see them (others' private receipts left out).
+    pub async fn receipt_event(
+        &self,
+        room: &RoomId,
+        viewer: &str,
+        after: i64,
+        upto: i64,
+    ) -> Result<Option<Value>> {
+        let mut content = Map::new();
+        for receipt in self.store.receipts_changed(room, after, upto).await? {
+            if receipt.receipt_type == "m.read.private" && receipt.user_id != viewer {
+                continue;
+            }
+            let mut data = json!({ "ts": receipt.ts });
+            if !receipt.thread_id.is_empty() {
+                data["thread_id"] = receipt.thread_id.clone().into();
+            }
+            let by_type = content.entry(receipt.event_id).or_insert_with(|| json!({}));
+            by_type[receipt.receipt_type.as_str()][receipt.user_id.as_str()] = data;
+        }
+        Ok((!content.is_empty()).then(|| json!({ "type": "m.receipt", "content": content })))
+    }
+}
