@@ -18,8 +18,8 @@ use tessera_federation::FederationState;
 use tessera_service::{
     account_data::AccountData, accounts::Accounts, auth::Authenticator, devices::Devices, notifier::Notifier,
     passwords::Passwords, profiles::Profiles, rate_limit::RateLimiter, receipts::Receipts, rooms::Rooms,
-    shared_secret::SharedSecretRegistration, streams::StreamAllocator, sync::SyncService, typing::Typing,
-    uia::Uia,
+    shared_secret::SharedSecretRegistration, streams::StreamAllocator, sync::SyncService,
+    to_device::ToDevice, typing::Typing, uia::Uia,
 };
 use tessera_storage::Store;
 use tessera_web::Gate;
@@ -126,6 +126,7 @@ async fn serve_with_store(
     let account_data = AccountData::new(store.clone(), streams.clone(), notifier.clone());
     let receipts =
         Receipts::new(store.clone(), rooms.clone(), account_data.clone(), streams.clone(), notifier.clone());
+    let to_device = ToDevice::new(store.clone(), streams.clone(), notifier.clone(), server_name.clone());
     let sync = SyncService::new(
         store.clone(),
         rooms.clone(),
@@ -133,12 +134,14 @@ async fn serve_with_store(
         streams.clone(),
         typing.clone(),
         receipts.clone(),
+        to_device.clone(),
     );
     let client_addr = listeners.client.local_addr()?;
     let client_state = ClientState {
         gate: gate.clone(),
         account_data,
         receipts,
+        to_device,
         devices: Devices::new(store.clone(), accounts.clone()),
         shared_secret: SharedSecretRegistration::new(
             config.registration_shared_secret.clone(),

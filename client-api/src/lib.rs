@@ -19,12 +19,13 @@ mod rooms;
 mod session;
 mod sync;
 mod threepid;
+mod to_device;
 
 use axum::{Router, extract::FromRef, middleware, routing::get};
 use tessera_service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, profiles::Profiles,
     rate_limit::RateLimiter, receipts::Receipts, rooms::Rooms, shared_secret::SharedSecretRegistration,
-    sync::SyncService, typing::Typing,
+    sync::SyncService, to_device::ToDevice, typing::Typing,
 };
 use tessera_web::{Gate, routing};
 
@@ -43,6 +44,7 @@ pub struct ClientState {
     pub sync: SyncService,
     pub typing: Typing,
     pub receipts: Receipts,
+    pub to_device: ToDevice,
     pub rate_limiter: RateLimiter,
     pub discovery: DiscoverySettings,
 }
@@ -67,6 +69,7 @@ pub fn router(state: ClientState) -> Router {
         .merge(profile::routes())
         .merge(rooms::routes())
         .merge(sync::routes())
+        .merge(to_device::routes())
         .merge(admin::routes())
         .route("/health", get(|| async { "OK" }))
         .fallback(routing::unknown_path)

@@ -59,6 +59,7 @@ async fn sync(
 fn to_ruma(response: SyncResponse) -> std::result::Result<sync_events::v3::Response, Error> {
     let mut out = sync_events::v3::Response::new(response.next_batch.to_string());
     out.account_data.events = values(response.account_data)?;
+    out.to_device.events = values(response.to_device)?;
     let room_id = |id: &str| OwnedRoomId::try_from(id).map_err(Error::internal);
     for room in response.join {
         let mut joined = JoinedRoom::new();

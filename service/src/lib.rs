@@ -24,6 +24,7 @@ pub mod secrets;
 pub mod shared_secret;
 pub mod streams;
 pub mod sync;
+pub mod to_device;
 pub mod typing;
 pub mod uia;
 

@@ -91,6 +91,7 @@ impl Store {
         for device_id in device_ids {
             for statement in [
                 "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
+                "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2",
                 "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
             ] {
                 sqlx::query(statement)
@@ -122,6 +123,7 @@ pub(crate) async fn delete_devices_except(
     let keep = keep.map_or("", DeviceId::as_str);
     for statement in [
         "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",
+        "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id <> $2",
         "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
     ] {
         sqlx::query(statement).bind(user_id.as_str()).bind(keep).execute(&mut **tx).await?;

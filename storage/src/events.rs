@@ -268,6 +268,7 @@ impl Store {
                  SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM events
                  UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM account_data
                  UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM receipts
+                 UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM to_device_messages
              ) AS streams",
         )
         .fetch_one(&self.read)

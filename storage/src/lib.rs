@@ -23,6 +23,7 @@ mod rooms;
 pub mod state;
 mod store;
 mod sync;
+mod to_device;
 mod tokens;
 mod users;
 
@@ -38,6 +39,7 @@ pub use relations::{Relation, RelationQuery};
 pub use rooms::RoomInfo;
 pub use store::{Backend, OpenError, Store};
 pub use sync::MembershipRow;
+pub use to_device::{ToDeviceRow, ToDeviceTarget};
 pub use tokens::{NewAccessToken, TokenOwner};
 pub use users::{NewUser, Profile, User};
 

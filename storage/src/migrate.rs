@@ -34,6 +34,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_sync"),
     migration!(5, "0005_account_data"),
     migration!(6, "0006_receipts"),
+    migration!(7, "0007_to_device"),
 ];
 
 /// The newest schema version this binary knows.

@@ -135,6 +135,7 @@ impl Store {
         for statement in [
             "DELETE FROM access_tokens WHERE user_id = $1",
             "DELETE FROM devices WHERE user_id = $1",
+            "DELETE FROM to_device_messages WHERE user_id = $1",
             "DELETE FROM login_tokens WHERE user_id = $1",
         ] {
             sqlx::query(statement).bind(user_id.as_str()).execute(&mut *tx).await?;

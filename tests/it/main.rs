@@ -28,5 +28,6 @@ mod shared_secret;
 mod state_storage;
 mod sync;
 mod threepid;
+mod to_device;
 mod typing;
 mod upgrade;

@@ -17,7 +17,7 @@ use tessera_storage::Store;
 
 use crate::{
     Result, auth::Identity, notifier::Notifier, receipts::Receipts, rooms::Rooms, streams::StreamAllocator,
-    typing::Typing,
+    to_device::ToDevice, typing::Typing,
 };
 
 pub use room::{InvitedRoom, JoinedRoom, LeftRoom};
@@ -37,6 +37,8 @@ pub struct SyncResponse {
     pub next_batch: SyncToken,
     /// Global account data that changed: `{type, content}` events.
     pub account_data: Vec<serde_json::Value>,
+    /// To-device messages for this device.
+    pub to_device: Vec<serde_json::Value>,
     pub join: Vec<JoinedRoom>,
     pub invite: Vec<InvitedRoom>,
     pub leave: Vec<LeftRoom>,
@@ -48,6 +50,7 @@ impl SyncResponse {
             && self.invite.is_empty()
             && self.leave.is_empty()
             && self.account_data.is_empty()
+            && self.to_device.is_empty()
     }
 }
 
@@ -63,6 +66,7 @@ pub struct SyncService {
     streams: StreamAllocator,
     typing: Typing,
     receipts: Receipts,
+    to_device: ToDevice,
 }
 
 impl SyncService {
@@ -73,8 +77,9 @@ impl SyncService {
         streams: StreamAllocator,
         typing: Typing,
         receipts: Receipts,
+        to_device: ToDevice,
     ) -> Self {
-        Self { store, rooms, notifier, streams, typing, receipts }
+        Self { store, rooms, notifier, streams, typing, receipts, to_device }
     }
 
     /// Answers at once if anything changed since `since` (or for an
@@ -114,8 +119,11 @@ impl SyncService {
         request: &SyncRequest,
     ) -> Result<SyncResponse> {
         let typing_serial = self.typing.serial();
-        let next_batch = SyncToken { events: upto, typing: typing_serial };
-        let mut response = SyncResponse { next_batch, ..SyncResponse::default() };
+        let acked = since.map_or(0, |s| s.to_device);
+        let (to_device, to_device_upto) =
+            self.to_device.for_device(&who.user_id, &who.device_id, acked, upto).await?;
+        let next_batch = SyncToken { events: upto, typing: typing_serial, to_device: to_device_upto };
+        let mut response = SyncResponse { next_batch, to_device, ..SyncResponse::default() };
         let after = since.map(|s| s.events);
         let room_filter = &request.filter.room;
         let included = |room_id: &str| {

@@ -14,6 +14,9 @@ pub struct SyncToken {
     pub events: i64,
     /// The in-memory typing serial.
     pub typing: u64,
+    /// The to-device messages this device has received (acknowledged by
+    /// presenting this token).
+    pub to_device: i64,
 }
 
 impl SyncToken {
@@ -23,7 +26,7 @@ impl SyncToken {
     /// A typing serial ahead of the server's is from before a restart:
     /// it is read as "nothing seen", not refused.
     pub fn validate(self, persisted_upto: i64, typing_serial: u64) -> Result<Self> {
-        if self.events > persisted_upto {
+        if self.events > persisted_upto || self.to_device > persisted_upto {
             return Err(Error::invalid_param("The sync token is ahead of this server"));
         }
         let typing = if self.typing > typing_serial { 0 } else { self.typing };
@@ -33,7 +36,7 @@ impl SyncToken {
 
 impl fmt::Display for SyncToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "s{}_{}", self.events, self.typing)
+        write!(f, "s{}_{}_{}", self.events, self.typing, self.to_device)
     }
 }
 
@@ -49,7 +52,11 @@ impl FromStr for SyncToken {
             Some(n) => n.parse::<u64>().map_err(|_| malformed())?,
             None => 0,
         };
-        Ok(Self { events, typing })
+        let to_device = match fields.next() {
+            Some(n) => n.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(malformed)?,
+            None => 0,
+        };
+        Ok(Self { events, typing, to_device })
     }
 }
 
@@ -59,11 +66,11 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_reject_garbage() {
-        let token: SyncToken = "s42_7".parse().expect("valid");
-        assert_eq!(token, SyncToken { events: 42, typing: 7 });
-        assert_eq!(token.to_string(), "s42_7");
+        let token: SyncToken = "s42_7_40".parse().expect("valid");
+        assert_eq!(token, SyncToken { events: 42, typing: 7, to_device: 40 });
+        assert_eq!(token.to_string(), "s42_7_40");
         assert_eq!("s42".parse::<SyncToken>().expect("typing defaults").typing, 0);
-        assert_eq!("s42_7_9".parse::<SyncToken>().expect("later fields are ignored").events, 42);
+        assert_eq!("s42_7_9_1".parse::<SyncToken>().expect("later fields are ignored").to_device, 9);
         for bad in ["", "s", "42", "sx", "s-1", "t1_2", "s1_x"] {
             assert!(bad.parse::<SyncToken>().is_err(), "{bad:?} accepted");
         }

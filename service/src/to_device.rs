@@ -1,0 +1,114 @@
+//! To-device messages: `PUT /sendToDevice/{eventType}/{txnId}`, delivered
+//! once to each target device in its sync and deleted when the device
+//! acknowledges them by syncing with a later token.
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#send-to-device-messaging>.
+
+use std::collections::BTreeMap;
+
+use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
+use serde_json::{Value, json};
+use tessera_storage::{Store, ToDeviceTarget};
+
+use crate::{Error, Result, auth::Identity, notifier::Notifier, streams::StreamAllocator};
+
+/// Messages delivered per sync at most; the rest follow in the next.
+const BATCH: i64 = 100;
+
+/// A target: one device, or every device of the user (`*`).
+pub enum Devices {
+    One(OwnedDeviceId),
+    All,
+}
+
+/// The to-device service.
+#[derive(Clone)]
+pub struct ToDevice {
+    store: Store,
+    streams: StreamAllocator,
+    notifier: Notifier,
+    server_name: OwnedServerName,
+}
+
+impl ToDevice {
+    pub fn new(
+        store: Store,
+        streams: StreamAllocator,
+        notifier: Notifier,
+        server_name: OwnedServerName,
+    ) -> Self {
+        Self { store, streams, notifier, server_name }
+    }
+
+    /// Queues `messages` (JSON content per user and device) from `who`.
+    /// A repeated transaction ID changes nothing.
+    pub async fn send(
+        &self,
+        who: &Identity,
+        event_type: &str,
+        txn_id: &str,
+        messages: BTreeMap<OwnedUserId, Vec<(Devices, String)>>,
+    ) -> Result<()> {
+        let mut targets: Vec<(OwnedUserId, OwnedDeviceId, String)> = Vec::new();
+        for (user, devices) in messages {
+            if user.server_name() != self.server_name {
+                // Remote users need federation (a later issue).
+                tracing::debug!(%user, "to-device message for a remote user dropped");
+                continue;
+            }
+            let known: Vec<OwnedDeviceId> =
+                self.store.list_devices(&user).await?.into_iter().map(|d| d.device_id).collect();
+            for (devices, content) in devices {
+                match devices {
+                    Devices::All => {
+                        targets.extend(known.iter().map(|d| (user.clone(), d.clone(), content.clone())))
+                    }
+                    Devices::One(device) if known.contains(&device) => {
+                        targets.push((user.clone(), device, content))
+                    }
+                    Devices::One(_) => {}
+                }
+            }
+        }
+        let rows: Vec<ToDeviceTarget<'_>> = targets
+            .iter()
+            .map(|(user, device, content)| ToDeviceTarget { user_id: user, device_id: device, content })
+            .collect();
+        let position = self.streams.reserve();
+        let sent = self
+            .store
+            .queue_to_device((&who.user_id, &who.device_id, txn_id), event_type, &rows, position.position)
+            .await?;
+        drop(position);
+        if sent {
+            for user in targets.iter().map(|(user, _, _)| user) {
+                self.notifier.user_changed(user);
+            }
+        }
+        Ok(())
+    }
+
+    /// The messages waiting for a device after it acknowledged `acked`, and
+    /// the position the next token may acknowledge.
+    pub(crate) async fn for_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        acked: i64,
+        upto: i64,
+    ) -> Result<(Vec<Value>, i64)> {
+        let rows = self.store.take_to_device(user, device, acked, upto, BATCH).await?;
+        // With a full batch, more may wait: acknowledge only what was sent.
+        let next = match rows.last() {
+            Some(last) if i64::try_from(rows.len()).unwrap_or(0) == BATCH => last.stream_ordering,
+            _ => upto,
+        };
+        let events = rows
+            .into_iter()
+            .map(|row| {
+                let content: Value = serde_json::from_str(&row.content).map_err(Error::internal)?;
+                Ok(json!({ "sender": row.sender, "type": row.event_type, "content": content }))
+            })
+            .collect::<Result<_>>()?;
+        Ok((events, next))
+    }
+}
