@@ -18,6 +18,7 @@ mod register;
 mod rooms;
 mod session;
 mod sync;
+mod sync_ws;
 mod threepid;
 mod to_device;
 
@@ -69,6 +70,7 @@ pub fn router(state: ClientState) -> Router {
         .merge(profile::routes())
         .merge(rooms::routes())
         .merge(sync::routes())
+        .merge(sync_ws::routes())
         .merge(to_device::routes())
         .merge(admin::routes())
         .route("/health", get(|| async { "OK" }))

@@ -55,8 +55,23 @@ async fn sync(
     Ok(to_ruma(response)?.into())
 }
 
+/// Resolves `/sync`'s `filter` parameter: inline JSON or a stored ID.
+pub(crate) async fn resolve_filter(
+    state: &ClientState,
+    me: &Identity,
+    filter: Option<&str>,
+) -> std::result::Result<FilterDefinition, Error> {
+    match filter.map(str::trim) {
+        None | Some("") => Ok(FilterDefinition::default()),
+        Some(json) if json.starts_with('{') => {
+            serde_json::from_str(json).map_err(|e| Error::invalid_param(format!("Invalid filter: {e}")))
+        }
+        Some(id) => state.sync.get_filter(&me.user_id, id).await,
+    }
+}
+
 /// The service's sections as ruma's response.
-fn to_ruma(response: SyncResponse) -> std::result::Result<sync_events::v3::Response, Error> {
+pub(crate) fn to_ruma(response: SyncResponse) -> std::result::Result<sync_events::v3::Response, Error> {
     let mut out = sync_events::v3::Response::new(response.next_batch.to_string());
     out.account_data.events = values(response.account_data)?;
     out.to_device.events = values(response.to_device)?;

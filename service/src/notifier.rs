@@ -51,6 +51,11 @@ impl Notifier {
         self.inner.shutdown.send_replace(true);
     }
 
+    /// Whether the server is shutting down.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
     /// Resolves when the server starts shutting down.
     pub async fn shutting_down(&self) {
         let mut receiver = self.inner.shutdown.subscribe();

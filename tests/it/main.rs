@@ -27,6 +27,7 @@ mod rooms;
 mod shared_secret;
 mod state_storage;
 mod sync;
+mod sync_ws;
 mod threepid;
 mod to_device;
 mod typing;

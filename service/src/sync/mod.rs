@@ -82,6 +82,11 @@ impl SyncService {
         Self { store, rooms, notifier, streams, typing, receipts, to_device }
     }
 
+    /// Whether the server is shutting down (long-lived channels close).
+    pub fn shutting_down(&self) -> bool {
+        self.notifier.is_shutting_down()
+    }
+
     /// Answers at once if anything changed since `since` (or for an
     /// initial sync), else waits up to the timeout for a change.
     pub async fn sync(&self, who: &Identity, request: SyncRequest) -> Result<SyncResponse> {

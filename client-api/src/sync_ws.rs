@@ -1,0 +1,176 @@
+//! The WebSocket push channel for sync (beyond the spec):
+//! `GET /_matrix/client/unstable/org.tessera.sync/ws`.
+//!
+//! The same query parameters as `/sync` (`since`, `filter`, `full_state`,
+//! `set_presence`), the access token in the `Authorization` header or the
+//! `access_token` parameter. After the upgrade the server sends one text
+//! frame per sync response, an ordinary `/sync` body with `next_batch`,
+//! whenever there is something new; the client never polls. It resumes
+//! after a drop by reconnecting with `since` = the last `next_batch` it
+//! processed. Specified in docs/websocket-sync.md.
+
+use std::{collections::HashMap, time::Duration};
+
+use axum::{
+    Router,
+    extract::{
+        Query, State,
+        ws::{Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
+    },
+    http::HeaderMap,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use ruma::api::{OutgoingResponseExt, client::filter::FilterDefinition};
+use tessera_service::{Error, auth::Identity, sync::SyncRequest};
+use tessera_web::{ClientIp, WebError};
+
+use crate::{
+    ClientState,
+    sync::{resolve_filter, to_ruma},
+};
+
+/// The channel's path: a public contract (CONTRACTS.md).
+pub const PATH: &str = "/_matrix/client/unstable/org.tessera.sync/ws";
+
+/// How long one server-side wait lasts before it is renewed (invisible to
+/// the client: nothing is sent when nothing changed).
+const WAIT: Duration = Duration::from_secs(30);
+/// Idle sockets are pinged this often; a client that answers nothing for
+/// two intervals is gone.
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// A frame the client does not take within this time ends the connection.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Unsent data the server buffers per socket at most; past it the
+/// connection ends rather than letting a slow reader grow server memory.
+const MAX_BUFFERED: usize = 4 * 1024 * 1024;
+
+pub(crate) fn routes() -> Router<ClientState> {
+    Router::new().route(PATH, get(upgrade))
+}
+
+async fn upgrade(
+    State(state): State<ClientState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    // Everything that can fail does so before the upgrade, as plain HTTP
+    // with the spec's error JSON.
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or_else(|| query.get("access_token").cloned());
+    let Some(token) = token else { return WebError(Error::missing_token()).into_response() };
+    let ip = ip.map(|ip| ip.to_string());
+    let me = match state.gate.authenticator.authenticate(&token, ip.as_deref(), false).await {
+        Ok(me) => me,
+        Err(e) => return WebError(e).into_response(),
+    };
+    let filter = match resolve_filter(&state, &me, query.get("filter").map(String::as_str)).await {
+        Ok(filter) => filter,
+        Err(e) => return WebError(e).into_response(),
+    };
+    let since = query.get("since").cloned();
+    if let Some(since) = &since
+        && let Err(e) = since.parse::<tessera_service::sync::SyncToken>()
+    {
+        return WebError(e).into_response();
+    }
+    let full_state = query.get("full_state").is_some_and(|v| v == "true");
+    let Ok(ws) = ws else {
+        return WebError(Error::invalid_param("This endpoint needs a WebSocket upgrade")).into_response();
+    };
+    ws.max_write_buffer_size(MAX_BUFFERED)
+        .on_upgrade(move |socket| serve(state, me, socket, since, filter, full_state))
+}
+
+/// Pushes sync responses until the client leaves, stops reading, or the
+/// server shuts down.
+async fn serve(
+    state: ClientState,
+    me: Identity,
+    socket: WebSocket,
+    mut since: Option<String>,
+    filter: FilterDefinition,
+    mut full_state: bool,
+) {
+    let (mut sender, mut receiver) = socket.split();
+    // The reader answers pings (tungstenite does) and notices the client
+    // going away or going silent.
+    let (gone_tx, mut gone) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        loop {
+            match tokio::time::timeout(PING_EVERY * 2 + SEND_TIMEOUT, receiver.next()).await {
+                Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+        let _ = gone_tx.send(());
+    });
+    let mut first = true;
+    loop {
+        let request = SyncRequest {
+            since: since.clone(),
+            timeout: if first { Duration::ZERO } else { WAIT },
+            full_state,
+            filter: filter.clone(),
+        };
+        let sync = tokio::select! {
+            result = state.sync.sync(&me, request) => result,
+            _ = &mut gone => break,
+        };
+        let response = match sync {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::warn!(user = %me.user_id, error = %e, "sync over WebSocket failed");
+                let _ = sender.send(Message::Close(None)).await;
+                break;
+            }
+        };
+        let next_batch = response.next_batch.to_string();
+        let changed = first || since.is_none() || response_has_news(&response);
+        if changed {
+            let Some(frame) = body_of(response) else { break };
+            match tokio::time::timeout(SEND_TIMEOUT, sender.send(Message::text(frame))).await {
+                Ok(Ok(())) => {}
+                // Not read in time, or the buffer limit hit: the client is
+                // too slow to keep; it resumes from its last token.
+                _ => break,
+            }
+        } else if tokio::time::timeout(SEND_TIMEOUT, sender.send(Message::Ping(Default::default())))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        since = Some(next_batch);
+        first = false;
+        full_state = false;
+        if state.sync.shutting_down() {
+            let _ = sender.send(Message::Close(None)).await;
+            break;
+        }
+    }
+    reader.abort();
+}
+
+fn response_has_news(response: &tessera_service::sync::SyncResponse) -> bool {
+    !(response.join.is_empty()
+        && response.invite.is_empty()
+        && response.leave.is_empty()
+        && response.account_data.is_empty()
+        && response.to_device.is_empty())
+}
+
+/// The frame: exactly the body `/sync` would have answered.
+fn body_of(response: tessera_service::sync::SyncResponse) -> Option<String> {
+    let ruma = to_ruma(response).ok()?;
+    let http = ruma.try_into_http_response::<BytesMut>().ok()?;
+    String::from_utf8(http.into_body().to_vec()).ok()
+}
