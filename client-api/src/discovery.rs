@@ -53,8 +53,10 @@ async fn versions(
     _: Ruma<get_supported_versions::Request, GuestsAllowed>,
 ) -> Result<get_supported_versions::Response> {
     let versions = SPEC_VERSIONS.iter().map(|v| (*v).to_owned()).collect();
-    // `unstable_features` lists only what is implemented: nothing yet.
-    Ok(get_supported_versions::Response::new(versions).into())
+    let mut response = get_supported_versions::Response::new(versions);
+    // Only what is implemented: the WebSocket sync channel.
+    response.unstable_features.insert("org.tessera.sync".to_owned(), true);
+    Ok(response.into())
 }
 
 async fn well_known_client(

@@ -21,8 +21,8 @@ async fn versions_lists_spec_versions(backend: Backend) {
     let versions: Vec<&str> =
         body["versions"].as_array().expect("versions").iter().filter_map(|v| v.as_str()).collect();
     assert!(versions.contains(&"v1.1") && versions.contains(&"v1.12"), "{versions:?}");
-    // Nothing unstable is implemented yet, so nothing may be claimed.
-    assert!(body["unstable_features"].as_object().is_none_or(|f| f.is_empty()), "{body}");
+    // Only what is implemented is claimed: the WebSocket sync channel.
+    assert_eq!(body["unstable_features"], serde_json::json!({ "org.tessera.sync": true }));
     let health = reqwest::get(format!("{}/health", server.base)).await.expect("health");
     assert_eq!(health.status(), 200);
 }
