@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tessera_service::{accounts::AccountSettings, rate_limit::RateLimitSettings};
+use tessera_service::{accounts::AccountSettings, presence::PresenceSettings, rate_limit::RateLimitSettings};
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -49,6 +49,7 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     pub well_known: WellKnown,
     pub rate_limits: RateLimitSettings,
+    pub presence: PresenceSettings,
 }
 
 /// What `/.well-known/matrix/{client,server}` announce.
@@ -85,6 +86,7 @@ impl Default for Config {
             trust_forwarded_for: false,
             well_known: WellKnown::default(),
             rate_limits: RateLimitSettings::default(),
+            presence: PresenceSettings::default(),
         }
     }
 }
@@ -125,18 +127,23 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("TESSERA_RATE_LIMITS_REGISTRATION_BURST", "rate_limits.registration.burst"),
     ("TESSERA_RATE_LIMITS_GENERAL_PER_SECOND", "rate_limits.general.per_second"),
     ("TESSERA_RATE_LIMITS_GENERAL_BURST", "rate_limits.general.burst"),
+    ("TESSERA_PRESENCE_ENABLED", "presence.enabled"),
+    ("TESSERA_PRESENCE_IDLE_TIMEOUT_MS", "presence.idle_timeout_ms"),
+    ("TESSERA_PRESENCE_OFFLINE_TIMEOUT_MS", "presence.offline_timeout_ms"),
 ];
 
 fn kind_of(path: &str) -> Kind {
     match path {
-        "allow_registration" | "registration_requires_token" | "allow_guests" | "trust_forwarded_for" => {
-            Kind::Bool
-        }
+        "allow_registration"
+        | "registration_requires_token"
+        | "allow_guests"
+        | "trust_forwarded_for"
+        | "presence.enabled" => Kind::Bool,
         "database_max_connections"
         | "refreshable_token_lifetime_ms"
         | "login_token_lifetime_ms"
         | "max_request_bytes" => Kind::Int,
-        p if p.ends_with(".burst") => Kind::Int,
+        p if p.ends_with(".burst") || p.ends_with("_ms") => Kind::Int,
         p if p.ends_with(".per_second") => Kind::Float,
         _ => Kind::Str,
     }

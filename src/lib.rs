@@ -16,10 +16,23 @@ use tessera_client_api::{ClientState, DiscoverySettings};
 use tessera_core::ServerSigningKey;
 use tessera_federation::FederationState;
 use tessera_service::{
-    account_data::AccountData, accounts::Accounts, auth::Authenticator, devices::Devices, notifier::Notifier,
-    passwords::Passwords, profiles::Profiles, rate_limit::RateLimiter, receipts::Receipts, rooms::Rooms,
-    shared_secret::SharedSecretRegistration, streams::StreamAllocator, sync::SyncService,
-    to_device::ToDevice, typing::Typing, uia::Uia,
+    account_data::AccountData,
+    accounts::Accounts,
+    auth::Authenticator,
+    devices::Devices,
+    notifier::Notifier,
+    passwords::Passwords,
+    presence::Presence,
+    profiles::Profiles,
+    rate_limit::RateLimiter,
+    receipts::Receipts,
+    rooms::Rooms,
+    shared_secret::SharedSecretRegistration,
+    streams::StreamAllocator,
+    sync::{SyncService, SyncSources},
+    to_device::ToDevice,
+    typing::Typing,
+    uia::Uia,
 };
 use tessera_storage::Store;
 use tessera_web::Gate;
@@ -127,14 +140,19 @@ async fn serve_with_store(
     let receipts =
         Receipts::new(store.clone(), rooms.clone(), account_data.clone(), streams.clone(), notifier.clone());
     let to_device = ToDevice::new(store.clone(), streams.clone(), notifier.clone(), server_name.clone());
+    let presence = Presence::new(store.clone(), streams.clone(), notifier.clone(), config.presence.clone());
+    presence.spawn_sweeper();
     let sync = SyncService::new(
         store.clone(),
         rooms.clone(),
         notifier.clone(),
         streams.clone(),
-        typing.clone(),
-        receipts.clone(),
-        to_device.clone(),
+        SyncSources {
+            typing: typing.clone(),
+            receipts: receipts.clone(),
+            to_device: to_device.clone(),
+            presence: presence.clone(),
+        },
     );
     let client_addr = listeners.client.local_addr()?;
     let client_state = ClientState {
@@ -142,6 +160,7 @@ async fn serve_with_store(
         account_data,
         receipts,
         to_device,
+        presence,
         devices: Devices::new(store.clone(), accounts.clone()),
         shared_secret: SharedSecretRegistration::new(
             config.registration_shared_secret.clone(),

@@ -13,6 +13,7 @@ mod devices;
 // fields; we advertise v1.12, where they are what clients read.
 #[allow(deprecated)]
 mod discovery;
+mod presence;
 mod profile;
 mod register;
 mod rooms;
@@ -24,7 +25,7 @@ mod to_device;
 
 use axum::{Router, extract::FromRef, middleware, routing::get};
 use tessera_service::{
-    account_data::AccountData, accounts::Accounts, devices::Devices, profiles::Profiles,
+    account_data::AccountData, accounts::Accounts, devices::Devices, presence::Presence, profiles::Profiles,
     rate_limit::RateLimiter, receipts::Receipts, rooms::Rooms, shared_secret::SharedSecretRegistration,
     sync::SyncService, to_device::ToDevice, typing::Typing,
 };
@@ -46,6 +47,7 @@ pub struct ClientState {
     pub typing: Typing,
     pub receipts: Receipts,
     pub to_device: ToDevice,
+    pub presence: Presence,
     pub rate_limiter: RateLimiter,
     pub discovery: DiscoverySettings,
 }
@@ -67,6 +69,7 @@ pub fn router(state: ClientState) -> Router {
         .merge(account_data::routes())
         .merge(threepid::routes())
         .merge(devices::routes())
+        .merge(presence::routes())
         .merge(profile::routes())
         .merge(rooms::routes())
         .merge(sync::routes())

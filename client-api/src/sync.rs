@@ -48,6 +48,7 @@ async fn sync(
     let request = SyncRequest {
         since: body.since,
         timeout: body.timeout.unwrap_or(Duration::ZERO),
+        set_presence: body.set_presence.to_string(),
         full_state: body.full_state,
         filter,
     };
@@ -75,6 +76,7 @@ pub(crate) fn to_ruma(response: SyncResponse) -> std::result::Result<sync_events
     let mut out = sync_events::v3::Response::new(response.next_batch.to_string());
     out.account_data.events = values(response.account_data)?;
     out.to_device.events = values(response.to_device)?;
+    out.presence.events = values(response.presence)?;
     let room_id = |id: &str| OwnedRoomId::try_from(id).map_err(Error::internal);
     for room in response.join {
         let mut joined = JoinedRoom::new();

@@ -83,23 +83,27 @@ async fn upgrade(
         return WebError(e).into_response();
     }
     let full_state = query.get("full_state").is_some_and(|v| v == "true");
+    let set_presence = query.get("set_presence").cloned().unwrap_or_else(|| "online".to_owned());
     let Ok(ws) = ws else {
         return WebError(Error::invalid_param("This endpoint needs a WebSocket upgrade")).into_response();
     };
-    ws.max_write_buffer_size(MAX_BUFFERED)
-        .on_upgrade(move |socket| serve(state, me, socket, since, filter, full_state))
+    ws.max_write_buffer_size(MAX_BUFFERED).on_upgrade(move |socket| {
+        serve(state, me, socket, Options { since, filter, full_state, set_presence })
+    })
 }
 
 /// Pushes sync responses until the client leaves, stops reading, or the
 /// server shuts down.
-async fn serve(
-    state: ClientState,
-    me: Identity,
-    socket: WebSocket,
-    mut since: Option<String>,
+/// What the client asked for in the handshake.
+struct Options {
+    since: Option<String>,
     filter: FilterDefinition,
-    mut full_state: bool,
-) {
+    full_state: bool,
+    set_presence: String,
+}
+
+async fn serve(state: ClientState, me: Identity, socket: WebSocket, options: Options) {
+    let Options { mut since, filter, mut full_state, set_presence } = options;
     let (mut sender, mut receiver) = socket.split();
     // The reader answers pings (tungstenite does) and notices the client
     // going away or going silent.
@@ -118,6 +122,7 @@ async fn serve(
         let request = SyncRequest {
             since: since.clone(),
             timeout: if first { Duration::ZERO } else { WAIT },
+            set_presence: set_presence.clone(),
             full_state,
             filter: filter.clone(),
         };
@@ -165,7 +170,8 @@ fn response_has_news(response: &tessera_service::sync::SyncResponse) -> bool {
         && response.invite.is_empty()
         && response.leave.is_empty()
         && response.account_data.is_empty()
-        && response.to_device.is_empty())
+        && response.to_device.is_empty()
+        && response.presence.is_empty())
 }
 
 /// The frame: exactly the body `/sync` would have answered.

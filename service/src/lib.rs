@@ -16,6 +16,7 @@ pub use tessera_storage::Device;
 pub mod error;
 pub mod notifier;
 pub mod passwords;
+pub mod presence;
 pub mod profiles;
 pub mod rate_limit;
 pub mod receipts;

@@ -35,6 +35,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_account_data"),
     migration!(6, "0006_receipts"),
     migration!(7, "0007_to_device"),
+    migration!(8, "0008_presence"),
 ];
 
 /// The newest schema version this binary knows.

@@ -17,6 +17,7 @@ mod hierarchy;
 mod join_rules;
 mod lifecycle;
 mod login;
+mod presence;
 mod profile;
 mod rate_limits;
 mod receipts;

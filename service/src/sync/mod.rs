@@ -16,8 +16,8 @@ use ruma::api::client::filter::FilterDefinition;
 use tessera_storage::Store;
 
 use crate::{
-    Result, auth::Identity, notifier::Notifier, receipts::Receipts, rooms::Rooms, streams::StreamAllocator,
-    to_device::ToDevice, typing::Typing,
+    Result, auth::Identity, notifier::Notifier, presence::Presence, receipts::Receipts, rooms::Rooms,
+    streams::StreamAllocator, to_device::ToDevice, typing::Typing,
 };
 
 pub use room::{InvitedRoom, JoinedRoom, LeftRoom};
@@ -27,6 +27,8 @@ pub use token::SyncToken;
 pub struct SyncRequest {
     pub since: Option<String>,
     pub timeout: Duration,
+    /// `set_presence`: `online` (the default), `unavailable` or `offline`.
+    pub set_presence: String,
     pub full_state: bool,
     pub filter: FilterDefinition,
 }
@@ -39,6 +41,8 @@ pub struct SyncResponse {
     pub account_data: Vec<serde_json::Value>,
     /// To-device messages for this device.
     pub to_device: Vec<serde_json::Value>,
+    /// `m.presence` events of users sharing a room.
+    pub presence: Vec<serde_json::Value>,
     pub join: Vec<JoinedRoom>,
     pub invite: Vec<InvitedRoom>,
     pub leave: Vec<LeftRoom>,
@@ -51,7 +55,16 @@ impl SyncResponse {
             && self.leave.is_empty()
             && self.account_data.is_empty()
             && self.to_device.is_empty()
+            && self.presence.is_empty()
     }
+}
+
+/// The services whose changes sync carries besides room events.
+pub struct SyncSources {
+    pub typing: Typing,
+    pub receipts: Receipts,
+    pub to_device: ToDevice,
+    pub presence: Presence,
 }
 
 /// The longest a request may wait, whatever it asks (clients ask 30 s).
@@ -67,6 +80,7 @@ pub struct SyncService {
     typing: Typing,
     receipts: Receipts,
     to_device: ToDevice,
+    presence: Presence,
 }
 
 impl SyncService {
@@ -75,11 +89,10 @@ impl SyncService {
         rooms: Rooms,
         notifier: Notifier,
         streams: StreamAllocator,
-        typing: Typing,
-        receipts: Receipts,
-        to_device: ToDevice,
+        sources: SyncSources,
     ) -> Self {
-        Self { store, rooms, notifier, streams, typing, receipts, to_device }
+        let SyncSources { typing, receipts, to_device, presence } = sources;
+        Self { store, rooms, notifier, streams, typing, receipts, to_device, presence }
     }
 
     /// Whether the server is shutting down (long-lived channels close).
@@ -96,6 +109,7 @@ impl SyncService {
             ),
             None => None,
         };
+        self.presence.on_sync(&who.user_id, &request.set_presence).await?;
         let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
         let listener = self.notifier.listener(&who.user_id);
         loop {
@@ -128,7 +142,8 @@ impl SyncService {
         let (to_device, to_device_upto) =
             self.to_device.for_device(&who.user_id, &who.device_id, acked, upto).await?;
         let next_batch = SyncToken { events: upto, typing: typing_serial, to_device: to_device_upto };
-        let mut response = SyncResponse { next_batch, to_device, ..SyncResponse::default() };
+        let presence = self.presence.events_for(&who.user_id, after_or_zero(since), upto).await?;
+        let mut response = SyncResponse { next_batch, to_device, presence, ..SyncResponse::default() };
         let after = since.map(|s| s.events);
         let room_filter = &request.filter.room;
         let included = |room_id: &str| {
@@ -231,4 +246,8 @@ impl SyncService {
         let list: serde_json::Value = serde_json::from_str(&list).map_err(crate::Error::internal)?;
         Ok(list["ignored_users"].as_object().map(|users| users.keys().cloned().collect()).unwrap_or_default())
     }
+}
+
+fn after_or_zero(since: Option<SyncToken>) -> i64 {
+    since.map_or(0, |s| s.events)
 }

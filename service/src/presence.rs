@@ -1,0 +1,259 @@
+//! Presence: `PUT/GET /presence/{userId}/status` and `set_presence` on sync.
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#presence>.
+//!
+//! Shared only with users who share a room, and computed lazily: a change
+//! is one row written once; each member's sync reads the rows of the users
+//! it shares rooms with. Nothing is copied per member and nobody else's
+//! long-poll is woken, so a status change in a 10,000-member room costs
+//! one write. The shown state is derived from timestamps (online → idle →
+//! unavailable, no sync → offline); a sweeper records those transitions so
+//! incremental syncs learn about them.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use ruma::{OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tessera_storage::{PresenceRow, Store};
+
+use crate::{Error, Result, auth::Identity, notifier::Notifier, now_ms, streams::StreamAllocator};
+
+/// Presence configuration.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceSettings {
+    /// Off: every user shows as offline and nothing is stored.
+    pub enabled: bool,
+    /// Online users with no activity for this long show as unavailable.
+    pub idle_timeout_ms: u64,
+    /// Users whose clients stopped syncing this long ago show as offline.
+    pub offline_timeout_ms: u64,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        Self { enabled: true, idle_timeout_ms: 5 * 60 * 1000, offline_timeout_ms: 2 * 60 * 1000 }
+    }
+}
+
+/// A user's presence as others see it.
+pub struct PresenceView {
+    pub state: String,
+    pub status_msg: Option<String>,
+    pub last_active_ago: Option<Duration>,
+    pub currently_active: bool,
+}
+
+/// A sync writes "still here" at most this often per user.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// Active within this long counts as `currently_active`.
+const CURRENTLY_ACTIVE_MS: i64 = 60_000;
+
+/// The presence service. Cheap to clone.
+#[derive(Clone)]
+pub struct Presence {
+    store: Store,
+    streams: StreamAllocator,
+    notifier: Notifier,
+    settings: PresenceSettings,
+    touched: Arc<Mutex<HashMap<OwnedUserId, Instant>>>,
+}
+
+impl Presence {
+    pub fn new(
+        store: Store,
+        streams: StreamAllocator,
+        notifier: Notifier,
+        settings: PresenceSettings,
+    ) -> Self {
+        Self { store, streams, notifier, settings, touched: Arc::default() }
+    }
+
+    /// `PUT /presence/{userId}/status`.
+    pub async fn set(
+        &self,
+        who: &Identity,
+        user: &UserId,
+        state: &str,
+        status_msg: Option<String>,
+    ) -> Result<()> {
+        if who.user_id != user {
+            return Err(Error::forbidden("You can only set your own presence"));
+        }
+        if !matches!(state, "online" | "unavailable" | "offline") {
+            return Err(Error::invalid_param(format!("Unknown presence state {state}")));
+        }
+        if !self.settings.enabled {
+            return Ok(());
+        }
+        let now = now_ms();
+        let previous = self.store.get_presence(user).await?;
+        let last_active_ts =
+            if state == "online" { now } else { previous.as_ref().map_or(now, |p| p.last_active_ts) };
+        let row = PresenceRow {
+            user_id: user.to_string(),
+            state: state.to_owned(),
+            status_msg,
+            last_active_ts,
+            last_sync_ts: now,
+        };
+        self.write(&row).await
+    }
+
+    /// `GET /presence/{userId}/status`: for the user and those who share a room.
+    pub async fn get(&self, who: &Identity, user: &UserId) -> Result<PresenceView> {
+        if who.user_id != user && !self.store.share_a_room(&who.user_id, user).await? {
+            return Err(Error::forbidden("You do not share a room with this user"));
+        }
+        let row = match self.store.get_presence(user).await? {
+            Some(row) if self.settings.enabled => row,
+            _ => {
+                if self.store.get_profile(user).await?.is_none() {
+                    return Err(Error::not_found("No such user"));
+                }
+                return Ok(PresenceView {
+                    state: "offline".into(),
+                    status_msg: None,
+                    last_active_ago: None,
+                    currently_active: false,
+                });
+            }
+        };
+        Ok(self.view(&row, now_ms()))
+    }
+
+    /// `set_presence` on sync (`online` unless the client says otherwise;
+    /// `offline` leaves presence alone, as the spec says).
+    pub async fn on_sync(&self, user: &UserId, set_presence: &str) -> Result<()> {
+        if !self.settings.enabled || !matches!(set_presence, "online" | "unavailable") {
+            return Ok(());
+        }
+        let now = now_ms();
+        let previous = self.store.get_presence(user).await?;
+        let shown = previous.as_ref().map(|p| self.view(p, now).state);
+        if shown.as_deref() != Some(set_presence) {
+            let status_msg = previous.as_ref().and_then(|p| p.status_msg.clone());
+            let last_active_ts = if set_presence == "online" {
+                now
+            } else {
+                previous.as_ref().map_or(now, |p| p.last_active_ts)
+            };
+            let row = PresenceRow {
+                user_id: user.to_string(),
+                state: set_presence.to_owned(),
+                status_msg,
+                last_active_ts,
+                last_sync_ts: now,
+            };
+            return self.write(&row).await;
+        }
+        let due = {
+            let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+            let due = touched.get(user).is_none_or(|at| at.elapsed() >= TOUCH_EVERY);
+            if due {
+                touched.insert(user.to_owned(), Instant::now());
+            }
+            due
+        };
+        if due {
+            self.store.touch_presence_sync(user, now).await?;
+        }
+        Ok(())
+    }
+
+    /// `m.presence` events for `viewer`'s sync: changes in `(after, upto]`
+    /// of users who share a room with them.
+    pub async fn events_for(&self, viewer: &UserId, after: i64, upto: i64) -> Result<Vec<Value>> {
+        if !self.settings.enabled {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let rows = self.store.presence_changes_for(viewer, after, upto).await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let view = self.view(row, now);
+                let mut content =
+                    json!({ "presence": view.state, "currently_active": view.currently_active });
+                if let Some(ago) = view.last_active_ago {
+                    content["last_active_ago"] = u64::try_from(ago.as_millis()).unwrap_or(u64::MAX).into();
+                }
+                if let Some(msg) = &view.status_msg {
+                    content["status_msg"] = msg.as_str().into();
+                }
+                json!({ "type": "m.presence", "sender": row.user_id, "content": content })
+            })
+            .collect())
+    }
+
+    /// Records the idle and offline transitions due by now. Runs from a
+    /// background task (see [`Presence::spawn_sweeper`]).
+    pub async fn sweep(&self) -> Result<()> {
+        let now = now_ms();
+        let idle = i64::try_from(self.settings.idle_timeout_ms).unwrap_or(i64::MAX);
+        let gone = i64::try_from(self.settings.offline_timeout_ms).unwrap_or(i64::MAX);
+        for row in self.store.stale_presence(now.saturating_sub(idle), now.saturating_sub(gone)).await? {
+            let shown = self.view(&row, now).state;
+            if shown != row.state {
+                self.write(&PresenceRow { state: shown, ..row }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sweeps periodically until the server shuts down.
+    pub fn spawn_sweeper(&self) {
+        if !self.settings.enabled {
+            return;
+        }
+        let this = self.clone();
+        let every =
+            Duration::from_millis(self.settings.idle_timeout_ms.min(self.settings.offline_timeout_ms) / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(30));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    () = this.notifier.shutting_down() => return,
+                }
+                if let Err(e) = this.sweep().await {
+                    tracing::warn!(error = %e, "presence sweep failed");
+                }
+            }
+        });
+    }
+
+    /// The state shown for a stored row at `now`.
+    fn view(&self, row: &PresenceRow, now: i64) -> PresenceView {
+        let idle = i64::try_from(self.settings.idle_timeout_ms).unwrap_or(i64::MAX);
+        let gone = i64::try_from(self.settings.offline_timeout_ms).unwrap_or(i64::MAX);
+        let state = match row.state.as_str() {
+            "online" | "unavailable" if now - row.last_sync_ts > gone => "offline",
+            "online" if now - row.last_active_ts > idle => "unavailable",
+            other => other,
+        };
+        let ago = u64::try_from((now - row.last_active_ts).max(0)).unwrap_or(0);
+        PresenceView {
+            state: state.to_owned(),
+            status_msg: row.status_msg.clone(),
+            last_active_ago: Some(Duration::from_millis(ago)),
+            currently_active: state == "online" && now - row.last_active_ts < CURRENTLY_ACTIVE_MS,
+        }
+    }
+
+    async fn write(&self, row: &PresenceRow) -> Result<()> {
+        let position = self.streams.reserve();
+        self.store.put_presence(row, position.position).await?;
+        drop(position);
+        // Only the user's own syncs are woken; others read it lazily.
+        if let Ok(user) = UserId::parse(&row.user_id) {
+            self.notifier.user_changed(&user);
+        }
+        Ok(())
+    }
+}
