@@ -37,6 +37,8 @@ run_against() { # $1 = label, $2 = database URL or empty for SQLite
     "$venv/bin/python" "$here/nio_smoke.py" "http://127.0.0.1:$port" || status=$?
     echo "== matrix-nio (nio_rooms.py --messages $messages) against Tessera on $1"
     "$venv/bin/python" "$here/nio_rooms.py" "http://127.0.0.1:$port" --messages "$messages" || status=$?
+    echo "== matrix-nio (nio_sync.py) against Tessera on $1"
+    "$venv/bin/python" "$here/nio_sync.py" "http://127.0.0.1:$port" || status=$?
     kill "$pid"; wait "$pid" || true
     [ "$status" -eq 0 ] || cat "$data/server.log"
     rm -rf "$data"
