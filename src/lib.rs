@@ -19,6 +19,7 @@ use tessera_service::{
     account_data::AccountData,
     accounts::Accounts,
     auth::Authenticator,
+    delivery::Delivery,
     devices::Devices,
     notifier::Notifier,
     passwords::Passwords,
@@ -148,6 +149,7 @@ async fn serve_with_store(
         notifier.clone(),
         streams.clone(),
         SyncSources {
+            delivery: Delivery::new(store.clone(), streams.clone(), notifier.clone()),
             typing: typing.clone(),
             receipts: receipts.clone(),
             to_device: to_device.clone(),

@@ -270,6 +270,7 @@ impl Store {
                  UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM receipts
                  UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM to_device_messages
                  UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM presence
+                 UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM deliveries
              ) AS streams",
         )
         .fetch_one(&self.read)

@@ -11,6 +11,7 @@
 //! is `Option`, an expected uniqueness clash is [`StorageError::Conflict`].
 
 mod account_data;
+mod delivery;
 mod devices;
 mod directory;
 mod error;
@@ -29,6 +30,7 @@ mod tokens;
 mod users;
 
 pub use account_data::AccountDataRow;
+pub use delivery::DeliveryRow;
 pub use devices::Device;
 pub use error::StorageError;
 pub use events::{NewEvent, NewRelation, StoredEvent};

@@ -36,6 +36,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_receipts"),
     migration!(7, "0007_to_device"),
     migration!(8, "0008_presence"),
+    migration!(9, "0009_delivery"),
 ];
 
 /// The newest schema version this binary knows.

@@ -16,8 +16,8 @@ use ruma::api::client::filter::FilterDefinition;
 use tessera_storage::Store;
 
 use crate::{
-    Result, auth::Identity, notifier::Notifier, presence::Presence, receipts::Receipts, rooms::Rooms,
-    streams::StreamAllocator, to_device::ToDevice, typing::Typing,
+    Result, auth::Identity, delivery::Delivery, notifier::Notifier, presence::Presence, receipts::Receipts,
+    rooms::Rooms, streams::StreamAllocator, to_device::ToDevice, typing::Typing,
 };
 
 pub use room::{InvitedRoom, JoinedRoom, LeftRoom};
@@ -61,6 +61,7 @@ impl SyncResponse {
 
 /// The services whose changes sync carries besides room events.
 pub struct SyncSources {
+    pub delivery: Delivery,
     pub typing: Typing,
     pub receipts: Receipts,
     pub to_device: ToDevice,
@@ -77,6 +78,7 @@ pub struct SyncService {
     rooms: Rooms,
     notifier: Notifier,
     streams: StreamAllocator,
+    delivery: Delivery,
     typing: Typing,
     receipts: Receipts,
     to_device: ToDevice,
@@ -91,8 +93,8 @@ impl SyncService {
         streams: StreamAllocator,
         sources: SyncSources,
     ) -> Self {
-        let SyncSources { typing, receipts, to_device, presence } = sources;
-        Self { store, rooms, notifier, streams, typing, receipts, to_device, presence }
+        let SyncSources { delivery, typing, receipts, to_device, presence } = sources;
+        Self { store, rooms, notifier, streams, delivery, typing, receipts, to_device, presence }
     }
 
     /// Whether the server is shutting down (long-lived channels close).
@@ -110,6 +112,10 @@ impl SyncService {
             None => None,
         };
         self.presence.on_sync(&who.user_id, &request.set_presence).await?;
+        if let Some(since) = since {
+            // Asking for the next batch acknowledges everything up to `since`.
+            self.delivery.acknowledged(&who.user_id, since.events).await?;
+        }
         let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
         let listener = self.notifier.listener(&who.user_id);
         loop {
@@ -175,6 +181,8 @@ impl SyncService {
         if let Some(after) = after {
             changed.extend(self.store.rooms_with_receipts(&who.user_id, after, upto).await?);
         }
+        let mut delivered = self.delivery.events_for(&who.user_id, after.unwrap_or(0), upto).await?;
+        changed.extend(delivered.keys().cloned());
         let since_typing = since.map(|s| s.typing);
         if let Some(since_typing) = since_typing {
             changed.extend(
@@ -206,6 +214,9 @@ impl SyncService {
                             .await?
                         {
                             joined.ephemeral.push(receipts);
+                        }
+                        if let Some(delivered) = delivered.remove(&membership.room_id) {
+                            joined.ephemeral.push(delivered);
                         }
                         if let Some(users) = self.typing.typing_since(&room_id, since_typing) {
                             let typing =

@@ -1,0 +1,77 @@
+//! Delivery status (`org.tessera.delivered`, docs/delivery-status.md).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::{
+    both_backends,
+    harness::{Backend, TestServer},
+};
+
+both_backends!(senders_learn_what_each_member_received);
+
+fn delivered(sync: &Value, room: &str) -> Option<Value> {
+    let events = sync["rooms"]["join"][room]["ephemeral"]["events"].as_array()?;
+    events.iter().find(|e| e["type"] == "org.tessera.delivered").map(|e| e["content"].clone())
+}
+
+async fn senders_learn_what_each_member_received(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let carol = server.register("carol", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.ok();
+    carol.join(&room).await.ok();
+    let alice_since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let hello = alice.send_text(&room, "did you get this?").await;
+
+    // Alice waits; bob's device receives the message, then asks for more.
+    let waiting = {
+        let alice = alice.clone();
+        let since = alice_since.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            (
+                alice.get(&format!("/_matrix/client/v3/sync?since={since}&timeout=20000")).await.ok(),
+                started.elapsed(),
+            )
+        })
+    };
+    let bob_first = bob.sync(None, "").await;
+    assert!(
+        bob_first["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .any(|e| e["event_id"] == hello.as_str())
+    );
+    let bob_token = bob_first["next_batch"].as_str().expect("token").to_owned();
+    bob.sync(Some(&bob_token), "").await; // acknowledges what the first sync carried
+
+    // The long-poll returns at once for the message itself; keep syncing
+    // until bob's delivery shows up.
+    let (first, _) = waiting.await.expect("task");
+    let mut since = first["next_batch"].as_str().expect("token").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let content = loop {
+        assert!(Instant::now() < deadline, "bob's delivery never reached alice");
+        let body = alice.get(&format!("/_matrix/client/v3/sync?since={since}&timeout=5000")).await.ok();
+        since = body["next_batch"].as_str().expect("token").to_owned();
+        if let Some(content) = delivered(&body, &room) {
+            break content;
+        }
+    };
+    assert_eq!(content["@bob:tessera.test"]["event_id"], hello.as_str());
+    assert!(content["@bob:tessera.test"]["ts"].as_u64().is_some());
+    assert!(content.get("@carol:tessera.test").is_none(), "carol has not synced");
+    assert!(content.get("@alice:tessera.test").is_none(), "the viewer's own deliveries are not listed");
+
+    // Carol's device receives it too: one small update, listing carol.
+    let carol_token = carol.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    carol.sync(Some(&carol_token), "").await;
+    let update = alice.get(&format!("/_matrix/client/v3/sync?since={since}&timeout=5000")).await.ok();
+    let content = delivered(&update, &room).expect("carol's delivery");
+    assert_eq!(content["@carol:tessera.test"]["event_id"], hello.as_str());
+}
