@@ -25,6 +25,7 @@ use tessera_service::{
     passwords::Passwords,
     presence::Presence,
     profiles::Profiles,
+    push_rules::PushRules,
     rate_limit::RateLimiter,
     receipts::Receipts,
     rooms::Rooms,
@@ -159,10 +160,11 @@ async fn serve_with_store(
     let client_addr = listeners.client.local_addr()?;
     let client_state = ClientState {
         gate: gate.clone(),
-        account_data,
         receipts,
         to_device,
         presence,
+        push_rules: PushRules::new(store.clone(), account_data.clone()),
+        account_data,
         devices: Devices::new(store.clone(), accounts.clone()),
         shared_secret: SharedSecretRegistration::new(
             config.registration_shared_secret.clone(),

@@ -15,6 +15,7 @@ mod devices;
 mod discovery;
 mod presence;
 mod profile;
+mod push_rules;
 mod register;
 mod rooms;
 mod session;
@@ -26,8 +27,8 @@ mod to_device;
 use axum::{Router, extract::FromRef, middleware, routing::get};
 use tessera_service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, presence::Presence, profiles::Profiles,
-    rate_limit::RateLimiter, receipts::Receipts, rooms::Rooms, shared_secret::SharedSecretRegistration,
-    sync::SyncService, to_device::ToDevice, typing::Typing,
+    push_rules::PushRules, rate_limit::RateLimiter, receipts::Receipts, rooms::Rooms,
+    shared_secret::SharedSecretRegistration, sync::SyncService, to_device::ToDevice, typing::Typing,
 };
 use tessera_web::{Gate, routing};
 
@@ -48,6 +49,7 @@ pub struct ClientState {
     pub receipts: Receipts,
     pub to_device: ToDevice,
     pub presence: Presence,
+    pub push_rules: PushRules,
     pub rate_limiter: RateLimiter,
     pub discovery: DiscoverySettings,
 }
@@ -71,6 +73,7 @@ pub fn router(state: ClientState) -> Router {
         .merge(devices::routes())
         .merge(presence::routes())
         .merge(profile::routes())
+        .merge(push_rules::routes())
         .merge(rooms::routes())
         .merge(sync::routes())
         .merge(sync_ws::routes())

@@ -19,6 +19,7 @@ pub mod notifier;
 pub mod passwords;
 pub mod presence;
 pub mod profiles;
+pub mod push_rules;
 pub mod rate_limit;
 pub mod receipts;
 pub mod rooms;

@@ -20,6 +20,7 @@ mod lifecycle;
 mod login;
 mod presence;
 mod profile;
+mod push_rules;
 mod rate_limits;
 mod receipts;
 mod registration;

@@ -177,6 +177,13 @@ impl SyncService {
                 room_account_data.entry(row.room_id).or_default().push(event);
             }
         }
+        // Clients expect their push rules in the initial sync, stored or not.
+        if after.is_none() && !response.account_data.iter().any(|e| e["type"] == "m.push_rules") {
+            let defaults = ruma::push::Ruleset::server_default(&who.user_id);
+            response
+                .account_data
+                .push(serde_json::json!({ "type": "m.push_rules", "content": { "global": defaults } }));
+        }
         let ignored = self.ignored_users(who).await?;
         if let Some(after) = after {
             changed.extend(self.store.rooms_with_receipts(&who.user_id, after, upto).await?);

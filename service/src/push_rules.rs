@@ -1,0 +1,105 @@
+//! Push rules: `GET/PUT/DELETE /pushrules/global/...` with `enabled` and
+//! `actions`. A user's rule set starts as the spec's defaults (ruma's
+//! `Ruleset::server_default`) and is stored as the `m.push_rules` account
+//! data the spec says clients receive through sync.
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#push-rules>.
+//! TODO(#5): evaluate the rules per event for notification counts and
+//! `GET /notifications`.
+
+use ruma::{
+    UserId,
+    push::{Action, AnyPushRule, InsertPushRuleError, NewPushRule, RemovePushRuleError, RuleKind, Ruleset},
+};
+use serde_json::json;
+use tessera_storage::Store;
+
+use crate::{Error, Result, account_data::AccountData, auth::Identity};
+
+/// The push rules service.
+#[derive(Clone)]
+pub struct PushRules {
+    store: Store,
+    account_data: AccountData,
+}
+
+impl PushRules {
+    pub fn new(store: Store, account_data: AccountData) -> Self {
+        Self { store, account_data }
+    }
+
+    /// The user's rule set (the defaults until they change something).
+    pub async fn ruleset(&self, user: &UserId) -> Result<Ruleset> {
+        match self.store.get_account_data(user, "", "m.push_rules").await? {
+            Some(json) => {
+                let content: serde_json::Value = serde_json::from_str(&json).map_err(Error::internal)?;
+                serde_json::from_value(content["global"].clone()).map_err(Error::internal)
+            }
+            None => Ok(Ruleset::server_default(user)),
+        }
+    }
+
+    async fn save(&self, user: &UserId, ruleset: &Ruleset) -> Result<()> {
+        let content = json!({ "global": ruleset });
+        self.account_data.write(user, None, "m.push_rules", &content).await
+    }
+
+    /// One rule; 404 when the user has none with this kind and ID.
+    pub async fn get(&self, who: &Identity, kind: RuleKind, rule_id: &str) -> Result<AnyPushRule> {
+        let ruleset = self.ruleset(&who.user_id).await?;
+        ruleset.get(kind, rule_id).map(|rule| rule.to_owned()).ok_or_else(not_found)
+    }
+
+    /// `PUT /pushrules/global/{kind}/{ruleId}`, placed by `before`/`after`.
+    pub async fn set(
+        &self,
+        who: &Identity,
+        rule: NewPushRule,
+        before: Option<&str>,
+        after: Option<&str>,
+    ) -> Result<()> {
+        let mut ruleset = self.ruleset(&who.user_id).await?;
+        ruleset.insert(rule, after, before).map_err(|e| match e {
+            InsertPushRuleError::UnknownRuleId => Error::not_found("The before/after rule does not exist"),
+            other => Error::invalid_param(other.to_string()),
+        })?;
+        self.save(&who.user_id, &ruleset).await
+    }
+
+    /// `DELETE /pushrules/global/{kind}/{ruleId}`: user-defined rules only.
+    pub async fn delete(&self, who: &Identity, kind: RuleKind, rule_id: &str) -> Result<()> {
+        let mut ruleset = self.ruleset(&who.user_id).await?;
+        ruleset.remove(kind, rule_id).map_err(|e| match e {
+            RemovePushRuleError::NotFound => not_found(),
+            other => Error::invalid_param(other.to_string()),
+        })?;
+        self.save(&who.user_id, &ruleset).await
+    }
+
+    pub async fn set_enabled(
+        &self,
+        who: &Identity,
+        kind: RuleKind,
+        rule_id: &str,
+        enabled: bool,
+    ) -> Result<()> {
+        let mut ruleset = self.ruleset(&who.user_id).await?;
+        ruleset.set_enabled(kind, rule_id, enabled).map_err(|_| not_found())?;
+        self.save(&who.user_id, &ruleset).await
+    }
+
+    pub async fn set_actions(
+        &self,
+        who: &Identity,
+        kind: RuleKind,
+        rule_id: &str,
+        actions: Vec<Action>,
+    ) -> Result<()> {
+        let mut ruleset = self.ruleset(&who.user_id).await?;
+        ruleset.set_actions(kind, rule_id, actions).map_err(|_| not_found())?;
+        self.save(&who.user_id, &ruleset).await
+    }
+}
+
+fn not_found() -> Error {
+    Error::not_found("No such push rule")
+}

@@ -1,0 +1,71 @@
+//! Push rules: the defaults, user rules, enabled and actions, through sync.
+
+use serde_json::{Value, json};
+
+use crate::{
+    both_backends,
+    harness::{Backend, TestServer},
+};
+
+both_backends!(push_rules_start_as_the_defaults_and_change);
+
+fn rule<'a>(rules: &'a Value, kind: &str, id: &str) -> Option<&'a Value> {
+    rules["global"][kind].as_array()?.iter().find(|r| r["rule_id"] == id)
+}
+
+async fn push_rules_start_as_the_defaults_and_change(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let base = "/_matrix/client/v3/pushrules";
+    let rules = alice.get(&format!("{base}/")).await.ok();
+    for (kind, id) in [
+        ("override", ".m.rule.master"),
+        ("override", ".m.rule.is_user_mention"),
+        ("override", ".m.rule.is_room_mention"),
+        ("underride", ".m.rule.message"),
+        ("underride", ".m.rule.encrypted"),
+    ] {
+        assert!(rule(&rules, kind, id).is_some(), "default rule {id} missing");
+    }
+    assert_eq!(rule(&rules, "override", ".m.rule.master").expect("master")["enabled"], false);
+    // The same rules reach the initial sync as m.push_rules account data.
+    let initial = alice.sync(None, "").await;
+    let synced = initial["account_data"]["events"].as_array().expect("account data");
+    assert!(
+        synced
+            .iter()
+            .any(|e| e["type"] == "m.push_rules"
+                && rule(&e["content"], "override", ".m.rule.master").is_some())
+    );
+    let since = initial["next_batch"].as_str().expect("token").to_owned();
+
+    let custom = format!("{base}/global/content/tea");
+    alice
+        .put(&custom, json!({ "pattern": "tea", "actions": ["notify", { "set_tweak": "highlight" }] }))
+        .await
+        .ok();
+    let got = alice.get(&custom).await.ok();
+    assert_eq!((got["pattern"].as_str(), got["enabled"].as_bool()), (Some("tea"), Some(true)));
+    alice.put(&format!("{custom}/enabled"), json!({ "enabled": false })).await.ok();
+    assert_eq!(alice.get(&format!("{custom}/enabled")).await.ok()["enabled"], false);
+    alice.put(&format!("{custom}/actions"), json!({ "actions": ["notify"] })).await.ok();
+    assert_eq!(alice.get(&format!("{custom}/actions")).await.ok()["actions"], json!(["notify"]));
+    // Server-default rules can be switched, not deleted.
+    alice
+        .put(&format!("{base}/global/override/.m.rule.master/enabled"), json!({ "enabled": true }))
+        .await
+        .ok();
+    alice
+        .delete(&format!("{base}/global/override/.m.rule.master"), json!({}))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    alice.get(&format!("{base}/global/content/nope")).await.assert_error(404, "M_NOT_FOUND");
+
+    let changed = alice.sync(Some(&since), "").await;
+    let events = changed["account_data"]["events"].as_array().expect("account data");
+    let latest = events.iter().rev().find(|e| e["type"] == "m.push_rules").expect("updated rules");
+    assert_eq!(rule(&latest["content"], "override", ".m.rule.master").expect("master")["enabled"], true);
+
+    alice.delete(&custom, json!({})).await.ok();
+    alice.get(&custom).await.assert_error(404, "M_NOT_FOUND");
+}
