@@ -27,6 +27,7 @@ mod registration;
 mod relations;
 mod room_reads;
 mod rooms;
+mod sdk_client;
 mod shared_secret;
 mod state_storage;
 mod sync;
