@@ -98,6 +98,11 @@ pub(crate) fn to_ruma(response: SyncResponse) -> std::result::Result<sync_events
         invited.invite_state.events = values(room.invite_state)?;
         out.rooms.invite.insert(room_id(&room.room_id)?, invited);
     }
+    for room in response.knock {
+        let mut knocked = sync_events::v3::KnockedRoom::new();
+        knocked.knock_state.events = values(room.knock_state)?;
+        out.rooms.knock.insert(room_id(&room.room_id)?, knocked);
+    }
     for room in response.leave {
         let mut left = LeftRoom::new();
         left.timeline.events = raws(room.timeline)?;

@@ -139,7 +139,7 @@ async fn serve(state: ClientState, me: Identity, socket: WebSocket, options: Opt
             }
         };
         let next_batch = response.next_batch.to_string();
-        let changed = first || since.is_none() || response_has_news(&response);
+        let changed = first || since.is_none() || !response.is_empty();
         if changed {
             let Some(frame) = body_of(response) else { break };
             match tokio::time::timeout(SEND_TIMEOUT, sender.send(Message::text(frame))).await {
@@ -163,15 +163,6 @@ async fn serve(state: ClientState, me: Identity, socket: WebSocket, options: Opt
         }
     }
     reader.abort();
-}
-
-fn response_has_news(response: &tessera_service::sync::SyncResponse) -> bool {
-    !(response.join.is_empty()
-        && response.invite.is_empty()
-        && response.leave.is_empty()
-        && response.account_data.is_empty()
-        && response.to_device.is_empty()
-        && response.presence.is_empty())
 }
 
 /// The frame: exactly the body `/sync` would have answered.

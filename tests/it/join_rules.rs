@@ -65,6 +65,7 @@ async fn knocking_asks_and_an_invite_answers(backend: Backend) {
         .create_room(json!({ "initial_state": [{ "type": "m.room.join_rules", "content": { "join_rule": "knock" } }] }))
         .await;
     carol.join(&room).await.assert_error(403, "M_FORBIDDEN");
+    let since = carol.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
     let knocked =
         carol.post(&format!("/_matrix/client/v3/knock/{room}"), json!({ "reason": "let me in" })).await.ok();
     assert_eq!(knocked["room_id"], room.as_str());
@@ -76,10 +77,27 @@ async fn knocking_asks_and_an_invite_answers(backend: Backend) {
         (member["membership"].as_str(), member["reason"].as_str()),
         (Some("knock"), Some("let me in"))
     );
+    // Carol's sync shows the knock with the room's stripped state.
+    let sync = carol.sync(Some(&since), "").await;
+    let knock_state =
+        sync["rooms"]["knock"][&room]["knock_state"]["events"].as_array().expect("knocked room");
+    let join_rule = knock_state.iter().find(|e| e["type"] == "m.room.join_rules").expect("join rules");
+    assert_eq!(join_rule["content"]["join_rule"], "knock");
+    let own = knock_state
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == "@carol:tessera.test")
+        .expect("own knock");
+    assert_eq!(own["content"]["membership"], "knock");
+    assert_eq!(knock_state.iter().filter(|e| e["type"] == "m.room.member").count(), 1);
+    let since = sync["next_batch"].as_str().expect("token").to_owned();
     alice
         .post(&format!("/_matrix/client/v3/rooms/{room}/invite"), json!({ "user_id": "@carol:tessera.test" }))
         .await
         .ok();
+    // The answer moves the room from knock to invite.
+    let sync = carol.sync(Some(&since), "").await;
+    assert!(sync["rooms"]["invite"][&room].is_object());
+    assert!(sync["rooms"]["knock"].get(&room).is_none());
     carol.join(&room).await.ok();
 }
 

@@ -20,7 +20,7 @@ use crate::{
     rooms::Rooms, streams::StreamAllocator, to_device::ToDevice, typing::Typing,
 };
 
-pub use room::{InvitedRoom, JoinedRoom, LeftRoom};
+pub use room::{InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom};
 pub use token::SyncToken;
 
 /// What a sync request asks for.
@@ -45,13 +45,16 @@ pub struct SyncResponse {
     pub presence: Vec<serde_json::Value>,
     pub join: Vec<JoinedRoom>,
     pub invite: Vec<InvitedRoom>,
+    pub knock: Vec<KnockedRoom>,
     pub leave: Vec<LeftRoom>,
 }
 
 impl SyncResponse {
-    fn is_empty(&self) -> bool {
+    /// Nothing new for the client.
+    pub fn is_empty(&self) -> bool {
         self.join.is_empty()
             && self.invite.is_empty()
+            && self.knock.is_empty()
             && self.leave.is_empty()
             && self.account_data.is_empty()
             && self.to_device.is_empty()
@@ -241,6 +244,9 @@ impl SyncService {
                     if !invited.inviter.as_ref().is_some_and(|inviter| ignored.contains(inviter)) {
                         response.invite.push(invited);
                     }
+                }
+                "knock" if new_since || request.full_state => {
+                    response.knock.push(room.knocked(&membership.room_id).await?);
                 }
                 "leave" | "ban" => {
                     let include_initial = room_filter.include_leave && !membership.forgotten;

@@ -67,6 +67,12 @@ pub struct InvitedRoom {
     pub inviter: Option<String>,
 }
 
+/// A room the user knocked on: stripped state only, with the knock.
+pub struct KnockedRoom {
+    pub room_id: String,
+    pub knock_state: Vec<Value>,
+}
+
 /// A room the user left (or was kicked or banned from) since the token.
 pub struct LeftRoom {
     pub room_id: String,
@@ -114,27 +120,41 @@ impl RoomSync<'_> {
 
     /// A room the user was invited to: the stripped state to show the invite.
     pub async fn invited(&self, room_id: &str) -> Result<InvitedRoom> {
+        let (invite_state, inviter) = self.stripped_state(room_id).await?;
+        Ok(InvitedRoom { room_id: room_id.to_owned(), invite_state, inviter })
+    }
+
+    /// A room the user knocked on: the same stripped state, with the knock.
+    pub async fn knocked(&self, room_id: &str) -> Result<KnockedRoom> {
+        let (knock_state, _) = self.stripped_state(room_id).await?;
+        Ok(KnockedRoom { room_id: room_id.to_owned(), knock_state })
+    }
+
+    /// The room's stripped state for someone outside it, ending with the
+    /// user's own membership event (and its sender's, when another user
+    /// sent it); also who sent that membership.
+    async fn stripped_state(&self, room_id: &str) -> Result<(Vec<Value>, Option<String>)> {
         let room = RoomId::parse(room_id).map_err(Error::internal)?;
         let store = &self.sync.store;
         let mut events = Vec::new();
-        let mut inviter = None;
+        let mut sender = None;
         for kind in INVITE_STATE {
             if let Some(event) = store.current_state_event(&room, kind, "").await? {
                 events.push(event);
             }
         }
-        if let Some(invite) = store.membership_event(&room, &self.who.user_id).await? {
-            inviter = Some(invite.sender.clone());
-            if let Ok(inviter) = UserId::parse(&invite.sender)
+        if let Some(membership) = store.membership_event(&room, &self.who.user_id).await? {
+            sender = Some(membership.sender.clone());
+            if membership.sender != self.who.user_id.as_str()
+                && let Ok(other) = UserId::parse(&membership.sender)
                 && let Some(member) =
-                    store.current_state_event(&room, "m.room.member", inviter.as_str()).await?
+                    store.current_state_event(&room, "m.room.member", other.as_str()).await?
             {
                 events.push(member);
             }
-            events.push(invite);
+            events.push(membership);
         }
-        let invite_state = events.iter().filter_map(stripped).collect();
-        Ok(InvitedRoom { room_id: room_id.to_owned(), invite_state, inviter })
+        Ok((events.iter().filter_map(stripped).collect(), sender))
     }
 
     /// A room left at `left_at`: its timeline up to the leave.
