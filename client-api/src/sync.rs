@@ -51,6 +51,7 @@ async fn sync(
         set_presence: body.set_presence.to_string(),
         full_state: body.full_state,
         filter,
+        use_state_after: body.use_state_after,
     };
     let response = state.sync.sync(&me, request).await?;
     Ok(to_ruma(response)?.into())
@@ -78,14 +79,18 @@ pub(crate) fn to_ruma(response: SyncResponse) -> std::result::Result<sync_events
     out.to_device.events = values(response.to_device)?;
     out.presence.events = values(response.presence)?;
     let room_id = |id: &str| OwnedRoomId::try_from(id).map_err(Error::internal);
+    let state_after = response.state_after;
+    let room_state = |events| {
+        let mut state = StateEvents::new();
+        state.events = events;
+        if state_after { RoomState::After(state) } else { RoomState::Before(state) }
+    };
     for room in response.join {
         let mut joined = JoinedRoom::new();
         joined.timeline.events = raws(room.timeline)?;
         joined.timeline.limited = room.limited;
         joined.timeline.prev_batch = room.prev_batch;
-        let mut state = StateEvents::new();
-        state.events = raws(room.state)?;
-        joined.state = RoomState::Before(state);
+        joined.state = room_state(raws(room.state)?);
         joined.summary.heroes = room.heroes.iter().filter_map(|h| UserId::parse(h).ok()).collect();
         joined.summary.joined_member_count = UInt::try_from(room.joined_member_count).ok();
         joined.summary.invited_member_count = UInt::try_from(room.invited_member_count).ok();
@@ -108,9 +113,7 @@ pub(crate) fn to_ruma(response: SyncResponse) -> std::result::Result<sync_events
         left.timeline.events = raws(room.timeline)?;
         left.timeline.limited = room.limited;
         left.timeline.prev_batch = room.prev_batch;
-        let mut state = StateEvents::new();
-        state.events = raws(room.state)?;
-        left.state = RoomState::Before(state);
+        left.state = room_state(raws(room.state)?);
         out.rooms.leave.insert(room_id(&room.room_id)?, left);
     }
     Ok(out)

@@ -83,12 +83,13 @@ async fn upgrade(
         return WebError(e).into_response();
     }
     let full_state = query.get("full_state").is_some_and(|v| v == "true");
+    let use_state_after = query.get("use_state_after").is_some_and(|v| v == "true");
     let set_presence = query.get("set_presence").cloned().unwrap_or_else(|| "online".to_owned());
     let Ok(ws) = ws else {
         return WebError(Error::invalid_param("This endpoint needs a WebSocket upgrade")).into_response();
     };
     ws.max_write_buffer_size(MAX_BUFFERED).on_upgrade(move |socket| {
-        serve(state, me, socket, Options { since, filter, full_state, set_presence })
+        serve(state, me, socket, Options { since, filter, full_state, set_presence, use_state_after })
     })
 }
 
@@ -100,10 +101,11 @@ struct Options {
     filter: FilterDefinition,
     full_state: bool,
     set_presence: String,
+    use_state_after: bool,
 }
 
 async fn serve(state: ClientState, me: Identity, socket: WebSocket, options: Options) {
-    let Options { mut since, filter, mut full_state, set_presence } = options;
+    let Options { mut since, filter, mut full_state, set_presence, use_state_after } = options;
     let (mut sender, mut receiver) = socket.split();
     // The reader answers pings (tungstenite does) and notices the client
     // going away or going silent.
@@ -125,6 +127,7 @@ async fn serve(state: ClientState, me: Identity, socket: WebSocket, options: Opt
             set_presence: set_presence.clone(),
             full_state,
             filter: filter.clone(),
+            use_state_after,
         };
         let sync = tokio::select! {
             result = state.sync.sync(&me, request) => result,

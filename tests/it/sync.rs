@@ -20,6 +20,7 @@ both_backends!(
     nothing_is_lost_across_a_restart,
     shutdown_does_not_wait_for_long_polls,
     positions_continue_above_every_stream_after_a_restart,
+    state_after_runs_to_the_timeline_end,
 );
 
 fn timeline<'a>(sync: &'a Value, room: &str) -> &'a Vec<Value> {
@@ -278,4 +279,50 @@ async fn positions_continue_above_every_stream_after_a_restart(backend: Backend)
         timeline(&after, &room).last().expect("the new event reaches the client")["event_id"],
         sent.as_str()
     );
+}
+
+/// `use_state_after` (spec v1.16): `state_after` holds the state at the
+/// timeline's end, state events of the timeline included; without it,
+/// `state` stops at the timeline's start.
+async fn state_after_runs_to_the_timeline_end(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let room = alice.create_room(json!({})).await;
+    let since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let state = |kind: &str| format!("/_matrix/client/v3/rooms/{room}/state/{kind}/");
+    alice.put(&state("m.room.name"), json!({ "name": "One" })).await.ok();
+    alice.send_text(&room, "between").await;
+    alice.put(&state("m.room.topic"), json!({ "topic": "last" })).await.ok();
+    let filter =
+        r#"{"room":{"timeline":{"limit":1}}}"#.replace('{', "%7B").replace('}', "%7D").replace('"', "%22");
+    let contents = |section: &Value, key: &str| -> Vec<(String, Value)> {
+        section[key]["events"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .map(|e| (e["type"].as_str().unwrap_or_default().to_owned(), e["content"].clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    let before = alice.sync(Some(&since), &format!("&filter={filter}")).await;
+    let section = &before["rooms"]["join"][&room];
+    assert!(section.get("state_after").is_none());
+    assert_eq!(contents(section, "state"), [("m.room.name".to_owned(), json!({ "name": "One" }))]);
+
+    let after = alice.sync(Some(&since), &format!("&filter={filter}&use_state_after=true")).await;
+    let section = &after["rooms"]["join"][&room];
+    assert!(section.get("state").is_none());
+    let mut state_after = contents(section, "state_after");
+    state_after.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        state_after,
+        [
+            ("m.room.name".to_owned(), json!({ "name": "One" })),
+            ("m.room.topic".to_owned(), json!({ "topic": "last" })),
+        ]
+    );
+    assert_eq!(timeline(&after, &room).len(), 1);
 }

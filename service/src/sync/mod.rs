@@ -31,12 +31,17 @@ pub struct SyncRequest {
     pub set_presence: String,
     pub full_state: bool,
     pub filter: FilterDefinition,
+    /// `use_state_after` (spec v1.16): room state up to the timeline's end
+    /// instead of up to its start.
+    pub use_state_after: bool,
 }
 
 /// What changed: the spec's `rooms` sections and the next token.
 #[derive(Default)]
 pub struct SyncResponse {
     pub next_batch: SyncToken,
+    /// Rooms' `state` runs to the timeline's end (`state_after`).
+    pub state_after: bool,
     /// Global account data that changed: `{type, content}` events.
     pub account_data: Vec<serde_json::Value>,
     /// To-device messages for this device.
@@ -152,7 +157,13 @@ impl SyncService {
             self.to_device.for_device(&who.user_id, &who.device_id, acked, upto).await?;
         let next_batch = SyncToken { events: upto, typing: typing_serial, to_device: to_device_upto };
         let presence = self.presence.events_for(&who.user_id, after_or_zero(since), upto).await?;
-        let mut response = SyncResponse { next_batch, to_device, presence, ..SyncResponse::default() };
+        let mut response = SyncResponse {
+            next_batch,
+            state_after: request.use_state_after,
+            to_device,
+            presence,
+            ..SyncResponse::default()
+        };
         let after = since.map(|s| s.events);
         let room_filter = &request.filter.room;
         let included = |room_id: &str| {
@@ -206,8 +217,15 @@ impl SyncService {
                 continue;
             }
             let new_since = after.is_none_or(|after| membership.stream_ordering > after);
-            let room =
-                room::RoomSync { sync: self, who, after, upto, filter: &request.filter, ignored: &ignored };
+            let room = room::RoomSync {
+                sync: self,
+                who,
+                after,
+                upto,
+                filter: &request.filter,
+                ignored: &ignored,
+                state_after: request.use_state_after,
+            };
             match membership.membership.as_str() {
                 "join" => {
                     let full = after.is_none() || request.full_state || new_since;

@@ -92,6 +92,8 @@ pub(super) struct RoomSync<'a> {
     pub filter: &'a FilterDefinition,
     /// Senders whose messages the user does not want (`m.ignored_user_list`).
     pub ignored: &'a HashSet<String>,
+    /// State up to the timeline's end (`use_state_after`), not its start.
+    pub state_after: bool,
 }
 
 impl RoomSync<'_> {
@@ -199,7 +201,8 @@ impl RoomSync<'_> {
     }
 
     /// The state to send with a timeline: all of it before the timeline
-    /// (`full`), or what changed between the token and the timeline's start.
+    /// (`full`), or what changed between the token and the timeline's start;
+    /// with `state_after`, the same up to the timeline's end (`upto`).
     /// With lazy-loaded members, only the timeline senders' member events.
     async fn state(
         &self,
@@ -210,8 +213,8 @@ impl RoomSync<'_> {
     ) -> Result<Vec<StoredEvent>> {
         let store = &self.sync.store;
         let start_group = match timeline.first() {
-            Some(first) => first.state_before,
-            None => match store.last_event_upto(room, upto).await? {
+            Some(first) if !self.state_after => first.state_before,
+            _ => match store.last_event_upto(room, upto).await? {
                 Some(last) => last.state_after,
                 None => return Ok(Vec::new()),
             },
