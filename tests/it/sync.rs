@@ -21,6 +21,7 @@ both_backends!(
     shutdown_does_not_wait_for_long_polls,
     positions_continue_above_every_stream_after_a_restart,
     state_after_runs_to_the_timeline_end,
+    event_fields_trim_events,
 );
 
 fn timeline<'a>(sync: &'a Value, room: &str) -> &'a Vec<Value> {
@@ -325,4 +326,24 @@ async fn state_after_runs_to_the_timeline_end(backend: Backend) {
         ]
     );
     assert_eq!(timeline(&after, &room).len(), 1);
+}
+
+/// A filter's `event_fields` keeps only the listed paths of each event.
+async fn event_fields_trim_events(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let room = alice.create_room(json!({})).await;
+    let since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    alice.send_text(&room, "trimmed").await;
+    let filter = r#"{"event_fields":["type","content.body"]}"#
+        .replace('{', "%7B")
+        .replace('}', "%7D")
+        .replace('"', "%22")
+        .replace('[', "%5B")
+        .replace(']', "%5D");
+    let body = alice.sync(Some(&since), &format!("&filter={filter}")).await;
+    assert_eq!(
+        *timeline(&body, &room),
+        [json!({ "type": "m.room.message", "content": { "body": "trimmed" } })]
+    );
 }

@@ -1,12 +1,14 @@
 //! Filters: `POST /user/{userId}/filter` and `GET /user/{userId}/filter/{filterId}`,
-//! and resolving `/sync`'s `filter` parameter (inline JSON or an ID).
+//! and resolving `/sync`'s `filter` parameter (inline JSON or an ID), and
+//! the filter's `event_fields`.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#filtering>.
 
 use ruma::{UserId, api::client::filter::FilterDefinition};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::SyncService;
-use crate::{Error, Result};
+use crate::{Error, Result, rooms::ClientEvent};
 
 impl SyncService {
     /// Stores a filter for `user`; its ID derives from its content, so the
@@ -26,5 +28,101 @@ impl SyncService {
             .await?
             .ok_or_else(|| Error::not_found("Unknown filter"))?;
         serde_json::from_str(&json).map_err(|e| Error::internal(format!("stored filter: {e}")))
+    }
+}
+
+/// The filter's `event_fields`: only the listed dot-separated paths of an
+/// event (`content.body`; `\.` is a literal dot in a key). Paths the event
+/// lacks are skipped.
+pub(super) fn keep_fields(event: &ClientEvent, fields: &[String]) -> ClientEvent {
+    let mut kept = ClientEvent::new();
+    for field in fields {
+        let path = split_path(field);
+        if let Some((last, parents)) = path.split_last() {
+            copy_path(event, &mut kept, parents, last);
+        }
+    }
+    kept
+}
+
+/// Copies `parents.last` from `from` into `into`, creating the parent
+/// objects on the way.
+fn copy_path(from: &ClientEvent, into: &mut ClientEvent, parents: &[String], last: &str) {
+    match parents.split_first() {
+        None => {
+            if let Some(value) = from.get(last) {
+                into.insert(last.to_owned(), value.clone());
+            }
+        }
+        Some((key, rest)) => {
+            let Some(Value::Object(child)) = from.get(key) else { return };
+            let slot = into.entry(key.clone()).or_insert_with(|| Value::Object(ClientEvent::new()));
+            if let Value::Object(slot) = slot {
+                copy_path(child, slot, rest, last);
+            }
+        }
+    }
+}
+
+/// `a.b\.c` → `["a", "b.c"]`; `\\` is a literal backslash.
+fn split_path(field: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(escaped) => parts.last_mut().expect("non-empty").push(escaped),
+                None => parts.last_mut().expect("non-empty").push('\\'),
+            },
+            '.' => parts.push(String::new()),
+            other => parts.last_mut().expect("non-empty").push(other),
+        }
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(value: Value) -> ClientEvent {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!("test events are objects"),
+        }
+    }
+
+    #[test]
+    fn keeps_only_the_listed_paths() {
+        let full = event(json!({
+            "type": "m.room.message",
+            "sender": "@a:x",
+            "content": { "body": "hi", "msgtype": "m.text", "m.relates_to": { "rel_type": "m.thread" } },
+            "unsigned": { "age": 5 },
+        }));
+        let fields =
+            ["type", "content.body", "content.m\\.relates_to.rel_type", "content.absent"].map(String::from);
+        assert_eq!(
+            Value::Object(keep_fields(&full, &fields)),
+            json!({
+                "type": "m.room.message",
+                "content": { "body": "hi", "m.relates_to": { "rel_type": "m.thread" } },
+            })
+        );
+    }
+
+    #[test]
+    fn a_path_through_a_non_object_is_skipped() {
+        let full = event(json!({ "type": "m.x", "content": { "body": "hi" } }));
+        let fields = ["type.inner", "content.body.deeper"].map(String::from);
+        assert_eq!(Value::Object(keep_fields(&full, &fields)), json!({ "content": {} }));
+    }
+
+    #[test]
+    fn paths_split_on_unescaped_dots() {
+        assert_eq!(split_path("a.b\\.c.d\\\\"), ["a", "b.c", "d\\"]);
+        assert_eq!(split_path("plain"), ["plain"]);
     }
 }

@@ -251,6 +251,9 @@ impl RoomSync<'_> {
         for event in &mut formatted {
             event.remove("room_id");
         }
+        if let Some(fields) = &self.filter.event_fields {
+            formatted = formatted.iter().map(|event| super::filter::keep_fields(event, fields)).collect();
+        }
         Ok(formatted)
     }
 }
