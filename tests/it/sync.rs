@@ -226,6 +226,18 @@ async fn lazy_loaded_members(backend: Backend) {
     assert!(members.contains(&"@bob:tessera.test"), "the sender's member event is loaded");
     assert!(!members.contains(&"@carol:tessera.test"), "carol sent nothing in the timeline: {members:?}");
     assert_eq!(body["rooms"]["join"][&room]["summary"]["m.joined_member_count"], 3);
+
+    // Carol joined before the token but speaks only now: the incremental
+    // sync must bring her member event, which the client never got.
+    let since = body["next_batch"].as_str().expect("token").to_owned();
+    carol.send_text(&room, "first words").await;
+    let body = alice.sync(Some(&since), &format!("&filter={filter}")).await;
+    let state = body["rooms"]["join"][&room]["state"]["events"].as_array().expect("state");
+    let carol_member = state
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == "@carol:tessera.test")
+        .expect("the new sender's member event is loaded");
+    assert_eq!(carol_member["content"]["membership"], "join");
 }
 
 async fn nothing_is_lost_across_a_restart(backend: Backend) {

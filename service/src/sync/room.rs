@@ -232,9 +232,14 @@ impl RoomSync<'_> {
             !matches!(state_filter.lazy_load_options, ruma::api::client::filter::LazyLoadOptions::Disabled);
         let senders: HashSet<&str> =
             timeline.iter().map(|e| e.sender.as_str()).chain([self.who.user_id.as_str()]).collect();
+        // A lazy-loading client gets the timeline senders' member events
+        // even when unchanged since the token: it may never have had them
+        // (resending one it has is harmless; `include_redundant_members`
+        // is thus always honoured).
+        let lazy_member = |kind: &str, key: &str| lazy && kind == "m.room.member" && senders.contains(key);
         let ids: Vec<String> = at_start
             .iter()
-            .filter(|(key, id)| since.get(*key) != Some(*id))
+            .filter(|(key, id)| since.get(*key) != Some(*id) || lazy_member(&key.0, &key.1))
             .filter(|((kind, key), _)| !lazy || kind != "m.room.member" || senders.contains(key.as_str()))
             .map(|(_, id)| id.clone())
             .collect();
