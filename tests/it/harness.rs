@@ -19,6 +19,17 @@ pub enum Backend {
     Postgres,
 }
 
+/// A scenario that has not finished after this long is stuck: it fails
+/// (naming itself) instead of hanging the whole run. Not a speed check.
+const SCENARIO_LIMIT: Duration = Duration::from_secs(180);
+
+/// Runs a scenario, failing it if it is stuck (see [`SCENARIO_LIMIT`]).
+pub async fn bounded(scenario: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(SCENARIO_LIMIT, scenario).await.is_err() {
+        panic!("the scenario was still running after {SCENARIO_LIMIT:?}: stuck");
+    }
+}
+
 /// Runs each named scenario `async fn name(backend: Backend)` on both
 /// databases, as `sqlite::name` and `postgres::name`.
 #[macro_export]
@@ -28,7 +39,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::harness::Backend::Sqlite).await
+                    $crate::harness::bounded(super::$name($crate::harness::Backend::Sqlite)).await
                 }
             )*
         }
@@ -37,7 +48,7 @@ macro_rules! both_backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     if $crate::harness::postgres_admin_url().is_some() {
-                        super::$name($crate::harness::Backend::Postgres).await
+                        $crate::harness::bounded(super::$name($crate::harness::Backend::Postgres)).await
                     }
                 }
             )*
