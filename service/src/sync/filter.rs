@@ -66,18 +66,17 @@ fn copy_path(from: &ClientEvent, into: &mut ClientEvent, parents: &[String], las
 
 /// `a.b\.c` → `["a", "b.c"]`; `\\` is a literal backslash.
 fn split_path(field: &str) -> Vec<String> {
-    let mut parts = vec![String::new()];
+    let mut parts = Vec::new();
+    let mut current = String::new();
     let mut chars = field.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => match chars.next() {
-                Some(escaped) => parts.last_mut().expect("non-empty").push(escaped),
-                None => parts.last_mut().expect("non-empty").push('\\'),
-            },
-            '.' => parts.push(String::new()),
-            other => parts.last_mut().expect("non-empty").push(other),
+            '\\' => current.push(chars.next().unwrap_or('\\')),
+            '.' => parts.push(std::mem::take(&mut current)),
+            other => current.push(other),
         }
     }
+    parts.push(current);
     parts
 }
 
