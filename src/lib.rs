@@ -21,6 +21,7 @@ use tessera_service::{
     auth::Authenticator,
     delivery::Delivery,
     devices::Devices,
+    notifications::Notifications,
     notifier::Notifier,
     passwords::Passwords,
     presence::Presence,
@@ -130,15 +131,17 @@ async fn serve_with_store(
     let last_position = store.max_stream_ordering().await.map_err(|e| ServeError::Storage(e.to_string()))?;
     let streams = StreamAllocator::new(last_position);
     let notifier = Notifier::new(store.clone());
+    let account_data = AccountData::new(store.clone(), streams.clone(), notifier.clone());
+    let push_rules = PushRules::new(store.clone(), account_data.clone());
     let rooms = Rooms::new(
         store.clone(),
         signing_key.clone(),
         config.default_room_version(),
         streams.clone(),
         notifier.clone(),
+        push_rules.clone(),
     );
     let typing = Typing::new(notifier.clone());
-    let account_data = AccountData::new(store.clone(), streams.clone(), notifier.clone());
     let receipts =
         Receipts::new(store.clone(), rooms.clone(), account_data.clone(), streams.clone(), notifier.clone());
     let to_device = ToDevice::new(store.clone(), streams.clone(), notifier.clone(), server_name.clone());
@@ -163,7 +166,8 @@ async fn serve_with_store(
         receipts,
         to_device,
         presence,
-        push_rules: PushRules::new(store.clone(), account_data.clone()),
+        push_rules,
+        notifications: Notifications::new(store.clone(), rooms.clone()),
         account_data,
         devices: Devices::new(store.clone(), accounts.clone()),
         shared_secret: SharedSecretRegistration::new(

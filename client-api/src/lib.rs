@@ -26,9 +26,10 @@ mod to_device;
 
 use axum::{Router, extract::FromRef, middleware, routing::get};
 use tessera_service::{
-    account_data::AccountData, accounts::Accounts, devices::Devices, presence::Presence, profiles::Profiles,
-    push_rules::PushRules, rate_limit::RateLimiter, receipts::Receipts, rooms::Rooms,
-    shared_secret::SharedSecretRegistration, sync::SyncService, to_device::ToDevice, typing::Typing,
+    account_data::AccountData, accounts::Accounts, devices::Devices, notifications::Notifications,
+    presence::Presence, profiles::Profiles, push_rules::PushRules, rate_limit::RateLimiter,
+    receipts::Receipts, rooms::Rooms, shared_secret::SharedSecretRegistration, sync::SyncService,
+    to_device::ToDevice, typing::Typing,
 };
 use tessera_web::{Gate, routing};
 
@@ -50,6 +51,7 @@ pub struct ClientState {
     pub to_device: ToDevice,
     pub presence: Presence,
     pub push_rules: PushRules,
+    pub notifications: Notifications,
     pub rate_limiter: RateLimiter,
     pub discovery: DiscoverySettings,
 }

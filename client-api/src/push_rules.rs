@@ -1,12 +1,13 @@
 //! Push rules: `GET /pushrules/`, `GET /pushrules/global/`,
 //! `GET/PUT/DELETE /pushrules/global/{kind}/{ruleId}` and its `enabled`
-//! and `actions`.
+//! and `actions`; and what they produced, `GET /notifications`.
 
 use axum::{Router, extract::State};
 use ruma::api::client::push::{
-    delete_pushrule, get_pushrule, get_pushrule_actions, get_pushrule_enabled, get_pushrules_all,
-    get_pushrules_global_scope, set_pushrule, set_pushrule_actions, set_pushrule_enabled,
+    delete_pushrule, get_notifications, get_pushrule, get_pushrule_actions, get_pushrule_enabled,
+    get_pushrules_all, get_pushrules_global_scope, set_pushrule, set_pushrule_actions, set_pushrule_enabled,
 };
+use tessera_service::Error;
 use tessera_web::{GuestsAllowed, Result, Ruma, routing::RumaRoutes};
 
 use crate::ClientState;
@@ -22,6 +23,39 @@ pub(crate) fn routes() -> Router<ClientState> {
         .ruma_route::<set_pushrule_enabled::v3::Request, _, _>(set_enabled)
         .ruma_route::<get_pushrule_actions::v3::Request, _, _>(get_actions)
         .ruma_route::<set_pushrule_actions::v3::Request, _, _>(set_actions)
+        .ruma_route::<get_notifications::v3::Request, _, _>(notifications)
+}
+
+async fn notifications(
+    State(state): State<ClientState>,
+    req: Ruma<get_notifications::v3::Request>,
+) -> Result<get_notifications::v3::Response> {
+    let page = state
+        .notifications
+        .list(
+            req.identity()?,
+            req.body.from.as_deref(),
+            req.body.limit.map(u64::from),
+            req.body.only.as_deref(),
+        )
+        .await?;
+    let mut notifications = Vec::with_capacity(page.notifications.len());
+    for entry in page.notifications {
+        let room_id = ruma::OwnedRoomId::try_from(entry.room_id).map_err(Error::internal)?;
+        let actions = serde_json::from_value(entry.actions).map_err(Error::internal)?;
+        let event = serde_json::value::to_raw_value(&entry.event).map_err(Error::internal)?;
+        let ts = ruma::MilliSecondsSinceUnixEpoch(ruma::UInt::try_from(entry.ts).unwrap_or_default());
+        notifications.push(get_notifications::v3::Notification::new(
+            actions,
+            ruma::serde::Raw::from_json(event),
+            entry.read,
+            room_id,
+            ts,
+        ));
+    }
+    let mut response = get_notifications::v3::Response::new(notifications);
+    response.next_token = page.next_token;
+    Ok(response.into())
 }
 
 async fn all(

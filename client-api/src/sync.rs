@@ -96,6 +96,11 @@ pub(crate) fn to_ruma(response: SyncResponse) -> std::result::Result<sync_events
         joined.summary.invited_member_count = UInt::try_from(room.invited_member_count).ok();
         joined.account_data.events = values(room.account_data)?;
         joined.ephemeral.events = values(room.ephemeral)?;
+        joined.unread_notifications = unread_count(room.unread);
+        for (root, unread) in room.unread_threads {
+            let root = ruma::OwnedEventId::try_from(root).map_err(Error::internal)?;
+            joined.unread_thread_notifications.insert(root, unread_count(unread));
+        }
         out.rooms.join.insert(room_id(&room.room_id)?, joined);
     }
     for room in response.invite {
@@ -160,4 +165,12 @@ async fn fetch_filter(
     check_own(me, &req.body.user_id)?;
     let filter = state.sync.get_filter(&me.user_id, &req.body.filter_id).await?;
     Ok(get_filter::v3::Response::new(filter).into())
+}
+
+/// The spec's `unread_notifications` object for a room or thread.
+fn unread_count(unread: tessera_service::sync::Unread) -> sync_events::UnreadNotificationsCount {
+    let mut count = sync_events::UnreadNotificationsCount::new();
+    count.notification_count = UInt::try_from(unread.notifications).ok();
+    count.highlight_count = UInt::try_from(unread.highlights).ok();
+    count
 }

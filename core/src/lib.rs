@@ -4,7 +4,7 @@
 //! speaks; the server's signing key and how JSON and events are signed with
 //! it; how a local event is built (hashes, signature, event ID per room
 //! version); the authorization rules (through ruma-state-res); the events
-//! `createRoom` produces; and the rules for user IDs. Everything here is
+//! `createRoom` produces; push-rule verdicts; and the rules for user IDs. Everything here is
 //! synchronous and deterministic apart from key and ID generation; nothing
 //! touches a database, a socket or a clock it was not handed.
 
@@ -13,6 +13,7 @@ pub mod build;
 pub mod create_room;
 pub mod pdu;
 pub mod power;
+pub mod push;
 pub mod room_versions;
 pub mod signing_key;
 pub mod state_res;

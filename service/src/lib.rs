@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod devices;
 pub use tessera_storage::Device;
 pub mod error;
+pub mod notifications;
 pub mod notifier;
 pub mod passwords;
 pub mod presence;

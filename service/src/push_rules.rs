@@ -1,13 +1,19 @@
 //! Push rules: `GET/PUT/DELETE /pushrules/global/...` with `enabled` and
-//! `actions`. A user's rule set starts as the spec's defaults (ruma's
-//! `Ruleset::server_default`) and is stored as the `m.push_rules` account
+//! `actions`. A user's rule set starts as the spec's defaults
+//! (`tessera_core::push::default_ruleset`) and is stored as the `m.push_rules` account
 //! data the spec says clients receive through sync.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#push-rules>.
-//! TODO(#5): evaluate the rules per event for notification counts and
-//! `GET /notifications`.
+//! The rules are evaluated per event by `rooms` (through the core) for
+//! notification counts and `GET /notifications`, from a per-user cache
+//! this service keeps in step with every change.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use ruma::{
-    UserId,
+    OwnedUserId, UserId,
     push::{Action, AnyPushRule, InsertPushRuleError, NewPushRule, RemovePushRuleError, RuleKind, Ruleset},
 };
 use serde_json::json;
@@ -20,11 +26,29 @@ use crate::{Error, Result, account_data::AccountData, auth::Identity};
 pub struct PushRules {
     store: Store,
     account_data: AccountData,
+    cache: Arc<Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>>,
 }
+
+/// Rule sets kept in memory at most (the cache starts over past it).
+const CACHED_RULESETS: usize = 50_000;
 
 impl PushRules {
     pub fn new(store: Store, account_data: AccountData) -> Self {
-        Self { store, account_data }
+        Self { store, account_data, cache: Arc::default() }
+    }
+
+    /// The user's rule set for evaluation, from the cache when it has it.
+    pub async fn cached_ruleset(&self, user: &UserId) -> Result<Arc<Ruleset>> {
+        if let Some(ruleset) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(user) {
+            return Ok(ruleset.clone());
+        }
+        let ruleset = Arc::new(self.ruleset(user).await?);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHED_RULESETS {
+            cache.clear();
+        }
+        cache.insert(user.to_owned(), ruleset.clone());
+        Ok(ruleset)
     }
 
     /// The user's rule set (the defaults until they change something).
@@ -34,13 +58,15 @@ impl PushRules {
                 let content: serde_json::Value = serde_json::from_str(&json).map_err(Error::internal)?;
                 serde_json::from_value(content["global"].clone()).map_err(Error::internal)
             }
-            None => Ok(Ruleset::server_default(user)),
+            None => Ok(tessera_core::push::default_ruleset(user)),
         }
     }
 
     async fn save(&self, user: &UserId, ruleset: &Ruleset) -> Result<()> {
         let content = json!({ "global": ruleset });
-        self.account_data.write(user, None, "m.push_rules", &content).await
+        let written = self.account_data.write(user, None, "m.push_rules", &content).await;
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(user);
+        written
     }
 
     /// One rule; 404 when the user has none with this kind and ID.

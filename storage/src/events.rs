@@ -82,6 +82,8 @@ pub struct NewEvent<'a> {
     pub redaction: Option<(&'a EventId, &'a str)>,
     /// `content.m.relates_to` of the event, if any.
     pub relation: Option<NewRelation<'a>>,
+    /// The push-rule verdicts of the local members it notifies.
+    pub push_actions: &'a [crate::NewPushAction],
 }
 
 /// An event's relation to another (`m.relates_to`).
@@ -212,6 +214,15 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        crate::push_actions::insert(
+            &mut tx,
+            new.room_id.as_str(),
+            new.stream_ordering,
+            new.event_id.as_str(),
+            new.origin_server_ts,
+            new.push_actions,
+        )
+        .await?;
         if let Some((user_id, device_id, txn_id)) = new.txn {
             let inserted = sqlx::query(
                 "INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)",

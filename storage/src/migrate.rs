@@ -37,6 +37,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_to_device"),
     migration!(8, "0008_presence"),
     migration!(9, "0009_delivery"),
+    migration!(10, "0010_push_actions"),
 ];
 
 /// The newest schema version this binary knows.

@@ -18,6 +18,7 @@ mod hierarchy;
 mod join_rules;
 mod lifecycle;
 mod login;
+mod notifications;
 mod presence;
 mod profile;
 mod push_rules;

@@ -36,6 +36,7 @@ async fn append_state(store: &Store, position: i64, before: i64, key: &str) -> (
             txn: None,
             redaction: None,
             relation: None,
+            push_actions: &[],
         })
         .await
         .expect("append");

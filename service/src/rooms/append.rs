@@ -55,6 +55,7 @@ pub(crate) fn pdu_from_stored(stored: &StoredEvent, version: &RoomVersionId) -> 
 /// A built and authorised event, not yet stored.
 pub(crate) struct Prepared {
     pub pdu: Pdu,
+    version: RoomVersionId,
     state_before: i64,
 }
 
@@ -135,7 +136,7 @@ impl Rooms {
                 .find(|p| p.kind.to_string() == kind.to_string() && p.state_key.as_deref() == Some(key))
         })
         .map_err(event_error)?;
-        Ok(Prepared { pdu, state_before })
+        Ok(Prepared { pdu, version: version.clone(), state_before })
     }
 
     /// Stores a prepared event at a new stream position. Nothing is
@@ -169,6 +170,7 @@ impl Rooms {
             }),
             _ => None,
         };
+        let push_actions = self.push_actions(pdu, &prepared.version).await?;
         let position = self.streams.reserve();
         let new = NewEvent {
             stream_ordering: position.position,
@@ -186,10 +188,14 @@ impl Rooms {
             txn,
             redaction,
             relation,
+            push_actions: &push_actions,
         };
         match self.store.append_event(new).await {
             Ok(_) => {
                 let stream = position.position;
+                if pdu.state_key.is_some() {
+                    self.forget_audience(&pdu.room_id);
+                }
                 // Settle the position before waking readers: they read up to
                 // `persisted_upto`, which now includes this event.
                 drop(position);

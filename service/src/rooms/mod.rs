@@ -13,6 +13,7 @@ mod create;
 mod directory;
 pub mod hierarchy;
 pub mod membership;
+mod push;
 pub mod read;
 mod redact;
 pub mod relations;
@@ -27,7 +28,7 @@ use ruma::{OwnedRoomId, OwnedServerName, RoomId, RoomVersionId};
 use tessera_core::ServerSigningKey;
 use tessera_storage::Store;
 
-use crate::{Error, Result, notifier::Notifier, streams::StreamAllocator};
+use crate::{Error, Result, notifier::Notifier, push_rules::PushRules, streams::StreamAllocator};
 
 pub use client_event::ClientEvent;
 pub use create::CreateRoom;
@@ -42,6 +43,8 @@ pub struct Rooms {
     default_version: RoomVersionId,
     streams: StreamAllocator,
     notifier: Notifier,
+    push_rules: PushRules,
+    audiences: Arc<Mutex<HashMap<OwnedRoomId, Arc<push::Audience>>>>,
     locks: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>>,
     versions: Arc<Mutex<HashMap<OwnedRoomId, RoomVersionId>>>,
 }
@@ -53,6 +56,7 @@ impl Rooms {
         default_version: RoomVersionId,
         streams: StreamAllocator,
         notifier: Notifier,
+        push_rules: PushRules,
     ) -> Self {
         let server_name = signing_key.server_name().clone();
         Self {
@@ -62,6 +66,8 @@ impl Rooms {
             default_version,
             streams,
             notifier,
+            push_rules,
+            audiences: Arc::default(),
             locks: Arc::default(),
             versions: Arc::default(),
         }

@@ -20,7 +20,7 @@ use crate::{
     rooms::Rooms, streams::StreamAllocator, to_device::ToDevice, typing::Typing,
 };
 
-pub use room::{InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom};
+pub use room::{InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, Unread};
 pub use token::SyncToken;
 
 /// What a sync request asks for.
@@ -193,7 +193,7 @@ impl SyncService {
         }
         // Clients expect their push rules in the initial sync, stored or not.
         if after.is_none() && !response.account_data.iter().any(|e| e["type"] == "m.push_rules") {
-            let defaults = ruma::push::Ruleset::server_default(&who.user_id);
+            let defaults = tessera_core::push::default_ruleset(&who.user_id);
             response
                 .account_data
                 .push(serde_json::json!({ "type": "m.push_rules", "content": { "global": defaults } }));

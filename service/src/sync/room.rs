@@ -47,6 +47,19 @@ pub struct JoinedRoom {
     pub account_data: Vec<Value>,
     /// Ephemeral events: `m.typing`.
     pub ephemeral: Vec<Value>,
+    /// Unread notifications: the whole room's, or only the main
+    /// timeline's when the filter asks for threads apart.
+    pub unread: Unread,
+    /// Unread notifications per thread root, when the filter asks for them
+    /// (`unread_thread_notifications`); threads with none are left out.
+    pub unread_threads: Vec<(String, Unread)>,
+}
+
+/// Unread notification and highlight counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unread {
+    pub notifications: i64,
+    pub highlights: i64,
 }
 
 impl JoinedRoom {
@@ -104,6 +117,7 @@ impl RoomSync<'_> {
         let (timeline, limited) = self.timeline(&room, self.upto).await?;
         let state = self.state(&room, &timeline, self.upto, full).await?;
         let store = &self.sync.store;
+        let (unread, unread_threads) = self.unread(&room).await?;
         let prev_batch =
             timeline.first().map(|e| PageToken { depth: e.depth, stream: e.stream_ordering }.to_string());
         Ok(JoinedRoom {
@@ -117,7 +131,28 @@ impl RoomSync<'_> {
             invited_member_count: store.member_count(&room, "invite").await?,
             account_data: Vec::new(),
             ephemeral: Vec::new(),
+            unread,
+            unread_threads,
         })
+    }
+
+    /// The room's unread counts from the push-rule verdicts after the
+    /// user's read receipts, split by thread if the filter asks for it.
+    async fn unread(&self, room: &RoomId) -> Result<(Unread, Vec<(String, Unread)>)> {
+        let per_thread = self.sync.store.unread_counts(&self.who.user_id, room, self.upto).await?;
+        let by_thread = self.filter.room.timeline.unread_thread_notifications;
+        let mut unread = Unread::default();
+        let mut threads = Vec::new();
+        for counts in per_thread {
+            let these = Unread { notifications: counts.notifications, highlights: counts.highlights };
+            if by_thread && counts.thread_id != tessera_core::push::MAIN_THREAD {
+                threads.push((counts.thread_id, these));
+            } else {
+                unread.notifications += these.notifications;
+                unread.highlights += these.highlights;
+            }
+        }
+        Ok((unread, threads))
     }
 
     /// A room the user was invited to: the stripped state to show the invite.
