@@ -1,5 +1,6 @@
 //! Many clients sending into one room at once: the DAG stays a proper
 //! chain, every event is stored once, and every member sees one order.
+//! One user creating rooms at once gets distinct rooms.
 
 use std::collections::HashSet;
 
@@ -11,7 +12,7 @@ use crate::{
     harness::{Backend, TestServer},
 };
 
-both_backends!(concurrent_sends_into_one_room);
+both_backends!(concurrent_sends_into_one_room, concurrent_identical_room_creations);
 
 const SENDERS: usize = 8;
 const MESSAGES_EACH: usize = 15;
@@ -115,4 +116,25 @@ async fn concurrent_sends_into_one_room(backend: Backend) {
         .collect();
     assert_eq!(extremities, [previous.expect("events").0]);
     pool.close().await;
+}
+
+/// Identical `createRoom` requests in the same millisecond would build the
+/// same room version 12 create event (whose hash is the room ID): each must
+/// still get a room of its own.
+async fn concurrent_identical_room_creations(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let alice = alice.clone();
+            tokio::spawn(async move { alice.create_room(json!({ "preset": "public_chat" })).await })
+        })
+        .collect();
+    let mut rooms = HashSet::new();
+    for task in tasks {
+        rooms.insert(task.await.expect("create task"));
+    }
+    assert_eq!(rooms.len(), 8, "eight requests, eight rooms");
+    let joined = alice.get("/_matrix/client/v3/joined_rooms").await.ok();
+    assert_eq!(joined["joined_rooms"].as_array().expect("joined_rooms").len(), 8);
 }

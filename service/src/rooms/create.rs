@@ -90,16 +90,32 @@ impl Rooms {
             templates.split_first().ok_or_else(|| Error::internal("no create event planned"))?;
 
         // Room versions before 12 name rooms `!random:server`; version 12
-        // derives the ID from the create event.
-        let chosen = (version
+        // derives the ID from the create event, so two identical creates in
+        // the same millisecond (one user's concurrent requests) would name
+        // the same room: the later one tries again a millisecond on.
+        let random_ids = version
             .rules()
-            .is_some_and(|r| r.room_id_format == ruma::room_version_rules::RoomIdFormatVersion::V1))
-        .then(|| RoomId::new_v1(&self.server_name));
-        let prepared = self.prepare(chosen.as_deref(), &version, &creator.user_id, create).await?;
+            .is_some_and(|r| r.room_id_format == ruma::room_version_rules::RoomIdFormatVersion::V1);
+        let mut attempts = 0;
+        let (prepared, _guard) = loop {
+            let chosen = random_ids.then(|| RoomId::new_v1(&self.server_name));
+            let prepared = self.prepare(chosen.as_deref(), &version, &creator.user_id, create).await?;
+            let guard = self.room_lock(&prepared.pdu.room_id).lock_owned().await;
+            match self
+                .store
+                .create_room(&prepared.pdu.room_id, &version, &creator.user_id, request.public)
+                .await
+            {
+                Ok(()) => break (prepared, guard),
+                Err(StorageError::Conflict(_)) if attempts < 10 => {
+                    attempts += 1;
+                    drop(guard);
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let room_id = prepared.pdu.room_id.clone();
-        let lock = self.room_lock(&room_id);
-        let _guard = lock.lock().await;
-        self.store.create_room(&room_id, &version, &creator.user_id, request.public).await?;
         self.versions.lock().unwrap_or_else(|p| p.into_inner()).insert(room_id.clone(), version.clone());
         self.persist(&prepared, None, None).await?;
         for template in rest {
