@@ -72,7 +72,6 @@ impl Room {
         let create = self.state_event(&StateEventType::RoomCreate, "");
         auth::check_against_auth_events(&pdu, &rules, &auth_events, create)?;
         auth::check_against_state(&pdu, &rules, |k, s| self.state_event(k, s))?;
-        drop(parents);
         self.room_id.get_or_insert_with(|| pdu.room_id.clone());
         if let Some(state_key) = &pdu.state_key {
             self.state.insert((pdu.kind.to_string().into(), state_key.clone()), pdu.event_id.clone());

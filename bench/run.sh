@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Runs the benchmark scenarios against Tessera (SQLite and PostgreSQL) and
+# Synapse (SQLite and PostgreSQL) on this machine, one fresh server per
+# scenario, then renders docs/benchmarks.md and its plots from the results.
+#
+#   bench/run.sh                      # everything, full sizes (hours)
+#   TARGETS="tessera-postgres synapse-postgres" SCENARIOS="steady" bench/run.sh
+#   SIZES=smoke bench/run.sh          # tiny sizes: checks the tool works
+#
+# Environment:
+#   TARGETS     targets to run (default: all four)
+#   SCENARIOS   steady big-room ceiling idle catch-up cold-start (default: all)
+#   SIZES       full (the issue's sizes) or smoke
+#   RESULTS     results directory (default bench/results/<UTC date>)
+#   <SCENARIO>_ARGS  override one scenario's size flags, e.g.
+#               CATCH_UP_ARGS="--rooms 100 --room-size 100 --messages 10000"
+#
+# Servers listen on 127.0.0.1 only. Scratch data lives in /var/tmp/tessera-bench.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+readonly WORK=/var/tmp/tessera-bench
+readonly PORT=18008
+readonly SECRET=tessera-bench-secret
+readonly PG=(-h 127.0.0.1 -p 5432 -U postgres)
+TARGETS=${TARGETS:-"tessera-sqlite tessera-postgres synapse-sqlite synapse-postgres"}
+SCENARIOS=${SCENARIOS:-"steady big-room ceiling idle catch-up cold-start"}
+SIZES=${SIZES:-full}
+RESULTS=${RESULTS:-bench/results/$(date -u +%Y-%m-%d)}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BIN="$(realpath -m "$TARGET_DIR")/release"
+COMMANDS=()
+export BENCH_SHARED_SECRET=$SECRET
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+# The size flags of a scenario.
+sizes() {
+	local override
+	override="$(echo "${1^^}" | tr '-' '_')_ARGS"
+	if [[ -n "${!override:-}" ]]; then
+		echo "${!override}"
+		return
+	fi
+	case "$SIZES:$1" in
+	full:steady) echo "--users 1000 --room-size 10 --rate 1000 --seconds 60" ;;
+	full:big-room) echo "--members 500 --rate 20 --seconds 60" ;;
+	full:ceiling) echo "--users 1000 --room-size 10 --start-rate 250 --step-seconds 10" ;;
+	full:idle) echo "--users 1000 --connections 10000 --seconds 60" ;;
+	full:catch-up) echo "--rooms 300 --room-size 300 --messages 10000" ;;
+	smoke:steady) echo "--users 6 --room-size 3 --rate 20 --seconds 2" ;;
+	smoke:big-room) echo "--members 8 --rate 10 --seconds 2" ;;
+	smoke:ceiling) echo "--users 6 --room-size 3 --start-rate 20 --max-rate 45 --step-seconds 2" ;;
+	smoke:idle) echo "--users 4 --connections 20 --seconds 2" ;;
+	smoke:catch-up) echo "--rooms 3 --room-size 3 --messages 30" ;;
+	*) echo "" ;;
+	esac
+}
+
+# Tessera's configuration for the benchmark: rate limits off, quiet logs.
+tessera_env() {
+	local target=$1
+	echo "TESSERA_SERVER_NAME=bench.test TESSERA_LISTEN=127.0.0.1:$PORT TESSERA_LOG=warn" \
+		"TESSERA_REGISTRATION_SHARED_SECRET=$SECRET TESSERA_RATE_LIMITS_GENERAL_PER_SECOND=0" \
+		"TESSERA_RATE_LIMITS_LOGIN_PER_SECOND=0 TESSERA_RATE_LIMITS_REGISTRATION_PER_SECOND=0" \
+		"TESSERA_DATA_DIR=$WORK/$target"
+	if [[ $target == tessera-postgres ]]; then
+		echo "TESSERA_DATABASE_URL=postgres://postgres@127.0.0.1/tessera_bench"
+	fi
+}
+
+# The command that starts a target in the foreground (for cold start).
+start_command() {
+	case $1 in
+	tessera-*) echo "env $(tessera_env "$1" | tr '\n' ' ') $BIN/tessera" ;;
+	synapse-*) echo "$WORK/synapse-venv/bin/python -m synapse.app.homeserver -c $WORK/synapse-${1#synapse-}/homeserver.yaml" ;;
+	esac
+}
+
+# Starts a fresh target (empty database); prints its PID.
+start_target() {
+	local target=$1
+	case $target in
+	tessera-*)
+		rm -rf "${WORK:?}/$target"
+		mkdir -p "$WORK/$target"
+		if [[ $target == tessera-postgres ]]; then
+			dropdb "${PG[@]}" --if-exists --force tessera_bench
+			createdb "${PG[@]}" tessera_bench
+		fi
+		# shellcheck disable=SC2046 # word-splitting the env assignments is intended
+		env $(tessera_env "$target") "$BIN/tessera" >"$WORK/$target.log" 2>&1 &
+		local pid=$!
+		for _ in $(seq 1 600); do
+			curl -sf "http://127.0.0.1:$PORT/_matrix/client/versions" >/dev/null && break
+			sleep 0.1
+		done
+		echo "$pid"
+		;;
+	synapse-*) bench/synapse.sh start "${target#synapse-}" "$PORT" ;;
+	esac
+}
+
+stop_target() {
+	local target=$1 pid=$2
+	case $target in
+	tessera-*)
+		kill -TERM "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+		;;
+	synapse-*) bench/synapse.sh stop "${target#synapse-}" ;;
+	esac
+}
+
+# Runs the tool; records the command for the report (once per shape:
+# target name and PID as placeholders).
+bench() {
+	local line="tessera-bench run $*"
+	log "$line"
+	# shellcheck disable=SC2016 # the $ placeholders are literal text
+	line=$(sed -E 's/--server-pid [0-9]+/--server-pid $PID/; s/--target (tessera|synapse)-(sqlite|postgres) (.*--transport)/--target $TARGET \3/' <<<"$line")
+	if [[ " ${COMMANDS[*]} " != *" $line "* ]]; then
+		COMMANDS+=("$line")
+	fi
+	"$BIN/tessera-bench" run "$@"
+}
+
+run_scenario() {
+	local target=$1 scenario=$2 pid
+	local common=(--url "http://127.0.0.1:$PORT" --target "$target" --out "$RESULTS")
+	if [[ $scenario == cold-start ]]; then
+		# Initialise the database first, so that cold start is a restart.
+		pid=$(start_target "$target")
+		stop_target "$target" "$pid"
+		bench "${common[@]}" cold-start --command "$(start_command "$target")" >/dev/null ||
+			log "$target cold-start failed"
+		return
+	fi
+	local transports=(long-poll)
+	if [[ $target == tessera-* && $scenario =~ ^(steady|big-room|idle)$ ]]; then
+		transports+=(web-socket)
+	fi
+	for transport in "${transports[@]}"; do
+		pid=$(start_target "$target")
+		# shellcheck disable=SC2046 # the size flags are separate words
+		bench "${common[@]}" --server-pid "$pid" --transport "$transport" \
+			"$scenario" $(sizes "$scenario") >/dev/null || log "$target $scenario failed"
+		stop_target "$target" "$pid"
+	done
+}
+
+main() {
+	ulimit -n "$(ulimit -Hn)"
+	log "building"
+	cargo build --release -p tessera -p tessera-bench
+	if [[ $TARGETS == *synapse* ]]; then
+		bench/synapse.sh install
+	fi
+	mkdir -p "$RESULTS" "$WORK"
+	for target in $TARGETS; do
+		for scenario in $SCENARIOS; do
+			run_scenario "$target" "$scenario"
+		done
+	done
+	local synapse
+	synapse=$("$WORK/synapse-venv/bin/python" -c 'import synapse; print(synapse.__version__)' 2>/dev/null || echo none)
+	python3 - "$RESULTS/run.json" "$synapse" "${COMMANDS[@]}" <<'PY'
+import json, os, platform, subprocess, sys, datetime
+out, synapse, *commands = sys.argv[1:]
+model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+json.dump({
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    "commit": commit + ("+changes" if dirty else ""),
+    "machine": f"{os.cpu_count()} cores ({model}), {mem / 1048576:.0f} GiB RAM, Linux {platform.release()}",
+    "synapse": synapse,
+    "commands": ["bench/synapse.sh install", *commands],
+}, open(out, "w"), indent=2)
+PY
+	if [[ $SIZES == full ]]; then
+		"$BIN/tessera-bench" report --results "$RESULTS"
+	else
+		# Trial sizes never overwrite the published page.
+		"$BIN/tessera-bench" report --results "$RESULTS" --doc "$RESULTS/benchmarks.md" --plots "$RESULTS/plots"
+	fi
+}
+
+main "$@"

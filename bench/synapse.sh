@@ -1,0 +1,408 @@
+#!/usr/bin/env bash
+# bench/synapse.sh — install and run Synapse as the reference server for the
+# Tessera benchmark. The load generator runs the same scenarios against Tessera
+# and against this Synapse, on the same machine.
+#
+# Usage:
+#   bench/synapse.sh install
+#       Create a virtualenv at $SYNAPSE_VENV and install the pinned
+#       matrix-synapse[postgres]. Skipped if that version is already there.
+#   bench/synapse.sh start <sqlite|postgres> <port>
+#       Write a fresh config and data dir under $BENCH_DIR/synapse-<db>/ (the
+#       previous one is wiped; for postgres the database synapse_bench is
+#       dropped and recreated), start Synapse in the background on
+#       127.0.0.1:<port> (client API, plain HTTP), wait until it answers, and
+#       print ONLY the PID of the serving Synapse process on stdout.
+#   bench/synapse.sh stop <sqlite|postgres>
+#       SIGTERM that instance, wait up to 20 s, then SIGKILL.
+#
+# Environment:
+#   SYNAPSE_VENV          virtualenv path (default $BENCH_DIR/synapse-venv)
+#   SYNAPSE_VERSION       matrix-synapse version to install (default below)
+#   BENCH_SHARED_SECRET   registration_shared_secret (default tessera-bench-secret)
+#   PYTHON                interpreter used to create the venv (default python3)
+# PostgreSQL is expected on 127.0.0.1:5432, user postgres, trust auth.
+#
+# Everything except the PID printed by `start` goes to stderr.
+
+set -euo pipefail
+
+# Scratch area for everything this script creates.
+readonly BENCH_DIR=/var/tmp/tessera-bench
+readonly VENV="${SYNAPSE_VENV:-$BENCH_DIR/synapse-venv}"
+# Newest release installable from PyPI here with Python 3.11 at the time of
+# writing (1.164.0 was only available as release candidates).
+readonly SYNAPSE_VERSION="${SYNAPSE_VERSION:-1.163.2}"
+readonly SHARED_SECRET="${BENCH_SHARED_SECRET:-tessera-bench-secret}"
+readonly PYTHON="${PYTHON:-python3}"
+readonly SERVER_NAME=bench.test
+readonly PG_DB=synapse_bench
+readonly PG_ARGS=(-h 127.0.0.1 -p 5432 -U postgres)
+readonly START_TIMEOUT=120 # seconds to wait for /_matrix/client/versions
+readonly STOP_TIMEOUT=20   # seconds between SIGTERM and SIGKILL
+# Rate limits are raised to this so the benchmark measures throughput, not
+# Synapse's rate limiter.
+readonly RL=100000
+
+# log MESSAGE... — print a message on stderr, prefixed with the script name.
+log() {
+	printf 'synapse.sh: %s\n' "$*" >&2
+}
+
+# die MESSAGE... — print an error on stderr and exit 1.
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# usage — print the usage on stderr and exit 2.
+usage() {
+	sed -n '6,18p' "$0" | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+# installed_version — print the matrix-synapse version installed in the venv
+# (empty if the venv or synapse or psycopg2 is missing).
+installed_version() {
+	[[ -x "$VENV/bin/python" ]] || return 0
+	"$VENV/bin/python" -c 'import psycopg2, synapse; print(synapse.__version__)' 2>/dev/null || true
+}
+
+# cmd_install — create the venv and pip install the pinned Synapse with its
+# postgres extra; does nothing if that version is already installed.
+cmd_install() {
+	local have
+	have="$(installed_version)"
+	if [[ "$have" == "$SYNAPSE_VERSION" ]]; then
+		log "matrix-synapse $SYNAPSE_VERSION already installed in $VENV"
+		return 0
+	fi
+	mkdir -p "$(dirname "$VENV")"
+	if [[ ! -x "$VENV/bin/python" ]]; then
+		log "creating virtualenv $VENV"
+		"$PYTHON" -m venv "$VENV" >&2
+	fi
+	log "installing matrix-synapse[postgres]==$SYNAPSE_VERSION into $VENV"
+	"$VENV/bin/python" -m pip install --quiet "matrix-synapse[postgres]==$SYNAPSE_VERSION" >&2
+	have="$(installed_version)"
+	[[ "$have" == "$SYNAPSE_VERSION" ]] ||
+		die "install finished but venv reports synapse version '${have:-none}'"
+	log "matrix-synapse $have installed"
+}
+
+# check_db DB — fail unless DB is one of the supported database kinds.
+check_db() {
+	case "${1:-}" in
+	sqlite | postgres) ;;
+	*) die "database must be 'sqlite' or 'postgres', got '${1:-}'" ;;
+	esac
+}
+
+# data_dir DB — print the data dir of the instance using database DB.
+data_dir() {
+	printf '%s/synapse-%s\n' "$BENCH_DIR" "$1"
+}
+
+# running_pid DIR — print the PID from DIR/homeserver.pid if that process is
+# alive and is a Synapse homeserver; print nothing otherwise.
+running_pid() {
+	local pidfile="$1/homeserver.pid" pid cmdline
+	[[ -s "$pidfile" ]] || return 0
+	pid="$(<"$pidfile")"
+	[[ "$pid" =~ ^[0-9]+$ ]] || return 0
+	[[ -r "/proc/$pid/cmdline" ]] || return 0
+	cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+	if [[ "$cmdline" == *synapse.app.homeserver* ]]; then
+		printf '%s\n' "$pid"
+	fi
+}
+
+# port_in_use PORT — succeed if something already listens on 127.0.0.1:PORT.
+port_in_use() {
+	"$VENV/bin/python" - "$1" <<'PY'
+import socket, sys
+s = socket.socket()
+try:
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+sys.exit(0)
+PY
+}
+
+# reset_postgres — drop and recreate the synapse_bench database with the
+# C collation Synapse requires.
+reset_postgres() {
+	log "recreating postgres database $PG_DB"
+	dropdb "${PG_ARGS[@]}" --if-exists --force "$PG_DB" >&2
+	createdb "${PG_ARGS[@]}" --encoding=UTF8 --lc-collate=C --lc-ctype=C \
+		--template=template0 "$PG_DB" >&2
+}
+
+# write_log_config DIR — write DIR/log.config: WARNING and above to
+# DIR/homeserver.log only (nothing on stdout), so logging does not weigh on
+# the measurements.
+write_log_config() {
+	local dir="$1"
+	cat >"$dir/log.config" <<EOF
+version: 1
+formatters:
+  precise:
+    format: '%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(message)s'
+handlers:
+  file:
+    class: logging.FileHandler
+    formatter: precise
+    filename: $dir/homeserver.log
+    encoding: utf8
+loggers:
+  synapse.storage.SQL:
+    level: WARNING
+root:
+  level: WARNING
+  handlers: [file]
+disable_existing_loggers: false
+EOF
+}
+
+# rate_limit NAME — print the top-level rate-limit block NAME with
+# per_second and burst_count raised to $RL.
+rate_limit() {
+	printf '%s:\n  per_second: %s\n  burst_count: %s\n' "$1" "$RL" "$RL"
+}
+
+# nested_rate_limit NAME SUB... — print NAME with each SUB as a raised
+# rate-limit block under it.
+nested_rate_limit() {
+	local name="$1" sub
+	shift
+	printf '%s:\n' "$name"
+	for sub in "$@"; do
+		printf '  %s:\n    per_second: %s\n    burst_count: %s\n' "$sub" "$RL" "$RL"
+	done
+}
+
+# write_config DB PORT DIR — write DIR/homeserver.yaml for database DB,
+# listening on 127.0.0.1:PORT.
+write_config() {
+	local db="$1" port="$2" dir="$3" macaroon form
+	# Fresh random secrets per instance (Synapse would otherwise derive the
+	# macaroon key from the signing key; explicit is clearer).
+	macaroon="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(32))')"
+	form="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(32))')"
+	{
+		cat <<EOF
+# Generated by bench/synapse.sh — reference Synapse for the Tessera benchmark.
+server_name: "$SERVER_NAME"
+public_baseurl: "http://127.0.0.1:$port/"
+pid_file: "$dir/homeserver.pid"
+report_stats: false
+enable_metrics: false
+
+# Client API only, plain HTTP, loopback only. The admin API (used by the
+# benchmark to register users) is served under the client resource.
+listeners:
+  - port: $port
+    bind_addresses: ["127.0.0.1"]
+    type: http
+    tls: false
+    x_forwarded: false
+    resources:
+      - names: [client]
+        compress: false
+
+EOF
+		if [[ "$db" == postgres ]]; then
+			cat <<EOF
+database:
+  name: psycopg2
+  args:
+    user: postgres
+    host: 127.0.0.1
+    port: 5432
+    database: $PG_DB
+    cp_min: 5
+    cp_max: 10
+
+EOF
+		else
+			cat <<EOF
+database:
+  name: sqlite3
+  args:
+    database: "$dir/homeserver.db"
+
+EOF
+		fi
+		cat <<EOF
+log_config: "$dir/log.config"
+media_store_path: "$dir/media_store"
+signing_key_path: "$dir/$SERVER_NAME.signing.key"
+
+# Users are created through /_synapse/admin/v1/register with this secret.
+registration_shared_secret: "$SHARED_SECRET"
+enable_registration: false
+macaroon_secret_key: "$macaroon"
+form_secret: "$form"
+# bcrypt_rounds 4 only makes user provisioning (registration and password
+# login) fast; provisioning is not part of what the benchmark measures.
+bcrypt_rounds: 4
+
+presence:
+  enabled: true
+
+# No federation in the benchmark.
+trusted_key_servers: []
+suppress_key_server_warning: true
+federation_domain_whitelist: []
+
+# Rate limits raised so that the benchmark measures throughput, not rate
+# limiting. These are all the rc_* keys read by synapse/config/ratelimiting.py
+# of the pinned version (federation limits aside).
+EOF
+		rate_limit rc_message
+		rate_limit rc_registration
+		rate_limit rc_registration_token_validity
+		nested_rate_limit rc_login address account failed_attempts
+		nested_rate_limit rc_joins local remote
+		rate_limit rc_joins_per_room
+		nested_rate_limit rc_invites per_room per_user per_issuer
+		rate_limit rc_third_party_invite
+		rate_limit rc_3pid_validation
+		rate_limit rc_admin_redaction
+		nested_rate_limit rc_presence per_user
+		rate_limit rc_delayed_event_mgmt
+		rate_limit rc_room_creation
+		rate_limit rc_reports
+		rate_limit rc_key_requests
+		rate_limit rc_media_create
+		rate_limit rc_user_directory
+		rate_limit rc_profile
+	} >"$dir/homeserver.yaml"
+}
+
+# log_tail DIR — print the end of the instance's logs on stderr.
+log_tail() {
+	local f
+	for f in "$1/startup.log" "$1/homeserver.log"; do
+		if [[ -s "$f" ]]; then
+			printf -- '--- tail of %s ---\n' "$f" >&2
+			tail -n 40 "$f" >&2
+		fi
+	done
+}
+
+# stop_dir DIR — stop the Synapse whose pid file is in DIR, if it runs:
+# SIGTERM, wait up to $STOP_TIMEOUT s, then SIGKILL.
+stop_dir() {
+	local dir="$1" pid i
+	pid="$(running_pid "$dir")"
+	if [[ -z "$pid" ]]; then
+		log "no running Synapse for $dir"
+		return 0
+	fi
+	log "stopping Synapse pid $pid (SIGTERM)"
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		log "Synapse pid $pid still alive after ${STOP_TIMEOUT}s, sending SIGKILL"
+		kill -KILL "$pid" 2>/dev/null || true
+		for ((i = 0; i < 50; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+	fi
+	kill -0 "$pid" 2>/dev/null && die "could not stop Synapse pid $pid"
+	rm -f "$dir/homeserver.pid"
+	log "stopped"
+}
+
+# cmd_start DB PORT — fresh config/data dir and database, start Synapse
+# daemonised, wait for /_matrix/client/versions, print the serving PID.
+cmd_start() {
+	local db="${1:-}" port="${2:-}" dir pid url code started
+	check_db "$db"
+	if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
+		die "port must be a number in 1..65535, got '$port'"
+	fi
+	[[ "$(installed_version)" == "$SYNAPSE_VERSION" ]] ||
+		die "matrix-synapse $SYNAPSE_VERSION is not installed in $VENV; run '$0 install' first"
+	command -v curl >/dev/null || die "curl is required"
+
+	dir="$(data_dir "$db")"
+	# A previous instance of the same kind would hold the data dir (and the
+	# database); stop it before wiping.
+	[[ -d "$dir" ]] && stop_dir "$dir"
+	port_in_use "$port" && die "something already listens on 127.0.0.1:$port"
+
+	rm -rf "$dir"
+	mkdir -p "$dir/media_store"
+	[[ "$db" == postgres ]] && reset_postgres
+
+	write_log_config "$dir"
+	write_config "$db" "$port" "$dir"
+
+	log "generating signing key"
+	"$VENV/bin/python" -m synapse.app.homeserver -c "$dir/homeserver.yaml" \
+		--generate-keys >"$dir/startup.log" 2>&1 || {
+		log_tail "$dir"
+		die "key generation failed"
+	}
+
+	# --daemonize: Synapse prepares the database, then forks; the parent
+	# exits and the child (the process that opens the listener and serves
+	# requests) writes its own PID to pid_file.
+	log "starting Synapse ($db) on 127.0.0.1:$port, data in $dir"
+	(cd "$dir" && "$VENV/bin/python" -m synapse.app.homeserver \
+		-c "$dir/homeserver.yaml" --daemonize </dev/null >>"$dir/startup.log" 2>&1) || {
+		log_tail "$dir"
+		die "Synapse failed to start"
+	}
+
+	url="http://127.0.0.1:$port/_matrix/client/versions"
+	started=$SECONDS
+	while ((SECONDS - started < START_TIMEOUT)); do
+		pid="$(running_pid "$dir")"
+		if [[ -n "$pid" ]]; then
+			code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)"
+			if [[ "$code" == 200 ]]; then
+				log "Synapse pid $pid answers on $url"
+				printf '%s\n' "$pid"
+				return 0
+			fi
+		elif ((SECONDS - started > 5)); then
+			# The daemon writes its pid file right after forking; still no
+			# live process after a few seconds means it died.
+			log_tail "$dir"
+			die "Synapse is not running (no live process in $dir/homeserver.pid)"
+		fi
+		sleep 0.25
+	done
+	log_tail "$dir"
+	stop_dir "$dir" || true
+	die "Synapse did not answer $url within ${START_TIMEOUT}s"
+}
+
+# cmd_stop DB — stop the instance using database DB.
+cmd_stop() {
+	local db="${1:-}"
+	check_db "$db"
+	stop_dir "$(data_dir "$db")"
+}
+
+# main ARGS... — dispatch the subcommand.
+main() {
+	local cmd="${1:-}"
+	shift || true
+	case "$cmd" in
+	install) cmd_install ;;
+	start) [[ $# -eq 2 ]] || usage; cmd_start "$@" ;;
+	stop) [[ $# -eq 1 ]] || usage; cmd_stop "$@" ;;
+	*) usage ;;
+	esac
+}
+
+main "$@"
