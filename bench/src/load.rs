@@ -202,11 +202,17 @@ pub async fn run_chat(
         .enumerate()
         .map(|(i, r)| (i, u32::try_from(r.members.len().saturating_sub(1)).unwrap_or(0)))
         .collect();
-    while started.elapsed() < load.duration {
+    let deadline = tokio::time::Instant::now() + load.duration;
+    'sending: while tokio::time::Instant::now() < deadline {
         tick.tick().await;
         let due = (load.rate * started.elapsed().as_secs_f64()) as u64;
         while sent < due.min(capacity as u64) {
-            let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+            // A server that falls behind holds the sender back, never past
+            // the run's end: the run is bounded in time whatever happens.
+            let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, in_flight.clone().acquire_owned()).await
+            else {
+                break 'sending;
+            };
             let id = sent;
             sent += 1;
             let room_index = (id as usize) % rooms.len();
@@ -234,8 +240,15 @@ pub async fn run_chat(
             });
         }
     }
-    // Wait for the sends still in flight, then for deliveries on their way.
-    let _all = in_flight.acquire_many(u32::try_from(load.max_in_flight).unwrap_or(u32::MAX)).await;
+    // Wait for the sends still in flight (at most 30 s: a send still
+    // unanswered then is an error), then for deliveries on their way.
+    let everything = u32::try_from(load.max_in_flight).unwrap_or(u32::MAX);
+    if tokio::time::timeout(Duration::from_secs(30), in_flight.acquire_many(everything)).await.is_err() {
+        let unanswered = load.max_in_flight - in_flight.available_permits();
+        for _ in 0..unanswered {
+            ledger.error("send_unanswered_after_30s".into());
+        }
+    }
     let send_window = started.elapsed();
     let expected_total =
         || -> u64 { ledger.expected.iter().map(|e| u64::from(e.load(Ordering::Acquire))).sum() };
