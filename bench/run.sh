@@ -167,6 +167,12 @@ main() {
 	python3 - "$RESULTS/run.json" "$synapse" "${COMMANDS[@]}" <<'PY'
 import json, os, platform, subprocess, sys, datetime
 out, synapse, *commands = sys.argv[1:]
+# A results directory filled by several invocations keeps every command.
+try:
+    earlier = json.load(open(out)).get("commands", [])
+except (OSError, ValueError):
+    earlier = []
+commands = [c for c in earlier if c != "bench/synapse.sh install"] + [c for c in commands if c not in earlier]
 model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

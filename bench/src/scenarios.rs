@@ -259,10 +259,11 @@ struct Connection {
 }
 
 impl Connection {
-    /// Holds the sync open until stopped, re-opening it if it ends early.
-    /// `permit` (the opening gate) is returned once the request is out.
+    /// Holds the sync open until stopped, re-opening it (from the answer's
+    /// `next_batch`) if it ends early. `permit` (the opening gate) is
+    /// returned once the request is out.
     async fn hold(
-        self,
+        mut self,
         stop: &mut tokio::sync::watch::Receiver<bool>,
         mut permit: Option<tokio::sync::OwnedSemaphorePermit>,
         opened: &AtomicU64,
@@ -286,18 +287,26 @@ impl Connection {
                         self.server.call_bytes(reqwest::Method::GET, &path, Some(&self.user.token), None);
                     let mut request = std::pin::pin!(request);
                     // Polled for a moment, the request is on the wire.
-                    tokio::select! {
-                        _ = &mut request => {
-                            ended.fetch_add(1, Ordering::AcqRel);
-                            open(&mut permit);
-                            continue;
-                        }
-                        _ = tokio::time::sleep(Duration::from_millis(50)) => open(&mut permit),
+                    let answer = tokio::select! {
+                        answer = &mut request => Some(answer),
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => None,
                         _ = stop.changed() => return,
-                    }
-                    tokio::select! {
-                        _ = &mut request => { ended.fetch_add(1, Ordering::AcqRel); }
-                        _ = stop.changed() => return,
+                    };
+                    open(&mut permit);
+                    let answer = match answer {
+                        Some(answer) => answer,
+                        None => tokio::select! {
+                            answer = &mut request => answer,
+                            _ = stop.changed() => return,
+                        },
+                    };
+                    ended.fetch_add(1, Ordering::AcqRel);
+                    match answer
+                        .ok()
+                        .and_then(|body| serde_json::from_slice::<crate::matrix::SyncBody>(&body).ok())
+                    {
+                        Some(body) => self.since = body.next_batch,
+                        None => tokio::time::sleep(Duration::from_millis(500)).await,
                     }
                 }
                 Transport::WebSocket => {
