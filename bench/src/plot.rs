@@ -75,7 +75,7 @@ fn latency_plot(file: &Path, title: &str, lines: &[(String, Vec<f64>)]) -> DrawR
     let values = lines.iter().flat_map(|(_, v)| v.iter().copied());
     // Head room above the lines for the legend.
     let top = values.clone().fold(1.0_f64, f64::max) * 8.0;
-    let bottom = values.fold(f64::MAX, f64::min).clamp(0.01, 1.0) / 1.5;
+    let bottom = (values.fold(f64::MAX, f64::min) / 2.0).max(0.01);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 24))
         .margin(20)
