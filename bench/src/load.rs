@@ -387,13 +387,7 @@ impl Syncer {
 
     /// One WebSocket connection, read until it closes (or until stopped).
     async fn socket(&mut self, since: &mut String, latencies: &mut Vec<u32>) -> Result<(), String> {
-        let url = format!(
-            "{}/_matrix/client/unstable/org.tessera.sync/ws?since={}&filter={}&access_token={}",
-            self.server.base.replacen("http", "ws", 1),
-            crate::matrix::encode(since),
-            crate::matrix::encode(FILTER),
-            crate::matrix::encode(&self.user.token),
-        );
+        let url = self.server.sync_ws_url(since, FILTER, &self.user.token);
         let (mut socket, _) =
             tokio_tungstenite::connect_async(url).await.map_err(|_| "ws_connect".to_owned())?;
         loop {

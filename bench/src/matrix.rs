@@ -171,6 +171,17 @@ impl Server {
         sent["event_id"].as_str().map(str::to_owned).ok_or_else(|| CallError::Transport("no event_id".into()))
     }
 
+    /// Tessera's WebSocket sync channel from `since` with `filter`.
+    pub fn sync_ws_url(&self, since: &str, filter: &str, token: &str) -> String {
+        format!(
+            "{}/_matrix/client/unstable/org.tessera.sync/ws?since={}&filter={}&access_token={}",
+            self.base.replacen("http", "ws", 1),
+            encode(since),
+            encode(filter),
+            encode(token),
+        )
+    }
+
     /// The `/sync` path for `since` (none: initial), a long-poll `timeout`
     /// and an inline `filter`.
     pub fn sync_path(since: Option<&str>, timeout_ms: u64, filter: &str) -> String {

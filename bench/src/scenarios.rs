@@ -310,13 +310,7 @@ impl Connection {
                     }
                 }
                 Transport::WebSocket => {
-                    let url = format!(
-                        "{}/_matrix/client/unstable/org.tessera.sync/ws?since={}&filter={}&access_token={}",
-                        self.server.base.replacen("http", "ws", 1),
-                        crate::matrix::encode(&self.since),
-                        crate::matrix::encode(load::FILTER),
-                        crate::matrix::encode(&self.user.token),
-                    );
+                    let url = self.server.sync_ws_url(&self.since, load::FILTER, &self.user.token);
                     let connected = tokio::select! {
                         connected = tokio_tungstenite::connect_async(url) => connected,
                         _ = stop.changed() => return,

@@ -118,6 +118,7 @@ pub struct PushEvent {
     sender: OwnedUserId,
     /// Whether the content has `m.mentions` (the legacy rules then skip).
     has_mentions: bool,
+    thread: String,
 }
 
 impl PushEvent {
@@ -125,11 +126,23 @@ impl PushEvent {
         let raw: Raw<ruma::CanonicalJsonObject> =
             Raw::new(&pdu.json).unwrap_or_else(|_| Raw::from_json(Box::default()));
         let content: serde_json::Value = pdu.content_as().unwrap_or_default();
+        let relates_to = &content["m.relates_to"];
+        let thread = match (relates_to["rel_type"].as_str(), relates_to["event_id"].as_str()) {
+            (Some("m.thread"), Some(root)) => root.to_owned(),
+            _ => MAIN_THREAD.to_owned(),
+        };
         Self {
             flattened: FlattenedJson::from_raw(&raw),
             sender: pdu.sender.clone(),
             has_mentions: content.get("m.mentions").is_some(),
+            thread,
         }
+    }
+
+    /// The thread the event belongs to for notification counts: the
+    /// root's ID for an `m.thread` relation, [`MAIN_THREAD`] otherwise.
+    pub fn thread(&self) -> &str {
+        &self.thread
     }
 }
 
@@ -169,17 +182,6 @@ pub fn evaluate(
         }
     }
     None
-}
-
-/// The thread an event belongs to for notification counts: the root's ID
-/// for an `m.thread` relation, [`MAIN_THREAD`] otherwise.
-pub fn thread_of(pdu: &Pdu) -> String {
-    let content: serde_json::Value = pdu.content_as().unwrap_or_default();
-    let relates_to = &content["m.relates_to"];
-    match (relates_to["rel_type"].as_str(), relates_to["event_id"].as_str()) {
-        (Some("m.thread"), Some(root)) => root.to_owned(),
-        _ => MAIN_THREAD.to_owned(),
-    }
 }
 
 /// Polls a future that never waits to its output (`None` if it would).
@@ -393,9 +395,9 @@ mod tests {
             None,
             json!({ "msgtype": "m.text", "body": "r", "m.relates_to": { "rel_type": "m.thread", "event_id": "$root" } }),
         );
-        assert_eq!(thread_of(&reply), "$root");
+        assert_eq!(PushEvent::new(&reply).thread(), "$root");
         let plain =
             pdu("@alice:tessera.test", "m.room.message", None, json!({ "msgtype": "m.text", "body": "p" }));
-        assert_eq!(thread_of(&plain), MAIN_THREAD);
+        assert_eq!(PushEvent::new(&plain).thread(), MAIN_THREAD);
     }
 }

@@ -32,6 +32,21 @@ async fn receipt(client: &TestClient, room: &str, kind: &str, event: &str, body:
     client.post(&format!("/_matrix/client/v3/rooms/{room}/receipt/{kind}/{event}"), body).await.ok();
 }
 
+/// Alice sends "one", a message mentioning Bob (by `m.mentions` only),
+/// and "three"; their event IDs.
+async fn message_mention_message(alice: &TestClient, room: &str) -> (String, String, String) {
+    let first = alice.send_text(room, "one").await;
+    let mention = send(
+        alice,
+        room,
+        "m1",
+        json!({ "msgtype": "m.text", "body": "hey", "m.mentions": { "user_ids": ["@bob:tessera.test"] } }),
+    )
+    .await;
+    let last = alice.send_text(room, "three").await;
+    (first, mention, last)
+}
+
 /// Alice's room with Bob joined (and Carol, so that it is not one-to-one).
 async fn group(server: &TestServer) -> (TestClient, TestClient, String) {
     let alice = server.register("alice", "pw").await;
@@ -46,15 +61,7 @@ async fn group(server: &TestServer) -> (TestClient, TestClient, String) {
 async fn unread_counts_follow_messages_mentions_and_receipts(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (alice, bob, room) = group(&server).await;
-    let first = alice.send_text(&room, "one").await;
-    let mention = send(
-        &alice,
-        &room,
-        "m1",
-        json!({ "msgtype": "m.text", "body": "Bob?", "m.mentions": { "user_ids": ["@bob:tessera.test"] } }),
-    )
-    .await;
-    let last = alice.send_text(&room, "three").await;
+    let (first, mention, last) = message_mention_message(&alice, &room).await;
 
     let initial = bob.sync(None, "").await;
     assert_eq!(counts(&initial, &room), (3, 1), "two messages and a mention");
@@ -119,15 +126,7 @@ async fn thread_counts_are_apart_when_the_filter_asks(backend: Backend) {
 async fn notifications_page_newest_first_with_highlights_and_read_flags(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (alice, bob, room) = group(&server).await;
-    let first = alice.send_text(&room, "one").await;
-    let mention = send(
-        &alice,
-        &room,
-        "m1",
-        json!({ "msgtype": "m.text", "body": "hey", "m.mentions": { "user_ids": ["@bob:tessera.test"] } }),
-    )
-    .await;
-    let last = alice.send_text(&room, "three").await;
+    let (first, mention, last) = message_mention_message(&alice, &room).await;
     receipt(&bob, &room, "m.read", &first, json!({})).await;
 
     let all = bob.get("/_matrix/client/v3/notifications").await.ok();

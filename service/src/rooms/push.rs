@@ -10,7 +10,7 @@ use std::sync::Arc;
 use ruma::{OwnedUserId, RoomId, RoomVersionId, UserId, events::TimelineEventType};
 use tessera_core::{
     Pdu,
-    push::{PushEvent, RoomFacts, evaluate, thread_of},
+    push::{PushEvent, RoomFacts, evaluate},
     rules_for,
 };
 use tessera_storage::NewPushAction;
@@ -37,7 +37,6 @@ impl Rooms {
             return Ok(Vec::new());
         };
         let event = PushEvent::new(pdu);
-        let thread = thread_of(pdu);
         let mut recipients: Vec<(&UserId, &str)> =
             audience.members.iter().map(|(user, name)| (&**user, name.as_str())).collect();
         let invited = self.invited_local_user(pdu);
@@ -52,7 +51,7 @@ impl Rooms {
             if let Some(verdict) = evaluate(&ruleset, &event, &audience.facts, user, name) {
                 verdicts.push(NewPushAction {
                     user_id: user.to_string(),
-                    thread_id: thread.clone(),
+                    thread_id: event.thread().to_owned(),
                     actions: serde_json::to_string(&verdict.actions).map_err(Error::internal)?,
                     notify: verdict.notify,
                     highlight: verdict.highlight,
