@@ -25,7 +25,7 @@ done
 run() {
     echo "== tessera-bench run $*"
     BENCH_SHARED_SECRET="$secret" "$bin/tessera-bench" run --url "http://127.0.0.1:$port" \
-        --target tessera-sqlite --server-pid "$pid" --strict "$@" >"$data/result.json" || {
+        --target tessera-sqlite --server-pid "$pid" --warmup-seconds 1 --strict "$@" >"$data/result.json" || {
         cat "$data/result.json" "$data/server.log"
         exit 1
     }

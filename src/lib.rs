@@ -153,7 +153,8 @@ async fn serve_with_store(
         notifier.clone(),
         streams.clone(),
         SyncSources {
-            delivery: Delivery::new(store.clone(), streams.clone(), notifier.clone()),
+            account_data: account_data.clone(),
+            delivery: Delivery::start(store.clone(), streams.clone(), notifier.clone()),
             typing: typing.clone(),
             receipts: receipts.clone(),
             to_device: to_device.clone(),

@@ -70,6 +70,7 @@ enum TokenCommand {
 }
 
 fn main() -> ExitCode {
+    return_big_blocks_to_the_system();
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -113,6 +114,20 @@ fn main() -> ExitCode {
             eprintln!("tessera: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc raises its mmap threshold each time a big block is freed, after
+/// which blocks that size come from per-thread arenas and stay in the
+/// process: every password hash (19 MiB of argon2 memory, on a blocking
+/// thread) then grew RSS by its size per thread. A fixed threshold keeps
+/// such blocks mapped, so they go back to the system when freed.
+fn return_big_blocks_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any thread
+    // exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

@@ -57,6 +57,10 @@ pub struct ChatLoad {
     pub duration: Duration,
     /// How long to wait after the last send for deliveries still on their way.
     pub drain: Duration,
+    /// How long every sync runs before the first send and the first
+    /// resource sample: first responses, presence and other start-up
+    /// traffic settle outside the measured window.
+    pub warmup: Duration,
     pub transport: Transport,
     pub max_in_flight: usize,
     /// Prefixes transaction IDs so runs never collide.
@@ -191,8 +195,9 @@ pub async fn run_chat(
         };
         syncers.push(tokio::spawn(task.run(token)));
     }
-    // Let every long-poll reach the server before the first message.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let every long-poll reach the server, and the start-up traffic
+    // settle, before the first message.
+    tokio::time::sleep(load.warmup).await;
 
     let sampler = Sampler::start(server_pid);
     let send_latencies = Arc::new(Mutex::new(Vec::<u32>::with_capacity(capacity)));

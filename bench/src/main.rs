@@ -62,6 +62,10 @@ struct RunArgs {
     /// How recipients sync.
     #[arg(long, value_enum, default_value = "long-poll")]
     transport: Transport,
+    /// Chat scenarios: seconds every sync runs before the measured window
+    /// (start-up traffic settles outside it).
+    #[arg(long, default_value_t = 5.0)]
+    warmup_seconds: f64,
     /// Results directory; the scenario's JSON goes to `<out>/<target>/`.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -170,6 +174,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         transport: args.transport,
         run_id,
         label: args.target.clone(),
+        warmup: Duration::from_secs_f64(args.warmup_seconds.max(0.0)),
     };
     let (name, record, accounted) = match args.scenario.clone() {
         Scenario::Steady { users, room_size, rate, seconds } => {

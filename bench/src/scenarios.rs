@@ -29,6 +29,8 @@ pub struct Target {
     /// Unique per run: user names and transaction IDs start with it.
     pub run_id: String,
     pub label: String,
+    /// See [`crate::load::ChatLoad::warmup`].
+    pub warmup: Duration,
 }
 
 const PASSWORD: &str = "bench-password-1";
@@ -106,6 +108,7 @@ fn chat_load(target: &Target, rate: f64, duration: Duration, name: &str) -> Chat
         rate,
         duration,
         drain: Duration::from_secs(10),
+        warmup: target.warmup,
         transport: target.transport,
         max_in_flight: 1024,
         run_id: format!("{}{name}", target.run_id),

@@ -91,9 +91,11 @@ pub(crate) fn to_ruma(response: SyncResponse) -> std::result::Result<sync_events
         joined.timeline.limited = room.limited;
         joined.timeline.prev_batch = room.prev_batch;
         joined.state = room_state(raws(room.state)?);
-        joined.summary.heroes = room.heroes.iter().filter_map(|h| UserId::parse(h).ok()).collect();
-        joined.summary.joined_member_count = UInt::try_from(room.joined_member_count).ok();
-        joined.summary.invited_member_count = UInt::try_from(room.invited_member_count).ok();
+        if let Some(summary) = room.summary {
+            joined.summary.heroes = summary.heroes.iter().filter_map(|h| UserId::parse(h).ok()).collect();
+            joined.summary.joined_member_count = UInt::try_from(summary.joined_member_count).ok();
+            joined.summary.invited_member_count = UInt::try_from(summary.invited_member_count).ok();
+        }
         joined.account_data.events = values(room.account_data)?;
         joined.ephemeral.events = values(room.ephemeral)?;
         joined.unread_notifications = unread_count(room.unread);

@@ -7,7 +7,9 @@ use ruma::{RoomId, UserId, api::error::ErrorKind};
 use serde_json::{Value, json};
 use tessera_storage::Store;
 
-use crate::{Error, Result, auth::Identity, notifier::Notifier, streams::StreamAllocator};
+use crate::{
+    Error, Result, auth::Identity, changes::ChangeLog, notifier::Notifier, streams::StreamAllocator,
+};
 
 /// Types the server maintains itself; clients may not set them here.
 const SERVER_MANAGED: [&str; 2] = ["m.fully_read", "m.push_rules"];
@@ -18,11 +20,20 @@ pub struct AccountData {
     store: Store,
     streams: StreamAllocator,
     notifier: Notifier,
+    /// Per user, the position of their last account data change.
+    changes: ChangeLog,
 }
 
 impl AccountData {
     pub fn new(store: Store, streams: StreamAllocator, notifier: Notifier) -> Self {
-        Self { store, streams, notifier }
+        let changes = ChangeLog::new(&streams);
+        Self { store, streams, notifier, changes }
+    }
+
+    /// Whether `user`'s account data (global or per room) may have changed
+    /// after stream position `after`.
+    pub fn changed_after(&self, user: &UserId, after: i64) -> bool {
+        self.changes.changed_after(user.as_str(), after)
     }
 
     /// Sets account data (`room` `None` for global) for the caller.
@@ -107,6 +118,7 @@ impl AccountData {
         self.store
             .put_account_data(user, room.map_or("", RoomId::as_str), kind, &json, position.position)
             .await?;
+        self.changes.record(user.as_str(), position.position);
         drop(position);
         self.notifier.user_changed(user);
         Ok(())

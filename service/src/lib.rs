@@ -11,6 +11,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod auth;
+pub mod changes;
 pub mod delivery;
 pub mod devices;
 pub use tessera_storage::Device;

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tessera_storage::{PresenceRow, Store};
 
-use crate::{Error, Result, auth::Identity, notifier::Notifier, now_ms, streams::StreamAllocator};
+use crate::{
+    Error, Result, auth::Identity, changes::ChangeLog, notifier::Notifier, now_ms, streams::StreamAllocator,
+};
 
 /// Presence configuration.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -48,7 +50,8 @@ pub struct PresenceView {
     pub currently_active: bool,
 }
 
-/// A sync writes "still here" at most this often per user.
+/// A sync writes "still here" at most this often per user, and within
+/// this time a sync asking for the state it asked for last reads nothing.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// Active within this long counts as `currently_active`.
 const CURRENTLY_ACTIVE_MS: i64 = 60_000;
@@ -60,7 +63,11 @@ pub struct Presence {
     streams: StreamAllocator,
     notifier: Notifier,
     settings: PresenceSettings,
-    touched: Arc<Mutex<HashMap<OwnedUserId, Instant>>>,
+    /// Per user: when a sync last checked the stored presence, and the
+    /// state it asked for. Any presence write drops the user's entry.
+    touched: Arc<Mutex<HashMap<OwnedUserId, (Instant, String)>>>,
+    /// The position of the last presence change of anyone (key "").
+    changes: ChangeLog,
 }
 
 impl Presence {
@@ -70,7 +77,8 @@ impl Presence {
         notifier: Notifier,
         settings: PresenceSettings,
     ) -> Self {
-        Self { store, streams, notifier, settings, touched: Arc::default() }
+        let changes = ChangeLog::new(&streams);
+        Self { store, streams, notifier, settings, touched: Arc::default(), changes }
     }
 
     /// `PUT /presence/{userId}/status`.
@@ -132,6 +140,15 @@ impl Presence {
         if !self.settings.enabled || !matches!(set_presence, "online" | "unavailable") {
             return Ok(());
         }
+        let checked_recently = self
+            .touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .is_some_and(|(at, asked)| at.elapsed() < TOUCH_EVERY && asked == set_presence);
+        if checked_recently {
+            return Ok(());
+        }
         let now = now_ms();
         let previous = self.store.get_presence(user).await?;
         let shown = previous.as_ref().map(|p| self.view(p, now).state);
@@ -149,26 +166,19 @@ impl Presence {
                 last_active_ts,
                 last_sync_ts: now,
             };
-            return self.write(&row).await;
-        }
-        let due = {
-            let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
-            let due = touched.get(user).is_none_or(|at| at.elapsed() >= TOUCH_EVERY);
-            if due {
-                touched.insert(user.to_owned(), Instant::now());
-            }
-            due
-        };
-        if due {
+            self.write(&row).await?;
+        } else {
             self.store.touch_presence_sync(user, now).await?;
         }
+        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        touched.insert(user.to_owned(), (Instant::now(), set_presence.to_owned()));
         Ok(())
     }
 
     /// `m.presence` events for `viewer`'s sync: changes in `(after, upto]`
     /// of users who share a room with them.
     pub async fn events_for(&self, viewer: &UserId, after: i64, upto: i64) -> Result<Vec<Value>> {
-        if !self.settings.enabled {
+        if !self.settings.enabled || !self.changes.changed_after("", after) {
             return Ok(Vec::new());
         }
         let now = now_ms();
@@ -249,7 +259,11 @@ impl Presence {
     async fn write(&self, row: &PresenceRow) -> Result<()> {
         let position = self.streams.reserve();
         self.store.put_presence(row, position.position).await?;
+        self.changes.record("", position.position);
         drop(position);
+        if let Ok(user) = UserId::parse(&row.user_id) {
+            self.touched.lock().unwrap_or_else(|p| p.into_inner()).remove(&user);
+        }
         // Only the user's own syncs are woken; others read it lazily.
         if let Ok(user) = UserId::parse(&row.user_id) {
             self.notifier.user_changed(&user);

@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 use tessera_storage::{NewReceipt, Store};
 
 use crate::{
-    Error, Result, account_data::AccountData, auth::Identity, notifier::Notifier, now_ms, rooms::Rooms,
-    streams::StreamAllocator,
+    Error, Result, account_data::AccountData, auth::Identity, changes::ChangeLog, notifier::Notifier, now_ms,
+    rooms::Rooms, streams::StreamAllocator,
 };
 
 /// The receipts service.
@@ -21,6 +21,8 @@ pub struct Receipts {
     account_data: AccountData,
     streams: StreamAllocator,
     notifier: Notifier,
+    /// Per room, the position of its last receipt.
+    changes: ChangeLog,
 }
 
 impl Receipts {
@@ -31,7 +33,8 @@ impl Receipts {
         streams: StreamAllocator,
         notifier: Notifier,
     ) -> Self {
-        Self { store, rooms, account_data, streams, notifier }
+        let changes = ChangeLog::new(&streams);
+        Self { store, rooms, account_data, streams, notifier, changes }
     }
 
     /// Records a receipt of `kind` (`m.read`, `m.read.private`,
@@ -75,6 +78,7 @@ impl Receipts {
                         stream_ordering: position.position,
                     })
                     .await?;
+                self.changes.record(room.as_str(), position.position);
                 drop(position);
                 if kind == "m.read" {
                     self.notifier.room_changed(room, None).await
@@ -85,6 +89,11 @@ impl Receipts {
             }
             other => Err(Error::invalid_param(format!("Unknown receipt type {other}"))),
         }
+    }
+
+    /// Whether the room may have receipts after stream position `after`.
+    pub fn changed_after(&self, room: &str, after: i64) -> bool {
+        self.changes.changed_after(room, after)
     }
 
     /// `POST /rooms/{roomId}/read_markers`.
@@ -115,6 +124,9 @@ impl Receipts {
         after: i64,
         upto: i64,
     ) -> Result<Option<Value>> {
+        if !self.changed_after(room.as_str(), after) {
+            return Ok(None);
+        }
         let mut content = Map::new();
         for receipt in self.store.receipts_changed(room, after, upto).await? {
             if receipt.receipt_type == "m.read.private" && receipt.user_id != viewer {

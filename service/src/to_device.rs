@@ -9,7 +9,9 @@ use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use serde_json::{Value, json};
 use tessera_storage::{Store, ToDeviceTarget};
 
-use crate::{Error, Result, auth::Identity, notifier::Notifier, streams::StreamAllocator};
+use crate::{
+    Error, Result, auth::Identity, changes::ChangeLog, notifier::Notifier, streams::StreamAllocator,
+};
 
 /// Messages delivered per sync at most; the rest follow in the next.
 const BATCH: i64 = 100;
@@ -27,6 +29,8 @@ pub struct ToDevice {
     streams: StreamAllocator,
     notifier: Notifier,
     server_name: OwnedServerName,
+    /// Per recipient user, the position of their last queued message.
+    changes: ChangeLog,
 }
 
 impl ToDevice {
@@ -36,7 +40,8 @@ impl ToDevice {
         notifier: Notifier,
         server_name: OwnedServerName,
     ) -> Self {
-        Self { store, streams, notifier, server_name }
+        let changes = ChangeLog::new(&streams);
+        Self { store, streams, notifier, server_name, changes }
     }
 
     /// Queues `messages` (JSON content per user and device) from `who`.
@@ -78,6 +83,9 @@ impl ToDevice {
             .store
             .queue_to_device((&who.user_id, &who.device_id, txn_id), event_type, &rows, position.position)
             .await?;
+        for user in targets.iter().map(|(user, _, _)| user) {
+            self.changes.record(user.as_str(), position.position);
+        }
         drop(position);
         if sent {
             for user in targets.iter().map(|(user, _, _)| user) {
@@ -96,6 +104,11 @@ impl ToDevice {
         acked: i64,
         upto: i64,
     ) -> Result<(Vec<Value>, i64)> {
+        if !self.changes.changed_after(user.as_str(), acked) {
+            // Nothing queued since: no read, and no delete (what the device
+            // acknowledged goes with the next message's acknowledgement).
+            return Ok((Vec::new(), upto));
+        }
         let rows = self.store.take_to_device(user, device, acked, upto, BATCH).await?;
         // With a full batch, more may wait: acknowledge only what was sent.
         let next = match rows.last() {

@@ -14,6 +14,15 @@ pub struct DeliveryRow {
     pub ts: i64,
 }
 
+/// One user's deliveries to record: (room, event ID) pairs, and the
+/// position up to which everything is then recorded.
+#[derive(Clone, Debug)]
+pub struct UserDeliveries {
+    pub user_id: String,
+    pub rooms: Vec<(String, String)>,
+    pub upto: i64,
+}
+
 impl Store {
     /// The position up to which a user's deliveries are recorded.
     pub async fn delivered_upto(&self, user: &UserId) -> Result<i64> {
@@ -24,41 +33,36 @@ impl Store {
         row.map_or(Ok(0), |row| Ok(row.try_get(0)?))
     }
 
-    /// Records `deliveries` (room, event ID, the event's sender) for `user`
-    /// at `position`, and that everything up to `upto` is recorded.
-    pub async fn record_deliveries(
-        &self,
-        user: &UserId,
-        deliveries: &[(String, String)],
-        upto: i64,
-        ts: i64,
-        position: i64,
-    ) -> Result<()> {
+    /// Records, in one transaction at `position`, each user's deliveries
+    /// (room, event ID) and that everything up to their `upto` is recorded.
+    pub async fn record_deliveries(&self, batch: &[UserDeliveries], ts: i64, position: i64) -> Result<()> {
         let mut tx = self.write.begin().await?;
-        for (room_id, event_id) in deliveries {
+        for user in batch {
+            for (room_id, event_id) in &user.rooms {
+                sqlx::query(
+                    "INSERT INTO deliveries (room_id, user_id, event_id, ts, stream_ordering) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (room_id, user_id)
+                     DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, stream_ordering = excluded.stream_ordering",
+                )
+                .bind(room_id)
+                .bind(&user.user_id)
+                .bind(event_id)
+                .bind(ts)
+                .bind(position)
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query(
-                "INSERT INTO deliveries (room_id, user_id, event_id, ts, stream_ordering) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (room_id, user_id)
-                 DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, stream_ordering = excluded.stream_ordering",
+                "INSERT INTO delivery_positions (user_id, delivered_upto) VALUES ($1, $2)
+                 ON CONFLICT (user_id) DO UPDATE SET delivered_upto =
+                     CASE WHEN excluded.delivered_upto > delivery_positions.delivered_upto
+                          THEN excluded.delivered_upto ELSE delivery_positions.delivered_upto END",
             )
-            .bind(room_id)
-            .bind(user.as_str())
-            .bind(event_id)
-            .bind(ts)
-            .bind(position)
+            .bind(&user.user_id)
+            .bind(user.upto)
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "INSERT INTO delivery_positions (user_id, delivered_upto) VALUES ($1, $2)
-             ON CONFLICT (user_id) DO UPDATE SET delivered_upto =
-                 CASE WHEN excluded.delivered_upto > delivery_positions.delivered_upto
-                      THEN excluded.delivered_upto ELSE delivery_positions.delivered_upto END",
-        )
-        .bind(user.as_str())
-        .bind(upto)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -109,6 +109,7 @@ impl Store {
             Some(state_key) => {
                 state::add_state_group(
                     &mut tx,
+                    &self.state_cache,
                     new.room_id.as_str(),
                     new.stream_ordering,
                     new.state_before,

@@ -24,6 +24,7 @@ mod registration_tokens;
 mod relations;
 mod rooms;
 pub mod state;
+mod state_cache;
 mod store;
 mod sync;
 mod to_device;
@@ -31,7 +32,7 @@ mod tokens;
 mod users;
 
 pub use account_data::AccountDataRow;
-pub use delivery::DeliveryRow;
+pub use delivery::{DeliveryRow, UserDeliveries};
 pub use devices::Device;
 pub use error::StorageError;
 pub use events::{NewEvent, NewRelation, StoredEvent};

@@ -202,25 +202,12 @@ impl Store {
         if group == crate::state::EMPTY {
             return Ok(None);
         }
-        let sql = format!(
-            "WITH RECURSIVE chain(id, parent_id, lvl) AS (
-                 SELECT id, parent_id, 0 FROM state_groups WHERE id = $1
-                 UNION ALL
-                 SELECT g.id, g.parent_id, c.lvl + 1 FROM state_groups g JOIN chain c ON g.id = c.parent_id
-             )
-             SELECT {} FROM chain c
-             JOIN state_group_entries s ON s.group_id = c.id AND s.event_type = $2 AND s.state_key = $3
-             JOIN events e ON e.event_id = s.event_id
-             ORDER BY c.lvl ASC LIMIT 1",
-            columns("e.")
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(group)
-            .bind(event_type)
-            .bind(state_key)
-            .fetch_optional(&self.read)
-            .await?;
-        row.as_ref().map(event_from_row).transpose()
+        let state = self.state_at_group(group).await?;
+        let Some(event_id) = state.get(&(event_type.to_owned(), state_key.to_owned())) else {
+            return Ok(None);
+        };
+        let event_id = ruma::EventId::parse(event_id).map_err(StorageError::corrupt)?;
+        self.get_event(&event_id).await
     }
 
     /// Events by ID (those the server has), in no particular order.

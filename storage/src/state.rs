@@ -10,11 +10,11 @@
 //! walks at most 1,024 parents. See docs/ARCHITECTURE.md for the numbers.
 //! Group IDs are the stream ordering of the event that created them.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use sqlx::{Any, Row, Transaction};
 
-use crate::{Result, Store};
+use crate::{Result, Store, state_cache::StateCache};
 
 /// The group of the empty state (before a room's create event).
 pub const EMPTY: i64 = 0;
@@ -29,6 +29,7 @@ pub type StateMap = BTreeMap<(String, String), String>;
 /// Adds the group after a state event; returns its ID (`id`).
 pub(crate) async fn add_state_group(
     tx: &mut Transaction<'_, Any>,
+    cache: &StateCache,
     room_id: &str,
     id: i64,
     parent: i64,
@@ -57,7 +58,10 @@ pub(crate) async fn add_state_group(
     // snapshots it is tracked per group.
     let size = parent_size + i64::from(!replaces || parent == EMPTY);
     if parent == EMPTY || parent_chain + 1 > parent_size.min(MAX_CHAIN) {
-        let mut state = state_of(&mut **tx, parent).await?;
+        let mut state = match cache.get(parent) {
+            Some(cached) => StateMap::clone(&cached),
+            None => state_of(&mut **tx, parent).await?,
+        };
         state.insert((event_type.to_owned(), state_key.to_owned()), event_id.to_owned());
         sqlx::query("INSERT INTO state_groups (id, room_id, parent_id, chain_entries, state_entries) VALUES ($1, $2, NULL, 0, $3)")
             .bind(id)
@@ -131,8 +135,43 @@ where
 }
 
 impl Store {
-    /// The full state a group stands for.
-    pub async fn state_at_group(&self, group: i64) -> Result<StateMap> {
-        state_of(&self.read, group).await
+    /// The full state a group stands for. Served from memory when the
+    /// group, or its parent, was resolved before (groups never change);
+    /// otherwise resolved with one query over its chain.
+    pub async fn state_at_group(&self, group: i64) -> Result<Arc<StateMap>> {
+        if group == EMPTY {
+            return Ok(Arc::default());
+        }
+        if let Some(state) = self.state_cache.get(group) {
+            return Ok(state);
+        }
+        let parent: Option<Option<i64>> = sqlx::query("SELECT parent_id FROM state_groups WHERE id = $1")
+            .bind(group)
+            .fetch_optional(&self.read)
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?;
+        let state = match parent.map(|parent| parent.and_then(|p| self.state_cache.get(p))) {
+            // Not a group (yet): nothing to cache.
+            None => return Ok(Arc::default()),
+            // One delta on a resolved parent.
+            Some(Some(parent)) => {
+                let mut state = StateMap::clone(&parent);
+                let rows = sqlx::query(
+                    "SELECT event_type, state_key, event_id FROM state_group_entries WHERE group_id = $1",
+                )
+                .bind(group)
+                .fetch_all(&self.read)
+                .await?;
+                for row in rows {
+                    state.insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
+                }
+                state
+            }
+            Some(None) => state_of(&self.read, group).await?,
+        };
+        let state = Arc::new(state);
+        self.state_cache.insert(group, Arc::clone(&state));
+        Ok(state)
     }
 }

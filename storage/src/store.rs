@@ -12,7 +12,7 @@ use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 
-use crate::{Result, StorageError, migrate};
+use crate::{Result, StorageError, migrate, state_cache::StateCache};
 
 /// Which database is behind a [`Store`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +29,8 @@ pub struct Store {
     pub(crate) read: AnyPool,
     /// For writes. On SQLite a single connection, serialising writers.
     pub(crate) write: AnyPool,
+    /// Resolved state groups (immutable once committed).
+    pub(crate) state_cache: StateCache,
 }
 
 /// Why the store could not be opened.
@@ -74,7 +76,12 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await?;
-        let store = Self { backend: Backend::Postgres, read: pool.clone(), write: pool };
+        let store = Self {
+            backend: Backend::Postgres,
+            read: pool.clone(),
+            write: pool,
+            state_cache: StateCache::default(),
+        };
         migrate::run(&store).await?;
         Ok(store)
     }
@@ -109,7 +116,7 @@ impl Store {
         };
         let write = pool(1).await?;
         let read = pool(8).await?;
-        let store = Self { backend: Backend::Sqlite, read, write };
+        let store = Self { backend: Backend::Sqlite, read, write, state_cache: StateCache::default() };
         migrate::run(&store).await?;
         Ok(store)
     }

@@ -68,6 +68,12 @@ async fn initial_then_incremental(backend: Backend) {
         "the sender's device sees its transaction ID"
     );
     assert!(!incremental["rooms"]["join"][&room]["timeline"]["limited"].as_bool().unwrap_or(false));
+    assert!(
+        incremental["rooms"]["join"][&room]
+            .get("summary")
+            .is_none_or(|s| s.as_object().is_some_and(|s| s.is_empty())),
+        "no membership changed: the summary is left out"
+    );
 }
 
 async fn long_poll_wakes_on_a_send(backend: Backend) {
@@ -238,6 +244,18 @@ async fn lazy_loaded_members(backend: Backend) {
         .find(|e| e["type"] == "m.room.member" && e["state_key"] == "@carol:tessera.test")
         .expect("the new sender's member event is loaded");
     assert_eq!(carol_member["content"]["membership"], "join");
+    assert!(
+        body["rooms"]["join"][&room]
+            .get("summary")
+            .is_none_or(|s| s.as_object().is_some_and(|s| s.is_empty())),
+        "a resent member event is no membership change: no summary"
+    );
+
+    // A membership change does bring the summary.
+    let since = body["next_batch"].as_str().expect("token").to_owned();
+    carol.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), json!({})).await.ok();
+    let body = alice.sync(Some(&since), &format!("&filter={filter}")).await;
+    assert_eq!(body["rooms"]["join"][&room]["summary"]["m.joined_member_count"], 2, "{body}");
 }
 
 async fn nothing_is_lost_across_a_restart(backend: Backend) {

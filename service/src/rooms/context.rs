@@ -98,11 +98,11 @@ impl Rooms {
         let senders: std::collections::HashSet<&str> =
             before.iter().chain(std::iter::once(event)).chain(after).map(|e| e.sender.as_str()).collect();
         let ids: Vec<String> = state
-            .into_iter()
+            .iter()
             .filter(|((kind, key), _)| {
                 !lazy_load_members || kind != "m.room.member" || senders.contains(key.as_str())
             })
-            .map(|(_, id)| id)
+            .map(|(_, id)| id.clone())
             .collect();
         Ok(self.store.get_events(&ids).await?)
     }

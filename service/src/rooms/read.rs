@@ -232,7 +232,7 @@ impl Rooms {
                     .await?
                     .ok_or_else(|| Error::internal("membership without its event"))?;
                 let ids: Vec<String> =
-                    self.store.state_at_group(left.state_after).await?.into_values().collect();
+                    self.store.state_at_group(left.state_after).await?.values().cloned().collect();
                 Ok(self.store.get_events(&ids).await?)
             }
             _ => Ok(self.store.current_state(room_id).await?),
@@ -296,9 +296,9 @@ impl Rooms {
             .store
             .state_at_group(last.state_after)
             .await?
-            .into_iter()
+            .iter()
             .filter(|((kind, _), _)| kind == "m.room.member")
-            .map(|(_, id)| id)
+            .map(|(_, id)| id.clone())
             .collect();
         let mut members = Vec::new();
         for event in self.store.get_events(&ids).await? {

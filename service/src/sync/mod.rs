@@ -10,17 +10,22 @@ mod filter;
 mod room;
 mod token;
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use ruma::api::client::filter::FilterDefinition;
+use ruma::{OwnedUserId, api::client::filter::FilterDefinition};
 use tessera_storage::Store;
 
 use crate::{
-    Result, auth::Identity, delivery::Delivery, notifier::Notifier, presence::Presence, receipts::Receipts,
-    rooms::Rooms, streams::StreamAllocator, to_device::ToDevice, typing::Typing,
+    Result, account_data::AccountData, auth::Identity, delivery::Delivery, notifier::Notifier,
+    presence::Presence, receipts::Receipts, rooms::Rooms, streams::StreamAllocator, to_device::ToDevice,
+    typing::Typing,
 };
 
-pub use room::{InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, Unread};
+pub use room::{InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, RoomSummary, Unread};
 pub use token::SyncToken;
 
 /// What a sync request asks for.
@@ -69,6 +74,7 @@ impl SyncResponse {
 
 /// The services whose changes sync carries besides room events.
 pub struct SyncSources {
+    pub account_data: AccountData,
     pub delivery: Delivery,
     pub typing: Typing,
     pub receipts: Receipts,
@@ -86,12 +92,19 @@ pub struct SyncService {
     rooms: Rooms,
     notifier: Notifier,
     streams: StreamAllocator,
+    account_data: AccountData,
     delivery: Delivery,
     typing: Typing,
     receipts: Receipts,
     to_device: ToDevice,
     presence: Presence,
+    /// Per user, their ignored users as read at a stream position (valid
+    /// while their account data has not changed since).
+    ignored: Arc<Mutex<HashMap<OwnedUserId, IgnoredAt>>>,
 }
+
+/// A user's ignored users, as read at a stream position.
+type IgnoredAt = (i64, Arc<HashSet<String>>);
 
 impl SyncService {
     pub fn new(
@@ -101,8 +114,20 @@ impl SyncService {
         streams: StreamAllocator,
         sources: SyncSources,
     ) -> Self {
-        let SyncSources { delivery, typing, receipts, to_device, presence } = sources;
-        Self { store, rooms, notifier, streams, delivery, typing, receipts, to_device, presence }
+        let SyncSources { account_data, delivery, typing, receipts, to_device, presence } = sources;
+        Self {
+            store,
+            rooms,
+            notifier,
+            streams,
+            account_data,
+            delivery,
+            typing,
+            receipts,
+            to_device,
+            presence,
+            ignored: Arc::default(),
+        }
     }
 
     /// Whether the server is shutting down (long-lived channels close).
@@ -122,7 +147,7 @@ impl SyncService {
         self.presence.on_sync(&who.user_id, &request.set_presence).await?;
         if let Some(since) = since {
             // Asking for the next batch acknowledges everything up to `since`.
-            self.delivery.acknowledged(&who.user_id, since.events).await?;
+            self.delivery.acknowledged(&who.user_id, since.events);
         }
         let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
         let listener = self.notifier.listener(&who.user_id);
@@ -170,7 +195,9 @@ impl SyncService {
             room_filter.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r.as_str() == room_id))
                 && !room_filter.not_rooms.iter().any(|r| r.as_str() == room_id)
         };
-        let mut changed: std::collections::HashSet<String> = match after {
+        let memberships = self.store.memberships_of(&who.user_id).await?;
+        let joined = || memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.as_str());
+        let mut changed: HashSet<String> = match after {
             Some(after) => {
                 self.store.joined_rooms_with_events(&who.user_id, after, upto).await?.into_iter().collect()
             }
@@ -178,9 +205,12 @@ impl SyncService {
         };
         // Account data since the token: global goes to the top level, room
         // account data into (and brings in) its room's section.
-        let mut room_account_data: std::collections::HashMap<String, Vec<serde_json::Value>> =
-            Default::default();
-        for row in self.store.account_data_changes(&who.user_id, after.unwrap_or(0), upto).await? {
+        let mut room_account_data: HashMap<String, Vec<serde_json::Value>> = Default::default();
+        let account_data = match after {
+            Some(after) if !self.account_data.changed_after(&who.user_id, after) => Vec::new(),
+            _ => self.store.account_data_changes(&who.user_id, after.unwrap_or(0), upto).await?,
+        };
+        for row in account_data {
             let content: serde_json::Value =
                 serde_json::from_str(&row.content).map_err(crate::Error::internal)?;
             let event = serde_json::json!({ "type": row.data_type, "content": content });
@@ -198,11 +228,18 @@ impl SyncService {
                 .account_data
                 .push(serde_json::json!({ "type": "m.push_rules", "content": { "global": defaults } }));
         }
-        let ignored = self.ignored_users(who).await?;
-        if let Some(after) = after {
+        let ignored = self.ignored_users(who, upto).await?;
+        if let Some(after) = after
+            && joined().any(|room| self.receipts.changed_after(room, after))
+        {
             changed.extend(self.store.rooms_with_receipts(&who.user_id, after, upto).await?);
         }
-        let mut delivered = self.delivery.events_for(&who.user_id, after.unwrap_or(0), upto).await?;
+        let mut delivered = match after {
+            Some(after) if !joined().any(|room| self.delivery.changed_after(room, after)) => {
+                Default::default()
+            }
+            _ => self.delivery.events_for(&who.user_id, after.unwrap_or(0), upto).await?,
+        };
         changed.extend(delivered.keys().cloned());
         let since_typing = since.map(|s| s.typing);
         if let Some(since_typing) = since_typing {
@@ -210,7 +247,7 @@ impl SyncService {
                 self.typing.rooms_changed_since(since_typing).into_iter().map(|room| room.to_string()),
             );
         }
-        for membership in self.store.memberships_of(&who.user_id).await? {
+        for membership in &memberships {
             if !included(&membership.room_id) || membership.stream_ordering > upto {
                 // Not asked for, or changed after this read's snapshot: the
                 // next sync carries it.
@@ -223,7 +260,7 @@ impl SyncService {
                 after,
                 upto,
                 filter: &request.filter,
-                ignored: &ignored,
+                ignored: ignored.as_ref(),
                 state_after: request.use_state_after,
             };
             match membership.membership.as_str() {
@@ -280,13 +317,31 @@ impl SyncService {
         Ok(response)
     }
 
-    /// The users in the caller's `m.ignored_user_list`.
-    async fn ignored_users(&self, who: &Identity) -> Result<std::collections::HashSet<String>> {
-        let Some(list) = self.store.get_account_data(&who.user_id, "", "m.ignored_user_list").await? else {
-            return Ok(Default::default());
+    /// The users in the caller's `m.ignored_user_list`, read once per
+    /// change of their account data; `upto` is the read's snapshot.
+    async fn ignored_users(&self, who: &Identity, upto: i64) -> Result<Arc<HashSet<String>>> {
+        let cached = self.ignored.lock().unwrap_or_else(|p| p.into_inner()).get(&who.user_id).cloned();
+        if let Some((at, users)) = cached
+            && !self.account_data.changed_after(&who.user_id, at)
+        {
+            return Ok(users);
+        }
+        let users = match self.store.get_account_data(&who.user_id, "", "m.ignored_user_list").await? {
+            None => HashSet::new(),
+            Some(list) => {
+                let list: serde_json::Value = serde_json::from_str(&list).map_err(crate::Error::internal)?;
+                list["ignored_users"]
+                    .as_object()
+                    .map(|users| users.keys().cloned().collect())
+                    .unwrap_or_default()
+            }
         };
-        let list: serde_json::Value = serde_json::from_str(&list).map_err(crate::Error::internal)?;
-        Ok(list["ignored_users"].as_object().map(|users| users.keys().cloned().collect()).unwrap_or_default())
+        let users = Arc::new(users);
+        self.ignored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(who.user_id.clone(), (upto, users.clone()));
+        Ok(users)
     }
 }
 

@@ -40,9 +40,9 @@ pub struct JoinedRoom {
     pub limited: bool,
     pub prev_batch: Option<String>,
     pub state: Vec<ClientEvent>,
-    pub heroes: Vec<String>,
-    pub joined_member_count: i64,
-    pub invited_member_count: i64,
+    /// Left out of an incremental sync when no membership changed (the
+    /// spec lets a server omit an unchanged summary).
+    pub summary: Option<RoomSummary>,
     /// Room account data that changed (tags and the like).
     pub account_data: Vec<Value>,
     /// Ephemeral events: `m.typing`.
@@ -53,6 +53,14 @@ pub struct JoinedRoom {
     /// Unread notifications per thread root, when the filter asks for them
     /// (`unread_thread_notifications`); threads with none are left out.
     pub unread_threads: Vec<(String, Unread)>,
+}
+
+/// `summary`: who to name the room after, and how many are in it.
+#[derive(Clone, Debug, Default)]
+pub struct RoomSummary {
+    pub heroes: Vec<String>,
+    pub joined_member_count: i64,
+    pub invited_member_count: i64,
 }
 
 /// Unread notification and highlight counts.
@@ -115,9 +123,20 @@ impl RoomSync<'_> {
     pub async fn joined(&self, room_id: &str, full: bool) -> Result<JoinedRoom> {
         let room = RoomId::parse(room_id).map_err(Error::internal)?;
         let (timeline, limited) = self.timeline(&room, self.upto).await?;
-        let state = self.state(&room, &timeline, self.upto, full).await?;
+        let (state, members_changed) = self.state(&room, &timeline, self.upto, full).await?;
         let store = &self.sync.store;
         let (unread, unread_threads) = self.unread(&room).await?;
+        let members_changed =
+            full || members_changed || timeline.iter().any(|event| event.event_type == "m.room.member");
+        let summary = if members_changed {
+            Some(RoomSummary {
+                heroes: store.room_heroes(&room, &self.who.user_id, 5).await?,
+                joined_member_count: store.member_count(&room, "join").await?,
+                invited_member_count: store.member_count(&room, "invite").await?,
+            })
+        } else {
+            None
+        };
         let prev_batch =
             timeline.first().map(|e| PageToken { depth: e.depth, stream: e.stream_ordering }.to_string());
         Ok(JoinedRoom {
@@ -126,9 +145,7 @@ impl RoomSync<'_> {
             limited,
             prev_batch,
             state: self.format(&state, false).await?,
-            heroes: store.room_heroes(&room, &self.who.user_id, 5).await?,
-            joined_member_count: store.member_count(&room, "join").await?,
-            invited_member_count: store.member_count(&room, "invite").await?,
+            summary,
             account_data: Vec::new(),
             ephemeral: Vec::new(),
             unread,
@@ -198,7 +215,7 @@ impl RoomSync<'_> {
     pub async fn left(&self, room_id: &str, left_at: i64) -> Result<LeftRoom> {
         let room = RoomId::parse(room_id).map_err(Error::internal)?;
         let (timeline, limited) = self.timeline(&room, left_at).await?;
-        let state = self.state(&room, &timeline, left_at, self.after.is_none()).await?;
+        let (state, _) = self.state(&room, &timeline, left_at, self.after.is_none()).await?;
         let prev_batch =
             timeline.first().map(|e| PageToken { depth: e.depth, stream: e.stream_ordering }.to_string());
         Ok(LeftRoom {
@@ -239,19 +256,20 @@ impl RoomSync<'_> {
     /// (`full`), or what changed between the token and the timeline's start;
     /// with `state_after`, the same up to the timeline's end (`upto`).
     /// With lazy-loaded members, only the timeline senders' member events.
+    /// Also says whether any membership changed in that state.
     async fn state(
         &self,
         room: &RoomId,
         timeline: &[StoredEvent],
         upto: i64,
         full: bool,
-    ) -> Result<Vec<StoredEvent>> {
+    ) -> Result<(Vec<StoredEvent>, bool)> {
         let store = &self.sync.store;
         let start_group = match timeline.first() {
             Some(first) if !self.state_after => first.state_before,
             _ => match store.last_event_upto(room, upto).await? {
                 Some(last) => last.state_after,
-                None => return Ok(Vec::new()),
+                None => return Ok((Vec::new(), false)),
             },
         };
         let at_start = store.state_at_group(start_group).await?;
@@ -272,6 +290,8 @@ impl RoomSync<'_> {
         // (resending one it has is harmless; `include_redundant_members`
         // is thus always honoured).
         let lazy_member = |kind: &str, key: &str| lazy && kind == "m.room.member" && senders.contains(key);
+        let members_changed =
+            at_start.iter().any(|(key, id)| key.0 == "m.room.member" && since.get(key) != Some(id));
         let ids: Vec<String> = at_start
             .iter()
             .filter(|(key, id)| since.get(*key) != Some(*id) || lazy_member(&key.0, &key.1))
@@ -281,7 +301,7 @@ impl RoomSync<'_> {
         let mut events = store.get_events(&ids).await?;
         events.retain(|e| matches_filter(state_filter, e));
         events.sort_by_key(|e| e.stream_ordering);
-        Ok(events)
+        Ok((events, members_changed))
     }
 
     /// Sync format: client events without `room_id` (the room is the key).
