@@ -5,6 +5,11 @@
 //! `M_UNKNOWN_TOKEN` with `soft_logout: true` so the client re-authenticates
 //! on the same device instead of throwing its session away.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
 use ruma::{OwnedDeviceId, OwnedUserId};
 use tessera_storage::Store;
 
@@ -28,11 +33,14 @@ const LAST_SEEN_INTERVAL_MS: i64 = 60_000;
 #[derive(Clone)]
 pub struct Authenticator {
     store: Store,
+    /// Per device, when this process last recorded it seen (the token's
+    /// row may come from a cache and carry an older time).
+    seen: Arc<Mutex<HashMap<(OwnedUserId, OwnedDeviceId), i64>>>,
 }
 
 impl Authenticator {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self { store, seen: Arc::default() }
     }
 
     /// Resolves `token`; `ip` is recorded as the device's last-seen address.
@@ -52,9 +60,17 @@ impl Authenticator {
             // First use of a refreshed token: the old one may go now.
             self.store.finish_refresh(owner.token_id, replaced).await?;
         }
-        if owner.last_seen_ts.is_none_or(|seen| now - seen >= LAST_SEEN_INTERVAL_MS)
-            && let Err(e) = self.store.touch_device(&owner.user_id, &owner.device_id, now, ip).await
-        {
+        let due = {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let device = (owner.user_id.clone(), owner.device_id.clone());
+            let last = seen.get(&device).copied().max(owner.last_seen_ts);
+            let due = last.is_none_or(|last| now - last >= LAST_SEEN_INTERVAL_MS);
+            if due {
+                seen.insert(device, now);
+            }
+            due
+        };
+        if due && let Err(e) = self.store.touch_device(&owner.user_id, &owner.device_id, now, ip).await {
             // Last-seen is informational; a failed write must not fail the request.
             tracing::warn!(error = %e, "could not record device last-seen");
         }

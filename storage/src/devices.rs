@@ -102,6 +102,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.token_cache.clear();
         Ok(())
     }
 
@@ -111,6 +112,7 @@ impl Store {
         let mut tx = self.write.begin().await?;
         delete_devices_except(&mut tx, user_id, keep).await?;
         tx.commit().await?;
+        self.token_cache.clear();
         Ok(())
     }
 }

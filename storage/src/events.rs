@@ -242,6 +242,9 @@ impl Store {
             };
         }
         tx.commit().await?;
+        if let Some((target, _)) = new.redaction {
+            self.event_cache.remove(&target.as_str().to_owned());
+        }
         Ok(state_after)
     }
 
@@ -264,10 +267,19 @@ impl Store {
     }
 
     pub async fn get_event(&self, event_id: &EventId) -> Result<Option<StoredEvent>> {
+        let key = event_id.as_str().to_owned();
+        if let Some(event) = self.event_cache.get(&key) {
+            return Ok(Some(StoredEvent::clone(&event)));
+        }
+        let generation = self.event_cache.generation();
         let sql = format!("SELECT {COLUMNS} FROM events WHERE event_id = $1");
         let row =
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(event_id.as_str()).fetch_optional(&self.read).await?;
-        row.as_ref().map(event_from_row).transpose()
+        let event = row.as_ref().map(event_from_row).transpose()?;
+        if let Some(event) = &event {
+            self.event_cache.insert_read_at(generation, key, std::sync::Arc::new(event.clone()), 1);
+        }
+        Ok(event)
     }
 
     /// The highest stream position ever assigned (0 for an empty

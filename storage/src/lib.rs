@@ -11,6 +11,7 @@
 //! is `Option`, an expected uniqueness clash is [`StorageError::Conflict`].
 
 mod account_data;
+mod cache;
 mod delivery;
 mod devices;
 mod directory;
@@ -24,7 +25,6 @@ mod registration_tokens;
 mod relations;
 mod rooms;
 pub mod state;
-mod state_cache;
 mod store;
 mod sync;
 mod to_device;

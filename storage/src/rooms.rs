@@ -213,7 +213,15 @@ impl Store {
     /// Events by ID (those the server has), in no particular order.
     pub async fn get_events(&self, event_ids: &[String]) -> Result<Vec<StoredEvent>> {
         let mut events = Vec::with_capacity(event_ids.len());
-        for chunk in event_ids.chunks(100) {
+        let mut missing = Vec::new();
+        for id in event_ids {
+            match self.event_cache.get(id) {
+                Some(event) => events.push(StoredEvent::clone(&event)),
+                None => missing.push(id),
+            }
+        }
+        let generation = self.event_cache.generation();
+        for chunk in missing.chunks(100) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql =
                 format!("SELECT {} FROM events WHERE event_id IN ({})", columns(""), placeholders.join(", "));
@@ -222,7 +230,10 @@ impl Store {
                 query = query.bind(id.as_str());
             }
             for row in query.fetch_all(&self.read).await? {
-                events.push(event_from_row(&row)?);
+                let event = event_from_row(&row)?;
+                let key = event.event_id.as_str().to_owned();
+                self.event_cache.insert_read_at(generation, key, std::sync::Arc::new(event.clone()), 1);
+                events.push(event);
             }
         }
         Ok(events)

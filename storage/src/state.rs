@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use sqlx::{Any, Row, Transaction};
 
-use crate::{Result, Store, state_cache::StateCache};
+use crate::{Result, Store, cache::Cache};
 
 /// The group of the empty state (before a room's create event).
 pub const EMPTY: i64 = 0;
@@ -29,7 +29,7 @@ pub type StateMap = BTreeMap<(String, String), String>;
 /// Adds the group after a state event; returns its ID (`id`).
 pub(crate) async fn add_state_group(
     tx: &mut Transaction<'_, Any>,
-    cache: &StateCache,
+    cache: &Cache<i64, StateMap>,
     room_id: &str,
     id: i64,
     parent: i64,
@@ -58,7 +58,7 @@ pub(crate) async fn add_state_group(
     // snapshots it is tracked per group.
     let size = parent_size + i64::from(!replaces || parent == EMPTY);
     if parent == EMPTY || parent_chain + 1 > parent_size.min(MAX_CHAIN) {
-        let mut state = match cache.get(parent) {
+        let mut state = match cache.get(&parent) {
             Some(cached) => StateMap::clone(&cached),
             None => state_of(&mut **tx, parent).await?,
         };
@@ -142,7 +142,7 @@ impl Store {
         if group == EMPTY {
             return Ok(Arc::default());
         }
-        if let Some(state) = self.state_cache.get(group) {
+        if let Some(state) = self.state_cache.get(&group) {
             return Ok(state);
         }
         let parent: Option<Option<i64>> = sqlx::query("SELECT parent_id FROM state_groups WHERE id = $1")
@@ -151,7 +151,7 @@ impl Store {
             .await?
             .map(|row| row.try_get(0))
             .transpose()?;
-        let state = match parent.map(|parent| parent.and_then(|p| self.state_cache.get(p))) {
+        let state = match parent.map(|parent| parent.and_then(|p| self.state_cache.get(&p))) {
             // Not a group (yet): nothing to cache.
             None => return Ok(Arc::default()),
             // One delta on a resolved parent.
@@ -171,7 +171,7 @@ impl Store {
             Some(None) => state_of(&self.read, group).await?,
         };
         let state = Arc::new(state);
-        self.state_cache.insert(group, Arc::clone(&state));
+        self.state_cache.insert(group, Arc::clone(&state), state.len());
         Ok(state)
     }
 }

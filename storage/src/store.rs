@@ -5,14 +5,16 @@
 //! upgrade), every write goes through a single-connection pool. PostgreSQL
 //! uses one pool for both.
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
     AnyPool, ConnectOptions,
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 
-use crate::{Result, StorageError, migrate, state_cache::StateCache};
+use crate::{
+    Result, StorageError, cache::Cache, events::StoredEvent, migrate, state::StateMap, tokens::TokenOwner,
+};
 
 /// Which database is behind a [`Store`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,9 +31,24 @@ pub struct Store {
     pub(crate) read: AnyPool,
     /// For writes. On SQLite a single connection, serialising writers.
     pub(crate) write: AnyPool,
-    /// Resolved state groups (immutable once committed).
-    pub(crate) state_cache: StateCache,
+    /// Resolved state groups (immutable once committed), weighed by
+    /// entries.
+    pub(crate) state_cache: Arc<Cache<i64, StateMap>>,
+    /// Events by ID (changed only by a redaction, which removes them).
+    pub(crate) event_cache: Arc<Cache<String, StoredEvent>>,
+    /// Access tokens by hash, cleared by every change to any token, device
+    /// or account flag (rare next to the lookups: one per request). Only
+    /// this process changes those: the admin CLI only creates accounts.
+    pub(crate) token_cache: Arc<Cache<Vec<u8>, TokenOwner>>,
 }
+
+/// At most this many state entries (across all cached state groups) stay
+/// in memory: a few tens of MiB at worst.
+const CACHED_STATE_ENTRIES: usize = 100_000;
+/// At most this many events stay in memory.
+const CACHED_EVENTS: usize = 20_000;
+/// At most this many access tokens stay in memory.
+const CACHED_TOKENS: usize = 100_000;
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -76,12 +93,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await?;
-        let store = Self {
-            backend: Backend::Postgres,
-            read: pool.clone(),
-            write: pool,
-            state_cache: StateCache::default(),
-        };
+        let store = Self::new(Backend::Postgres, pool.clone(), pool);
         migrate::run(&store).await?;
         Ok(store)
     }
@@ -116,9 +128,20 @@ impl Store {
         };
         let write = pool(1).await?;
         let read = pool(8).await?;
-        let store = Self { backend: Backend::Sqlite, read, write, state_cache: StateCache::default() };
+        let store = Self::new(Backend::Sqlite, read, write);
         migrate::run(&store).await?;
         Ok(store)
+    }
+
+    fn new(backend: Backend, read: AnyPool, write: AnyPool) -> Self {
+        Self {
+            backend,
+            read,
+            write,
+            state_cache: Arc::new(Cache::new(CACHED_STATE_ENTRIES)),
+            event_cache: Arc::new(Cache::new(CACHED_EVENTS)),
+            token_cache: Arc::new(Cache::new(CACHED_TOKENS)),
+        }
     }
 
     pub fn backend(&self) -> Backend {

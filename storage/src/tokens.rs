@@ -124,11 +124,17 @@ impl Store {
         }
         insert_device_and_token(&mut tx, &new, now_ms()).await?;
         tx.commit().await?;
+        self.token_cache.clear();
         Ok(())
     }
 
     /// The owner of the access token with this hash.
     pub async fn find_access_token(&self, token_hash: &[u8]) -> Result<Option<TokenOwner>> {
+        let key = token_hash.to_vec();
+        if let Some(owner) = self.token_cache.get(&key) {
+            return Ok(Some(TokenOwner::clone(&owner)));
+        }
+        let generation = self.token_cache.generation();
         let row = sqlx::query(
             "SELECT t.id, t.token_hash, t.user_id, t.device_id, t.expires_ts, t.replaces_id,
                     u.is_guest, u.is_admin, u.deactivated, d.last_seen_ts
@@ -140,22 +146,27 @@ impl Store {
         .bind(token_hash)
         .fetch_optional(&self.read)
         .await?;
-        row.map(|row| {
-            let device_id: String = row.try_get(3)?;
-            Ok(TokenOwner {
-                token_id: row.try_get(0)?,
-                token_hash: row.try_get(1)?,
-                user_id: parse_user_id(row.try_get(2)?)?,
-                device_id: device_id.into(),
-                expires_ts: row.try_get(4)?,
-                replaces_id: row.try_get(5)?,
-                is_guest: row.try_get::<i64, _>(6)? != 0,
-                is_admin: row.try_get::<i64, _>(7)? != 0,
-                deactivated: row.try_get::<i64, _>(8)? != 0,
-                last_seen_ts: row.try_get(9)?,
+        let owner = row
+            .map(|row| -> Result<TokenOwner> {
+                let device_id: String = row.try_get(3)?;
+                Ok(TokenOwner {
+                    token_id: row.try_get(0)?,
+                    token_hash: row.try_get(1)?,
+                    user_id: parse_user_id(row.try_get(2)?)?,
+                    device_id: device_id.into(),
+                    expires_ts: row.try_get(4)?,
+                    replaces_id: row.try_get(5)?,
+                    is_guest: row.try_get::<i64, _>(6)? != 0,
+                    is_admin: row.try_get::<i64, _>(7)? != 0,
+                    deactivated: row.try_get::<i64, _>(8)? != 0,
+                    last_seen_ts: row.try_get(9)?,
+                })
             })
-        })
-        .transpose()
+            .transpose()?;
+        if let Some(owner) = &owner {
+            self.token_cache.insert_read_at(generation, key, std::sync::Arc::new(owner.clone()), 1);
+        }
+        Ok(owner)
     }
 
     /// Called on the first use of a refreshed token: revokes the token it
@@ -172,6 +183,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.token_cache.clear();
         Ok(())
     }
 
@@ -226,12 +238,14 @@ impl Store {
         };
         insert_token(&mut tx, &new, Some(old_id), now_ms()).await?;
         tx.commit().await?;
+        self.token_cache.clear();
         Ok(Some((user_id, device_id)))
     }
 
     /// Revokes one access token (its refresh token goes with it).
     pub async fn delete_access_token(&self, token_id: i64) -> Result<()> {
         sqlx::query("DELETE FROM access_tokens WHERE id = $1").bind(token_id).execute(&self.write).await?;
+        self.token_cache.clear();
         Ok(())
     }
 

@@ -75,6 +75,7 @@ impl Store {
             tokens::insert_device_and_token(&mut tx, login, now).await?;
         }
         tx.commit().await?;
+        self.token_cache.clear();
         Ok(())
     }
 
@@ -117,6 +118,7 @@ impl Store {
             crate::devices::delete_devices_except(&mut tx, user_id, keep).await?;
         }
         tx.commit().await?;
+        self.token_cache.clear();
         Ok(())
     }
 
@@ -141,6 +143,7 @@ impl Store {
             sqlx::query(statement).bind(user_id.as_str()).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        self.token_cache.clear();
         Ok(())
     }
 
@@ -183,6 +186,7 @@ impl Store {
             .bind(user_id.as_str())
             .execute(&self.write)
             .await?;
+        self.token_cache.clear();
         Ok(done.rows_affected() > 0)
     }
 

@@ -198,6 +198,7 @@ impl Rooms {
                 }
                 // Settle the position before waking readers: they read up to
                 // `persisted_upto`, which now includes this event.
+                self.changes.record(pdu.room_id.as_str(), stream);
                 drop(position);
                 let change =
                     pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()).zip(membership.as_deref());

@@ -28,7 +28,9 @@ use ruma::{OwnedRoomId, OwnedServerName, RoomId, RoomVersionId};
 use tessera_core::ServerSigningKey;
 use tessera_storage::Store;
 
-use crate::{Error, Result, notifier::Notifier, push_rules::PushRules, streams::StreamAllocator};
+use crate::{
+    Error, Result, changes::ChangeLog, notifier::Notifier, push_rules::PushRules, streams::StreamAllocator,
+};
 
 pub use client_event::ClientEvent;
 pub use create::CreateRoom;
@@ -47,6 +49,8 @@ pub struct Rooms {
     audiences: Arc<Mutex<HashMap<OwnedRoomId, Arc<push::Audience>>>>,
     locks: Arc<Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>>,
     versions: Arc<Mutex<HashMap<OwnedRoomId, RoomVersionId>>>,
+    /// Per room, the position of its last event.
+    changes: ChangeLog,
 }
 
 impl Rooms {
@@ -59,6 +63,7 @@ impl Rooms {
         push_rules: PushRules,
     ) -> Self {
         let server_name = signing_key.server_name().clone();
+        let changes = ChangeLog::new(&streams);
         Self {
             store,
             signing_key,
@@ -70,7 +75,13 @@ impl Rooms {
             audiences: Arc::default(),
             locks: Arc::default(),
             versions: Arc::default(),
+            changes,
         }
+    }
+
+    /// Whether the room may have events after stream position `after`.
+    pub fn changed_after(&self, room: &str, after: i64) -> bool {
+        self.changes.changed_after(room, after)
     }
 
     /// The room version new rooms get by default.

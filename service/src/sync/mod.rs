@@ -199,7 +199,7 @@ impl SyncService {
         let joined = || memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.as_str());
         let mut changed: HashSet<String> = match after {
             Some(after) => {
-                self.store.joined_rooms_with_events(&who.user_id, after, upto).await?.into_iter().collect()
+                joined().filter(|room| self.rooms.changed_after(room, after)).map(str::to_owned).collect()
             }
             None => Default::default(),
         };
