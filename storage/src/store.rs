@@ -3,7 +3,9 @@
 //! SQLite allows one writer at a time; rather than let concurrent writers
 //! collide on locks (and fail with SQLITE_BUSY when a read transaction tries to
 //! upgrade), every write goes through a single-connection pool. PostgreSQL
-//! uses one pool for both.
+//! has a pool of its own for writes too, so that a crowd of syncs queueing
+//! for read connections never holds up a send: `max_connections` for
+//! reads, a quarter of that (at least two) for writes.
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
@@ -27,7 +29,7 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) backend: Backend,
-    /// For reads (and, on PostgreSQL, writes too).
+    /// For reads.
     pub(crate) read: AnyPool,
     /// For writes. On SQLite a single connection, serialising writers.
     pub(crate) write: AnyPool,
@@ -88,12 +90,15 @@ impl Store {
 
     async fn open_postgres(url: &str, max_connections: u32) -> Result<Self, OpenError> {
         let options = AnyConnectOptions::from_str(url)?.disable_statement_logging();
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
-            .await?;
-        let store = Self::new(Backend::Postgres, pool.clone(), pool);
+        let pool = |size: u32| {
+            AnyPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options.clone())
+        };
+        let read = pool(max_connections.max(2)).await?;
+        let write = pool((max_connections / 4).max(2)).await?;
+        let store = Self::new(Backend::Postgres, read, write);
         migrate::run(&store).await?;
         Ok(store)
     }

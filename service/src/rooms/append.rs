@@ -199,6 +199,9 @@ impl Rooms {
                 // Settle the position before waking readers: they read up to
                 // `persisted_upto`, which now includes this event.
                 self.changes.record(pdu.room_id.as_str(), stream);
+                if let Some(target) = pdu.state_key.as_deref().filter(|_| membership.is_some()) {
+                    self.member_changes.record(target, stream);
+                }
                 drop(position);
                 let change =
                     pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()).zip(membership.as_deref());

@@ -188,7 +188,13 @@ impl Rooms {
                     "Leave the room before forgetting it",
                 ))
             }
-            Some(_) => Ok(self.store.forget_room(room_id, &who.user_id).await?),
+            Some(_) => {
+                // A position only orders the change for the memberships cache.
+                let position = self.streams.reserve();
+                self.store.forget_room(room_id, &who.user_id).await?;
+                self.member_changes.record(who.user_id.as_str(), position.position);
+                Ok(())
+            }
             None => Err(Error::not_found("You have never been in this room")),
         }
     }

@@ -24,9 +24,9 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use ruma::{OwnedRoomId, OwnedServerName, RoomId, RoomVersionId};
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UserId};
 use tessera_core::ServerSigningKey;
-use tessera_storage::Store;
+use tessera_storage::{MembershipRow, Store};
 
 use crate::{
     Error, Result, changes::ChangeLog, notifier::Notifier, push_rules::PushRules, streams::StreamAllocator,
@@ -51,7 +51,15 @@ pub struct Rooms {
     versions: Arc<Mutex<HashMap<OwnedRoomId, RoomVersionId>>>,
     /// Per room, the position of its last event.
     changes: ChangeLog,
+    /// Per user, the position of their last membership change.
+    member_changes: ChangeLog,
+    /// Per user, their memberships as read at a stream position (valid
+    /// while `member_changes` has nothing for them after it).
+    memberships: Arc<Mutex<HashMap<OwnedUserId, MembershipsAt>>>,
 }
+
+/// A user's memberships, as read at a stream position.
+type MembershipsAt = (i64, Arc<Vec<MembershipRow>>);
 
 impl Rooms {
     pub fn new(
@@ -64,6 +72,7 @@ impl Rooms {
     ) -> Self {
         let server_name = signing_key.server_name().clone();
         let changes = ChangeLog::new(&streams);
+        let member_changes = ChangeLog::new(&streams);
         Self {
             store,
             signing_key,
@@ -76,7 +85,27 @@ impl Rooms {
             locks: Arc::default(),
             versions: Arc::default(),
             changes,
+            member_changes,
+            memberships: Arc::default(),
         }
+    }
+
+    /// Every room `user` has a membership in (`sync`'s view: rows past
+    /// `upto`, the reader's snapshot, may be included). Read from storage
+    /// once per membership change of the user.
+    pub async fn memberships_of(&self, user: &UserId, upto: i64) -> Result<Arc<Vec<MembershipRow>>> {
+        let cached = self.memberships.lock().unwrap_or_else(|p| p.into_inner()).get(user).cloned();
+        if let Some((at, rows)) = cached
+            && !self.member_changes.changed_after(user.as_str(), at)
+        {
+            return Ok(rows);
+        }
+        let rows = Arc::new(self.store.memberships_of(user).await?);
+        self.memberships
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user.to_owned(), (upto, rows.clone()));
+        Ok(rows)
     }
 
     /// Whether the room may have events after stream position `after`.

@@ -109,7 +109,8 @@ pub(crate) struct VisibilityCache {
 impl Rooms {
     /// A user's current membership, if any.
     async fn membership_of(&self, room_id: &RoomId, user: &UserId) -> Result<Option<String>> {
-        Ok(self.store.membership(room_id, user).await?.map(|(m, _)| m))
+        let memberships = self.memberships_of(user, self.streams.persisted_upto()).await?;
+        Ok(memberships.iter().find(|m| m.room_id == room_id.as_str()).map(|m| m.membership.clone()))
     }
 
     async fn history_visibility_now(&self, room_id: &RoomId) -> Result<String> {

@@ -195,7 +195,7 @@ impl SyncService {
             room_filter.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r.as_str() == room_id))
                 && !room_filter.not_rooms.iter().any(|r| r.as_str() == room_id)
         };
-        let memberships = self.store.memberships_of(&who.user_id).await?;
+        let memberships = self.rooms.memberships_of(&who.user_id, upto).await?;
         let joined = || memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.as_str());
         let mut changed: HashSet<String> = match after {
             Some(after) => {
@@ -247,7 +247,7 @@ impl SyncService {
                 self.typing.rooms_changed_since(since_typing).into_iter().map(|room| room.to_string()),
             );
         }
-        for membership in &memberships {
+        for membership in memberships.iter() {
             if !included(&membership.room_id) || membership.stream_ordering > upto {
                 // Not asked for, or changed after this read's snapshot: the
                 // next sync carries it.
