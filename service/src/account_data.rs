@@ -115,10 +115,12 @@ impl AccountData {
     ) -> Result<()> {
         let json = serde_json::to_string(content).map_err(Error::internal)?;
         let position = self.streams.reserve();
+        // Recorded before writing: a request cancelled mid-write must not
+        // commit a change the log never saw (see `ChangeLog`).
+        self.changes.record(user.as_str(), position.position);
         self.store
             .put_account_data(user, room.map_or("", RoomId::as_str), kind, &json, position.position)
             .await?;
-        self.changes.record(user.as_str(), position.position);
         drop(position);
         self.notifier.user_changed(user);
         Ok(())

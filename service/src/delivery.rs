@@ -141,11 +141,15 @@ impl Delivery {
         if batch.is_empty() {
             return Ok(());
         }
-        let position = self.streams.reserve();
-        self.store.record_deliveries(&batch, now_ms(), position.position).await?;
+        // A stream position only when a delivery row stores it: a position
+        // stored nowhere could put a client's token ahead of what the
+        // counter resumes from after a restart.
+        let position = batch.iter().any(|user| !user.rooms.is_empty()).then(|| self.streams.reserve());
+        let at = position.as_ref().map_or(0, |p| p.position);
         for (room, _) in batch.iter().flat_map(|user| &user.rooms) {
-            self.changes.record(room, position.position);
+            self.changes.record(room, at);
         }
+        self.store.record_deliveries(&batch, now_ms(), at).await?;
         drop(position);
         for sender in senders {
             if let Ok(sender) = UserId::parse(&sender) {

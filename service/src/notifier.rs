@@ -79,6 +79,12 @@ impl Notifier {
         }
     }
 
+    /// Drops the cached member set of a room (reloaded when next needed):
+    /// for a membership change whose outcome is unknown.
+    pub fn forget_members(&self, room_id: &RoomId) {
+        self.inner.members.lock().unwrap_or_else(|p| p.into_inner()).remove(room_id);
+    }
+
     /// After an event in `room_id` committed: wakes its local members, and
     /// applies a membership change (`target`, `membership`) to the cache.
     pub async fn room_changed(&self, room_id: &RoomId, membership: Option<(&UserId, &str)>) -> Result<()> {

@@ -11,7 +11,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -66,6 +69,9 @@ pub struct Presence {
     /// Per user: when a sync last checked the stored presence, and the
     /// state it asked for. Any presence write drops the user's entry.
     touched: Arc<Mutex<HashMap<OwnedUserId, (Instant, String)>>>,
+    /// Counts presence writes, so a sync only remembers a row no write
+    /// raced with.
+    writes: Arc<AtomicU64>,
     /// The position of the last presence change of anyone (key "").
     changes: ChangeLog,
 }
@@ -78,7 +84,7 @@ impl Presence {
         settings: PresenceSettings,
     ) -> Self {
         let changes = ChangeLog::new(&streams);
-        Self { store, streams, notifier, settings, touched: Arc::default(), changes }
+        Self { store, streams, notifier, settings, touched: Arc::default(), writes: Arc::default(), changes }
     }
 
     /// `PUT /presence/{userId}/status`.
@@ -149,6 +155,7 @@ impl Presence {
         if checked_recently {
             return Ok(());
         }
+        let writes = self.writes.load(Ordering::SeqCst);
         let now = now_ms();
         let previous = self.store.get_presence(user).await?;
         let shown = previous.as_ref().map(|p| self.view(p, now).state);
@@ -170,8 +177,10 @@ impl Presence {
         } else {
             self.store.touch_presence_sync(user, now).await?;
         }
-        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
-        touched.insert(user.to_owned(), (Instant::now(), set_presence.to_owned()));
+        if self.writes.load(Ordering::SeqCst) == writes {
+            let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+            touched.insert(user.to_owned(), (Instant::now(), set_presence.to_owned()));
+        }
         Ok(())
     }
 
@@ -258,8 +267,13 @@ impl Presence {
 
     async fn write(&self, row: &PresenceRow) -> Result<()> {
         let position = self.streams.reserve();
-        self.store.put_presence(row, position.position).await?;
+        // Recorded before writing (see `ChangeLog`); the write counter moves
+        // before and after, so a sync that read the old row around this
+        // write does not remember it (see `on_sync`).
         self.changes.record("", position.position);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.store.put_presence(row, position.position).await?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
         drop(position);
         if let Ok(user) = UserId::parse(&row.user_id) {
             self.touched.lock().unwrap_or_else(|p| p.into_inner()).remove(&user);

@@ -67,6 +67,8 @@ impl Receipts {
                         .map_err(|_| Error::invalid_param("Unknown thread"))?;
                 }
                 let position = self.streams.reserve();
+                // Recorded before writing (see `ChangeLog`).
+                self.changes.record(room.as_str(), position.position);
                 self.store
                     .put_receipt(NewReceipt {
                         room_id: room,
@@ -78,7 +80,6 @@ impl Receipts {
                         stream_ordering: position.position,
                     })
                     .await?;
-                self.changes.record(room.as_str(), position.position);
                 drop(position);
                 if kind == "m.read" {
                     self.notifier.room_changed(room, None).await

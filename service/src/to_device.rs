@@ -79,13 +79,14 @@ impl ToDevice {
             .map(|(user, device, content)| ToDeviceTarget { user_id: user, device_id: device, content })
             .collect();
         let position = self.streams.reserve();
+        // Recorded before writing (see `ChangeLog`).
+        for user in targets.iter().map(|(user, _, _)| user) {
+            self.changes.record(user.as_str(), position.position);
+        }
         let sent = self
             .store
             .queue_to_device((&who.user_id, &who.device_id, txn_id), event_type, &rows, position.position)
             .await?;
-        for user in targets.iter().map(|(user, _, _)| user) {
-            self.changes.record(user.as_str(), position.position);
-        }
         drop(position);
         if sent {
             for user in targets.iter().map(|(user, _, _)| user) {

@@ -96,12 +96,41 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
         inner.weight = 0;
     }
 
+    /// Clears the cache when the guard drops. Taken before a write that may
+    /// change what the cache holds, it clears after the commit, on an
+    /// error, and also when the write's future is dropped mid-commit (the
+    /// client went away), which code after the commit would miss.
+    pub(crate) fn clear_on_drop(&self) -> ClearOnDrop<'_, K, V> {
+        ClearOnDrop { cache: self, key: None }
+    }
+
+    /// [`Cache::clear_on_drop`] for one key.
+    pub(crate) fn remove_on_drop(&self, key: K) -> ClearOnDrop<'_, K, V> {
+        ClearOnDrop { cache: self, key: Some(key) }
+    }
+
     /// Drops `key` after its value changed in the database.
     pub(crate) fn remove(&self, key: &K) {
         let mut inner = self.lock();
         inner.generation += 1;
         if let Some(entry) = inner.entries.remove(key) {
             inner.weight -= entry.weight;
+        }
+    }
+}
+
+/// See [`Cache::clear_on_drop`].
+pub(crate) struct ClearOnDrop<'a, K: Hash + Eq + Clone, V> {
+    cache: &'a Cache<K, V>,
+    /// One key, or (`None`) everything.
+    key: Option<K>,
+}
+
+impl<K: Hash + Eq + Clone, V> Drop for ClearOnDrop<'_, K, V> {
+    fn drop(&mut self) {
+        match &self.key {
+            Some(key) => self.cache.remove(key),
+            None => self.cache.clear(),
         }
     }
 }
@@ -155,6 +184,34 @@ mod tests {
         cache.insert(1, Arc::new(()), 11);
         assert!(cache.get(&1).is_none());
         assert_eq!(cache.lock().weight, 0);
+    }
+
+    #[test]
+    fn guards_invalidate_when_dropped_even_early() {
+        let cache = Cache::new(10);
+        cache.insert(1, Arc::new(()), 1);
+        cache.insert(2, Arc::new(()), 1);
+        {
+            let _one = cache.remove_on_drop(1);
+            assert!(cache.get(&1).is_some(), "nothing happens before the write ends");
+        }
+        assert!(cache.get(&1).is_none());
+        assert!(cache.get(&2).is_some());
+        // A write cancelled part-way (its future dropped) still clears.
+        let cancelled = async {
+            let _all = cache.clear_on_drop();
+            std::future::pending::<()>().await;
+        };
+        drop(Box::pin(cancelled));
+        assert!(cache.get(&2).is_some(), "a future never polled ran nothing");
+        let mut started = Box::pin(async {
+            let _all = cache.clear_on_drop();
+            std::future::pending::<()>().await;
+        });
+        let waker = std::task::Waker::noop();
+        assert!(started.as_mut().poll(&mut std::task::Context::from_waker(waker)).is_pending());
+        drop(started);
+        assert!(cache.get(&2).is_none(), "dropping a started write cleared the cache");
     }
 
     #[test]

@@ -34,34 +34,51 @@ impl Store {
     }
 
     /// Records, in one transaction at `position`, each user's deliveries
-    /// (room, event ID) and that everything up to their `upto` is recorded.
+    /// (room, event ID) and that everything up to their `upto` is recorded:
+    /// a few multi-row statements, not one per row. Each (room, user) and
+    /// each user appears once in a batch.
     pub async fn record_deliveries(&self, batch: &[UserDeliveries], ts: i64, position: i64) -> Result<()> {
+        /// Rows per statement (five parameters each, well under SQLite's
+        /// and PostgreSQL's limits).
+        const ROWS: usize = 200;
+        let rows: Vec<(&str, &str, &str)> = batch
+            .iter()
+            .flat_map(|user| {
+                user.rooms.iter().map(|(room, event)| (room.as_str(), user.user_id.as_str(), event.as_str()))
+            })
+            .collect();
         let mut tx = self.write.begin().await?;
-        for user in batch {
-            for (room_id, event_id) in &user.rooms {
-                sqlx::query(
-                    "INSERT INTO deliveries (room_id, user_id, event_id, ts, stream_ordering) VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (room_id, user_id)
-                     DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, stream_ordering = excluded.stream_ordering",
-                )
-                .bind(room_id)
-                .bind(&user.user_id)
-                .bind(event_id)
-                .bind(ts)
-                .bind(position)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in rows.chunks(ROWS) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${}, $1, $2)", 3 * i + 3, 3 * i + 4, 3 * i + 5))
+                .collect();
+            let sql = format!(
+                "INSERT INTO deliveries (room_id, user_id, event_id, ts, stream_ordering) VALUES {}
+                 ON CONFLICT (room_id, user_id)
+                 DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, stream_ordering = excluded.stream_ordering",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ts).bind(position);
+            for (room, user, event) in chunk {
+                query = query.bind(*room).bind(*user).bind(*event);
             }
-            sqlx::query(
-                "INSERT INTO delivery_positions (user_id, delivered_upto) VALUES ($1, $2)
+            query.execute(&mut *tx).await?;
+        }
+        for chunk in batch.chunks(ROWS) {
+            let values: Vec<String> =
+                (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
+            let sql = format!(
+                "INSERT INTO delivery_positions (user_id, delivered_upto) VALUES {}
                  ON CONFLICT (user_id) DO UPDATE SET delivered_upto =
                      CASE WHEN excluded.delivered_upto > delivery_positions.delivered_upto
                           THEN excluded.delivered_upto ELSE delivery_positions.delivered_upto END",
-            )
-            .bind(&user.user_id)
-            .bind(user.upto)
-            .execute(&mut *tx)
-            .await?;
+                values.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for user in chunk {
+                query = query.bind(user.user_id.as_str()).bind(user.upto);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

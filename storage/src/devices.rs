@@ -87,6 +87,7 @@ impl Store {
     /// Deletes the given devices and revokes their tokens. Unknown IDs are
     /// ignored, as `POST /delete_devices` requires.
     pub async fn delete_devices(&self, user_id: &UserId, device_ids: &[OwnedDeviceId]) -> Result<()> {
+        let _tokens_changed = self.token_cache.clear_on_drop();
         let mut tx = self.write.begin().await?;
         for device_id in device_ids {
             for statement in [
@@ -102,17 +103,16 @@ impl Store {
             }
         }
         tx.commit().await?;
-        self.token_cache.clear();
         Ok(())
     }
 
     /// Deletes every device of the user except `keep` (all when `None`),
     /// revoking their tokens.
     pub async fn delete_other_devices(&self, user_id: &UserId, keep: Option<&DeviceId>) -> Result<()> {
+        let _tokens_changed = self.token_cache.clear_on_drop();
         let mut tx = self.write.begin().await?;
         delete_devices_except(&mut tx, user_id, keep).await?;
         tx.commit().await?;
-        self.token_cache.clear();
         Ok(())
     }
 }

@@ -104,6 +104,9 @@ impl Store {
     /// ID, all in one transaction. Returns the state group after the event.
     /// Conflict if the transaction ID was used meanwhile.
     pub async fn append_event(&self, new: NewEvent<'_>) -> Result<i64> {
+        // A redacted event leaves the cache once this write ends, however.
+        let _redacted =
+            new.redaction.map(|(target, _)| self.event_cache.remove_on_drop(target.as_str().to_owned()));
         let mut tx = self.write.begin().await?;
         let state_after = match new.state_key {
             Some(state_key) => {
@@ -242,9 +245,6 @@ impl Store {
             };
         }
         tx.commit().await?;
-        if let Some((target, _)) = new.redaction {
-            self.event_cache.remove(&target.as_str().to_owned());
-        }
         Ok(state_after)
     }
 

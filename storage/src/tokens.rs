@@ -106,6 +106,7 @@ impl Store {
         new: NewAccessToken<'_>,
         verified_password_hash: Option<&str>,
     ) -> Result<()> {
+        let _tokens_changed = self.token_cache.clear_on_drop();
         let mut tx = self.write.begin().await?;
         let check = match self.backend {
             crate::Backend::Postgres => {
@@ -124,7 +125,6 @@ impl Store {
         }
         insert_device_and_token(&mut tx, &new, now_ms()).await?;
         tx.commit().await?;
-        self.token_cache.clear();
         Ok(())
     }
 
@@ -172,6 +172,7 @@ impl Store {
     /// Called on the first use of a refreshed token: revokes the token it
     /// replaced, and any other token refreshed from that one.
     pub async fn finish_refresh(&self, token_id: i64, replaces_id: i64) -> Result<()> {
+        let _tokens_changed = self.token_cache.clear_on_drop();
         let mut tx = self.write.begin().await?;
         sqlx::query("DELETE FROM access_tokens WHERE id = $1 OR (replaces_id = $1 AND id <> $2)")
             .bind(replaces_id)
@@ -183,7 +184,6 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.token_cache.clear();
         Ok(())
     }
 
@@ -197,6 +197,7 @@ impl Store {
         new_refresh_token_hash: &[u8],
         expires_ts: Option<i64>,
     ) -> Result<Option<(OwnedUserId, OwnedDeviceId)>> {
+        let _tokens_changed = self.token_cache.clear_on_drop();
         let mut tx = self.write.begin().await?;
         // A no-op update takes the row lock on PostgreSQL, so two refreshes
         // (or a refresh and a revocation) of one token cannot interleave.
@@ -238,14 +239,13 @@ impl Store {
         };
         insert_token(&mut tx, &new, Some(old_id), now_ms()).await?;
         tx.commit().await?;
-        self.token_cache.clear();
         Ok(Some((user_id, device_id)))
     }
 
     /// Revokes one access token (its refresh token goes with it).
     pub async fn delete_access_token(&self, token_id: i64) -> Result<()> {
+        let _tokens_changed = self.token_cache.clear_on_drop();
         sqlx::query("DELETE FROM access_tokens WHERE id = $1").bind(token_id).execute(&self.write).await?;
-        self.token_cache.clear();
         Ok(())
     }
 

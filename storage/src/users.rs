@@ -50,6 +50,7 @@ impl Store {
     /// Creates an account (and its first device and token). Conflict if the
     /// ID was ever taken, or if the registration token is used up.
     pub async fn create_user(&self, new: NewUser<'_>) -> Result<()> {
+        let _tokens_changed = self.token_cache.clear_on_drop();
         let now = now_ms();
         let mut tx = self.write.begin().await?;
         if let Some(token) = new.registration_token {
@@ -75,7 +76,6 @@ impl Store {
             tokens::insert_device_and_token(&mut tx, login, now).await?;
         }
         tx.commit().await?;
-        self.token_cache.clear();
         Ok(())
     }
 
@@ -108,6 +108,7 @@ impl Store {
         logout_devices: bool,
         keep: Option<&ruma::DeviceId>,
     ) -> Result<()> {
+        let _tokens_changed = self.token_cache.clear_on_drop();
         let mut tx = self.write.begin().await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE user_id = $2")
             .bind(hash)
@@ -118,7 +119,6 @@ impl Store {
             crate::devices::delete_devices_except(&mut tx, user_id, keep).await?;
         }
         tx.commit().await?;
-        self.token_cache.clear();
         Ok(())
     }
 
@@ -126,6 +126,7 @@ impl Store {
     /// reused), removes its password and every device and token, and clears
     /// the profile when `erase` is set.
     pub async fn deactivate_user(&self, user_id: &UserId, erase: bool) -> Result<()> {
+        let _tokens_changed = self.token_cache.clear_on_drop();
         let mut tx = self.write.begin().await?;
         let deactivate = if erase {
             "UPDATE users SET deactivated = 1, password_hash = NULL, displayname = NULL,
@@ -143,7 +144,6 @@ impl Store {
             sqlx::query(statement).bind(user_id.as_str()).execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        self.token_cache.clear();
         Ok(())
     }
 
@@ -181,12 +181,12 @@ impl Store {
 
     /// Grants or removes server admin rights.
     pub async fn set_admin(&self, user_id: &UserId, admin: bool) -> Result<bool> {
+        let _tokens_changed = self.token_cache.clear_on_drop();
         let done = sqlx::query("UPDATE users SET is_admin = $1 WHERE user_id = $2")
             .bind(i64::from(admin))
             .bind(user_id.as_str())
             .execute(&self.write)
             .await?;
-        self.token_cache.clear();
         Ok(done.rows_affected() > 0)
     }
 

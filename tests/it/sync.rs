@@ -256,6 +256,22 @@ async fn lazy_loaded_members(backend: Backend) {
     carol.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), json!({})).await.ok();
     let body = alice.sync(Some(&since), &format!("&filter={filter}")).await;
     assert_eq!(body["rooms"]["join"][&room]["summary"]["m.joined_member_count"], 2, "{body}");
+
+    // Even when the timeline filter hides the membership event.
+    let messages_only = r#"{"room":{"timeline":{"types":["m.room.message"]}}}"#
+        .replace('{', "%7B")
+        .replace('}', "%7D")
+        .replace('"', "%22")
+        .replace(':', "%3A")
+        .replace('[', "%5B")
+        .replace(']', "%5D");
+    let since = body["next_batch"].as_str().expect("token").to_owned();
+    bob.send_text(&room, "before carol is back").await;
+    carol.join(&room).await.ok();
+    let body = alice.sync(Some(&since), &format!("&filter={messages_only}")).await;
+    let timeline = body["rooms"]["join"][&room]["timeline"]["events"].as_array().expect("timeline");
+    assert!(timeline.iter().all(|e| e["type"] == "m.room.message"), "{body}");
+    assert_eq!(body["rooms"]["join"][&room]["summary"]["m.joined_member_count"], 3, "{body}");
 }
 
 async fn nothing_is_lost_across_a_restart(backend: Backend) {

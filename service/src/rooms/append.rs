@@ -172,6 +172,22 @@ impl Rooms {
         };
         let push_actions = self.push_actions(pdu, &prepared.version).await?;
         let position = self.streams.reserve();
+        // Everything that must follow the commit is noted before it: a
+        // request cancelled (client gone) while the commit is under way
+        // must not leave a committed event the change logs, the push
+        // audience or the notifier's member sets never heard of. Noting a
+        // change that then fails costs one extra read.
+        self.changes.record(pdu.room_id.as_str(), position.position);
+        if let Some(target) = pdu.state_key.as_deref().filter(|_| membership.is_some()) {
+            self.member_changes.record(target, position.position);
+            self.room_member_changes.record(pdu.room_id.as_str(), position.position);
+        }
+        if pdu.state_key.is_some() {
+            self.forget_audience(&pdu.room_id);
+        }
+        let mut members_unsettled = membership
+            .is_some()
+            .then(|| ForgetMembersOnDrop { notifier: &self.notifier, room: &pdu.room_id });
         let new = NewEvent {
             stream_ordering: position.position,
             event_id: &pdu.event_id,
@@ -193,24 +209,18 @@ impl Rooms {
         match self.store.append_event(new).await {
             Ok(_) => {
                 let stream = position.position;
-                if pdu.state_key.is_some() {
-                    self.forget_audience(&pdu.room_id);
-                }
                 // Settle the position before waking readers: they read up to
                 // `persisted_upto`, which now includes this event.
-                self.changes.record(pdu.room_id.as_str(), stream);
-                if let Some(target) = pdu.state_key.as_deref().filter(|_| membership.is_some()) {
-                    self.member_changes.record(target, stream);
-                }
                 drop(position);
                 let change =
                     pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok()).zip(membership.as_deref());
-                if let Err(e) =
-                    self.notifier.room_changed(&pdu.room_id, change.as_ref().map(|(u, m)| (&**u, *m))).await
+                match self.notifier.room_changed(&pdu.room_id, change.as_ref().map(|(u, m)| (&**u, *m))).await
                 {
+                    // The member set is up to date: nothing to forget.
+                    Ok(()) => std::mem::forget(members_unsettled.take()),
                     // The event is stored; a missed wake-up only delays delivery
                     // until the waiting request's timeout.
-                    tracing::warn!(error = %e, "could not notify the room's members");
+                    Err(e) => tracing::warn!(error = %e, "could not notify the room's members"),
                 }
                 Ok(stream)
             }
@@ -288,5 +298,20 @@ impl Rooms {
         event_id: &EventId,
     ) -> Result<Option<StoredEvent>> {
         Ok(self.store.get_event(event_id).await?.filter(|e| e.room_id == room_id.as_str()))
+    }
+}
+
+/// Drops the notifier's member set of a room unless defused with
+/// `std::mem::forget`: a membership event whose request ended before the
+/// set was updated (an error, or the client went away mid-commit) leaves
+/// the set to be reloaded from storage.
+struct ForgetMembersOnDrop<'a> {
+    notifier: &'a crate::notifier::Notifier,
+    room: &'a ruma::RoomId,
+}
+
+impl Drop for ForgetMembersOnDrop<'_> {
+    fn drop(&mut self) {
+        self.notifier.forget_members(self.room);
     }
 }

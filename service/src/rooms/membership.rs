@@ -189,10 +189,15 @@ impl Rooms {
                 ))
             }
             Some(_) => {
-                // A position only orders the change for the memberships cache.
-                let position = self.streams.reserve();
+                // Forgetting takes no stream position (none of its own is
+                // stored, and a token must never run ahead of what a restart
+                // finds); it is noted as a change after everything settled,
+                // before (in case the request is cancelled mid-write) and
+                // after (for a cache filled while it was being written).
+                let user = who.user_id.as_str();
+                self.member_changes.record(user, self.streams.persisted_upto() + 1);
                 self.store.forget_room(room_id, &who.user_id).await?;
-                self.member_changes.record(who.user_id.as_str(), position.position);
+                self.member_changes.record(user, self.streams.persisted_upto() + 1);
                 Ok(())
             }
             None => Err(Error::not_found("You have never been in this room")),

@@ -53,6 +53,8 @@ pub struct Rooms {
     changes: ChangeLog,
     /// Per user, the position of their last membership change.
     member_changes: ChangeLog,
+    /// Per room, the position of its last membership change.
+    room_member_changes: ChangeLog,
     /// Per user, their memberships as read at a stream position (valid
     /// while `member_changes` has nothing for them after it).
     memberships: Arc<Mutex<HashMap<OwnedUserId, MembershipsAt>>>,
@@ -73,6 +75,7 @@ impl Rooms {
         let server_name = signing_key.server_name().clone();
         let changes = ChangeLog::new(&streams);
         let member_changes = ChangeLog::new(&streams);
+        let room_member_changes = ChangeLog::new(&streams);
         Self {
             store,
             signing_key,
@@ -86,6 +89,7 @@ impl Rooms {
             versions: Arc::default(),
             changes,
             member_changes,
+            room_member_changes,
             memberships: Arc::default(),
         }
     }
@@ -106,6 +110,12 @@ impl Rooms {
             .unwrap_or_else(|p| p.into_inner())
             .insert(user.to_owned(), (upto, rows.clone()));
         Ok(rows)
+    }
+
+    /// Whether anyone's membership of the room may have changed after
+    /// stream position `after`.
+    pub fn members_changed_after(&self, room: &str, after: i64) -> bool {
+        self.room_member_changes.changed_after(room, after)
     }
 
     /// Whether the room may have events after stream position `after`.

@@ -123,11 +123,12 @@ impl RoomSync<'_> {
     pub async fn joined(&self, room_id: &str, full: bool) -> Result<JoinedRoom> {
         let room = RoomId::parse(room_id).map_err(Error::internal)?;
         let (timeline, limited) = self.timeline(&room, self.upto).await?;
-        let (state, members_changed) = self.state(&room, &timeline, self.upto, full).await?;
+        let state = self.state(&room, &timeline, self.upto, full).await?;
         let store = &self.sync.store;
         let (unread, unread_threads) = self.unread(&room).await?;
+        // Decided on the room's own record, not on the (filtered) timeline.
         let members_changed =
-            full || members_changed || timeline.iter().any(|event| event.event_type == "m.room.member");
+            full || self.after.is_none_or(|after| self.sync.rooms.members_changed_after(room_id, after));
         let summary = if members_changed {
             Some(RoomSummary {
                 heroes: store.room_heroes(&room, &self.who.user_id, 5).await?,
@@ -215,7 +216,7 @@ impl RoomSync<'_> {
     pub async fn left(&self, room_id: &str, left_at: i64) -> Result<LeftRoom> {
         let room = RoomId::parse(room_id).map_err(Error::internal)?;
         let (timeline, limited) = self.timeline(&room, left_at).await?;
-        let (state, _) = self.state(&room, &timeline, left_at, self.after.is_none()).await?;
+        let state = self.state(&room, &timeline, left_at, self.after.is_none()).await?;
         let prev_batch =
             timeline.first().map(|e| PageToken { depth: e.depth, stream: e.stream_ordering }.to_string());
         Ok(LeftRoom {
@@ -256,20 +257,19 @@ impl RoomSync<'_> {
     /// (`full`), or what changed between the token and the timeline's start;
     /// with `state_after`, the same up to the timeline's end (`upto`).
     /// With lazy-loaded members, only the timeline senders' member events.
-    /// Also says whether any membership changed in that state.
     async fn state(
         &self,
         room: &RoomId,
         timeline: &[StoredEvent],
         upto: i64,
         full: bool,
-    ) -> Result<(Vec<StoredEvent>, bool)> {
+    ) -> Result<Vec<StoredEvent>> {
         let store = &self.sync.store;
         let start_group = match timeline.first() {
             Some(first) if !self.state_after => first.state_before,
             _ => match store.last_event_upto(room, upto).await? {
                 Some(last) => last.state_after,
-                None => return Ok((Vec::new(), false)),
+                None => return Ok(Vec::new()),
             },
         };
         let at_start = store.state_at_group(start_group).await?;
@@ -290,8 +290,6 @@ impl RoomSync<'_> {
         // (resending one it has is harmless; `include_redundant_members`
         // is thus always honoured).
         let lazy_member = |kind: &str, key: &str| lazy && kind == "m.room.member" && senders.contains(key);
-        let members_changed =
-            at_start.iter().any(|(key, id)| key.0 == "m.room.member" && since.get(key) != Some(id));
         let ids: Vec<String> = at_start
             .iter()
             .filter(|(key, id)| since.get(*key) != Some(*id) || lazy_member(&key.0, &key.1))
@@ -301,7 +299,7 @@ impl RoomSync<'_> {
         let mut events = store.get_events(&ids).await?;
         events.retain(|e| matches_filter(state_filter, e));
         events.sort_by_key(|e| e.stream_ordering);
-        Ok((events, members_changed))
+        Ok(events)
     }
 
     /// Sync format: client events without `room_id` (the room is the key).
