@@ -96,6 +96,11 @@ impl ToDevice {
         Ok(())
     }
 
+    /// Whether a message for `user` may have been queued after `after`.
+    pub fn changed_after(&self, user: &UserId, after: i64) -> bool {
+        self.changes.changed_after(user.as_str(), after)
+    }
+
     /// The messages waiting for a device after it acknowledged `acked`, and
     /// the position the next token may acknowledge.
     pub(crate) async fn for_device(

@@ -112,6 +112,11 @@ impl Rooms {
         Ok(rows)
     }
 
+    /// Whether `user`'s memberships may have changed after `after`.
+    pub fn user_memberships_changed_after(&self, user: &UserId, after: i64) -> bool {
+        self.member_changes.changed_after(user.as_str(), after)
+    }
+
     /// Whether anyone's membership of the room may have changed after
     /// stream position `after`.
     pub fn members_changed_after(&self, room: &str, after: i64) -> bool {

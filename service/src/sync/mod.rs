@@ -161,8 +161,20 @@ impl SyncService {
             if since.is_none() || request.full_state || !response.is_empty() {
                 return Ok(response);
             }
+            // A change for this user may have woken it while a slower
+            // writer's lower position still hid it: then the read above
+            // could not see it, and nothing else would wake the request.
+            let hidden = self.change_above(who, upto).await?;
+            let settled = async {
+                if hidden {
+                    self.streams.settled_past(upto).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 () = &mut notified => {}
+                () = settled => {}
                 () = tokio::time::sleep_until(deadline) => return Ok(response),
                 () = self.notifier.shutting_down() => return Ok(response),
             }
@@ -315,6 +327,24 @@ impl SyncService {
             }
         }
         Ok(response)
+    }
+
+    /// Whether a change the caller's sync carries (room events, receipts,
+    /// memberships, account data, to-device messages) is noted above
+    /// `upto`. Presence and delivery status are advisory and left out: a
+    /// later wake-up carries them.
+    async fn change_above(&self, who: &Identity, upto: i64) -> Result<bool> {
+        let user = &who.user_id;
+        if self.account_data.changed_after(user, upto)
+            || self.to_device.changed_after(user, upto)
+            || self.rooms.user_memberships_changed_after(user, upto)
+        {
+            return Ok(true);
+        }
+        let memberships = self.rooms.memberships_of(user, upto).await?;
+        Ok(memberships.iter().filter(|m| m.membership == "join").any(|m| {
+            self.rooms.changed_after(&m.room_id, upto) || self.receipts.changed_after(&m.room_id, upto)
+        }))
     }
 
     /// The users in the caller's `m.ignored_user_list`, read once per
