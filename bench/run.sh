@@ -127,6 +127,12 @@ bench() {
 
 run_scenario() {
 	local target=$1 scenario=$2 pid
+	if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then
+		# A server left over from an interrupted run would be measured
+		# instead of the fresh one (which cannot bind the port).
+		log "port $PORT is already in use: stop whatever listens there first"
+		exit 1
+	fi
 	local common=(--url "http://127.0.0.1:$PORT" --target "$target" --out "$RESULTS")
 	if [[ $scenario == cold-start ]]; then
 		# Initialise the database first, so that cold start is a restart.

@@ -292,8 +292,14 @@ fn targets_section(out: &mut String, results: &Results) {
         catch_up.map(|s| s < 2.0),
     );
     let synapse_ceiling = get("synapse-postgres", "ceiling", "/outcome/sustained_rate");
-    let times = ceiling.zip(synapse_ceiling).map(|(t, s)| t / s.max(1.0));
-    line("≥ 10× Synapse's ceiling", times, format!("{:.1}×", times.unwrap_or(0.0)), times.map(|x| x >= 10.0));
+    // A Synapse that passed no step has no ceiling to divide by.
+    let times = ceiling.zip(synapse_ceiling).and_then(|(t, s)| (s > 0.0).then(|| t / s));
+    let shown = match (times, synapse_ceiling) {
+        (Some(times), _) => format!("{times:.1}×"),
+        (None, Some(_)) => "Synapse passed no step, so no ratio".to_owned(),
+        (None, None) => "0.0×".to_owned(),
+    };
+    line("≥ 10× Synapse's ceiling", times, shown, times.map(|x| x >= 10.0));
     let rss = get(pg, "steady", "/outcome/resources/server_rss_peak_kib");
     let synapse_rss = get("synapse-postgres", "steady", "/outcome/resources/server_rss_peak_kib");
     let fraction = rss.zip(synapse_rss).map(|(t, s)| t / s.max(1.0));
