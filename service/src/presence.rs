@@ -277,9 +277,7 @@ impl Presence {
         drop(position);
         if let Ok(user) = UserId::parse(&row.user_id) {
             self.touched.lock().unwrap_or_else(|p| p.into_inner()).remove(&user);
-        }
-        // Only the user's own syncs are woken; others read it lazily.
-        if let Ok(user) = UserId::parse(&row.user_id) {
+            // Only the user's own syncs are woken; others read it lazily.
             self.notifier.user_changed(&user);
         }
         Ok(())

@@ -266,20 +266,9 @@ impl Store {
         row.map(|row| EventId::parse(row.try_get::<String, _>(0)?).map_err(StorageError::corrupt)).transpose()
     }
 
+    /// One event by ID (through the event cache, like [`Store::get_events`]).
     pub async fn get_event(&self, event_id: &EventId) -> Result<Option<StoredEvent>> {
-        let key = event_id.as_str().to_owned();
-        if let Some(event) = self.event_cache.get(&key) {
-            return Ok(Some(StoredEvent::clone(&event)));
-        }
-        let generation = self.event_cache.generation();
-        let sql = format!("SELECT {COLUMNS} FROM events WHERE event_id = $1");
-        let row =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(event_id.as_str()).fetch_optional(&self.read).await?;
-        let event = row.as_ref().map(event_from_row).transpose()?;
-        if let Some(event) = &event {
-            self.event_cache.insert_read_at(generation, key, std::sync::Arc::new(event.clone()), 1);
-        }
-        Ok(event)
+        Ok(self.get_events(&[event_id.as_str().to_owned()]).await?.pop())
     }
 
     /// The highest stream position ever assigned (0 for an empty

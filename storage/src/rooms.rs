@@ -199,15 +199,11 @@ impl Store {
         event_type: &str,
         state_key: &str,
     ) -> Result<Option<StoredEvent>> {
-        if group == crate::state::EMPTY {
-            return Ok(None);
-        }
         let state = self.state_at_group(group).await?;
         let Some(event_id) = state.get(&(event_type.to_owned(), state_key.to_owned())) else {
             return Ok(None);
         };
-        let event_id = ruma::EventId::parse(event_id).map_err(StorageError::corrupt)?;
-        self.get_event(&event_id).await
+        Ok(self.get_events(std::slice::from_ref(event_id)).await?.pop())
     }
 
     /// Events by ID (those the server has), in no particular order.
