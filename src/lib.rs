@@ -12,7 +12,7 @@ mod tls;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use tessera_client_api::{ClientState, DiscoverySettings};
+use tessera_client_api::{ClientServices, ClientState, DiscoverySettings};
 use tessera_core::ServerSigningKey;
 use tessera_federation::FederationState;
 use tessera_service::{
@@ -162,7 +162,7 @@ async fn serve_with_store(
         },
     );
     let client_addr = listeners.client.local_addr()?;
-    let client_state = ClientState {
+    let client_state = ClientState::new(ClientServices {
         gate: gate.clone(),
         receipts,
         to_device,
@@ -193,7 +193,7 @@ async fn serve_with_store(
             })),
             server: config.well_known.server.clone(),
         },
-    };
+    });
     let federation_state = FederationState { gate, signing_key };
     let client_router = tessera_client_api::router(client_state)
         .merge(tessera_federation::key_router(federation_state.clone()));

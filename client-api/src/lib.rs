@@ -24,6 +24,8 @@ mod sync_ws;
 mod threepid;
 mod to_device;
 
+use std::sync::Arc;
+
 use axum::{Router, extract::FromRef, middleware, routing::get};
 use tessera_service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, notifications::Notifications,
@@ -35,9 +37,27 @@ use tessera_web::{Gate, routing};
 
 pub use discovery::DiscoverySettings;
 
-/// Everything the client API's handlers call.
+/// Everything the client API's handlers call, shared: every request
+/// clones its route's state, so this is one pointer.
 #[derive(Clone)]
-pub struct ClientState {
+pub struct ClientState(Arc<ClientServices>);
+
+impl ClientState {
+    pub fn new(services: ClientServices) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for ClientState {
+    type Target = ClientServices;
+
+    fn deref(&self) -> &ClientServices {
+        &self.0
+    }
+}
+
+/// The services behind [`ClientState`].
+pub struct ClientServices {
     pub gate: Gate,
     pub account_data: AccountData,
     pub accounts: Accounts,

@@ -42,7 +42,7 @@ async fn sync(
     let filter = match body.filter {
         None => FilterDefinition::default(),
         Some(Filter::FilterDefinition(filter)) => filter,
-        Some(Filter::FilterId(id)) => state.sync.get_filter(&me.user_id, &id).await?,
+        Some(Filter::FilterId(id)) => Box::pin(state.sync.get_filter(&me.user_id, &id)).await?,
         Some(_) => return Err(Error::invalid_param("Unknown filter form").into()),
     };
     let request = SyncRequest {

@@ -135,6 +135,23 @@ where
     type Rejection = WebError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // Boxed: the handler's future is sized for its largest state, and
+        // a long-poll holds that future for as long as it waits.
+        Box::pin(Self::extract(request, state)).await
+    }
+}
+
+impl<T, G> Ruma<T, G>
+where
+    T: IncomingRequest + Send,
+    T::Authentication: TokenPolicy,
+    G: GuestPolicy,
+{
+    async fn extract<S>(request: Request, state: &S) -> Result<Self, WebError>
+    where
+        Gate: FromRef<S>,
+        S: Send + Sync,
+    {
         let gate = Gate::from_ref(state);
         let (mut parts, body) = request.into_parts();
         let client_ip = client_ip(&parts, gate.trust_forwarded_for);

@@ -188,15 +188,21 @@ impl Rooms {
         let mut members_unsettled = membership
             .is_some()
             .then(|| ForgetMembersOnDrop { notifier: &self.notifier, room: &pdu.room_id });
+        // Declared after `position`, so dropped (the tail forgotten) before
+        // the position is released.
+        let mut tail_unsettled = Some(ForgetRecentOnDrop { recent: &self.recent, room: &pdu.room_id });
+        let event_type = pdu.kind.to_string();
+        let depth = i64::try_from(pdu.depth).unwrap_or(i64::MAX);
+        let origin_server_ts = i64::try_from(u64::from(pdu.origin_server_ts.0)).unwrap_or(i64::MAX);
         let new = NewEvent {
             stream_ordering: position.position,
             event_id: &pdu.event_id,
             room_id: &pdu.room_id,
             sender: &pdu.sender,
-            event_type: &pdu.kind.to_string(),
+            event_type: &event_type,
             state_key: pdu.state_key.as_deref(),
-            depth: i64::try_from(pdu.depth).unwrap_or(i64::MAX),
-            origin_server_ts: i64::try_from(u64::from(pdu.origin_server_ts.0)).unwrap_or(i64::MAX),
+            depth,
+            origin_server_ts,
             json: &json,
             prev_events: &pdu.prev_events,
             state_before: prepared.state_before,
@@ -207,8 +213,27 @@ impl Rooms {
             push_actions: &push_actions,
         };
         match self.store.append_event(new).await {
-            Ok(_) => {
+            Ok(state_after) => {
                 let stream = position.position;
+                let stored = StoredEvent {
+                    stream_ordering: stream,
+                    event_id: pdu.event_id.clone(),
+                    room_id: pdu.room_id.to_string(),
+                    sender: pdu.sender.to_string(),
+                    event_type,
+                    state_key: pdu.state_key.clone(),
+                    depth,
+                    origin_server_ts,
+                    json,
+                    redacted_by: None,
+                    rejected: false,
+                    state_before: prepared.state_before,
+                    state_after,
+                    txn_device_id: txn.map(|(_, device, _)| device.to_string()),
+                    txn_id: txn.map(|(_, _, txn_id)| txn_id.to_owned()),
+                };
+                self.recent.push(stored, redaction);
+                std::mem::forget(tail_unsettled.take());
                 // Settle the position before waking readers: they read up to
                 // `persisted_upto`, which now includes this event.
                 drop(position);
@@ -313,5 +338,17 @@ struct ForgetMembersOnDrop<'a> {
 impl Drop for ForgetMembersOnDrop<'_> {
     fn drop(&mut self) {
         self.notifier.forget_members(self.room);
+    }
+}
+
+/// Drops the room's recent events unless the append added its event.
+struct ForgetRecentOnDrop<'a> {
+    recent: &'a super::recent::RecentEvents,
+    room: &'a RoomId,
+}
+
+impl Drop for ForgetRecentOnDrop<'_> {
+    fn drop(&mut self) {
+        self.recent.forget(self.room);
     }
 }

@@ -15,6 +15,7 @@ pub mod hierarchy;
 pub mod membership;
 mod push;
 pub mod read;
+mod recent;
 mod redact;
 pub mod relations;
 mod upgrade;
@@ -26,7 +27,7 @@ use std::{
 
 use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UserId};
 use tessera_core::ServerSigningKey;
-use tessera_storage::{MembershipRow, Store};
+use tessera_storage::{MembershipRow, Store, StoredEvent};
 
 use crate::{
     Error, Result, changes::ChangeLog, notifier::Notifier, push_rules::PushRules, streams::StreamAllocator,
@@ -58,6 +59,8 @@ pub struct Rooms {
     /// Per user, their memberships as read at a stream position (valid
     /// while `member_changes` has nothing for them after it).
     memberships: Arc<Mutex<HashMap<OwnedUserId, MembershipsAt>>>,
+    /// Each active room's newest events.
+    recent: Arc<recent::RecentEvents>,
 }
 
 /// A user's memberships, as read at a stream position.
@@ -91,6 +94,7 @@ impl Rooms {
             member_changes,
             room_member_changes,
             memberships: Arc::default(),
+            recent: Arc::default(),
         }
     }
 
@@ -126,6 +130,30 @@ impl Rooms {
     /// Whether the room may have events after stream position `after`.
     pub fn changed_after(&self, room: &str, after: i64) -> bool {
         self.changes.changed_after(room, after)
+    }
+
+    /// The room's newest events above `after` up to `upto` (a settled
+    /// position), newest first, at most `limit`; rejected ones left out.
+    pub async fn events_in_range(
+        &self,
+        room: &RoomId,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        if let Some(events) = self.recent.range(room, after, upto, limit) {
+            return Ok(events);
+        }
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(self.store.room_events_in_range(room, after, upto, fetch).await?)
+    }
+
+    /// The room's last event at or before `upto` (a settled position).
+    pub async fn last_event_upto(&self, room: &RoomId, upto: i64) -> Result<Option<StoredEvent>> {
+        if let Some(event) = self.recent.last_upto(room, upto) {
+            return Ok(Some(event));
+        }
+        Ok(self.store.last_event_upto(room, upto).await?)
     }
 
     /// The room version new rooms get by default.

@@ -144,7 +144,7 @@ impl SyncService {
             ),
             None => None,
         };
-        self.presence.on_sync(&who.user_id, &request.set_presence).await?;
+        Box::pin(self.presence.on_sync(&who.user_id, &request.set_presence)).await?;
         if let Some(since) = since {
             // Asking for the next batch acknowledges everything up to `since`.
             self.delivery.acknowledged(&who.user_id, since.events);
@@ -157,14 +157,15 @@ impl SyncService {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let upto = self.streams.persisted_upto();
-            let response = self.read(who, since, upto, &request).await?;
+            // Boxed, so that a waiting request holds only the loop's state.
+            let response = Box::pin(self.read(who, since, upto, &request)).await?;
             if since.is_none() || request.full_state || !response.is_empty() {
                 return Ok(response);
             }
             // A change for this user may have woken it while a slower
             // writer's lower position still hid it: then the read above
             // could not see it, and nothing else would wake the request.
-            let hidden = self.change_above(who, upto).await?;
+            let hidden = Box::pin(self.change_above(who, upto)).await?;
             let settled = async {
                 if hidden {
                     self.streams.settled_past(upto).await;

@@ -238,9 +238,8 @@ impl RoomSync<'_> {
             .filter(|l| *l > 0)
             .unwrap_or(DEFAULT_TIMELINE_LIMIT)
             .min(500);
-        let fetch = i64::try_from(limit + 1).unwrap_or(501);
         let mut events =
-            self.sync.store.room_events_in_range(room, self.after.unwrap_or(0), upto, fetch).await?;
+            self.sync.rooms.events_in_range(room, self.after.unwrap_or(0), upto, limit + 1).await?;
         let limited = events.len() > limit;
         events.truncate(limit);
         events.reverse();
@@ -267,14 +266,14 @@ impl RoomSync<'_> {
         let store = &self.sync.store;
         let start_group = match timeline.first() {
             Some(first) if !self.state_after => first.state_before,
-            _ => match store.last_event_upto(room, upto).await? {
+            _ => match self.sync.rooms.last_event_upto(room, upto).await? {
                 Some(last) => last.state_after,
                 None => return Ok(Vec::new()),
             },
         };
         let at_start = store.state_at_group(start_group).await?;
         let since = match (full, self.after) {
-            (false, Some(after)) => match store.last_event_upto(room, after).await? {
+            (false, Some(after)) => match self.sync.rooms.last_event_upto(room, after).await? {
                 Some(event) => store.state_at_group(event.state_after).await?,
                 None => Default::default(),
             },
