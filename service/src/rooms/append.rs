@@ -71,7 +71,7 @@ impl Rooms {
         template: &EventTemplate,
     ) -> Result<Prepared> {
         let rules = rules_for(version).map_err(event_error)?;
-        let (extremities, state_before) = match room_id {
+        let (extremities, state_before, single_extremity) = match room_id {
             Some(room_id) => {
                 let stored = self.store.forward_extremities(room_id).await?;
                 // Local appends are serialised, so a room has one extremity
@@ -79,9 +79,9 @@ impl Rooms {
                 let state_before =
                     stored.iter().map(|e| e.state_after).max().unwrap_or(tessera_storage::state::EMPTY);
                 let pdus = stored.iter().map(|e| pdu_from_stored(e, version)).collect::<Result<Vec<_>>>()?;
-                (pdus, state_before)
+                (pdus, state_before, stored.len() == 1)
             }
-            None => (Vec::new(), tessera_storage::state::EMPTY),
+            None => (Vec::new(), tessera_storage::state::EMPTY, false),
         };
         if extremities.is_empty() && template.kind != TimelineEventType::RoomCreate {
             return Err(Error::not_found("Unknown room"));
@@ -95,18 +95,29 @@ impl Rooms {
         // (which room version 12 leaves out of auth_events).
         let mut state: Vec<Pdu> = Vec::with_capacity(types.len() + 1);
         if let Some(room_id) = room_id {
+            let mut keys: Vec<(String, String)> = Vec::with_capacity(types.len() + 1);
             for (kind, key) in types
                 .iter()
                 .chain(std::iter::once(&(ruma::events::StateEventType::RoomCreate, String::new())))
             {
-                if state
-                    .iter()
-                    .any(|p| p.kind.to_string() == kind.to_string() && p.state_key.as_deref() == Some(key))
-                {
-                    continue;
+                let key = (kind.to_string(), key.clone());
+                if !keys.contains(&key) {
+                    keys.push(key);
                 }
-                if let Some(stored) = self.store.current_state_event(room_id, &kind.to_string(), key).await? {
+            }
+            if single_extremity {
+                // The state the event is built on, from the state cache:
+                // with one extremity it is the room's current state.
+                let at = self.store.state_at_group(state_before).await?;
+                let ids: Vec<String> = keys.iter().filter_map(|key| at.get(key).cloned()).collect();
+                for stored in self.store.get_events(&ids).await? {
                     state.push(pdu_from_stored(&stored, version)?);
+                }
+            } else {
+                for (kind, key) in &keys {
+                    if let Some(stored) = self.store.current_state_event(room_id, kind, key).await? {
+                        state.push(pdu_from_stored(&stored, version)?);
+                    }
                 }
             }
         }
@@ -267,15 +278,10 @@ impl Rooms {
         template: &EventTemplate,
         txn: Option<(&DeviceId, &str)>,
     ) -> Result<OwnedEventId> {
-        if let Some((device, txn_id)) = txn
-            && let Some(existing) = self.store.get_txn_event(sender, device, txn_id).await?
-        {
-            return Ok(existing);
-        }
         let version = self.room_version(room_id).await?;
         let lock = self.room_lock(room_id);
         let _guard = lock.lock().await;
-        // A retry may have raced us to the lock.
+        // A retry (checked under the lock, so it cannot race its original).
         if let Some((device, txn_id)) = txn
             && let Some(existing) = self.store.get_txn_event(sender, device, txn_id).await?
         {

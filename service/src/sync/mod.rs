@@ -85,6 +85,11 @@ pub struct SyncSources {
 /// The longest a request may wait, whatever it asks (clients ask 30 s).
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Sync reads under way at once. One event wakes a sync per member; the
+/// rest queue here, in order, instead of crowding the runtime's run queue
+/// ahead of the sends (and of each other's queries).
+const READS_AT_ONCE: usize = 16;
+
 /// The sync service.
 #[derive(Clone)]
 pub struct SyncService {
@@ -101,6 +106,8 @@ pub struct SyncService {
     /// Per user, their ignored users as read at a stream position (valid
     /// while their account data has not changed since).
     ignored: Arc<Mutex<HashMap<OwnedUserId, IgnoredAt>>>,
+    /// Admits [`READS_AT_ONCE`] reads at a time.
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// A user's ignored users, as read at a stream position.
@@ -127,6 +134,7 @@ impl SyncService {
             to_device,
             presence,
             ignored: Arc::default(),
+            reads: Arc::new(tokio::sync::Semaphore::new(READS_AT_ONCE)),
         }
     }
 
@@ -156,9 +164,11 @@ impl SyncService {
             let notified = listener.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let turn = self.reads.acquire().await.map_err(crate::Error::internal)?;
             let upto = self.streams.persisted_upto();
             // Boxed, so that a waiting request holds only the loop's state.
             let response = Box::pin(self.read(who, since, upto, &request)).await?;
+            drop(turn);
             if since.is_none() || request.full_state || !response.is_empty() {
                 return Ok(response);
             }
