@@ -261,7 +261,7 @@ impl SyncService {
             Some(after) if !joined().any(|room| self.delivery.changed_after(room, after)) => {
                 Default::default()
             }
-            _ => self.delivery.events_for(&who.user_id, joined(), after.unwrap_or(0), upto).await?,
+            _ => self.delivery.events_for(&who.user_id, after.unwrap_or(0), upto).await?,
         };
         changed.extend(delivered.keys().cloned());
         let since_typing = since.map(|s| s.typing);
@@ -378,8 +378,10 @@ impl SyncService {
             }
         };
         let users = Arc::new(users);
-        let mut ignored = self.ignored.lock().unwrap_or_else(|p| p.into_inner());
-        crate::remember(&mut ignored, who.user_id.clone(), (upto, users.clone()));
+        self.ignored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(who.user_id.clone(), (upto, users.clone()));
         Ok(users)
     }
 }

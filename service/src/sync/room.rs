@@ -157,7 +157,7 @@ impl RoomSync<'_> {
     /// The room's unread counts from the push-rule verdicts after the
     /// user's read receipts, split by thread if the filter asks for it.
     async fn unread(&self, room: &RoomId) -> Result<(Unread, Vec<(String, Unread)>)> {
-        let per_thread = self.sync.rooms.unread_counts(&self.who.user_id, room, self.upto).await?;
+        let per_thread = self.sync.store.unread_counts(&self.who.user_id, room, self.upto).await?;
         let by_thread = self.filter.room.timeline.unread_thread_notifications;
         let mut unread = Unread::default();
         let mut threads = Vec::new();
