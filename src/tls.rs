@@ -64,8 +64,10 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
         };
         let acceptor = acceptor.clone();
-        let service =
-            TowerToHyperService::new(router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))));
+        // The peer wraps the router as a whole: `Router::layer` would wrap
+        // (and allocate) every route again for each connection.
+        let peer_info = axum::Extension(axum::extract::ConnectInfo(peer));
+        let service = TowerToHyperService::new(tower::Layer::layer(&peer_info, router.clone()));
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let stream = match acceptor.accept(stream).await {
