@@ -243,7 +243,7 @@ impl Rooms {
                     txn_device_id: txn.map(|(_, device, _)| device.to_string()),
                     txn_id: txn.map(|(_, _, txn_id)| txn_id.to_owned()),
                 };
-                self.recent.push(stored, redaction);
+                self.recent.push(&pdu.room_id, stored, redaction);
                 std::mem::forget(tail_unsettled.take());
                 // Settle the position before waking readers: they read up to
                 // `persisted_upto`, which now includes this event.

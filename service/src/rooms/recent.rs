@@ -52,14 +52,12 @@ impl RecentEvents {
 
     /// Adds an appended event (before its position is released); a
     /// redaction it applies replaces its target's JSON in the same step.
-    pub(crate) fn push(&self, event: StoredEvent, redacted: Option<(&EventId, &str)>) {
+    pub(crate) fn push(&self, room: &RoomId, event: StoredEvent, redacted: Option<(&EventId, &str)>) {
         let mut inner = self.lock();
         inner.clock += 1;
         let used = inner.clock;
-        let room = RoomId::parse(&event.room_id).ok();
-        let Some(room) = room else { return };
         let position = event.stream_ordering;
-        let tail = inner.rooms.entry(room).or_insert_with(|| Tail {
+        let tail = inner.rooms.entry(room.to_owned()).or_insert_with(|| Tail {
             complete_after: position - 1,
             events: VecDeque::new(),
             used,
@@ -194,7 +192,7 @@ mod tests {
         let room = RoomId::parse("!r:x").unwrap();
         assert!(recent.range(&room, 0, 10, 5).is_none(), "no tail yet");
         for position in [10, 12, 11, 14] {
-            recent.push(event("!r:x", position), None);
+            recent.push(&room, event("!r:x", position), None);
         }
         // Complete above 9 (the first append's position minus one).
         assert_eq!(positions(&recent.range(&room, 9, 14, 10).unwrap()), [14, 12, 11, 10]);
@@ -212,13 +210,13 @@ mod tests {
         let recent = RecentEvents::default();
         let room = RoomId::parse("!r:x").unwrap();
         for position in 1..=100 {
-            recent.push(event("!r:x", position), None);
+            recent.push(&room, event("!r:x", position), None);
         }
         let held = recent.range(&room, 100 - PER_ROOM as i64, 100, 1000).unwrap();
         assert_eq!(held.len(), PER_ROOM);
         assert!(recent.range(&room, 100 - PER_ROOM as i64 - 1, 100, 1000).is_none(), "trimmed below");
         let target = EventId::parse("$e99").unwrap();
-        recent.push(event("!r:x", 101), Some((&target, "{\"redacted\":true}")));
+        recent.push(&room, event("!r:x", 101), Some((&target, "{\"redacted\":true}")));
         let e99 = recent.last_upto(&room, 99).unwrap();
         assert_eq!(e99.json, "{\"redacted\":true}");
         assert_eq!(e99.redacted_by.as_deref(), Some("$e101"));
@@ -230,7 +228,8 @@ mod tests {
         let rooms = TOTAL / PER_ROOM + 10;
         for room in 0..rooms {
             for position in 0..PER_ROOM as i64 {
-                recent.push(event(&format!("!r{room}:x"), position + 1), None);
+                let id = format!("!r{room}:x");
+                recent.push(&RoomId::parse(&id).unwrap(), event(&id, position + 1), None);
             }
             // The first room stays in use.
             recent.range(&RoomId::parse("!r0:x").unwrap(), 0, 100, 1);
