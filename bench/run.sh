@@ -12,6 +12,9 @@
 #   SCENARIOS   steady big-room ceiling idle catch-up cold-start (default: all)
 #   SIZES       full (the issue's sizes) or smoke
 #   RESULTS     results directory (default bench/results/<UTC date>)
+#   TESSERA_BIN a server binary to run instead of building this tree's
+#               (a before/after against an older commit); the tool is
+#               still this tree's, built beforehand
 #   <SCENARIO>_ARGS  override one scenario's size flags, e.g.
 #               CATCH_UP_ARGS="--rooms 100 --room-size 100 --messages 10000"
 #
@@ -29,6 +32,7 @@ SIZES=${SIZES:-full}
 RESULTS=${RESULTS:-bench/results/$(date -u +%Y-%m-%d)}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN="$(realpath -m "$TARGET_DIR")/release"
+SERVER=$BIN/tessera
 COMMANDS=()
 export BENCH_SHARED_SECRET=$SECRET
 
@@ -72,7 +76,7 @@ tessera_env() {
 # The command that starts a target in the foreground (for cold start).
 start_command() {
 	case $1 in
-	tessera-*) echo "env $(tessera_env "$1" | tr '\n' ' ') $BIN/tessera" ;;
+	tessera-*) echo "env $(tessera_env "$1" | tr '\n' ' ') $SERVER" ;;
 	synapse-*) echo "$WORK/synapse-venv/bin/python -m synapse.app.homeserver -c $WORK/synapse-${1#synapse-}/homeserver.yaml" ;;
 	esac
 }
@@ -88,8 +92,11 @@ start_target() {
 			dropdb "${PG[@]}" --if-exists --force tessera_bench
 			createdb "${PG[@]}" tessera_bench
 		fi
+		# Every start appends to the target's log, so a scenario's errors
+		# outlive the next scenario's server.
+		echo "== $(date -u +%FT%TZ) starting $SERVER" >>"$WORK/$target.log"
 		# shellcheck disable=SC2046 # word-splitting the env assignments is intended
-		env $(tessera_env "$target") "$BIN/tessera" >"$WORK/$target.log" 2>&1 &
+		env $(tessera_env "$target") "$SERVER" >>"$WORK/$target.log" 2>&1 &
 		local pid=$!
 		for _ in $(seq 1 600); do
 			curl -sf "http://127.0.0.1:$PORT/_matrix/client/versions" >/dev/null && break
@@ -157,8 +164,14 @@ run_scenario() {
 
 main() {
 	ulimit -n "$(ulimit -Hn)"
-	log "building"
-	cargo build --release -p tessera -p tessera-bench
+	if [[ -n ${TESSERA_BIN:-} ]]; then
+		# Another build of the server (an older commit, for a before/after).
+		log "server: $TESSERA_BIN"
+		SERVER=$TESSERA_BIN
+	else
+		log "building"
+		cargo build --release -p tessera -p tessera-bench
+	fi
 	if [[ $TARGETS == *synapse* ]]; then
 		bench/synapse.sh install
 	fi
@@ -183,6 +196,9 @@ model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.sta
 mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+if os.environ.get("TESSERA_BIN"):
+    commit = "server " + os.environ["TESSERA_BIN"] + ", tool " + commit
+    dirty = ""
 json.dump({
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     "commit": commit + ("+changes" if dirty else ""),

@@ -154,7 +154,7 @@ async fn serve_with_store(
         streams.clone(),
         SyncSources {
             account_data: account_data.clone(),
-            delivery: Delivery::start(store.clone(), streams.clone(), notifier.clone()),
+            delivery: Delivery::start(store.clone(), streams.clone(), notifier.clone(), rooms.clone()),
             typing: typing.clone(),
             receipts: receipts.clone(),
             to_device: to_device.clone(),

@@ -12,6 +12,13 @@
 //! the senders of newly delivered events are woken. The records are
 //! advisory (a delivery tick), so a crash may lose the last
 //! [`FLUSH_EVERY`] of them, never a message.
+//!
+//! A sender needs a member's progress only when it passes one of the
+//! sender's own events. Each recording therefore also writes a notice per
+//! sender of what a member newly received, and an incremental sync reads
+//! only its user's notices (when it has any): one message in a room of N
+//! members costs O(N) notices, not every member's progress in every
+//! member's sync, which is O(N²).
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -21,9 +28,9 @@ use std::{
 
 use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
-use tessera_storage::{Store, UserDeliveries};
+use tessera_storage::{DeliveryNotice, EventOutline, Store, UserDeliveries};
 
-use crate::{Result, changes::ChangeLog, notifier::Notifier, now_ms, streams::StreamAllocator};
+use crate::{Result, changes::ChangeLog, notifier::Notifier, now_ms, rooms::Rooms, streams::StreamAllocator};
 
 /// How long acknowledgements gather before they are recorded together.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -34,20 +41,22 @@ pub struct Delivery {
     store: Store,
     streams: StreamAllocator,
     notifier: Notifier,
+    rooms: Rooms,
     /// Per user, the highest position acknowledged and not yet recorded.
     pending: Arc<Mutex<HashMap<OwnedUserId, i64>>>,
     /// Wakes the recorder when `pending` gains its first entry.
     wake: Arc<tokio::sync::Notify>,
-    /// Per room, the position of its last recorded delivery.
+    /// Per viewer, the position of their last notice.
     changes: ChangeLog,
 }
 
 impl Delivery {
     /// The service and its recorder task (which stops at shutdown, after
     /// recording what is pending).
-    pub fn start(store: Store, streams: StreamAllocator, notifier: Notifier) -> Self {
+    pub fn start(store: Store, streams: StreamAllocator, notifier: Notifier, rooms: Rooms) -> Self {
         let changes = ChangeLog::new(&streams);
-        let this = Self { store, streams, notifier, pending: Arc::default(), wake: Arc::default(), changes };
+        let this =
+            Self { store, streams, notifier, rooms, pending: Arc::default(), wake: Arc::default(), changes };
         let recorder = this.clone();
         tokio::spawn(async move { recorder.record_until_shutdown().await });
         this
@@ -100,80 +109,102 @@ impl Delivery {
         pending: HashMap<OwnedUserId, i64>,
         recorded: &mut HashMap<OwnedUserId, i64>,
     ) -> Result<()> {
-        let mut batch = Vec::with_capacity(pending.len());
-        let mut senders = HashSet::new();
-        // The same room's latest event up to the same position, once.
-        let mut latest: HashMap<(String, i64), Option<(String, String)>> = HashMap::new();
+        // Each user's joined rooms with events in what they newly received,
+        // `(from, acked]`.
+        let mut acks = Vec::with_capacity(pending.len());
         for (user, acked) in pending {
             let from = match recorded.get(&user) {
                 Some(from) => *from,
                 None => self.store.delivered_upto(&user).await?,
             };
-            if acked <= from {
-                recorded.insert(user, from);
-                continue;
+            recorded.insert(user.clone(), from.max(acked));
+            if acked > from {
+                let rooms = self.store.joined_rooms_with_events(&user, from, acked).await?;
+                acks.push((user, from, acked, rooms));
             }
-            let mut rooms = Vec::new();
-            for room in self.store.joined_rooms_with_events(&user, from, acked).await? {
-                let event = match latest.get(&(room.clone(), acked)) {
-                    Some(event) => event.clone(),
-                    None => {
-                        let Ok(room_id) = RoomId::parse(&room) else { continue };
-                        let event = self
-                            .store
-                            .last_event_upto(&room_id, acked)
-                            .await?
-                            .map(|e| (e.event_id.to_string(), e.sender));
-                        latest.insert((room.clone(), acked), event.clone());
-                        event
-                    }
-                };
-                if let Some((event_id, sender)) = event {
-                    if sender != user.as_str() {
-                        senders.insert(sender);
-                    }
-                    rooms.push((room, event_id));
-                }
-            }
-            batch.push(UserDeliveries { user_id: user.to_string(), rooms, upto: acked });
-            recorded.insert(user, acked);
         }
-        if batch.is_empty() {
+        if acks.is_empty() {
             return Ok(());
+        }
+        // Each room's events over all its users' spans, read once.
+        let mut spans: HashMap<&str, (i64, i64)> = HashMap::new();
+        for (_, from, acked, rooms) in &acks {
+            for room in rooms {
+                let span = spans.entry(room.as_str()).or_insert((*from, *acked));
+                *span = (span.0.min(*from), span.1.max(*acked));
+            }
+        }
+        let mut events: HashMap<&str, Vec<EventOutline>> = HashMap::with_capacity(spans.len());
+        for (room, (after, upto)) in spans {
+            let Ok(room_id) = RoomId::parse(room) else { continue };
+            events.insert(room, self.rooms.event_outlines(&room_id, after, upto).await?);
+        }
+        let mut batch = Vec::with_capacity(acks.len());
+        let mut notices = Vec::new();
+        for (user, from, acked, rooms) in &acks {
+            let mut delivered = Vec::new();
+            for room in rooms {
+                let Some(room_events) = events.get(room.as_str()) else { continue };
+                let received = received(room_events, *from, *acked);
+                let Some(latest) = received.last() else { continue };
+                // Each other sender of what the user received learns of it.
+                let mut viewers: Vec<&str> = received
+                    .iter()
+                    .filter(|e| e.event_type != "m.room.member" && e.sender != user.as_str())
+                    .map(|e| e.sender.as_str())
+                    .collect();
+                viewers.sort_unstable();
+                viewers.dedup();
+                notices.extend(viewers.into_iter().map(|viewer| DeliveryNotice {
+                    viewer_id: viewer.to_owned(),
+                    room_id: room.clone(),
+                    user_id: user.to_string(),
+                    event_id: latest.event_id.clone(),
+                }));
+                delivered.push((room.clone(), latest.event_id.clone()));
+            }
+            batch.push(UserDeliveries { user_id: user.to_string(), rooms: delivered, upto: *acked });
         }
         // A stream position only when a delivery row stores it: a position
         // stored nowhere could put a client's token ahead of what the
         // counter resumes from after a restart.
         let position = batch.iter().any(|user| !user.rooms.is_empty()).then(|| self.streams.reserve());
         let at = position.as_ref().map_or(0, |p| p.position);
-        for (room, _) in batch.iter().flat_map(|user| &user.rooms) {
-            self.changes.record(room, at);
+        for notice in &notices {
+            self.changes.record(&notice.viewer_id, at);
         }
-        self.store.record_deliveries(&batch, now_ms(), at).await?;
+        self.store.record_deliveries(&batch, &notices, now_ms(), at).await?;
         drop(position);
-        for sender in senders {
-            if let Ok(sender) = UserId::parse(&sender) {
-                self.notifier.user_changed(&sender);
+        let mut woken = HashSet::new();
+        for notice in &notices {
+            if woken.insert(notice.viewer_id.as_str())
+                && let Ok(viewer) = UserId::parse(&notice.viewer_id)
+            {
+                self.notifier.user_changed(&viewer);
             }
         }
         Ok(())
     }
 
-    /// Whether the room may have deliveries recorded after `after`.
-    pub fn changed_after(&self, room: &str, after: i64) -> bool {
-        self.changes.changed_after(room, after)
-    }
-
-    /// Per room, the `org.tessera.delivered` event of the deliveries
-    /// recorded in `(after, upto]` that `viewer` may see.
+    /// Per room, the `org.tessera.delivered` event `viewer` is to see in a
+    /// sync over `(after, upto]`: the deliveries that passed the viewer's
+    /// own events since `after`, or every delivery in the viewer's rooms
+    /// for an initial sync.
     pub async fn events_for(
         &self,
         viewer: &UserId,
-        after: i64,
+        after: Option<i64>,
         upto: i64,
     ) -> Result<BTreeMap<String, Value>> {
+        let rows = match after {
+            None => self.store.deliveries_for(viewer, upto).await?,
+            Some(after) if self.changes.changed_after(viewer.as_str(), after) => {
+                self.store.delivery_notices_for(viewer, after, upto).await?
+            }
+            Some(_) => return Ok(BTreeMap::new()),
+        };
         let mut by_room: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
-        for row in self.store.deliveries_for(viewer, after, upto).await? {
+        for row in rows {
             by_room
                 .entry(row.room_id)
                 .or_default()
@@ -184,4 +215,11 @@ impl Delivery {
             .map(|(room, content)| (room, json!({ "type": "org.tessera.delivered", "content": content })))
             .collect())
     }
+}
+
+/// The events of `(from, acked]` among a room's outlines (oldest first).
+fn received(events: &[EventOutline], from: i64, acked: i64) -> &[EventOutline] {
+    let start = events.partition_point(|e| e.stream_ordering <= from);
+    let end = events.partition_point(|e| e.stream_ordering <= acked);
+    &events[start..end]
 }

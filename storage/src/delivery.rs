@@ -1,7 +1,7 @@
 //! Delivery status: which event of each room a user has received.
 
-use ruma::UserId;
-use sqlx::Row;
+use ruma::{RoomId, UserId};
+use sqlx::{Row, any::AnyRow};
 
 use crate::{Result, Store};
 
@@ -14,6 +14,24 @@ pub struct DeliveryRow {
     pub ts: i64,
 }
 
+/// What the delivery recorder needs of an event.
+#[derive(Clone, Debug)]
+pub struct EventOutline {
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub sender: String,
+    pub event_type: String,
+}
+
+/// A member's delivery that passed one of the viewer's own events.
+#[derive(Clone, Debug)]
+pub struct DeliveryNotice {
+    pub viewer_id: String,
+    pub room_id: String,
+    pub user_id: String,
+    pub event_id: String,
+}
+
 /// One user's deliveries to record: (room, event ID) pairs, and the
 /// position up to which everything is then recorded.
 #[derive(Clone, Debug)]
@@ -24,6 +42,31 @@ pub struct UserDeliveries {
 }
 
 impl Store {
+    /// A room's events in `(after, upto]`, oldest first, rejected ones left
+    /// out: their positions, IDs, senders and types only.
+    pub async fn event_outlines(&self, room_id: &RoomId, after: i64, upto: i64) -> Result<Vec<EventOutline>> {
+        let rows = sqlx::query(
+            "SELECT stream_ordering, event_id, sender, event_type FROM events
+             WHERE room_id = $1 AND rejected = 0 AND stream_ordering > $2 AND stream_ordering <= $3
+             ORDER BY stream_ordering",
+        )
+        .bind(room_id.as_str())
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(EventOutline {
+                    stream_ordering: row.try_get(0)?,
+                    event_id: row.try_get(1)?,
+                    sender: row.try_get(2)?,
+                    event_type: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
     /// The position up to which a user's deliveries are recorded.
     pub async fn delivered_upto(&self, user: &UserId) -> Result<i64> {
         let row = sqlx::query("SELECT delivered_upto FROM delivery_positions WHERE user_id = $1")
@@ -34,36 +77,47 @@ impl Store {
     }
 
     /// Records, in one transaction at `position`, each user's deliveries
-    /// (room, event ID) and that everything up to their `upto` is recorded:
-    /// a few multi-row statements, not one per row. Each (room, user) and
-    /// each user appears once in a batch.
-    pub async fn record_deliveries(&self, batch: &[UserDeliveries], ts: i64, position: i64) -> Result<()> {
-        /// Rows per statement (five parameters each, well under SQLite's
-        /// and PostgreSQL's limits).
-        const ROWS: usize = 200;
-        let rows: Vec<(&str, &str, &str)> = batch
+    /// (room, event ID) and that everything up to their `upto` is recorded,
+    /// and the notices of those deliveries for the viewers they concern: a
+    /// few multi-row statements, not one per row. Each (room, user) and each
+    /// user appears once in a batch, each (viewer, room, user) once in the
+    /// notices.
+    pub async fn record_deliveries(
+        &self,
+        batch: &[UserDeliveries],
+        notices: &[DeliveryNotice],
+        ts: i64,
+        position: i64,
+    ) -> Result<()> {
+        let deliveries: Vec<[&str; 3]> = batch
             .iter()
             .flat_map(|user| {
-                user.rooms.iter().map(|(room, event)| (room.as_str(), user.user_id.as_str(), event.as_str()))
+                user.rooms.iter().map(|(room, event)| [room.as_str(), user.user_id.as_str(), event.as_str()])
             })
             .collect();
+        let notices: Vec<[&str; 4]> = notices
+            .iter()
+            .map(|n| [n.viewer_id.as_str(), n.room_id.as_str(), n.user_id.as_str(), n.event_id.as_str()])
+            .collect();
         let mut tx = self.write.begin().await?;
-        for chunk in rows.chunks(ROWS) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${}, $1, $2)", 3 * i + 3, 3 * i + 4, 3 * i + 5))
-                .collect();
-            let sql = format!(
-                "INSERT INTO deliveries (room_id, user_id, event_id, ts, stream_ordering) VALUES {}
-                 ON CONFLICT (room_id, user_id)
-                 DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, stream_ordering = excluded.stream_ordering",
-                values.join(", ")
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ts).bind(position);
-            for (room, user, event) in chunk {
-                query = query.bind(*room).bind(*user).bind(*event);
-            }
-            query.execute(&mut *tx).await?;
-        }
+        upsert_stamped(
+            &mut tx,
+            "deliveries (room_id, user_id, event_id, ts, stream_ordering)",
+            "(room_id, user_id)",
+            &deliveries,
+            ts,
+            position,
+        )
+        .await?;
+        upsert_stamped(
+            &mut tx,
+            "delivery_notices (viewer_id, room_id, user_id, event_id, ts, stream_ordering)",
+            "(viewer_id, room_id, user_id)",
+            &notices,
+            ts,
+            position,
+        )
+        .await?;
         for chunk in batch.chunks(ROWS) {
             let values: Vec<String> =
                 (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
@@ -84,29 +138,89 @@ impl Store {
         Ok(())
     }
 
-    /// Deliveries recorded in `(after, upto]` in the rooms `viewer` is
-    /// joined to, other than the viewer's own.
-    pub async fn deliveries_for(&self, viewer: &UserId, after: i64, upto: i64) -> Result<Vec<DeliveryRow>> {
+    /// The notices for `viewer` recorded in `(after, upto]`, in the rooms
+    /// the viewer is joined to: the members whose delivery passed one of
+    /// the viewer's own events.
+    pub async fn delivery_notices_for(
+        &self,
+        viewer: &UserId,
+        after: i64,
+        upto: i64,
+    ) -> Result<Vec<DeliveryRow>> {
         let rows = sqlx::query(
-            "SELECT d.room_id, d.user_id, d.event_id, d.ts FROM deliveries d
-             JOIN room_memberships m ON m.room_id = d.room_id AND m.user_id = $1 AND m.membership = 'join'
-             WHERE d.stream_ordering > $2 AND d.stream_ordering <= $3 AND d.user_id <> $1
-             ORDER BY d.stream_ordering",
+            "SELECT n.room_id, n.user_id, n.event_id, n.ts FROM delivery_notices n
+             JOIN room_memberships m ON m.room_id = n.room_id AND m.user_id = $1 AND m.membership = 'join'
+             WHERE n.viewer_id = $1 AND n.stream_ordering > $2 AND n.stream_ordering <= $3
+             ORDER BY n.stream_ordering",
         )
         .bind(viewer.as_str())
         .bind(after)
         .bind(upto)
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(DeliveryRow {
-                    room_id: row.try_get(0)?,
-                    user_id: row.try_get(1)?,
-                    event_id: row.try_get(2)?,
-                    ts: row.try_get(3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(delivery_row).collect()
     }
+
+    /// Every recorded delivery up to `upto` in the rooms `viewer` is joined
+    /// to, other than the viewer's own (for an initial sync).
+    pub async fn deliveries_for(&self, viewer: &UserId, upto: i64) -> Result<Vec<DeliveryRow>> {
+        let rows = sqlx::query(
+            "SELECT d.room_id, d.user_id, d.event_id, d.ts FROM deliveries d
+             JOIN room_memberships m ON m.room_id = d.room_id AND m.user_id = $1 AND m.membership = 'join'
+             WHERE d.stream_ordering <= $2 AND d.user_id <> $1
+             ORDER BY d.stream_ordering",
+        )
+        .bind(viewer.as_str())
+        .bind(upto)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(delivery_row).collect()
+    }
+}
+
+/// Rows per multi-row statement (at most six parameters each, well under
+/// SQLite's and PostgreSQL's limits).
+const ROWS: usize = 200;
+
+fn delivery_row(row: &AnyRow) -> Result<DeliveryRow> {
+    Ok(DeliveryRow {
+        room_id: row.try_get(0)?,
+        user_id: row.try_get(1)?,
+        event_id: row.try_get(2)?,
+        ts: row.try_get(3)?,
+    })
+}
+
+/// Inserts or replaces `rows` (text columns, then `ts` and the stream
+/// position, as `into` lists them) in multi-row statements.
+async fn upsert_stamped<const N: usize>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    into: &str,
+    key: &str,
+    rows: &[[&str; N]],
+    ts: i64,
+    position: i64,
+) -> Result<()> {
+    for chunk in rows.chunks(ROWS) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let texts: Vec<String> = (0..N).map(|c| format!("${}", N * i + c + 3)).collect();
+                format!("({}, $1, $2)", texts.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO {into} VALUES {}
+             ON CONFLICT {key}
+             DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, stream_ordering = excluded.stream_ordering",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ts).bind(position);
+        for row in chunk {
+            for text in row {
+                query = query.bind(*text);
+            }
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }

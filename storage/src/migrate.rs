@@ -38,6 +38,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_presence"),
     migration!(9, "0009_delivery"),
     migration!(10, "0010_push_actions"),
+    migration!(11, "0011_delivery_notices"),
 ];
 
 /// The newest schema version this binary knows.

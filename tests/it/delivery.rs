@@ -9,7 +9,7 @@ use crate::{
     harness::{Backend, TestServer},
 };
 
-both_backends!(senders_learn_what_each_member_received);
+both_backends!(senders_learn_what_each_member_received, senders_hear_only_of_their_own_events);
 
 fn delivered(sync: &Value, room: &str) -> Option<Value> {
     let events = sync["rooms"]["join"][room]["ephemeral"]["events"].as_array()?;
@@ -81,4 +81,57 @@ async fn senders_learn_what_each_member_received(backend: Backend) {
     let (content, _) = next_delivery(&alice, &since, &room).await;
     assert!(content.get("@bob:tessera.test").is_none(), "only what changed: bob's delivery was sent before");
     assert_eq!(content["@carol:tessera.test"]["event_id"], hello.as_str());
+}
+
+/// Syncs `user` from `since` until `event` is in the room's timeline, then
+/// once more from there (acknowledging it); returns the last token.
+async fn receive(user: &crate::harness::TestClient, since: &str, room: &str, event: &str) -> String {
+    let mut since = since.to_owned();
+    loop {
+        let body = user.get(&format!("/_matrix/client/v3/sync?since={since}&timeout=5000")).await.ok();
+        since = body["next_batch"].as_str().expect("token").to_owned();
+        let timeline = &body["rooms"]["join"][room]["timeline"]["events"];
+        if timeline.as_array().is_some_and(|events| events.iter().any(|e| e["event_id"] == event)) {
+            break;
+        }
+    }
+    user.get(&format!("/_matrix/client/v3/sync?since={since}&timeout=0")).await.ok()["next_batch"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+/// A member's progress reaches the senders of what the member newly
+/// received, and no one else: in a busy room each sync carries the ticks
+/// of its own messages, not every member's progress.
+async fn senders_hear_only_of_their_own_events(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let carol = server.register("carol", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.ok();
+    carol.join(&room).await.ok();
+    let carol_since = carol.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let alice_since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let hello = alice.send_text(&room, "from alice").await;
+    let carol_since = receive(&carol, &carol_since, &room, &hello).await;
+    let (content, alice_since) = next_delivery(&alice, &alice_since, &room).await;
+    assert_eq!(content["@carol:tessera.test"]["event_id"], hello.as_str());
+
+    // Carol receives bob's message: bob hears of it, alice does not (none
+    // of her events was in what carol newly received).
+    let bob_since = bob.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let reply = bob.send_text(&room, "from bob").await;
+    receive(&carol, &carol_since, &room, &reply).await;
+    let (content, _) = next_delivery(&bob, &bob_since, &room).await;
+    assert_eq!(content["@carol:tessera.test"]["event_id"], reply.as_str());
+    let alice_sync = alice.get(&format!("/_matrix/client/v3/sync?since={alice_since}&timeout=0")).await.ok();
+    let to_alice = delivered(&alice_sync, &room).unwrap_or_default();
+    assert!(to_alice.get("@carol:tessera.test").is_none(), "carol passed none of alice's events: {to_alice}");
+
+    // A fresh device of alice's sees every member's latest delivery.
+    let initial = alice.sync(None, "").await;
+    let all = delivered(&initial, &room).expect("deliveries in the initial sync");
+    assert_eq!(all["@carol:tessera.test"]["event_id"], reply.as_str());
 }

@@ -27,7 +27,7 @@ use std::{
 
 use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UserId};
 use tessera_core::ServerSigningKey;
-use tessera_storage::{MembershipRow, Store, StoredEvent};
+use tessera_storage::{EventOutline, MembershipRow, Store, StoredEvent};
 
 use crate::{
     Error, Result, changes::ChangeLog, notifier::Notifier, push_rules::PushRules, streams::StreamAllocator,
@@ -154,6 +154,15 @@ impl Rooms {
             return Ok(Some(event));
         }
         Ok(self.store.last_event_upto(room, upto).await?)
+    }
+
+    /// The outlines of the room's events in `(after, upto]` (a settled
+    /// position), oldest first; rejected ones left out.
+    pub async fn event_outlines(&self, room: &RoomId, after: i64, upto: i64) -> Result<Vec<EventOutline>> {
+        if let Some(outlines) = self.recent.outlines(room, after, upto) {
+            return Ok(outlines);
+        }
+        Ok(self.store.event_outlines(room, after, upto).await?)
     }
 
     /// The room version new rooms get by default.

@@ -15,7 +15,7 @@ use std::{
 };
 
 use ruma::{EventId, OwnedRoomId, RoomId};
-use tessera_storage::StoredEvent;
+use tessera_storage::{EventOutline, StoredEvent};
 
 /// Events kept per room: more than a default sync timeline asks for.
 const PER_ROOM: usize = 32;
@@ -128,6 +128,32 @@ impl RecentEvents {
         (after >= tail.complete_after || events.len() == limit).then_some(events)
     }
 
+    /// The outlines of the room's events in `(after, upto]` (settled
+    /// positions), oldest first, rejected ones left out; `None` when the
+    /// tail does not hold them all.
+    pub(crate) fn outlines(&self, room: &RoomId, after: i64, upto: i64) -> Option<Vec<EventOutline>> {
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let used = inner.clock;
+        let tail = inner.rooms.get_mut(room)?;
+        tail.used = used;
+        if after < tail.complete_after {
+            return None;
+        }
+        Some(
+            tail.events
+                .iter()
+                .filter(|e| e.stream_ordering > after && e.stream_ordering <= upto && !e.rejected)
+                .map(|e| EventOutline {
+                    stream_ordering: e.stream_ordering,
+                    event_id: e.event_id.to_string(),
+                    sender: e.sender.clone(),
+                    event_type: e.event_type.clone(),
+                })
+                .collect(),
+        )
+    }
+
     /// The room's last event at or before `upto` (a settled position):
     /// `None` when it is older than the tail.
     pub(crate) fn last_upto(&self, room: &RoomId, upto: i64) -> Option<StoredEvent> {
@@ -201,6 +227,13 @@ mod tests {
         assert!(recent.range(&room, 0, 14, 5).is_none(), "older events may exist below the tail");
         assert_eq!(recent.last_upto(&room, 13).unwrap().stream_ordering, 12);
         assert!(recent.last_upto(&room, 9).is_none(), "older than the tail");
+        let outlines = recent.outlines(&room, 10, 14).unwrap();
+        assert_eq!(
+            outlines.iter().map(|e| e.stream_ordering).collect::<Vec<_>>(),
+            [11, 12, 14],
+            "oldest first"
+        );
+        assert!(recent.outlines(&room, 8, 14).is_none(), "older events may exist below the tail");
         recent.forget(&room);
         assert!(recent.range(&room, 9, 14, 10).is_none(), "forgotten");
     }

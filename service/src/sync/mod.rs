@@ -257,12 +257,7 @@ impl SyncService {
         {
             changed.extend(self.store.rooms_with_receipts(&who.user_id, after, upto).await?);
         }
-        let mut delivered = match after {
-            Some(after) if !joined().any(|room| self.delivery.changed_after(room, after)) => {
-                Default::default()
-            }
-            _ => self.delivery.events_for(&who.user_id, after.unwrap_or(0), upto).await?,
-        };
+        let mut delivered = self.delivery.events_for(&who.user_id, after, upto).await?;
         changed.extend(delivered.keys().cloned());
         let since_typing = since.map(|s| s.typing);
         if let Some(since_typing) = since_typing {
