@@ -66,7 +66,7 @@ impl Authenticator {
             let last = seen.get(&device).copied().max(owner.last_seen_ts);
             let due = last.is_none_or(|last| now - last >= LAST_SEEN_INTERVAL_MS);
             if due {
-                seen.insert(device, now);
+                crate::remember(&mut seen, device, now);
             }
             due
         };

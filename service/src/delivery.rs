@@ -109,17 +109,26 @@ impl Delivery {
         pending: HashMap<OwnedUserId, i64>,
         recorded: &mut HashMap<OwnedUserId, i64>,
     ) -> Result<()> {
-        // Each user's joined rooms with events in what they newly received,
-        // `(from, acked]`.
+        // Each user's joined rooms that may have events in what they newly
+        // received, `(from, acked]` (from the rooms service's memory).
         let mut acks = Vec::with_capacity(pending.len());
         for (user, acked) in pending {
             let from = match recorded.get(&user) {
                 Some(from) => *from,
                 None => self.store.delivered_upto(&user).await?,
             };
-            recorded.insert(user.clone(), from.max(acked));
+            crate::remember(recorded, user.clone(), from.max(acked));
             if acked > from {
-                let rooms = self.store.joined_rooms_with_events(&user, from, acked).await?;
+                let memberships = self.rooms.memberships_of(&user, acked).await?;
+                let rooms: Vec<String> = memberships
+                    .iter()
+                    .filter(|m| {
+                        m.membership == "join"
+                            && m.stream_ordering <= acked
+                            && self.rooms.changed_after(&m.room_id, from)
+                    })
+                    .map(|m| m.room_id.clone())
+                    .collect();
                 acks.push((user, from, acked, rooms));
             }
         }

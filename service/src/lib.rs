@@ -35,6 +35,23 @@ pub mod uia;
 
 pub use error::{Error, Result};
 
+/// Entries a per-user shortcut map holds at most (see [`remember`]).
+const REMEMBERED_USERS: usize = 100_000;
+
+/// Inserts into a per-user map that is only a shortcut (what it holds can
+/// be read or decided again): past [`REMEMBERED_USERS`] entries it starts
+/// over, so it does not grow with every user the process has seen.
+pub(crate) fn remember<K: std::hash::Hash + Eq, V>(
+    map: &mut std::collections::HashMap<K, V>,
+    key: K,
+    value: V,
+) {
+    if map.len() >= REMEMBERED_USERS && !map.contains_key(&key) {
+        map.clear();
+    }
+    map.insert(key, value);
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

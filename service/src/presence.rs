@@ -179,7 +179,7 @@ impl Presence {
         }
         if self.writes.load(Ordering::SeqCst) == writes {
             let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
-            touched.insert(user.to_owned(), (Instant::now(), set_presence.to_owned()));
+            crate::remember(&mut touched, user.to_owned(), (Instant::now(), set_presence.to_owned()));
         }
         Ok(())
     }

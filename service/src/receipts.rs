@@ -69,6 +69,8 @@ impl Receipts {
                 let position = self.streams.reserve();
                 // Recorded before writing (see `ChangeLog`).
                 self.changes.record(room.as_str(), position.position);
+                // Dropped before the position is released.
+                let storing = self.rooms.storing_receipt(&who.user_id, room);
                 self.store
                     .put_receipt(NewReceipt {
                         room_id: room,
@@ -80,6 +82,7 @@ impl Receipts {
                         stream_ordering: position.position,
                     })
                     .await?;
+                drop(storing);
                 drop(position);
                 if kind == "m.read" {
                     self.notifier.room_changed(room, None).await

@@ -65,6 +65,11 @@ impl StreamAllocator {
         Reserved { position, inner: self.inner.clone() }
     }
 
+    /// The highest position reserved so far (settled or not).
+    pub fn last_reserved(&self) -> i64 {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).last
+    }
+
     /// Every position up to this one is settled (committed or abandoned).
     pub fn persisted_upto(&self) -> i64 {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).persisted_upto()

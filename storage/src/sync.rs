@@ -39,27 +39,6 @@ impl Store {
             .collect()
     }
 
-    /// The joined rooms of a user that have events in `(after, upto]`.
-    pub async fn joined_rooms_with_events(
-        &self,
-        user_id: &UserId,
-        after: i64,
-        upto: i64,
-    ) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT m.room_id FROM room_memberships m
-             WHERE m.user_id = $1 AND m.membership = 'join'
-               AND EXISTS (SELECT 1 FROM events e WHERE e.room_id = m.room_id
-                           AND e.stream_ordering > $2 AND e.stream_ordering <= $3)",
-        )
-        .bind(user_id.as_str())
-        .bind(after)
-        .bind(upto)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
-    }
-
     /// Up to `limit` of a room's events in `(after, upto]`, newest first.
     pub async fn room_events_in_range(
         &self,

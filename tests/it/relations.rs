@@ -47,6 +47,12 @@ async fn edits_are_bundled(backend: Backend) {
         .find(|e| e["event_id"] == original.as_str())
         .expect("original");
     assert_eq!(in_page["unsigned"]["m.relations"]["m.replace"]["event_id"], latest.as_str());
+    // And in a sync's timeline.
+    let filter = "%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A50%7D%7D%7D";
+    let synced = bob.get(&format!("/_matrix/client/v3/sync?filter={filter}")).await.ok();
+    let timeline = synced["rooms"]["join"][&room]["timeline"]["events"].as_array().expect("timeline").clone();
+    let in_sync = timeline.iter().find(|e| e["event_id"] == original.as_str()).expect("original");
+    assert_eq!(in_sync["unsigned"]["m.relations"]["m.replace"]["event_id"], latest.as_str());
 }
 
 async fn reactions_are_listed_and_paged(backend: Backend) {

@@ -181,6 +181,7 @@ impl Rooms {
             }),
             _ => None,
         };
+        let has_relation = relation.is_some();
         let push_actions = self.push_actions(pdu, &prepared.version).await?;
         let position = self.streams.reserve();
         // Everything that must follow the commit is noted before it: a
@@ -199,9 +200,9 @@ impl Rooms {
         let mut members_unsettled = membership
             .is_some()
             .then(|| ForgetMembersOnDrop { notifier: &self.notifier, room: &pdu.room_id });
-        // Declared after `position`, so dropped (the tail forgotten) before
-        // the position is released.
-        let mut tail_unsettled = Some(ForgetRecentOnDrop { recent: &self.recent, room: &pdu.room_id });
+        // Declared after `position`, so dropped (the room's caches
+        // forgotten) before the position is released.
+        let mut caches_unsettled = Some(ForgetRoomCachesOnDrop { rooms: self, room: &pdu.room_id });
         let event_type = pdu.kind.to_string();
         let depth = i64::try_from(pdu.depth).unwrap_or(i64::MAX);
         let origin_server_ts = i64::try_from(u64::from(pdu.origin_server_ts.0)).unwrap_or(i64::MAX);
@@ -226,6 +227,17 @@ impl Rooms {
         match self.store.append_event(new).await {
             Ok(state_after) => {
                 let stream = position.position;
+                // A remote event may arrive after events relating to it.
+                let remote = pdu.sender.server_name() != self.server_name;
+                let related_before = remote
+                    && self
+                        .store
+                        .aggregation_relations(&[pdu.event_id.to_string()])
+                        .await
+                        .map_or(true, |relations| !relations.is_empty());
+                if has_relation || redaction.is_some() || related_before {
+                    self.note_relations_changed();
+                }
                 let stored = StoredEvent {
                     stream_ordering: stream,
                     event_id: pdu.event_id.clone(),
@@ -244,7 +256,8 @@ impl Rooms {
                     txn_id: txn.map(|(_, _, txn_id)| txn_id.to_owned()),
                 };
                 self.recent.push(&pdu.room_id, stored, redaction);
-                std::mem::forget(tail_unsettled.take());
+                self.unread.appended(pdu.room_id.as_str(), stream, &push_actions);
+                std::mem::forget(caches_unsettled.take());
                 // Settle the position before waking readers: they read up to
                 // `persisted_upto`, which now includes this event.
                 drop(position);
@@ -347,14 +360,17 @@ impl Drop for ForgetMembersOnDrop<'_> {
     }
 }
 
-/// Drops the room's recent events unless the append added its event.
-struct ForgetRecentOnDrop<'a> {
-    recent: &'a super::recent::RecentEvents,
+/// Unless the append brought them up to date: drops the room's recent
+/// events and unread counts, and notes that relations may have changed.
+struct ForgetRoomCachesOnDrop<'a> {
+    rooms: &'a Rooms,
     room: &'a RoomId,
 }
 
-impl Drop for ForgetRecentOnDrop<'_> {
+impl Drop for ForgetRoomCachesOnDrop<'_> {
     fn drop(&mut self) {
-        self.recent.forget(self.room);
+        self.rooms.recent.forget(self.room);
+        self.rooms.unread.forget_room(self.room.as_str());
+        self.rooms.note_relations_changed();
     }
 }

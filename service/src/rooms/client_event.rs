@@ -125,6 +125,22 @@ impl super::Rooms {
 }
 
 impl super::Rooms {
+    /// Notes (before the writer's position is released) that relations
+    /// which bundle into events may have changed: a relation or redaction
+    /// was stored, or a remote event arrived that others already relate
+    /// to. It is noted at the highest position reserved so far, so that
+    /// an event reserved before a relation to it committed is covered too.
+    pub(crate) fn note_relations_changed(&self) {
+        self.relation_changes.record("", self.streams.last_reserved());
+    }
+
+    /// Whether any event at or after `position` may have bundled
+    /// relations: a local event cannot be related to before it exists, so
+    /// relations to it come with a later note.
+    fn relations_changed_since(&self, position: i64) -> bool {
+        self.relation_changes.changed_after("", position - 1)
+    }
+
     /// Bundled aggregations per event ID: the latest edit by the original
     /// sender (`m.replace`), thread summaries (`m.thread`) and references.
     /// Spec: <https://spec.matrix.org/v1.16/client-server-api/#aggregations-of-child-events>.
@@ -133,6 +149,10 @@ impl super::Rooms {
         events: &[StoredEvent],
         viewer: Option<&str>,
     ) -> Result<HashMap<String, Value>> {
+        let oldest = events.iter().map(|e| e.stream_ordering).min();
+        if oldest.is_none_or(|oldest| !self.relations_changed_since(oldest)) {
+            return Ok(HashMap::new());
+        }
         let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
         let relations = self.store.aggregation_relations(&ids).await?;
         if relations.is_empty() {

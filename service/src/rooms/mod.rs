@@ -18,6 +18,7 @@ pub mod read;
 mod recent;
 mod redact;
 pub mod relations;
+mod unread;
 mod upgrade;
 
 use std::{
@@ -27,7 +28,7 @@ use std::{
 
 use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UserId};
 use tessera_core::ServerSigningKey;
-use tessera_storage::{EventOutline, MembershipRow, Store, StoredEvent};
+use tessera_storage::{EventOutline, MembershipRow, Store, StoredEvent, UnreadCounts};
 
 use crate::{
     Error, Result, changes::ChangeLog, notifier::Notifier, push_rules::PushRules, streams::StreamAllocator,
@@ -61,6 +62,11 @@ pub struct Rooms {
     memberships: Arc<Mutex<HashMap<OwnedUserId, MembershipsAt>>>,
     /// Each active room's newest events.
     recent: Arc<recent::RecentEvents>,
+    /// Unread counts read, kept up to date by appends and receipts.
+    unread: Arc<unread::UnreadCache>,
+    /// Under the key "": when relations that bundle into events changed
+    /// (see `client_event`).
+    relation_changes: ChangeLog,
 }
 
 /// A user's memberships, as read at a stream position.
@@ -79,6 +85,7 @@ impl Rooms {
         let changes = ChangeLog::new(&streams);
         let member_changes = ChangeLog::new(&streams);
         let room_member_changes = ChangeLog::new(&streams);
+        let relation_changes = ChangeLog::new(&streams);
         Self {
             store,
             signing_key,
@@ -95,6 +102,8 @@ impl Rooms {
             room_member_changes,
             memberships: Arc::default(),
             recent: Arc::default(),
+            unread: Arc::default(),
+            relation_changes,
         }
     }
 
@@ -109,10 +118,8 @@ impl Rooms {
             return Ok(rows);
         }
         let rows = Arc::new(self.store.memberships_of(user).await?);
-        self.memberships
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(user.to_owned(), (upto, rows.clone()));
+        let mut memberships = self.memberships.lock().unwrap_or_else(|p| p.into_inner());
+        crate::remember(&mut memberships, user.to_owned(), (upto, rows.clone()));
         Ok(rows)
     }
 
@@ -165,6 +172,26 @@ impl Rooms {
         Ok(self.store.event_outlines(room, after, upto).await?)
     }
 
+    /// `user`'s unread counts in `room` per thread, up to `upto` (a
+    /// settled position).
+    pub async fn unread_counts(&self, user: &UserId, room: &RoomId, upto: i64) -> Result<Vec<UnreadCounts>> {
+        if let Some(counts) = self.unread.get(user.as_str(), room.as_str(), upto) {
+            return Ok(counts);
+        }
+        let receipts = self.unread.receipts_seen();
+        let counts = self.store.unread_counts(user, room, upto).await?;
+        self.unread.insert(user.as_str(), room.as_str(), upto, counts.clone(), receipts, || {
+            self.changes.changed_after(room.as_str(), upto)
+        });
+        Ok(counts)
+    }
+
+    /// To hold while `user` stores a read receipt in `room`: when dropped
+    /// (however the write ended), their unread counts there are read again.
+    pub(crate) fn storing_receipt<'a>(&'a self, user: &'a UserId, room: &'a RoomId) -> StoringReceipt<'a> {
+        StoringReceipt { unread: &self.unread, user, room }
+    }
+
     /// The room version new rooms get by default.
     pub fn default_version(&self) -> &RoomVersionId {
         &self.default_version
@@ -187,5 +214,18 @@ impl Rooms {
             .unwrap_or_else(|p| p.into_inner())
             .insert(room_id.to_owned(), info.room_version.clone());
         Ok(info.room_version)
+    }
+}
+
+/// See [`Rooms::storing_receipt`].
+pub(crate) struct StoringReceipt<'a> {
+    unread: &'a unread::UnreadCache,
+    user: &'a UserId,
+    room: &'a RoomId,
+}
+
+impl Drop for StoringReceipt<'_> {
+    fn drop(&mut self) {
+        self.unread.receipt(self.user.as_str(), self.room.as_str());
     }
 }

@@ -85,10 +85,16 @@ pub struct SyncSources {
 /// The longest a request may wait, whatever it asks (clients ask 30 s).
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Sync reads under way at once. One event wakes a sync per member; the
-/// rest queue here, in order, instead of crowding the runtime's run queue
-/// ahead of the sends (and of each other's queries).
-const READS_AT_ONCE: usize = 16;
+/// Sync reads under way at once: one per core. One event wakes a sync per
+/// member; the rest queue here, in order, instead of crowding the
+/// runtime's run queue ahead of the sends. A woken read runs from memory,
+/// so more at once only interleave on the cores; queued reads also pick up
+/// the events that arrive while they wait, in one response. (Measured on 2
+/// cores, 500-member room, PostgreSQL: 16 turns, 5.8 msg/s accepted of 20;
+/// 4 turns, 20 msg/s with delivery p99 69 ms; 2 turns, p99 49 ms.)
+fn reads_at_once() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
 
 /// The sync service.
 #[derive(Clone)]
@@ -106,7 +112,7 @@ pub struct SyncService {
     /// Per user, their ignored users as read at a stream position (valid
     /// while their account data has not changed since).
     ignored: Arc<Mutex<HashMap<OwnedUserId, IgnoredAt>>>,
-    /// Admits [`READS_AT_ONCE`] reads at a time.
+    /// Admits [`reads_at_once`] reads at a time.
     reads: Arc<tokio::sync::Semaphore>,
 }
 
@@ -134,7 +140,7 @@ impl SyncService {
             to_device,
             presence,
             ignored: Arc::default(),
-            reads: Arc::new(tokio::sync::Semaphore::new(READS_AT_ONCE)),
+            reads: Arc::new(tokio::sync::Semaphore::new(reads_at_once())),
         }
     }
 
@@ -373,10 +379,8 @@ impl SyncService {
             }
         };
         let users = Arc::new(users);
-        self.ignored
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(who.user_id.clone(), (upto, users.clone()));
+        let mut ignored = self.ignored.lock().unwrap_or_else(|p| p.into_inner());
+        crate::remember(&mut ignored, who.user_id.clone(), (upto, users.clone()));
         Ok(users)
     }
 }

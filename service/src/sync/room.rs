@@ -157,7 +157,7 @@ impl RoomSync<'_> {
     /// The room's unread counts from the push-rule verdicts after the
     /// user's read receipts, split by thread if the filter asks for it.
     async fn unread(&self, room: &RoomId) -> Result<(Unread, Vec<(String, Unread)>)> {
-        let per_thread = self.sync.store.unread_counts(&self.who.user_id, room, self.upto).await?;
+        let per_thread = self.sync.rooms.unread_counts(&self.who.user_id, room, self.upto).await?;
         let by_thread = self.filter.room.timeline.unread_thread_notifications;
         let mut unread = Unread::default();
         let mut threads = Vec::new();
@@ -271,14 +271,13 @@ impl RoomSync<'_> {
                 None => return Ok(Vec::new()),
             },
         };
-        let at_start = store.state_at_group(start_group).await?;
-        let since = match (full, self.after) {
-            (false, Some(after)) => match self.sync.rooms.last_event_upto(room, after).await? {
-                Some(event) => store.state_at_group(event.state_after).await?,
-                None => Default::default(),
-            },
-            _ => Default::default(),
+        let since_group = match (full, self.after) {
+            (false, Some(after)) => {
+                self.sync.rooms.last_event_upto(room, after).await?.map(|e| e.state_after)
+            }
+            _ => None,
         };
+        let at_start = store.state_at_group(start_group).await?;
         let state_filter = &self.filter.room.state;
         let lazy =
             !matches!(state_filter.lazy_load_options, ruma::api::client::filter::LazyLoadOptions::Disabled);
@@ -289,12 +288,31 @@ impl RoomSync<'_> {
         // (resending one it has is harmless; `include_redundant_members`
         // is thus always honoured).
         let lazy_member = |kind: &str, key: &str| lazy && kind == "m.room.member" && senders.contains(key);
-        let ids: Vec<String> = at_start
-            .iter()
-            .filter(|(key, id)| since.get(*key) != Some(*id) || lazy_member(&key.0, &key.1))
-            .filter(|((kind, key), _)| !lazy || kind != "m.room.member" || senders.contains(key.as_str()))
-            .map(|(_, id)| id.clone())
-            .collect();
+        let ids: Vec<String> = if since_group == Some(start_group) {
+            // The state is the token's (the common case: a woken sync over
+            // messages): only what lazy loading resends, without walking
+            // the whole state.
+            if !lazy {
+                return Ok(Vec::new());
+            }
+            senders
+                .iter()
+                .filter_map(|sender| {
+                    at_start.get(&("m.room.member".to_owned(), (*sender).to_owned())).cloned()
+                })
+                .collect()
+        } else {
+            let since = match since_group {
+                Some(group) => store.state_at_group(group).await?,
+                None => Default::default(),
+            };
+            at_start
+                .iter()
+                .filter(|(key, id)| since.get(*key) != Some(*id) || lazy_member(&key.0, &key.1))
+                .filter(|((kind, key), _)| !lazy || kind != "m.room.member" || senders.contains(key.as_str()))
+                .map(|(_, id)| id.clone())
+                .collect()
+        };
         let mut events = store.get_events(&ids).await?;
         events.retain(|e| matches_filter(state_filter, e));
         events.sort_by_key(|e| e.stream_ordering);
