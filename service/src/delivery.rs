@@ -148,6 +148,8 @@ impl Delivery {
             let Ok(room_id) = RoomId::parse(room) else { continue };
             events.insert(room, self.rooms.event_outlines(&room_id, after, upto).await?);
         }
+        let local = format!(":{}", self.rooms.server_name());
+        let is_local = |user: &str| user.ends_with(&local);
         let mut batch = Vec::with_capacity(acks.len());
         let mut notices = Vec::new();
         for (user, from, acked, rooms) in &acks {
@@ -156,11 +158,13 @@ impl Delivery {
                 let Some(room_events) = events.get(room.as_str()) else { continue };
                 let received = received(room_events, *from, *acked);
                 let Some(latest) = received.last() else { continue };
-                // Each other sender of what the user received learns of it.
+                // Each other local sender of what the user received learns
+                // of it (remote ones never sync here).
                 let mut viewers: Vec<&str> = received
                     .iter()
                     .filter(|e| e.event_type != "m.room.member" && e.sender != user.as_str())
                     .map(|e| e.sender.as_str())
+                    .filter(|sender| is_local(sender))
                     .collect();
                 viewers.sort_unstable();
                 viewers.dedup();

@@ -192,6 +192,11 @@ impl Rooms {
         StoringReceipt { unread: &self.unread, user, room }
     }
 
+    /// This server's name: users with it are local.
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.server_name
+    }
+
     /// The room version new rooms get by default.
     pub fn default_version(&self) -> &RoomVersionId {
         &self.default_version
