@@ -148,8 +148,9 @@ impl Delivery {
             let Ok(room_id) = RoomId::parse(room) else { continue };
             events.insert(room, self.rooms.event_outlines(&room_id, after, upto).await?);
         }
-        let local = format!(":{}", self.rooms.server_name());
-        let is_local = |user: &str| user.ends_with(&local);
+        let is_local = |user: &str| {
+            <&UserId>::try_from(user).is_ok_and(|user| user.server_name() == self.rooms.server_name())
+        };
         let mut batch = Vec::with_capacity(acks.len());
         let mut notices = Vec::new();
         for (user, from, acked, rooms) in &acks {

@@ -111,10 +111,7 @@ impl RecentEvents {
         limit: usize,
     ) -> Option<Vec<StoredEvent>> {
         let mut inner = self.lock();
-        inner.clock += 1;
-        let used = inner.clock;
-        let tail = inner.rooms.get_mut(room)?;
-        tail.used = used;
+        let tail = inner.used_tail(room)?;
         let events: Vec<StoredEvent> = tail
             .events
             .iter()
@@ -133,10 +130,7 @@ impl RecentEvents {
     /// tail does not hold them all.
     pub(crate) fn outlines(&self, room: &RoomId, after: i64, upto: i64) -> Option<Vec<EventOutline>> {
         let mut inner = self.lock();
-        inner.clock += 1;
-        let used = inner.clock;
-        let tail = inner.rooms.get_mut(room)?;
-        tail.used = used;
+        let tail = inner.used_tail(room)?;
         if after < tail.complete_after {
             return None;
         }
@@ -158,15 +152,21 @@ impl RecentEvents {
     /// `None` when it is older than the tail.
     pub(crate) fn last_upto(&self, room: &RoomId, upto: i64) -> Option<StoredEvent> {
         let mut inner = self.lock();
-        inner.clock += 1;
-        let used = inner.clock;
-        let tail = inner.rooms.get_mut(room)?;
-        tail.used = used;
+        let tail = inner.used_tail(room)?;
         tail.events.iter().rev().find(|e| e.stream_ordering <= upto).cloned()
     }
 }
 
 impl Inner {
+    /// The room's tail, marked as just used.
+    fn used_tail(&mut self, room: &RoomId) -> Option<&mut Tail> {
+        self.clock += 1;
+        let used = self.clock;
+        let tail = self.rooms.get_mut(room)?;
+        tail.used = used;
+        Some(tail)
+    }
+
     /// Drops the least recently used tails until a tenth of the bound is
     /// free, so eviction is amortised.
     fn evict(&mut self) {
