@@ -70,7 +70,6 @@ enum TokenCommand {
 }
 
 fn main() -> ExitCode {
-    return_big_blocks_to_the_system();
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -117,19 +116,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// glibc raises its mmap threshold each time a big block is freed, after
-/// which blocks that size come from per-thread arenas and stay in the
-/// process: every password hash (19 MiB of argon2 memory, on a blocking
-/// thread) then grew RSS by its size per thread. A fixed threshold keeps
-/// such blocks mapped, so they go back to the system when freed.
-fn return_big_blocks_to_the_system() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; called before any thread
-    // exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
+/// mimalloc rather than glibc's malloc: allocation was a sixth of the
+/// server's CPU in steady chat (bench/analysis.md), and mimalloc returns
+/// big blocks such as argon2's 19 MiB to the system when they are freed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 async fn run(config: Config, command: Command) -> Result<(), String> {
     match command {

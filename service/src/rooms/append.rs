@@ -2,6 +2,8 @@
 //! against its auth events and the current state, and store it with a new
 //! stream position. Callers hold the room's lock across prepare and persist.
 
+use std::sync::Arc;
+
 use ruma::{
     CanonicalJsonObject, DeviceId, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, RoomId, RoomVersionId,
     UserId, events::TimelineEventType,
@@ -52,6 +54,13 @@ pub(crate) fn pdu_from_stored(stored: &StoredEvent, version: &RoomVersionId) -> 
     Ok(pdu)
 }
 
+/// A room's forward extremities (the next local event's `prev_events`)
+/// and the state group after them.
+pub(crate) struct Tip {
+    extremities: Vec<Pdu>,
+    state_after: i64,
+}
+
 /// A built and authorised event, not yet stored.
 pub(crate) struct Prepared {
     pub pdu: Pdu,
@@ -71,18 +80,14 @@ impl Rooms {
         template: &EventTemplate,
     ) -> Result<Prepared> {
         let rules = rules_for(version).map_err(event_error)?;
-        let (extremities, state_before, single_extremity) = match room_id {
-            Some(room_id) => {
-                let stored = self.store.forward_extremities(room_id).await?;
-                // Local appends are serialised, so a room has one extremity
-                // until federation brings forks (then: state resolution).
-                let state_before =
-                    stored.iter().map(|e| e.state_after).max().unwrap_or(tessera_storage::state::EMPTY);
-                let pdus = stored.iter().map(|e| pdu_from_stored(e, version)).collect::<Result<Vec<_>>>()?;
-                (pdus, state_before, stored.len() == 1)
-            }
-            None => (Vec::new(), tessera_storage::state::EMPTY, false),
+        let tip = match room_id {
+            Some(room_id) => self.tip(room_id, version).await?,
+            None => Arc::new(Tip { extremities: Vec::new(), state_after: tessera_storage::state::EMPTY }),
         };
+        let (extremities, state_before) = (&tip.extremities, tip.state_after);
+        // Local appends are serialised, so a room has one extremity until
+        // federation brings forks (then: state resolution).
+        let single_extremity = extremities.len() == 1;
         if extremities.is_empty() && template.kind != TimelineEventType::RoomCreate {
             return Err(Error::not_found("Unknown room"));
         }
@@ -256,6 +261,14 @@ impl Rooms {
                     txn_id: txn.map(|(_, _, txn_id)| txn_id.to_owned()),
                 };
                 self.recent.push(&pdu.room_id, stored, redaction);
+                // The event followed every extremity (`prepare`), so it is
+                // now the room's only one.
+                let tip = Tip { extremities: vec![pdu.clone()], state_after };
+                crate::remember(
+                    &mut self.tips.lock().unwrap_or_else(|p| p.into_inner()),
+                    pdu.room_id.clone(),
+                    Arc::new(tip),
+                );
                 self.unread.appended(pdu.room_id.as_str(), stream, &push_actions);
                 std::mem::forget(caches_unsettled.take());
                 // Settle the position before waking readers: they read up to
@@ -282,6 +295,20 @@ impl Rooms {
         }
     }
 
+    /// The room's forward extremities and the state after them: from
+    /// memory once an append has set them, else from storage (not kept:
+    /// a probe may read without the room's lock, and only an append under
+    /// it knows the tip cannot move meanwhile).
+    async fn tip(&self, room_id: &RoomId, version: &RoomVersionId) -> Result<Arc<Tip>> {
+        if let Some(tip) = self.tips.lock().unwrap_or_else(|p| p.into_inner()).get(room_id) {
+            return Ok(tip.clone());
+        }
+        let stored = self.store.forward_extremities(room_id).await?;
+        let state_after = stored.iter().map(|e| e.state_after).max().unwrap_or(tessera_storage::state::EMPTY);
+        let extremities = stored.iter().map(|e| pdu_from_stored(e, version)).collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(Tip { extremities, state_after }))
+    }
+
     /// Sends one event into an existing room as `sender`, idempotently per
     /// device and transaction ID. Returns the event ID.
     pub async fn send(
@@ -294,15 +321,25 @@ impl Rooms {
         let version = self.room_version(room_id).await?;
         let lock = self.room_lock(room_id);
         let _guard = lock.lock().await;
-        // A retry (checked under the lock, so it cannot race its original).
-        if let Some((device, txn_id)) = txn
-            && let Some(existing) = self.store.get_txn_event(sender, device, txn_id).await?
-        {
-            return Ok(existing);
+        let sent = async {
+            let prepared = self.prepare(Some(room_id), &version, sender, template).await?;
+            self.persist(&prepared, txn.map(|(device, txn_id)| (sender, device, txn_id)), None).await?;
+            Ok(prepared.pdu.event_id)
+        };
+        match sent.await {
+            Ok(event_id) => Ok(event_id),
+            // A retry: its transaction ID is taken (the insert fails), or
+            // the sender may no longer send at all, and either way the
+            // original's event ID is the answer. Looked up only on failure,
+            // so a first send costs no read for it.
+            Err(e) => match txn {
+                Some((device, txn_id)) => match self.store.get_txn_event(sender, device, txn_id).await? {
+                    Some(existing) => Ok(existing),
+                    None => Err(e),
+                },
+                None => Err(e),
+            },
         }
-        let prepared = self.prepare(Some(room_id), &version, sender, template).await?;
-        self.persist(&prepared, txn.map(|(device, txn_id)| (sender, device, txn_id)), None).await?;
-        Ok(prepared.pdu.event_id)
     }
 
     /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`: content of the
@@ -370,6 +407,8 @@ struct ForgetRoomCachesOnDrop<'a> {
 impl Drop for ForgetRoomCachesOnDrop<'_> {
     fn drop(&mut self) {
         self.rooms.recent.forget(self.room);
+        // The commit may or may not have happened: read the tip again.
+        self.rooms.tips.lock().unwrap_or_else(|p| p.into_inner()).remove(self.room);
         self.rooms.unread.forget_room(self.room.as_str());
         self.rooms.note_relations_changed();
     }

@@ -60,6 +60,9 @@ pub struct Rooms {
     /// Per user, their memberships as read at a stream position (valid
     /// while `member_changes` has nothing for them after it).
     memberships: Arc<Mutex<HashMap<OwnedUserId, MembershipsAt>>>,
+    /// Per room, its forward extremities as the last append left them
+    /// (set and dropped only under the room's lock, see `append`).
+    tips: Arc<Mutex<HashMap<OwnedRoomId, Arc<append::Tip>>>>,
     /// Each active room's newest events.
     recent: Arc<recent::RecentEvents>,
     /// Unread counts read, kept up to date by appends and receipts.
@@ -101,6 +104,7 @@ impl Rooms {
             member_changes,
             room_member_changes,
             memberships: Arc::default(),
+            tips: Arc::default(),
             recent: Arc::default(),
             unread: Arc::default(),
             relation_changes,
