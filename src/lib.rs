@@ -147,6 +147,7 @@ async fn serve_with_store(
     let to_device = ToDevice::new(store.clone(), streams.clone(), notifier.clone(), server_name.clone());
     let presence = Presence::new(store.clone(), streams.clone(), notifier.clone(), config.presence.clone());
     presence.spawn_sweeper();
+    let delivery = Delivery::start(store.clone(), streams.clone(), notifier.clone(), rooms.clone());
     let sync = SyncService::new(
         store.clone(),
         rooms.clone(),
@@ -154,7 +155,7 @@ async fn serve_with_store(
         streams.clone(),
         SyncSources {
             account_data: account_data.clone(),
-            delivery: Delivery::start(store.clone(), streams.clone(), notifier.clone(), rooms.clone()),
+            delivery: delivery.clone(),
             typing: typing.clone(),
             receipts: receipts.clone(),
             to_device: to_device.clone(),
@@ -237,6 +238,9 @@ async fn serve_with_store(
     if let Some(federation) = federation {
         federation.await.map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     }
+    // Acknowledgements noted by the last requests are recorded before the
+    // database closes.
+    delivery.stop().await;
     Ok(())
 }
 

@@ -82,6 +82,13 @@ pub struct ChatOutcome {
     pub deliveries_received: u64,
     pub deliveries_missing: u64,
     pub deliveries_duplicated: u64,
+    /// Sync responses (long-poll answers or WebSocket frames) the members
+    /// received, and how many of them carried no benchmark message: a
+    /// server that answers with nothing new makes its clients ask again.
+    #[serde(default)]
+    pub sync_responses: u64,
+    #[serde(default)]
+    pub sync_responses_without_messages: u64,
     pub errors: BTreeMap<String, u64>,
     pub resources: Resources,
 }
@@ -103,6 +110,8 @@ struct Ledger {
     expected: Vec<AtomicU32>,
     received: Vec<AtomicU32>,
     delivered: AtomicU64,
+    sync_responses: AtomicU64,
+    sync_responses_without_messages: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -116,6 +125,8 @@ impl Ledger {
             expected: zeros32(),
             received: zeros32(),
             delivered: AtomicU64::new(0),
+            sync_responses: AtomicU64::new(0),
+            sync_responses_without_messages: AtomicU64::new(0),
             errors: Mutex::default(),
         }
     }
@@ -304,6 +315,8 @@ pub async fn run_chat(
         deliveries_received: received,
         deliveries_missing: missing,
         deliveries_duplicated: duplicated,
+        sync_responses: ledger.sync_responses.load(Ordering::Acquire),
+        sync_responses_without_messages: ledger.sync_responses_without_messages.load(Ordering::Acquire),
         errors,
         resources,
     }
@@ -370,9 +383,19 @@ impl Syncer {
     fn absorb(&self, body: &[u8], since: &mut String, latencies: &mut Vec<u32>) -> Result<(), String> {
         let now = Instant::now();
         let body: SyncBody = serde_json::from_slice(body).map_err(|_| "sync_bad_json".to_owned())?;
+        let mut messages = 0;
         for id in body.bench_ids() {
+            messages += 1;
             if let Some(latency) = self.ledger.receive(self.index, id, now) {
                 latencies.push(latency);
+            }
+        }
+        // Only responses inside the measured window count (the warm-up's
+        // first answers come before the ledger starts counting sends).
+        if self.ledger.sent_at.first().is_some_and(|first| first.load(Ordering::Relaxed) != 0) {
+            self.ledger.sync_responses.fetch_add(1, Ordering::Relaxed);
+            if messages == 0 {
+                self.ledger.sync_responses_without_messages.fetch_add(1, Ordering::Relaxed);
             }
         }
         *since = body.next_batch;

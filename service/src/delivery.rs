@@ -14,11 +14,13 @@
 //! [`FLUSH_EVERY`] of them, never a message.
 //!
 //! A sender needs a member's progress only when it passes one of the
-//! sender's own events. Each recording therefore also writes a notice per
-//! sender of what a member newly received, and an incremental sync reads
-//! only its user's notices (when it has any): one message in a room of N
-//! members costs O(N) notices, not every member's progress in every
-//! member's sync, which is O(N²).
+//! sender's own events. Each recording therefore also notes, in memory, a
+//! notice per sender of what a member newly received, and an incremental
+//! sync reads only its user's notices (when it has any): one message in a
+//! room of N members costs O(N) notices, not every member's progress in
+//! every member's sync, which is O(N²). Notices are not stored: a sync
+//! whose token is older than the server's memory of them (it restarted, or
+//! shed them) gets every delivery recorded in its rooms since the token.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -28,12 +30,19 @@ use std::{
 
 use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
-use tessera_storage::{DeliveryNotice, EventOutline, Store, UserDeliveries};
+use tessera_storage::{DeliveryRow, EventOutline, Store, UserDeliveries};
 
 use crate::{Result, changes::ChangeLog, notifier::Notifier, now_ms, rooms::Rooms, streams::StreamAllocator};
 
+/// The ephemeral event that carries delivery status.
+pub const EVENT_TYPE: &str = "org.tessera.delivered";
+
 /// How long acknowledgements gather before they are recorded together.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// Notices kept in memory over all viewers; past it they are all dropped
+/// (syncs from before then read the stored deliveries instead).
+const NOTICES: usize = 500_000;
 
 /// The delivery-status service. Cheap to clone.
 #[derive(Clone)]
@@ -48,18 +57,111 @@ pub struct Delivery {
     wake: Arc<tokio::sync::Notify>,
     /// Per viewer, the position of their last notice.
     changes: ChangeLog,
+    notices: Arc<Mutex<Notices>>,
+    /// The recorder task, until [`Delivery::stop`] takes it.
+    recorder: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Tells the recorder to record what is pending and stop.
+    stop: Arc<tokio::sync::Notify>,
+}
+
+/// The deliveries that passed each viewer's own events, latest per room
+/// and member, with the position they were recorded at.
+struct Notices {
+    by_viewer: HashMap<String, HashMap<(String, String), Notice>>,
+    entries: usize,
+    /// Notices recorded at or below this position may be missing.
+    horizon: i64,
+}
+
+struct Notice {
+    event_id: String,
+    ts: i64,
+    position: i64,
+}
+
+impl Notices {
+    fn add(&mut self, notice: NewNotice, ts: i64, position: i64) {
+        if self.entries >= NOTICES {
+            self.by_viewer.clear();
+            self.entries = 0;
+            // This batch's earlier notices at `position` went too.
+            self.horizon = position;
+        }
+        let NewNotice { viewer, room, user, event_id } = notice;
+        let replaced =
+            self.by_viewer.entry(viewer).or_default().insert((room, user), Notice { event_id, ts, position });
+        self.entries += usize::from(replaced.is_none());
+    }
+
+    /// The viewer's notices recorded in `(after, upto]`, or `None` when
+    /// some may be missing.
+    fn between(&self, viewer: &str, after: i64, upto: i64) -> Option<Vec<DeliveryRow>> {
+        if after < self.horizon {
+            return None;
+        }
+        let Some(notices) = self.by_viewer.get(viewer) else { return Some(Vec::new()) };
+        let mut rows: Vec<(i64, DeliveryRow)> = notices
+            .iter()
+            .filter(|(_, n)| n.position > after && n.position <= upto)
+            .map(|((room, user), n)| {
+                let row = DeliveryRow {
+                    room_id: room.clone(),
+                    user_id: user.clone(),
+                    event_id: n.event_id.clone(),
+                    ts: n.ts,
+                };
+                (n.position, row)
+            })
+            .collect();
+        rows.sort_by_key(|(position, _)| *position);
+        Some(rows.into_iter().map(|(_, row)| row).collect())
+    }
+}
+
+/// A member's delivery that passed one of the viewer's own events.
+struct NewNotice {
+    viewer: String,
+    room: String,
+    user: String,
+    event_id: String,
 }
 
 impl Delivery {
-    /// The service and its recorder task (which stops at shutdown, after
-    /// recording what is pending).
+    /// The service and its recorder task (see [`Delivery::stop`]).
     pub fn start(store: Store, streams: StreamAllocator, notifier: Notifier, rooms: Rooms) -> Self {
         let changes = ChangeLog::new(&streams);
-        let this =
-            Self { store, streams, notifier, rooms, pending: Arc::default(), wake: Arc::default(), changes };
+        // Every notice recorded from now on is kept.
+        let horizon = streams.persisted_upto();
+        let notices = Notices { by_viewer: HashMap::new(), entries: 0, horizon };
+        let this = Self {
+            store,
+            streams,
+            notifier,
+            rooms,
+            pending: Arc::default(),
+            wake: Arc::default(),
+            changes,
+            notices: Arc::new(Mutex::new(notices)),
+            recorder: Arc::default(),
+            stop: Arc::default(),
+        };
         let recorder = this.clone();
-        tokio::spawn(async move { recorder.record_until_shutdown().await });
+        let task = tokio::spawn(async move { recorder.record_until_stopped().await });
+        *this.recorder.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         this
+    }
+
+    /// Records what is pending and stops the recorder: for a shutdown,
+    /// once no request is left to acknowledge anything, before the
+    /// database closes.
+    pub async fn stop(&self) {
+        self.stop.notify_one();
+        let task = self.recorder.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::warn!(error = %e, "the delivery recorder failed");
+        }
     }
 
     /// A device of `user` acknowledged everything up to `acked`.
@@ -73,14 +175,14 @@ impl Delivery {
         }
     }
 
-    async fn record_until_shutdown(&self) {
+    async fn record_until_stopped(&self) {
         // Per user, the position up to which deliveries are recorded. Only
         // this task writes them, so once read they are known here.
         let mut recorded = HashMap::new();
         loop {
             tokio::select! {
                 () = self.wake.notified() => {}
-                () = self.notifier.shutting_down() => {
+                () = self.stop.notified() => {
                     self.record_pending(&mut recorded).await;
                     return;
                 }
@@ -169,10 +271,10 @@ impl Delivery {
                     .collect();
                 viewers.sort_unstable();
                 viewers.dedup();
-                notices.extend(viewers.into_iter().map(|viewer| DeliveryNotice {
-                    viewer_id: viewer.to_owned(),
-                    room_id: room.clone(),
-                    user_id: user.to_string(),
+                notices.extend(viewers.into_iter().map(|viewer| NewNotice {
+                    viewer: viewer.to_owned(),
+                    room: room.clone(),
+                    user: user.to_string(),
                     event_id: latest.event_id.clone(),
                 }));
                 delivered.push((room.clone(), latest.event_id.clone()));
@@ -184,17 +286,24 @@ impl Delivery {
         // counter resumes from after a restart.
         let position = batch.iter().any(|user| !user.rooms.is_empty()).then(|| self.streams.reserve());
         let at = position.as_ref().map_or(0, |p| p.position);
-        for notice in &notices {
-            self.changes.record(&notice.viewer_id, at);
+        let ts = now_ms();
+        self.store.record_deliveries(&batch, ts, at).await?;
+        // Noted before the position is released: a sync that reads up to
+        // it finds them.
+        let viewers: HashSet<String> = notices.iter().map(|n| n.viewer.clone()).collect();
+        {
+            let mut kept = self.notices.lock().unwrap_or_else(|p| p.into_inner());
+            for notice in notices {
+                kept.add(notice, ts, at);
+            }
         }
-        self.store.record_deliveries(&batch, &notices, now_ms(), at).await?;
+        for viewer in &viewers {
+            self.changes.record(viewer, at);
+        }
         drop(position);
-        let mut woken = HashSet::new();
-        for notice in &notices {
-            if woken.insert(notice.viewer_id.as_str())
-                && let Ok(viewer) = UserId::parse(&notice.viewer_id)
-            {
-                self.notifier.user_changed(&viewer);
+        for viewer in &viewers {
+            if let Ok(viewer) = UserId::parse(viewer) {
+                self.notifier.deliveries_changed(&viewer);
             }
         }
         Ok(())
@@ -213,7 +322,15 @@ impl Delivery {
         let rows = match after {
             None => self.store.deliveries_for(viewer, upto).await?,
             Some(after) if self.changes.changed_after(viewer.as_str(), after) => {
-                self.store.delivery_notices_for(viewer, after, upto).await?
+                let kept = self.notices.lock().unwrap_or_else(|p| p.into_inner()).between(
+                    viewer.as_str(),
+                    after,
+                    upto,
+                );
+                match kept {
+                    Some(rows) => rows,
+                    None => self.store.deliveries_between(viewer, after, upto).await?,
+                }
             }
             Some(_) => return Ok(BTreeMap::new()),
         };
@@ -226,7 +343,7 @@ impl Delivery {
         }
         Ok(by_room
             .into_iter()
-            .map(|(room, content)| (room, json!({ "type": "org.tessera.delivered", "content": content })))
+            .map(|(room, content)| (room, json!({ "type": EVENT_TYPE, "content": content })))
             .collect())
     }
 }

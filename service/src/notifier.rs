@@ -1,8 +1,8 @@
 //! The in-process notifier: wakes the waiting `/sync` requests that a
 //! committed change concerns, and no others.
 //!
-//! Each user has one `Notify`. A sync request *registers* on it (enables a
-//! `Notified` future) before it reads the database, and waits on it only if
+//! Each user has one [`Listener`]. A sync request *registers* on it (enables
+//! `Notified` futures) before it reads the database, and waits on it only if
 //! the read found nothing: a change committed after the read wakes it, a
 //! change committed before the read is in what it read. No wake-up is lost
 //! and nothing polls. A room event wakes the room's local members (kept in
@@ -27,8 +27,20 @@ struct Inner {
     store: Store,
     /// Set once the server is shutting down: waiting requests return.
     shutdown: tokio::sync::watch::Sender<bool>,
-    users: Mutex<HashMap<OwnedUserId, Arc<Notify>>>,
-    members: Mutex<HashMap<OwnedRoomId, HashSet<OwnedUserId>>>,
+    users: Mutex<HashMap<OwnedUserId, Arc<Listener>>>,
+    /// Shared, so that waking a room's members copies no member set.
+    members: Mutex<HashMap<OwnedRoomId, Arc<HashSet<OwnedUserId>>>>,
+}
+
+/// What one user's waiting requests wait on.
+#[derive(Default)]
+pub struct Listener {
+    /// Any change a sync carries, but delivery status.
+    pub changes: Notify,
+    /// Delivery status (docs/delivery-status.md): kept apart because it
+    /// moves every [`crate::delivery`] flush for an active sender, and a
+    /// sync whose filter leaves it out must not wake for it.
+    pub deliveries: Notify,
 }
 
 /// Cheap to clone.
@@ -62,8 +74,8 @@ impl Notifier {
         let _ = receiver.wait_for(|down| *down).await;
     }
 
-    /// The handle a request for `user` waits on.
-    pub fn listener(&self, user: &UserId) -> Arc<Notify> {
+    /// The handles a request for `user` waits on.
+    pub fn listener(&self, user: &UserId) -> Arc<Listener> {
         let mut users = self.inner.users.lock().unwrap_or_else(|p| p.into_inner());
         if users.len() > 1024 && users.len().is_power_of_two() {
             // Forget users nobody is waiting for (only the map holds them).
@@ -74,8 +86,15 @@ impl Notifier {
 
     /// Wakes one user's waiting requests (their own account changed).
     pub fn user_changed(&self, user: &UserId) {
-        if let Some(notify) = self.inner.users.lock().unwrap_or_else(|p| p.into_inner()).get(user) {
-            notify.notify_waiters();
+        if let Some(listener) = self.inner.users.lock().unwrap_or_else(|p| p.into_inner()).get(user) {
+            listener.changes.notify_waiters();
+        }
+    }
+
+    /// Wakes one user's waiting requests that want delivery status.
+    pub fn deliveries_changed(&self, user: &UserId) {
+        if let Some(listener) = self.inner.users.lock().unwrap_or_else(|p| p.into_inner()).get(user) {
+            listener.deliveries.notify_waiters();
         }
     }
 
@@ -89,6 +108,7 @@ impl Notifier {
     /// applies a membership change (`target`, `membership`) to the cache.
     pub async fn room_changed(&self, room_id: &RoomId, membership: Option<(&UserId, &str)>) -> Result<()> {
         let cached = self.inner.members.lock().unwrap_or_else(|p| p.into_inner()).get(room_id).cloned();
+        let store_back = cached.is_none() || membership.is_some();
         let mut members = match cached {
             Some(members) => members,
             None => {
@@ -101,26 +121,28 @@ impl Notifier {
                     .filter(|(m, _)| SYNCED_MEMBERSHIPS.contains(&m.as_str()))
                     .filter_map(|(_, event)| event.state_key.and_then(|k| UserId::parse(k).ok()))
                     .collect();
-                loaded
+                Arc::new(loaded)
             }
         };
         if let Some((target, membership)) = membership {
             if SYNCED_MEMBERSHIPS.contains(&membership) {
-                members.insert(target.to_owned());
+                Arc::make_mut(&mut members).insert(target.to_owned());
             } else {
-                members.remove(target);
+                Arc::make_mut(&mut members).remove(target);
             }
             self.user_changed(target);
         }
         {
             let users = self.inner.users.lock().unwrap_or_else(|p| p.into_inner());
-            for member in &members {
-                if let Some(notify) = users.get(member) {
-                    notify.notify_waiters();
+            for member in members.iter() {
+                if let Some(listener) = users.get(member) {
+                    listener.changes.notify_waiters();
                 }
             }
         }
-        self.inner.members.lock().unwrap_or_else(|p| p.into_inner()).insert(room_id.to_owned(), members);
+        if store_back {
+            self.inner.members.lock().unwrap_or_else(|p| p.into_inner()).insert(room_id.to_owned(), members);
+        }
         Ok(())
     }
 }

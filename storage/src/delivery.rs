@@ -23,15 +23,6 @@ pub struct EventOutline {
     pub event_type: String,
 }
 
-/// A member's delivery that passed one of the viewer's own events.
-#[derive(Clone, Debug)]
-pub struct DeliveryNotice {
-    pub viewer_id: String,
-    pub room_id: String,
-    pub user_id: String,
-    pub event_id: String,
-}
-
 /// One user's deliveries to record: (room, event ID) pairs, and the
 /// position up to which everything is then recorded.
 #[derive(Clone, Debug)]
@@ -77,27 +68,15 @@ impl Store {
     }
 
     /// Records, in one transaction at `position`, each user's deliveries
-    /// (room, event ID) and that everything up to their `upto` is recorded,
-    /// and the notices of those deliveries for the viewers they concern: a
-    /// few multi-row statements, not one per row. Each (room, user) and each
-    /// user appears once in a batch, each (viewer, room, user) once in the
-    /// notices.
-    pub async fn record_deliveries(
-        &self,
-        batch: &[UserDeliveries],
-        notices: &[DeliveryNotice],
-        ts: i64,
-        position: i64,
-    ) -> Result<()> {
+    /// (room, event ID) and that everything up to their `upto` is recorded:
+    /// a few multi-row statements, not one per row. Each (room, user) and
+    /// each user appears once in a batch.
+    pub async fn record_deliveries(&self, batch: &[UserDeliveries], ts: i64, position: i64) -> Result<()> {
         let deliveries: Vec<[&str; 3]> = batch
             .iter()
             .flat_map(|user| {
                 user.rooms.iter().map(|(room, event)| [room.as_str(), user.user_id.as_str(), event.as_str()])
             })
-            .collect();
-        let notices: Vec<[&str; 4]> = notices
-            .iter()
-            .map(|n| [n.viewer_id.as_str(), n.room_id.as_str(), n.user_id.as_str(), n.event_id.as_str()])
             .collect();
         let mut tx = self.write.begin().await?;
         upsert_stamped(
@@ -105,15 +84,6 @@ impl Store {
             "deliveries (room_id, user_id, event_id, ts, stream_ordering)",
             "(room_id, user_id)",
             &deliveries,
-            ts,
-            position,
-        )
-        .await?;
-        upsert_stamped(
-            &mut tx,
-            "delivery_notices (viewer_id, room_id, user_id, event_id, ts, stream_ordering)",
-            "(viewer_id, room_id, user_id)",
-            &notices,
             ts,
             position,
         )
@@ -138,20 +108,19 @@ impl Store {
         Ok(())
     }
 
-    /// The notices for `viewer` recorded in `(after, upto]`, in the rooms
-    /// the viewer is joined to: the members whose delivery passed one of
-    /// the viewer's own events.
-    pub async fn delivery_notices_for(
+    /// The deliveries recorded in `(after, upto]` in the rooms `viewer` is
+    /// joined to, other than the viewer's own.
+    pub async fn deliveries_between(
         &self,
         viewer: &UserId,
         after: i64,
         upto: i64,
     ) -> Result<Vec<DeliveryRow>> {
         let rows = sqlx::query(
-            "SELECT n.room_id, n.user_id, n.event_id, n.ts FROM delivery_notices n
-             JOIN room_memberships m ON m.room_id = n.room_id AND m.user_id = $1 AND m.membership = 'join'
-             WHERE n.viewer_id = $1 AND n.stream_ordering > $2 AND n.stream_ordering <= $3
-             ORDER BY n.stream_ordering",
+            "SELECT d.room_id, d.user_id, d.event_id, d.ts FROM deliveries d
+             JOIN room_memberships m ON m.room_id = d.room_id AND m.user_id = $1 AND m.membership = 'join'
+             WHERE d.stream_ordering > $2 AND d.stream_ordering <= $3 AND d.user_id <> $1
+             ORDER BY d.stream_ordering",
         )
         .bind(viewer.as_str())
         .bind(after)
@@ -178,7 +147,7 @@ impl Store {
     }
 }
 
-/// Rows per multi-row statement (at most six parameters each, well under
+/// Rows per multi-row statement (at most five parameters each, well under
 /// SQLite's and PostgreSQL's limits).
 const ROWS: usize = 200;
 

@@ -4,6 +4,8 @@
 //! The caller (the rooms service) serialises appends per room and assigns
 //! `stream_ordering`; this module never decides order, it records it.
 
+use std::sync::{Arc, OnceLock};
+
 use ruma::{DeviceId, EventId, OwnedEventId, RoomId, UserId};
 use sqlx::{Row, any::AnyRow};
 
@@ -20,14 +22,33 @@ pub struct StoredEvent {
     pub state_key: Option<String>,
     pub depth: i64,
     pub origin_server_ts: i64,
-    /// The signed PDU (redacted if `redacted_by` is set).
-    pub json: String,
+    /// The signed PDU (redacted if `redacted_by` is set). Shared: events
+    /// are cloned out of caches for every sync that reads them.
+    pub json: Arc<str>,
     pub redacted_by: Option<String>,
     pub rejected: bool,
     pub state_before: i64,
     pub state_after: i64,
     pub txn_device_id: Option<String>,
     pub txn_id: Option<String>,
+    /// `json` parsed, once, for every clone of this copy (see
+    /// [`StoredEvent::pdu`]); a new `json` needs a new one.
+    pub parsed: Arc<OnceLock<Option<serde_json::Map<String, serde_json::Value>>>>,
+}
+
+impl StoredEvent {
+    /// The PDU as a JSON object (`None` if the stored JSON is not one).
+    /// Parsed at most once per copy read from the database: the syncs that
+    /// one event wakes, each with a clone, share it.
+    pub fn pdu(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.parsed.get_or_init(|| serde_json::from_str(&self.json).ok()).as_ref()
+    }
+
+    /// Replaces the PDU (with its redacted form).
+    pub fn replace_json(&mut self, json: &str) {
+        self.json = json.into();
+        self.parsed = Arc::default();
+    }
 }
 
 const COLUMNS: &str = "stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
@@ -49,13 +70,14 @@ pub(crate) fn event_from_row_at(row: &AnyRow, at: usize) -> Result<StoredEvent> 
         state_key: row.try_get(at + 5)?,
         depth: row.try_get(at + 6)?,
         origin_server_ts: row.try_get(at + 7)?,
-        json: row.try_get(at + 8)?,
+        json: row.try_get::<String, _>(at + 8)?.into(),
         redacted_by: row.try_get(at + 9)?,
         rejected: row.try_get::<i64, _>(at + 10)? != 0,
         state_before: row.try_get(at + 11)?,
         state_after: row.try_get(at + 12)?,
         txn_device_id: row.try_get(at + 13)?,
         txn_id: row.try_get(at + 14)?,
+        parsed: Arc::default(),
     })
 }
 

@@ -32,7 +32,7 @@ mod tokens;
 mod users;
 
 pub use account_data::AccountDataRow;
-pub use delivery::{DeliveryNotice, DeliveryRow, EventOutline, UserDeliveries};
+pub use delivery::{DeliveryRow, EventOutline, UserDeliveries};
 pub use devices::Device;
 pub use error::StorageError;
 pub use events::{NewEvent, NewRelation, StoredEvent};

@@ -39,6 +39,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_delivery"),
     migration!(10, "0010_push_actions"),
     migration!(11, "0011_delivery_notices"),
+    migration!(12, "0012_delivery_notices_in_memory"),
 ];
 
 /// The newest schema version this binary knows.

@@ -9,7 +9,11 @@ use crate::{
     harness::{Backend, TestServer},
 };
 
-both_backends!(senders_learn_what_each_member_received, senders_hear_only_of_their_own_events);
+both_backends!(
+    senders_learn_what_each_member_received,
+    senders_hear_only_of_their_own_events,
+    deliveries_outlive_a_restart
+);
 
 fn delivered(sync: &Value, room: &str) -> Option<Value> {
     let events = sync["rooms"]["join"][room]["ephemeral"]["events"].as_array()?;
@@ -134,4 +138,23 @@ async fn senders_hear_only_of_their_own_events(backend: Backend) {
     let initial = alice.sync(None, "").await;
     let all = delivered(&initial, &room).expect("deliveries in the initial sync");
     assert_eq!(all["@carol:tessera.test"]["event_id"], reply.as_str());
+}
+
+/// Notices are kept in memory; a sync from a token older than the server's
+/// memory (here: from before a restart) gets the recorded deliveries.
+async fn deliveries_outlive_a_restart(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    let mut alice = server.register("alice", "pw").await;
+    let carol = server.register("carol", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    carol.join(&room).await.ok();
+    let carol_since = carol.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let alice_since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let hello = alice.send_text(&room, "before the restart").await;
+    receive(&carol, &carol_since, &room, &hello).await;
+    // Shutting down records the acknowledgements still pending.
+    server.restart().await;
+    alice.base = server.base.clone();
+    let (content, _) = next_delivery(&alice, &alice_since, &room).await;
+    assert_eq!(content["@carol:tessera.test"]["event_id"], hello.as_str());
 }

@@ -15,6 +15,7 @@ both_backends!(
     gaps_are_limited_with_prev_batch,
     invites_joins_and_leaves,
     filters_are_stored_and_applied,
+    filters_select_ephemeral_account_data_and_presence,
     bad_tokens_are_rejected,
     lazy_loaded_members,
     nothing_is_lost_across_a_restart,
@@ -194,6 +195,83 @@ async fn filters_are_stored_and_applied(backend: Backend) {
     let body = alice.sync(None, &format!("&filter={id}")).await;
     let events = timeline(&body, &room);
     assert_eq!(bodies(events), ["m1", "m2"]);
+}
+
+/// The types of the events in a section (`{"events": [...]}`), sorted.
+fn section_types(section: &Value) -> Vec<String> {
+    let events = section["events"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let mut types: Vec<String> =
+        events.iter().filter_map(|e| e["type"].as_str().map(str::to_owned)).collect();
+    types.sort();
+    types
+}
+
+async fn filters_select_ephemeral_account_data_and_presence(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.ok();
+    let since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+
+    let message = bob.send_text(&room, "hi").await;
+    bob.post(&format!("/_matrix/client/v3/rooms/{room}/receipt/m.read/{message}"), json!({})).await.ok();
+    bob.put(
+        &format!("/_matrix/client/v3/rooms/{room}/typing/@bob:tessera.test"),
+        json!({ "typing": true, "timeout": 30000 }),
+    )
+    .await
+    .ok();
+    bob.put("/_matrix/client/v3/presence/@bob:tessera.test/status", json!({ "presence": "online" }))
+        .await
+        .ok();
+    let user = "/_matrix/client/v3/user/@alice:tessera.test";
+    alice.put(&format!("{user}/account_data/org.example.global"), json!({ "a": 1 })).await.ok();
+    for kind in ["org.example.kept", "org.example.dropped"] {
+        alice.put(&format!("{user}/rooms/{room}/account_data/{kind}"), json!({ "b": 2 })).await.ok();
+    }
+
+    let everything = alice.sync(Some(&since), "").await;
+    let joined = &everything["rooms"]["join"][&room];
+    let ephemeral = section_types(&joined["ephemeral"]);
+    assert!(ephemeral.contains(&"m.typing".to_owned()) && ephemeral.contains(&"m.receipt".to_owned()));
+    assert_eq!(section_types(&joined["account_data"]), ["org.example.dropped", "org.example.kept"]);
+    assert!(section_types(&everything["account_data"]).contains(&"org.example.global".to_owned()));
+    assert!(section_types(&everything["presence"]).contains(&"m.presence".to_owned()));
+
+    let filter = encode(
+        &json!({
+            "room": {
+                "ephemeral": { "not_types": ["m.typing", "org.tessera.*"] },
+                "account_data": { "types": ["org.example.k*"] },
+            },
+            "account_data": { "not_types": ["*"] },
+            "presence": { "senders": ["@carol:tessera.test"] },
+        })
+        .to_string(),
+    );
+    let filtered = alice.sync(Some(&since), &format!("&filter={filter}")).await;
+    let joined = &filtered["rooms"]["join"][&room];
+    assert_eq!(section_types(&joined["ephemeral"]), ["m.receipt"]);
+    assert_eq!(section_types(&joined["account_data"]), ["org.example.kept"]);
+    assert_eq!(section_types(&filtered["account_data"]), Vec::<String>::new());
+    assert_eq!(section_types(&filtered["presence"]), Vec::<String>::new());
+    assert_eq!(bodies(timeline(&filtered, &room)), ["hi"], "the timeline is not affected");
+
+    // Leaving out every change a room has leaves the room out, even for a
+    // lazy-loading client (no member events come without a timeline).
+    let nothing = encode(
+        r#"{"room":{"timeline":{"not_types":["*"]},"ephemeral":{"not_types":["*"]},"state":{"lazy_load_members":true}}}"#,
+    );
+    let since = everything["next_batch"].as_str().expect("token").to_owned();
+    bob.put(&format!("/_matrix/client/v3/rooms/{room}/typing/@bob:tessera.test"), json!({ "typing": false }))
+        .await
+        .ok();
+    bob.send_text(&room, "unseen").await;
+    let quiet = alice.sync(Some(&since), &format!("&filter={nothing}")).await;
+    assert!(quiet["rooms"]["join"].get(&room).is_none(), "{quiet}");
+    let seen = alice.sync(Some(&since), "").await;
+    assert_eq!(bodies(timeline(&seen, &room)), ["unseen"], "without the filter the room is there");
 }
 
 async fn bad_tokens_are_rejected(backend: Backend) {

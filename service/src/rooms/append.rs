@@ -252,13 +252,14 @@ impl Rooms {
                     state_key: pdu.state_key.clone(),
                     depth,
                     origin_server_ts,
-                    json,
+                    json: json.into(),
                     redacted_by: None,
                     rejected: false,
                     state_before: prepared.state_before,
                     state_after,
                     txn_device_id: txn.map(|(_, device, _)| device.to_string()),
                     txn_id: txn.map(|(_, _, txn_id)| txn_id.to_owned()),
+                    parsed: Default::default(),
                 };
                 self.recent.push(&pdu.room_id, stored, redaction);
                 // The event followed every extremity (`prepare`), so it is

@@ -19,8 +19,7 @@ const CLIENT_KEYS: [&str; 6] = ["type", "content", "sender", "origin_server_ts",
 
 /// Formats a stored event for the user on `viewer_device`.
 pub fn to_client_event(stored: &StoredEvent, viewer: Option<(&str, &DeviceId)>) -> Result<ClientEvent> {
-    let pdu: Map<String, Value> =
-        serde_json::from_str(&stored.json).map_err(|e| Error::internal(format!("stored event JSON: {e}")))?;
+    let pdu = stored.pdu().ok_or_else(|| Error::internal("stored event JSON is not an object"))?;
     let mut event = Map::new();
     for key in CLIENT_KEYS {
         if let Some(value) = pdu.get(key) {
@@ -88,12 +87,10 @@ impl super::Rooms {
                 // The viewer's membership when the event was sent (v1.11).
                 if let std::collections::hash_map::Entry::Vacant(slot) = memberships.entry(event.state_after)
                 {
-                    let membership = self
-                        .store
-                        .state_entry_at(event.state_after, "m.room.member", user)
-                        .await?
-                        .and_then(|m| serde_json::from_str::<Value>(&m.json).ok())
-                        .and_then(|m| m["content"]["membership"].as_str().map(str::to_owned));
+                    let membership =
+                        self.store.state_entry_at(event.state_after, "m.room.member", user).await?.and_then(
+                            |m| m.pdu()?.get("content")?.get("membership")?.as_str().map(str::to_owned),
+                        );
                     slot.insert(membership);
                 }
                 let membership = memberships.get(&event.state_after).cloned().flatten();
@@ -107,8 +104,8 @@ impl super::Rooms {
                 && let Some(prev) =
                     self.store.state_entry_at(event.state_before, &event.event_type, key).await?
             {
-                let prev_json: Value = serde_json::from_str(&prev.json).map_err(Error::internal)?;
-                extra.insert("prev_content".into(), prev_json["content"].clone());
+                let prev_content = prev.pdu().and_then(|pdu| pdu.get("content")).cloned().unwrap_or_default();
+                extra.insert("prev_content".into(), prev_content);
                 extra.insert("replaces_state".into(), prev.event_id.as_str().into());
                 extra.insert("prev_sender".into(), prev.sender.as_str().into());
             }

@@ -398,8 +398,8 @@ impl Rooms {
     }
 }
 
-fn content_of(event: &StoredEvent) -> Option<serde_json::Value> {
-    serde_json::from_str::<serde_json::Value>(&event.json).ok().map(|mut v| v["content"].take())
+fn content_of(event: &StoredEvent) -> Option<&serde_json::Value> {
+    event.pdu()?.get("content")
 }
 
 fn history_visibility_of(event: &StoredEvent) -> Option<String> {

@@ -67,7 +67,7 @@ impl RecentEvents {
             && let Some(target) = tail.events.iter_mut().find(|e| e.event_id == target)
             && target.redacted_by.is_none()
         {
-            target.json = json.to_owned();
+            target.replace_json(json);
             target.redacted_by = Some(event.event_id.to_string());
         }
         // Appends to one room commit in order, so this is nearly always
@@ -205,6 +205,7 @@ mod tests {
             state_after: 0,
             txn_device_id: None,
             txn_id: None,
+            parsed: Default::default(),
         }
     }
 
@@ -251,7 +252,7 @@ mod tests {
         let target = EventId::parse("$e99").unwrap();
         recent.push(&room, event("!r:x", 101), Some((&target, "{\"redacted\":true}")));
         let e99 = recent.last_upto(&room, 99).unwrap();
-        assert_eq!(e99.json, "{\"redacted\":true}");
+        assert_eq!(&*e99.json, "{\"redacted\":true}");
         assert_eq!(e99.redacted_by.as_deref(), Some("$e101"));
     }
 

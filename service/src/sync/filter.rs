@@ -1,9 +1,12 @@
 //! Filters: `POST /user/{userId}/filter` and `GET /user/{userId}/filter/{filterId}`,
-//! and resolving `/sync`'s `filter` parameter (inline JSON or an ID), and
-//! the filter's `event_fields`.
+//! which events a filter lets through ([`Criteria`]), and the filter's
+//! `event_fields`.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#filtering>.
 
-use ruma::{UserId, api::client::filter::FilterDefinition};
+use ruma::{
+    OwnedUserId, UserId,
+    api::client::filter::{Filter, FilterDefinition, RoomEventFilter},
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -28,6 +31,65 @@ impl SyncService {
             .await?
             .ok_or_else(|| Error::not_found("Unknown filter"))?;
         serde_json::from_str(&json).map_err(|e| Error::internal(format!("stored filter: {e}")))
+    }
+}
+
+/// The type and sender conditions that every kind of filter has (`Filter`
+/// for presence and account data, `RoomEventFilter` for a room's sections).
+pub(super) struct Criteria<'a> {
+    types: Option<&'a [String]>,
+    not_types: &'a [String],
+    senders: Option<&'a [OwnedUserId]>,
+    not_senders: &'a [OwnedUserId],
+}
+
+impl<'a> From<&'a Filter> for Criteria<'a> {
+    fn from(filter: &'a Filter) -> Self {
+        Self {
+            types: filter.types.as_deref(),
+            not_types: &filter.not_types,
+            senders: filter.senders.as_deref(),
+            not_senders: &filter.not_senders,
+        }
+    }
+}
+
+impl<'a> From<&'a RoomEventFilter> for Criteria<'a> {
+    fn from(filter: &'a RoomEventFilter) -> Self {
+        Self {
+            types: filter.types.as_deref(),
+            not_types: &filter.not_types,
+            senders: filter.senders.as_deref(),
+            not_senders: &filter.not_senders,
+        }
+    }
+}
+
+impl Criteria<'_> {
+    /// Whether events of this type may pass (`*` ends a prefix pattern;
+    /// `not_types` wins over `types`). When it is false for a whole kind
+    /// of event, sync does not read that kind at all.
+    pub(super) fn wants_type(&self, event_type: &str) -> bool {
+        let matches = |pattern: &String| match pattern.strip_suffix('*') {
+            Some(prefix) => event_type.starts_with(prefix),
+            None => pattern == event_type,
+        };
+        self.types.is_none_or(|types| types.iter().any(matches)) && !self.not_types.iter().any(matches)
+    }
+
+    /// Whether an event of this type and sender passes. Events without a
+    /// sender (receipts, typing, account data) pass the sender conditions.
+    pub(super) fn wants(&self, event_type: &str, sender: Option<&str>) -> bool {
+        self.wants_type(event_type)
+            && sender.is_none_or(|sender| {
+                self.senders.is_none_or(|senders| senders.iter().any(|s| s.as_str() == sender))
+                    && !self.not_senders.iter().any(|s| s.as_str() == sender)
+            })
+    }
+
+    /// [`Self::wants`] for an event in client form (`type`, `sender`).
+    pub(super) fn wants_event(&self, event: &Value) -> bool {
+        self.wants(event["type"].as_str().unwrap_or_default(), event["sender"].as_str())
     }
 }
 
@@ -91,6 +153,40 @@ mod tests {
             Value::Object(map) => map,
             _ => unreachable!("test events are objects"),
         }
+    }
+
+    fn criteria(filter: Value) -> Filter {
+        serde_json::from_value(filter).expect("a valid filter")
+    }
+
+    #[test]
+    fn types_match_exactly_or_by_prefix_and_not_types_win() {
+        let filter = criteria(json!({ "types": ["m.room.*", "m.receipt"], "not_types": ["m.room.member"] }));
+        let criteria = Criteria::from(&filter);
+        assert!(criteria.wants_type("m.room.message"));
+        assert!(criteria.wants_type("m.receipt"));
+        assert!(!criteria.wants_type("m.receipt.private"));
+        assert!(!criteria.wants_type("m.room.member"));
+        assert!(!criteria.wants_type("m.typing"));
+    }
+
+    #[test]
+    fn not_types_star_excludes_everything_and_an_empty_filter_nothing() {
+        let none = criteria(json!({ "not_types": ["*"] }));
+        assert!(!Criteria::from(&none).wants_type("m.presence"));
+        let all = criteria(json!({}));
+        assert!(Criteria::from(&all).wants_type("m.presence"));
+        assert!(Criteria::from(&all).wants_event(&json!({ "type": "m.typing" })));
+    }
+
+    #[test]
+    fn senders_filter_events_that_have_one() {
+        let filter = criteria(json!({ "senders": ["@a:x"], "not_senders": ["@b:x"] }));
+        let criteria = Criteria::from(&filter);
+        assert!(criteria.wants_event(&json!({ "type": "m.presence", "sender": "@a:x" })));
+        assert!(!criteria.wants_event(&json!({ "type": "m.presence", "sender": "@c:x" })));
+        assert!(!criteria.wants("m.presence", Some("@b:x")));
+        assert!(criteria.wants_event(&json!({ "type": "m.receipt", "content": {} })));
     }
 
     #[test]

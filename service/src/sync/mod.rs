@@ -25,6 +25,7 @@ use crate::{
     typing::Typing,
 };
 
+use filter::Criteria;
 pub use room::{InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, RoomSummary, Unread};
 pub use token::SyncToken;
 
@@ -85,15 +86,18 @@ pub struct SyncSources {
 /// The longest a request may wait, whatever it asks (clients ask 30 s).
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Sync reads under way at once: one per core. One event wakes a sync per
-/// member; the rest queue here, in order, instead of crowding the
-/// runtime's run queue ahead of the sends. A woken read runs from memory,
-/// so more at once only interleave on the cores; queued reads also pick up
-/// the events that arrive while they wait, in one response. (Measured on 2
-/// cores, 500-member room, PostgreSQL: 16 turns, 5.8 msg/s accepted of 20;
-/// 4 turns, 20 msg/s with delivery p99 69 ms; 2 turns, p99 49 ms.)
+/// Sync reads under way at once: one per two cores, at least one. One
+/// event wakes a sync per member; the rest queue here, in order, instead of
+/// crowding the runtime's run queue ahead of the sends. A woken read runs
+/// from memory, so more at once only interleave on the cores, and the
+/// other half of the cores stay free for sends and the database; queued
+/// reads also pick up the events that arrive while they wait, in one
+/// response. (Measured on 2 cores, PostgreSQL, bench/analysis.md: 500-member
+/// room, 16 turns 5.8 msg/s accepted of 20, 2 turns 20 msg/s with delivery
+/// p99 49 ms, 1 turn 50-77 ms; steady chat in rooms of 10, 2 turns 457
+/// msg/s accepted, 1 turn 684.)
 fn reads_at_once() -> usize {
-    std::thread::available_parallelism().map_or(2, usize::from)
+    (std::thread::available_parallelism().map_or(2, usize::from) / 2).max(1)
 }
 
 /// The sync service.
@@ -165,11 +169,15 @@ impl SyncService {
         }
         let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
         let listener = self.notifier.listener(&who.user_id);
+        let wants_deliveries =
+            Criteria::from(&request.filter.room.ephemeral).wants_type(crate::delivery::EVENT_TYPE);
         loop {
             // Register first, then read: see the module documentation.
-            let notified = listener.notified();
-            tokio::pin!(notified);
+            let notified = listener.changes.notified();
+            let delivered = listener.deliveries.notified();
+            tokio::pin!(notified, delivered);
             notified.as_mut().enable();
+            delivered.as_mut().enable();
             let turn = self.reads.acquire().await.map_err(crate::Error::internal)?;
             let upto = self.streams.persisted_upto();
             // Boxed, so that a waiting request holds only the loop's state.
@@ -191,6 +199,7 @@ impl SyncService {
             };
             tokio::select! {
                 () = &mut notified => {}
+                () = &mut delivered, if wants_deliveries => {}
                 () = settled => {}
                 () = tokio::time::sleep_until(deadline) => return Ok(response),
                 () = self.notifier.shutting_down() => return Ok(response),
@@ -210,7 +219,13 @@ impl SyncService {
         let (to_device, to_device_upto) =
             self.to_device.for_device(&who.user_id, &who.device_id, acked, upto).await?;
         let next_batch = SyncToken { events: upto, typing: typing_serial, to_device: to_device_upto };
-        let presence = self.presence.events_for(&who.user_id, after_or_zero(since), upto).await?;
+        let filter = &request.filter;
+        let presence_filter = Criteria::from(&filter.presence);
+        let mut presence = Vec::new();
+        if presence_filter.wants_type("m.presence") {
+            presence = self.presence.events_for(&who.user_id, after_or_zero(since), upto).await?;
+            presence.retain(|event| presence_filter.wants_event(event));
+        }
         let mut response = SyncResponse {
             next_batch,
             state_after: request.use_state_after,
@@ -219,11 +234,15 @@ impl SyncService {
             ..SyncResponse::default()
         };
         let after = since.map(|s| s.events);
-        let room_filter = &request.filter.room;
-        let included = |room_id: &str| {
-            room_filter.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r.as_str() == room_id))
-                && !room_filter.not_rooms.iter().any(|r| r.as_str() == room_id)
-        };
+        let room_filter = &filter.room;
+        let included =
+            |room_id: &str| room_listed(room_filter.rooms.as_deref(), &room_filter.not_rooms, room_id);
+        let account_data_filter = Criteria::from(&filter.account_data);
+        let room_account_data_filter = Criteria::from(&room_filter.account_data);
+        let ephemeral_filter = Criteria::from(&room_filter.ephemeral);
+        let ephemeral = &room_filter.ephemeral;
+        let ephemeral_in =
+            |room_id: &str| room_listed(ephemeral.rooms.as_deref(), &ephemeral.not_rooms, room_id);
         let memberships = self.rooms.memberships_of(&who.user_id, upto).await?;
         let joined = || memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.as_str());
         let mut changed: HashSet<String> = match after {
@@ -240,6 +259,19 @@ impl SyncService {
             _ => self.store.account_data_changes(&who.user_id, after.unwrap_or(0), upto).await?,
         };
         for row in account_data {
+            let wanted = if row.room_id.is_empty() {
+                account_data_filter.wants_type(&row.data_type)
+            } else {
+                room_account_data_filter.wants_type(&row.data_type)
+                    && room_listed(
+                        room_filter.account_data.rooms.as_deref(),
+                        &room_filter.account_data.not_rooms,
+                        &row.room_id,
+                    )
+            };
+            if !wanted {
+                continue;
+            }
             let content: serde_json::Value =
                 serde_json::from_str(&row.content).map_err(crate::Error::internal)?;
             let event = serde_json::json!({ "type": row.data_type, "content": content });
@@ -251,24 +283,42 @@ impl SyncService {
             }
         }
         // Clients expect their push rules in the initial sync, stored or not.
-        if after.is_none() && !response.account_data.iter().any(|e| e["type"] == "m.push_rules") {
+        if after.is_none()
+            && account_data_filter.wants_type("m.push_rules")
+            && !response.account_data.iter().any(|e| e["type"] == "m.push_rules")
+        {
             let defaults = tessera_core::push::default_ruleset(&who.user_id);
             response
                 .account_data
                 .push(serde_json::json!({ "type": "m.push_rules", "content": { "global": defaults } }));
         }
         let ignored = self.ignored_users(who, upto).await?;
-        if let Some(after) = after
+        // Ephemeral events only of the kinds the filter lets through: the
+        // others are not read at all.
+        let receipts_wanted = ephemeral_filter.wants_type("m.receipt");
+        let typing_wanted = ephemeral_filter.wants_type("m.typing");
+        if receipts_wanted
+            && let Some(after) = after
             && joined().any(|room| self.receipts.changed_after(room, after))
         {
-            changed.extend(self.store.rooms_with_receipts(&who.user_id, after, upto).await?);
+            let rooms = self.store.rooms_with_receipts(&who.user_id, after, upto).await?;
+            changed.extend(rooms.into_iter().filter(|room| ephemeral_in(room)));
         }
-        let mut delivered = self.delivery.events_for(&who.user_id, after, upto).await?;
+        let mut delivered = if ephemeral_filter.wants_type(crate::delivery::EVENT_TYPE) {
+            self.delivery.events_for(&who.user_id, after, upto).await?
+        } else {
+            Default::default()
+        };
+        delivered.retain(|room, _| ephemeral_in(room));
         changed.extend(delivered.keys().cloned());
         let since_typing = since.map(|s| s.typing);
-        if let Some(since_typing) = since_typing {
+        if typing_wanted && let Some(since_typing) = since_typing {
             changed.extend(
-                self.typing.rooms_changed_since(since_typing).into_iter().map(|room| room.to_string()),
+                self.typing
+                    .rooms_changed_since(since_typing)
+                    .into_iter()
+                    .map(|room| room.to_string())
+                    .filter(|room| ephemeral_in(room)),
             );
         }
         for membership in memberships.iter() {
@@ -297,17 +347,23 @@ impl SyncService {
                         let room_id =
                             ruma::RoomId::parse(&membership.room_id).map_err(crate::Error::internal)?;
                         let receipts_after = if full { 0 } else { after.unwrap_or(0) };
-                        if let Some(receipts) = self
-                            .receipts
-                            .receipt_event(&room_id, who.user_id.as_str(), receipts_after, upto)
-                            .await?
+                        let ephemeral_here = ephemeral_in(&membership.room_id);
+                        if receipts_wanted
+                            && ephemeral_here
+                            && let Some(receipts) = self
+                                .receipts
+                                .receipt_event(&room_id, who.user_id.as_str(), receipts_after, upto)
+                                .await?
                         {
                             joined.ephemeral.push(receipts);
                         }
                         if let Some(delivered) = delivered.remove(&membership.room_id) {
                             joined.ephemeral.push(delivered);
                         }
-                        if let Some(users) = self.typing.typing_since(&room_id, since_typing) {
+                        if typing_wanted
+                            && ephemeral_here
+                            && let Some(users) = self.typing.typing_since(&room_id, since_typing)
+                        {
                             let typing =
                                 serde_json::json!({ "type": "m.typing", "content": { "user_ids": users } });
                             joined.ephemeral.push(typing);
@@ -383,6 +439,12 @@ impl SyncService {
         crate::remember(&mut ignored, who.user_id.clone(), (upto, users.clone()));
         Ok(users)
     }
+}
+
+/// Whether a filter's `rooms` / `not_rooms` take in this room.
+fn room_listed(rooms: Option<&[ruma::OwnedRoomId]>, not_rooms: &[ruma::OwnedRoomId], room_id: &str) -> bool {
+    rooms.is_none_or(|rooms| rooms.iter().any(|r| r.as_str() == room_id))
+        && !not_rooms.iter().any(|r| r.as_str() == room_id)
 }
 
 fn after_or_zero(since: Option<SyncToken>) -> i64 {

@@ -281,8 +281,12 @@ impl RoomSync<'_> {
         let state_filter = &self.filter.room.state;
         let lazy =
             !matches!(state_filter.lazy_load_options, ruma::api::client::filter::LazyLoadOptions::Disabled);
-        let senders: HashSet<&str> =
-            timeline.iter().map(|e| e.sender.as_str()).chain([self.who.user_id.as_str()]).collect();
+        // The user's own member event comes with every timeline, never
+        // alone: an empty timeline over unchanged state (a read that woke
+        // for an event above its snapshot) is then no section at all,
+        // rather than one the client would answer with another request.
+        let own = (full || !timeline.is_empty()).then_some(self.who.user_id.as_str());
+        let senders: HashSet<&str> = timeline.iter().map(|e| e.sender.as_str()).chain(own).collect();
         // A lazy-loading client gets the timeline senders' member events
         // even when unchanged since the token: it may never have had them
         // (resending one it has is harmless; `include_redundant_members`
@@ -334,14 +338,7 @@ impl RoomSync<'_> {
 }
 
 fn matches_filter(filter: &RoomEventFilter, event: &StoredEvent) -> bool {
-    let type_matches = |pattern: &String| match pattern.strip_suffix('*') {
-        Some(prefix) => event.event_type.starts_with(prefix),
-        None => *pattern == event.event_type,
-    };
-    filter.types.as_ref().is_none_or(|types| types.iter().any(type_matches))
-        && !filter.not_types.iter().any(type_matches)
-        && filter.senders.as_ref().is_none_or(|senders| senders.iter().any(|s| s.as_str() == event.sender))
-        && !filter.not_senders.iter().any(|s| s.as_str() == event.sender)
+    super::filter::Criteria::from(filter).wants(&event.event_type, Some(&event.sender))
 }
 
 /// A stripped state event: type, state key, content and sender only.
