@@ -8,7 +8,8 @@
 #   SCENARIOS="steady big-room" STEADY_ARGS="--users 1000 --room-size 10 --rate 1000 --seconds 30" \
 #     bench/ab.sh /tmp/ab 2 /tmp/tessera-before target/release/tessera
 #
-# Each run is `bench/run.sh` with TESSERA_BIN set, results in
+# Build the tool first (cargo build --release -p tessera-bench, into
+# CARGO_TARGET_DIR if set). Each run is `bench/run.sh` with TESSERA_BIN set, results in
 # OUT/<binary name>-<round>. SCENARIOS and the <SCENARIO>_ARGS overrides
 # are passed through (default: 30 s of steady chat and of the 500-member
 # room).
@@ -16,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ $# -lt 3 ]]; then
-	sed -n '2,16p' "$0" >&2
+	sed -n '2,18p' "$0" >&2
 	exit 2
 fi
 out=$1 rounds=$2
