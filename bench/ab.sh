@@ -35,7 +35,16 @@ for round in $(seq 1 "$rounds"); do
 import json, pathlib, sys
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
     o = json.loads(path.read_text())["outcome"]
-    r, d = o["resources"], o.get("delivery_latency", {})
+    r = o.get("resources", {})
+    if "rss_per_connection_kib" in o:  # idle connections
+        print(f"{sys.argv[2]:28s} {path.stem:14s} RSS per connection {o['rss_per_connection_kib']:6.1f} KiB "
+              f"(before {o['baseline_rss_kib'] / 1024:.0f} MiB, held {o['held_rss_kib'] / 1024:.0f} MiB) "
+              f"ended early {o['ended_early']}", flush=True)
+        continue
+    if "deliveries_received" not in o:  # other scenarios: see the JSON
+        print(f"{sys.argv[2]:28s} {path.stem:14s} {path}", flush=True)
+        continue
+    d = o.get("delivery_latency", {})
     cpu = (r["server_cpu_seconds"] + r["postgres_cpu_seconds"]) / max(1, o["deliveries_received"]) * 1000
     print(f"{sys.argv[2]:28s} {path.stem:14s} accepted {o['accepted_per_second']:7.1f}/s "
           f"delivery p50 {d.get('p50_ms', 0):7.1f} p99 {d.get('p99_ms', 0):7.1f} ms "
