@@ -320,7 +320,7 @@ impl Delivery {
         upto: i64,
     ) -> Result<BTreeMap<String, Value>> {
         let rows = match after {
-            None => self.store.deliveries_for(viewer, upto).await?,
+            None => self.store.deliveries_between(viewer, 0, upto).await?,
             Some(after) if self.changes.changed_after(viewer.as_str(), after) => {
                 let kept = self.notices.lock().unwrap_or_else(|p| p.into_inner()).between(
                     viewer.as_str(),

@@ -109,7 +109,8 @@ impl Store {
     }
 
     /// The deliveries recorded in `(after, upto]` in the rooms `viewer` is
-    /// joined to, other than the viewer's own.
+    /// joined to, other than the viewer's own (`after` 0: all of them, as
+    /// every recorded delivery has a position).
     pub async fn deliveries_between(
         &self,
         viewer: &UserId,
@@ -124,22 +125,6 @@ impl Store {
         )
         .bind(viewer.as_str())
         .bind(after)
-        .bind(upto)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter().map(delivery_row).collect()
-    }
-
-    /// Every recorded delivery up to `upto` in the rooms `viewer` is joined
-    /// to, other than the viewer's own (for an initial sync).
-    pub async fn deliveries_for(&self, viewer: &UserId, upto: i64) -> Result<Vec<DeliveryRow>> {
-        let rows = sqlx::query(
-            "SELECT d.room_id, d.user_id, d.event_id, d.ts FROM deliveries d
-             JOIN room_memberships m ON m.room_id = d.room_id AND m.user_id = $1 AND m.membership = 'join'
-             WHERE d.stream_ordering <= $2 AND d.user_id <> $1
-             ORDER BY d.stream_ordering",
-        )
-        .bind(viewer.as_str())
         .bind(upto)
         .fetch_all(&self.read)
         .await?;
