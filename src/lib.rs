@@ -7,6 +7,7 @@
 //! integration tests call exactly what `main` calls.
 
 pub mod config;
+mod connections;
 mod signing_key;
 mod tls;
 
@@ -213,9 +214,12 @@ async fn serve_with_store(
     };
 
     tracing::info!(server_name = %server_name, addr = %client_addr, "client API listening");
-    let client =
-        axum::serve(listeners.client, client_router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let client = connections::serve(
+        listeners.client,
+        connections::Transport::Plain,
+        client_router,
+        stopped(stop_rx.clone()),
+    );
 
     let federation = match listeners.federation {
         Some(listener) => {
@@ -230,11 +234,12 @@ async fn serve_with_store(
             let acceptor = tls::acceptor(&cert, &key)?;
             tracing::info!(addr = %listener.local_addr()?, "federation API listening (TLS)");
             let router = tessera_federation::router(federation_state);
-            Some(tokio::spawn(tls::serve(listener, acceptor, router, stopped(stop_rx))))
+            let transport = connections::Transport::Tls(acceptor);
+            Some(tokio::spawn(connections::serve(listener, transport, router, stopped(stop_rx))))
         }
         None => None,
     };
-    client.await?;
+    client.await;
     if let Some(federation) = federation {
         federation.await.map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     }

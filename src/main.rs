@@ -1,5 +1,7 @@
 //! The `tessera` command: serve the homeserver, or administer it.
 
+mod allocator;
+
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
@@ -115,12 +117,6 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// mimalloc rather than glibc's malloc: allocation was a sixth of the
-/// server's CPU in steady chat (bench/analysis.md), and mimalloc returns
-/// big blocks such as argon2's 19 MiB to the system when they are freed.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 async fn run(config: Config, command: Command) -> Result<(), String> {
     match command {

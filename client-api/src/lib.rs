@@ -26,7 +26,7 @@ mod to_device;
 
 use std::sync::Arc;
 
-use axum::{Router, extract::FromRef, middleware, routing::get};
+use axum::{Router, extract::FromRef, routing::get};
 use tessera_service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, notifications::Notifications,
     presence::Presence, profiles::Profiles, push_rules::PushRules, rate_limit::RateLimiter,
@@ -104,8 +104,8 @@ pub fn router(state: ClientState) -> Router {
         .route("/health", get(|| async { "OK" }))
         .fallback(routing::unknown_path)
         .method_not_allowed_fallback(routing::wrong_method)
-        .layer(middleware::from_fn(tessera_web::middleware::log_request))
+        .layer(tessera_web::middleware::LogRequests)
         .with_state(state);
     // CORS wraps everything, so that preflights for any path are answered.
-    routes.layer(middleware::from_fn(tessera_web::middleware::cors))
+    routes.layer(tessera_web::middleware::Cors)
 }

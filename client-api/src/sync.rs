@@ -33,17 +33,40 @@ pub(crate) fn routes() -> Router<ClientState> {
         .ruma_route::<get_filter::v3::Request, _, _>(fetch_filter)
 }
 
-async fn sync(
+/// Not an `async fn`: one keeps its arguments for as long as it runs, and
+/// a long-poll runs for as long as it waits. The request (with its ~1 KiB
+/// filter) is taken apart here and kept once, boxed.
+fn sync(
     State(state): State<ClientState>,
     req: Ruma<sync_events::v3::Request, GuestsAllowed>,
-) -> Result<sync_events::v3::Response> {
+) -> impl Future<Output = Result<sync_events::v3::Response>> + Send {
+    let prepared = sync_request(req).map(Box::new);
+    async move {
+        let mut prepared = prepared?;
+        if let Some(id) = prepared.filter_id.take() {
+            prepared.request.filter = Box::pin(state.sync.get_filter(&prepared.me.user_id, &id)).await?;
+        }
+        let response = state.sync.sync(&prepared.me, &prepared.request).await?;
+        Ok(to_ruma(response)?.into())
+    }
+}
+
+/// A `/sync` request as the service takes it.
+struct Prepared {
+    me: Identity,
+    request: SyncRequest,
+    /// The stored filter the request names, if it names one.
+    filter_id: Option<String>,
+}
+
+fn sync_request(req: Ruma<sync_events::v3::Request, GuestsAllowed>) -> std::result::Result<Prepared, Error> {
     let me = req.identity()?.clone();
     let body = req.body;
-    let filter = match body.filter {
-        None => FilterDefinition::default(),
-        Some(Filter::FilterDefinition(filter)) => filter,
-        Some(Filter::FilterId(id)) => Box::pin(state.sync.get_filter(&me.user_id, &id)).await?,
-        Some(_) => return Err(Error::invalid_param("Unknown filter form").into()),
+    let (filter, filter_id) = match body.filter {
+        None => (FilterDefinition::default(), None),
+        Some(Filter::FilterDefinition(filter)) => (filter, None),
+        Some(Filter::FilterId(id)) => (FilterDefinition::default(), Some(id)),
+        Some(_) => return Err(Error::invalid_param("Unknown filter form")),
     };
     let request = SyncRequest {
         since: body.since,
@@ -53,8 +76,7 @@ async fn sync(
         filter,
         use_state_after: body.use_state_after,
     };
-    let response = state.sync.sync(&me, request).await?;
-    Ok(to_ruma(response)?.into())
+    Ok(Prepared { me, request, filter_id })
 }
 
 /// Resolves `/sync`'s `filter` parameter: inline JSON or a stored ID.

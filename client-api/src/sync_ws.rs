@@ -23,7 +23,7 @@ use axum::{
 };
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
-use ruma::api::{OutgoingResponseExt, client::filter::FilterDefinition};
+use ruma::api::OutgoingResponseExt;
 use tessera_service::{Error, auth::Identity, sync::SyncRequest};
 use tessera_web::{ClientIp, WebError};
 
@@ -93,26 +93,18 @@ async fn upgrade(
     // Small buffers: an idle socket costs its task and these, not
     // tungstenite's 128 KiB defaults (frames larger than a buffer still
     // pass; the buffers grow for them).
+    // The first sync answers at once; the later ones wait.
+    let request =
+        SyncRequest { since, timeout: Duration::ZERO, set_presence, full_state, filter, use_state_after };
     ws.read_buffer_size(READ_BUFFER).write_buffer_size(0).max_write_buffer_size(MAX_BUFFERED).on_upgrade(
-        move |socket| {
-            serve(state, me, socket, Options { since, filter, full_state, set_presence, use_state_after })
-        },
+        // Boxed: an async fn keeps a by-value argument twice in its state.
+        move |socket| serve(state, me, socket, Box::new(request)),
     )
 }
 
 /// Pushes sync responses until the client leaves, stops reading, or the
 /// server shuts down.
-/// What the client asked for in the handshake.
-struct Options {
-    since: Option<String>,
-    filter: FilterDefinition,
-    full_state: bool,
-    set_presence: String,
-    use_state_after: bool,
-}
-
-async fn serve(state: ClientState, me: Identity, socket: WebSocket, options: Options) {
-    let Options { mut since, filter, mut full_state, set_presence, use_state_after } = options;
+async fn serve(state: ClientState, me: Identity, socket: WebSocket, mut request: Box<SyncRequest>) {
     let (mut sender, mut receiver) = socket.split();
     // The reader answers pings (tungstenite does) and notices the client
     // going away or going silent.
@@ -129,16 +121,8 @@ async fn serve(state: ClientState, me: Identity, socket: WebSocket, options: Opt
     let mut first = true;
     let mut last_ping = tokio::time::Instant::now();
     loop {
-        let request = SyncRequest {
-            since: since.clone(),
-            timeout: if first { Duration::ZERO } else { WAIT },
-            set_presence: set_presence.clone(),
-            full_state,
-            filter: filter.clone(),
-            use_state_after,
-        };
         let sync = tokio::select! {
-            result = state.sync.sync(&me, request) => result,
+            result = state.sync.sync(&me, &request) => result,
             _ = &mut gone => break,
         };
         let response = match sync {
@@ -150,7 +134,7 @@ async fn serve(state: ClientState, me: Identity, socket: WebSocket, options: Opt
             }
         };
         let next_batch = response.next_batch.to_string();
-        let changed = first || since.is_none() || !response.is_empty();
+        let changed = first || request.since.is_none() || !response.is_empty();
         if changed {
             let Some(frame) = body_of(response) else { break };
             match tokio::time::timeout(SEND_TIMEOUT, sender.send(Message::text(frame))).await {
@@ -173,9 +157,10 @@ async fn serve(state: ClientState, me: Identity, socket: WebSocket, options: Opt
                 break;
             }
         }
-        since = Some(next_batch);
+        request.since = Some(next_batch);
+        request.timeout = WAIT;
+        request.full_state = false;
         first = false;
-        full_state = false;
         if state.sync.shutting_down() {
             let _ = sender.send(Message::Close(None)).await;
             break;

@@ -10,7 +10,7 @@ mod version;
 
 use std::sync::Arc;
 
-use axum::{Router, extract::FromRef, middleware};
+use axum::{Router, extract::FromRef};
 use tessera_core::ServerSigningKey;
 use tessera_web::{Gate, routing};
 
@@ -31,7 +31,7 @@ impl FromRef<FederationState> for Gate {
 /// (as Synapse does), so that a server without a federation listener still
 /// publishes its key.
 pub fn key_router(state: FederationState) -> Router {
-    keys::routes().layer(middleware::from_fn(tessera_web::middleware::log_request)).with_state(state)
+    keys::routes().layer(tessera_web::middleware::LogRequests).with_state(state)
 }
 
 /// The federation listener's router.
@@ -40,6 +40,6 @@ pub fn router(state: FederationState) -> Router {
         .merge(version::routes())
         .fallback(routing::unknown_path)
         .method_not_allowed_fallback(routing::wrong_method)
-        .layer(middleware::from_fn(tessera_web::middleware::log_request))
+        .layer(tessera_web::middleware::LogRequests)
         .with_state(state)
 }

@@ -8,6 +8,7 @@ mod account;
 mod account_data;
 mod admin_cli;
 mod concurrency;
+mod connections;
 mod delivery;
 mod devices;
 mod directory;

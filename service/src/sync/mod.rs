@@ -155,7 +155,7 @@ impl SyncService {
 
     /// Answers at once if anything changed since `since` (or for an
     /// initial sync), else waits up to the timeout for a change.
-    pub async fn sync(&self, who: &Identity, request: SyncRequest) -> Result<SyncResponse> {
+    pub async fn sync(&self, who: &Identity, request: &SyncRequest) -> Result<SyncResponse> {
         let since = match &request.since {
             Some(token) => Some(
                 token.parse::<SyncToken>()?.validate(self.streams.persisted_upto(), self.typing.serial())?,
@@ -181,7 +181,7 @@ impl SyncService {
             let turn = self.reads.acquire().await.map_err(crate::Error::internal)?;
             let upto = self.streams.persisted_upto();
             // Boxed, so that a waiting request holds only the loop's state.
-            let response = Box::pin(self.read(who, since, upto, &request)).await?;
+            let response = Box::pin(self.read(who, since, upto, request)).await?;
             drop(turn);
             if since.is_none() || request.full_state || !response.is_empty() {
                 return Ok(response);
