@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the benchmark scenarios against Tessera (SQLite and PostgreSQL) and
 # Synapse (SQLite and PostgreSQL) on this machine, one fresh server per
-# scenario, then renders docs/benchmarks.md and its plots from the results.
+# scenario, then renders docs/benchmarks.md and its plots from the results
+# (full sizes into bench/results only; otherwise into RESULTS itself).
 #
 #   bench/run.sh                      # everything, full sizes (hours)
 #   TARGETS="tessera-postgres synapse-postgres" SCENARIOS="steady" bench/run.sh
@@ -207,10 +208,11 @@ json.dump({
     "commands": ["bench/synapse.sh install", *commands],
 }, open(out, "w"), indent=2)
 PY
-	if [[ $SIZES == full ]]; then
+	if [[ $SIZES == full && "$(realpath -m "$RESULTS")" == "$(realpath -m bench/results)"/* ]]; then
 		"$BIN/tessera-bench" report --results "$RESULTS"
 	else
-		# Trial sizes never overwrite the published page.
+		# Trial sizes, and results kept outside bench/results, never
+		# overwrite the published page.
 		"$BIN/tessera-bench" report --results "$RESULTS" --doc "$RESULTS/benchmarks.md" --plots "$RESULTS/plots"
 	fi
 }
