@@ -90,12 +90,12 @@ async fn upgrade(
     let Ok(ws) = ws else {
         return WebError(Error::invalid_param("This endpoint needs a WebSocket upgrade")).into_response();
     };
-    // Small buffers: an idle socket costs its task and these, not
-    // tungstenite's 128 KiB defaults (frames larger than a buffer still
-    // pass; the buffers grow for them).
     // The first sync answers at once; the later ones wait.
     let request =
         SyncRequest { since, timeout: Duration::ZERO, set_presence, full_state, filter, use_state_after };
+    // Small buffers: an idle socket costs its task and these, not
+    // tungstenite's 128 KiB defaults (frames larger than a buffer still
+    // pass; the buffers grow for them).
     ws.read_buffer_size(READ_BUFFER).write_buffer_size(0).max_write_buffer_size(MAX_BUFFERED).on_upgrade(
         // Boxed: an async fn keeps a by-value argument twice in its state.
         move |socket| serve(state, me, socket, Box::new(request)),

@@ -21,7 +21,10 @@ use axum::{
     http::{HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use futures_util::future::{Either, Map, Ready};
+use futures_util::{
+    FutureExt,
+    future::{Either, Map, Ready},
+};
 use tower::{Layer, Service};
 
 use crate::{WebError, extract::UserSlot};
@@ -58,7 +61,6 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        use futures_util::FutureExt;
         if request.method() == Method::OPTIONS {
             return Either::Right(futures_util::future::ready(Ok(with_cors(
                 StatusCode::NO_CONTENT.into_response(),
