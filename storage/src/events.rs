@@ -31,17 +31,34 @@ pub struct StoredEvent {
     pub state_after: i64,
     pub txn_device_id: Option<String>,
     pub txn_id: Option<String>,
-    /// `json` parsed, once, for every clone of this copy (see
-    /// [`StoredEvent::pdu`]); a new `json` needs a new one.
-    pub parsed: Arc<OnceLock<Option<serde_json::Map<String, serde_json::Value>>>>,
+    /// What clients see of `json` beyond the columns above, parsed once
+    /// for every clone of this copy (see [`StoredEvent::content`]); a new
+    /// `json` needs a new one.
+    pub parsed: Arc<OnceLock<ClientParts>>,
+}
+
+/// The parts of a PDU that clients see and that have no column of their
+/// own. Only these are kept parsed: a whole PDU parsed into a JSON tree
+/// (hashes, signatures, auth and prev events) weighed about 2 KiB per
+/// cached event, more than its text.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ClientParts {
+    pub content: Option<serde_json::Value>,
+    /// Top-level `redacts` (room versions before 11).
+    pub redacts: Option<serde_json::Value>,
 }
 
 impl StoredEvent {
-    /// The PDU as a JSON object (`None` if the stored JSON is not one).
-    /// Parsed at most once per copy read from the database: the syncs that
-    /// one event wakes, each with a clone, share it.
-    pub fn pdu(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
-        self.parsed.get_or_init(|| serde_json::from_str(&self.json).ok()).as_ref()
+    /// The client-visible parts of the PDU, parsed at most once per copy
+    /// read from the database: the syncs that one event wakes, each with a
+    /// clone, share them. Empty if the stored JSON is not an object.
+    pub fn client_parts(&self) -> &ClientParts {
+        self.parsed.get_or_init(|| serde_json::from_str(&self.json).unwrap_or_default())
+    }
+
+    /// The PDU's `content`.
+    pub fn content(&self) -> Option<&serde_json::Value> {
+        self.client_parts().content.as_ref()
     }
 
     /// Replaces the PDU (with its redacted form).

@@ -8,30 +8,32 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 use tessera_storage::StoredEvent;
 
-use crate::{Error, Result, now_ms};
+use crate::{Result, now_ms};
 
 /// An event in client format, ready to serialise.
 pub type ClientEvent = Map<String, Value>;
 
-/// Keys of a PDU that clients see; the rest (hashes, signatures,
-/// prev/auth events, depth) are federation-only.
-const CLIENT_KEYS: [&str; 6] = ["type", "content", "sender", "origin_server_ts", "state_key", "redacts"];
-
-/// Formats a stored event for the user on `viewer_device`.
-pub fn to_client_event(stored: &StoredEvent, viewer: Option<(&str, &DeviceId)>) -> Result<ClientEvent> {
-    let pdu = stored.pdu().ok_or_else(|| Error::internal("stored event JSON is not an object"))?;
+/// Formats a stored event for the user on `viewer_device`: the keys of the
+/// PDU that clients see (hashes, signatures, prev/auth events and depth are
+/// federation-only), from the event's columns and its parsed content.
+pub fn to_client_event(stored: &StoredEvent, viewer: Option<(&str, &DeviceId)>) -> ClientEvent {
+    let parts = stored.client_parts();
     let mut event = Map::new();
-    for key in CLIENT_KEYS {
-        if let Some(value) = pdu.get(key) {
-            event.insert(key.to_owned(), value.clone());
-        }
+    event.insert("type".into(), stored.event_type.as_str().into());
+    if let Some(content) = &parts.content {
+        event.insert("content".into(), content.clone());
+    }
+    event.insert("sender".into(), stored.sender.as_str().into());
+    event.insert("origin_server_ts".into(), stored.origin_server_ts.into());
+    if let Some(state_key) = &stored.state_key {
+        event.insert("state_key".into(), state_key.as_str().into());
     }
     // Room version 11 moved `redacts` into content; clients still read the
     // top-level key, so both are served (as Synapse does).
-    if stored.event_type == "m.room.redaction"
-        && !event.contains_key("redacts")
-        && let Some(redacts) = pdu.get("content").and_then(|c| c.get("redacts"))
-    {
+    let redacts = parts.redacts.as_ref().or_else(|| {
+        (stored.event_type == "m.room.redaction").then(|| parts.content.as_ref()?.get("redacts")).flatten()
+    });
+    if let Some(redacts) = redacts {
         event.insert("redacts".into(), redacts.clone());
     }
     event.insert("event_id".into(), stored.event_id.as_str().into());
@@ -47,7 +49,7 @@ pub fn to_client_event(stored: &StoredEvent, viewer: Option<(&str, &DeviceId)>) 
         unsigned.insert("transaction_id".into(), txn_id.as_str().into());
     }
     event.insert("unsigned".into(), Value::Object(unsigned));
-    Ok(event)
+    event
 }
 
 impl super::Rooms {
@@ -81,30 +83,31 @@ impl super::Rooms {
         let mut memberships: HashMap<i64, Option<String>> = HashMap::new();
         let mut formatted = Vec::with_capacity(events.len());
         for event in events {
-            let mut client = to_client_event(event, viewer)?;
+            let mut client = to_client_event(event, viewer);
             let mut extra = Map::new();
             if with_prev_content && let Some((user, _)) = viewer {
                 // The viewer's membership when the event was sent (v1.11).
                 if let std::collections::hash_map::Entry::Vacant(slot) = memberships.entry(event.state_after)
                 {
-                    let membership =
-                        self.store.state_entry_at(event.state_after, "m.room.member", user).await?.and_then(
-                            |m| m.pdu()?.get("content")?.get("membership")?.as_str().map(str::to_owned),
-                        );
+                    let membership = self
+                        .store
+                        .state_entry_at(event.state_after, "m.room.member", user)
+                        .await?
+                        .and_then(|m| m.content()?.get("membership")?.as_str().map(str::to_owned));
                     slot.insert(membership);
                 }
                 let membership = memberships.get(&event.state_after).cloned().flatten();
                 extra.insert("membership".into(), membership.unwrap_or_else(|| "leave".to_owned()).into());
             }
             if let Some(redaction) = event.redacted_by.as_ref().and_then(|id| redactions.get(id)) {
-                extra.insert("redacted_because".into(), Value::Object(to_client_event(redaction, None)?));
+                extra.insert("redacted_because".into(), Value::Object(to_client_event(redaction, None)));
             }
             if with_prev_content
                 && let Some(key) = &event.state_key
                 && let Some(prev) =
                     self.store.state_entry_at(event.state_before, &event.event_type, key).await?
             {
-                let prev_content = prev.pdu().and_then(|pdu| pdu.get("content")).cloned().unwrap_or_default();
+                let prev_content = prev.content().cloned().unwrap_or_default();
                 extra.insert("prev_content".into(), prev_content);
                 extra.insert("replaces_state".into(), prev.event_id.as_str().into());
                 extra.insert("prev_sender".into(), prev.sender.as_str().into());
@@ -181,11 +184,8 @@ impl super::Rooms {
         }
         let fetched: HashMap<String, StoredEvent> =
             self.store.get_events(&wanted).await?.into_iter().map(|e| (e.event_id.to_string(), e)).collect();
-        let formatted = |id: Option<&str>| -> Result<Option<Value>> {
-            match id.and_then(|id| fetched.get(id)) {
-                Some(event) => Ok(Some(Value::Object(to_client_event(event, None)?))),
-                None => Ok(None),
-            }
+        let formatted = |id: Option<&str>| -> Option<Value> {
+            id.and_then(|id| fetched.get(id)).map(|event| Value::Object(to_client_event(event, None)))
         };
 
         let mut out = HashMap::new();
@@ -193,11 +193,11 @@ impl super::Rooms {
             let Some(related) = by_target.get(event.event_id.as_str()) else { continue };
             let (edit, latest_reply) = picks.get(event.event_id.as_str()).copied().unwrap_or_default();
             let mut bundle = Map::new();
-            if let Some(edit) = formatted(edit)? {
+            if let Some(edit) = formatted(edit) {
                 bundle.insert("m.replace".into(), edit);
             }
             let replies: Vec<_> = related.iter().filter(|r| r.rel_type == "m.thread").collect();
-            if let Some(latest) = formatted(latest_reply)? {
+            if let Some(latest) = formatted(latest_reply) {
                 let participated =
                     viewer.is_some_and(|me| event.sender == me || replies.iter().any(|r| r.sender == me));
                 bundle.insert(
@@ -222,5 +222,91 @@ impl super::Rooms {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ruma::{EventId, device_id};
+    use serde_json::json;
+
+    use super::*;
+
+    fn stored(event_type: &str, state_key: Option<&str>, pdu: Value) -> StoredEvent {
+        StoredEvent {
+            stream_ordering: 7,
+            event_id: EventId::parse("$abc").unwrap(),
+            room_id: "!room:x".into(),
+            sender: "@alice:x".into(),
+            event_type: event_type.into(),
+            state_key: state_key.map(Into::into),
+            depth: 3,
+            origin_server_ts: 1_000,
+            json: pdu.to_string().into(),
+            redacted_by: None,
+            rejected: false,
+            state_before: 1,
+            state_after: 2,
+            txn_device_id: Some("PHONE".into()),
+            txn_id: Some("t1".into()),
+            parsed: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn keeps_what_clients_see_and_drops_federation_keys() {
+        let pdu = json!({
+            "type": "m.room.message", "sender": "@alice:x", "room_id": "!room:x",
+            "origin_server_ts": 1_000, "content": {"body": "hi", "msgtype": "m.text"},
+            "depth": 3, "prev_events": ["$p"], "auth_events": ["$a"],
+            "hashes": {"sha256": "h"}, "signatures": {"x": {"ed25519:a": "s"}},
+        });
+        let event = to_client_event(&stored("m.room.message", None, pdu), None);
+        let mut keys: Vec<&str> = event.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["content", "event_id", "origin_server_ts", "room_id", "sender", "type", "unsigned"]
+        );
+        assert_eq!(event["content"], json!({"body": "hi", "msgtype": "m.text"}));
+        assert_eq!(event["event_id"], "$abc");
+        assert_eq!(event["origin_server_ts"], 1_000);
+        assert!(event["unsigned"]["age"].as_i64().unwrap() > 0);
+        assert!(event["unsigned"].get("transaction_id").is_none());
+    }
+
+    #[test]
+    fn state_key_and_the_senders_own_transaction_id() {
+        let pdu =
+            json!({"type": "m.room.member", "state_key": "@alice:x", "content": {"membership": "join"}});
+        let event = stored("m.room.member", Some("@alice:x"), pdu);
+        let own = to_client_event(&event, Some(("@alice:x", device_id!("PHONE"))));
+        assert_eq!(own["state_key"], "@alice:x");
+        assert_eq!(own["unsigned"]["transaction_id"], "t1");
+        let other_device = to_client_event(&event, Some(("@alice:x", device_id!("LAPTOP"))));
+        assert!(other_device["unsigned"].get("transaction_id").is_none());
+        let other_user = to_client_event(&event, Some(("@bob:x", device_id!("PHONE"))));
+        assert!(other_user["unsigned"].get("transaction_id").is_none());
+    }
+
+    #[test]
+    fn redacts_at_the_top_level_in_every_room_version() {
+        let v10 = json!({"type": "m.room.redaction", "redacts": "$old", "content": {"reason": "spam"}});
+        assert_eq!(to_client_event(&stored("m.room.redaction", None, v10), None)["redacts"], "$old");
+        let v11 = json!({"type": "m.room.redaction", "content": {"redacts": "$old"}});
+        let event = to_client_event(&stored("m.room.redaction", None, v11), None);
+        assert_eq!(event["redacts"], "$old");
+        assert_eq!(event["content"]["redacts"], "$old");
+        let message = json!({"type": "m.room.message", "content": {"redacts": "$not-a-redaction"}});
+        assert!(to_client_event(&stored("m.room.message", None, message), None).get("redacts").is_none());
+    }
+
+    #[test]
+    fn an_event_without_content_is_served_without_it() {
+        let event = to_client_event(&stored("m.room.message", None, json!("not an object")), None);
+        assert!(event.get("content").is_none());
+        assert_eq!(event["type"], "m.room.message");
     }
 }

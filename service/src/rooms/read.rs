@@ -399,7 +399,7 @@ impl Rooms {
 }
 
 fn content_of(event: &StoredEvent) -> Option<&serde_json::Value> {
-    event.pdu()?.get("content")
+    event.content()
 }
 
 fn history_visibility_of(event: &StoredEvent) -> Option<String> {
