@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 
 use crate::{load::Transport, matrix::Server, scenarios::Target};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "tessera-bench", about = "Chat load against a homeserver, measured")]
 struct Cli {

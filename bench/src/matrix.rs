@@ -243,13 +243,36 @@ impl SyncBody {
 
 /// Percent-encodes a path segment or query value.
 pub fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(value.len() * 3);
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
             out.push(char::from(byte));
         } else {
-            out.push_str(&format!("%{byte:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_escapes_all_but_unreserved_characters() {
+        assert_eq!(encode("aZ09-_.~"), "aZ09-_.~");
+        assert_eq!(encode("!room:x y/{\"é\"}"), "%21room%3Ax%20y%2F%7B%22%C3%A9%22%7D");
+    }
+
+    #[test]
+    fn sync_path_carries_the_token_and_the_encoded_filter() {
+        assert_eq!(
+            Server::sync_path(Some("s1_2"), 30_000, "{\"a\":1}"),
+            "/_matrix/client/v3/sync?timeout=30000&filter=%7B%22a%22%3A1%7D&since=s1_2"
+        );
+        assert_eq!(Server::sync_path(None, 0, "{}"), "/_matrix/client/v3/sync?timeout=0&filter=%7B%7D");
+    }
 }
