@@ -195,6 +195,13 @@ async fn filters_are_stored_and_applied(backend: Backend) {
     let body = alice.sync(None, &format!("&filter={id}")).await;
     let events = timeline(&body, &room);
     assert_eq!(bodies(events), ["m1", "m2"]);
+    // Named again (the server remembers it now), the filter still applies.
+    alice.send_text(&room, "m3").await;
+    let body = alice.sync(None, &format!("&filter={id}")).await;
+    assert_eq!(bodies(timeline(&body, &room)), ["m2", "m3"]);
+    // Bob's ID for the same definition would be the same, but he never
+    // stored it: alice's filter is not his.
+    bob.get(&format!("/_matrix/client/v3/sync?filter={id}")).await.assert_error(404, "M_NOT_FOUND");
 }
 
 /// The types of the events in a section (`{"events": [...]}`), sorted.

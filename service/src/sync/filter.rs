@@ -3,6 +3,8 @@
 //! `event_fields`.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#filtering>.
 
+use std::sync::Arc;
+
 use ruma::{
     OwnedUserId, UserId,
     api::client::filter::{Filter, FilterDefinition, RoomEventFilter},
@@ -25,12 +27,23 @@ impl SyncService {
 
     /// A stored filter; 404 if the user has none with this ID.
     pub async fn get_filter(&self, user: &UserId, filter_id: &str) -> Result<FilterDefinition> {
+        let key = (user.to_owned(), filter_id.to_owned());
+        if let Some(filter) = self.filters.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(FilterDefinition::clone(filter));
+        }
         let json = self
             .store
             .get_filter(user, filter_id)
             .await?
             .ok_or_else(|| Error::not_found("Unknown filter"))?;
-        serde_json::from_str(&json).map_err(|e| Error::internal(format!("stored filter: {e}")))
+        let filter: FilterDefinition =
+            serde_json::from_str(&json).map_err(|e| Error::internal(format!("stored filter: {e}")))?;
+        crate::remember(
+            &mut self.filters.lock().unwrap_or_else(|p| p.into_inner()),
+            key,
+            Arc::new(filter.clone()),
+        );
+        Ok(filter)
     }
 }
 

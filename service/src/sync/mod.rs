@@ -118,6 +118,10 @@ pub struct SyncService {
     ignored: Arc<Mutex<HashMap<OwnedUserId, IgnoredAt>>>,
     /// Admits [`reads_at_once`] reads at a time.
     reads: Arc<tokio::sync::Semaphore>,
+    /// Stored filters as read, by user and ID. A filter's ID derives from
+    /// its content, so an entry never goes stale; clients name the same
+    /// filter on every `/sync`.
+    filters: Arc<Mutex<HashMap<(OwnedUserId, String), Arc<FilterDefinition>>>>,
 }
 
 /// A user's ignored users, as read at a stream position.
@@ -145,6 +149,7 @@ impl SyncService {
             presence,
             ignored: Arc::default(),
             reads: Arc::new(tokio::sync::Semaphore::new(reads_at_once())),
+            filters: Arc::default(),
         }
     }
 
