@@ -121,11 +121,14 @@ pub struct SyncService {
     /// Stored filters as read, by user and ID. A filter's ID derives from
     /// its content, so an entry never goes stale; clients name the same
     /// filter on every `/sync`.
-    filters: Arc<Mutex<HashMap<(OwnedUserId, String), Arc<FilterDefinition>>>>,
+    filters: Arc<Mutex<HashMap<FilterKey, Arc<FilterDefinition>>>>,
 }
 
 /// A user's ignored users, as read at a stream position.
 type IgnoredAt = (i64, Arc<HashSet<String>>);
+
+/// A stored filter's owner and ID.
+type FilterKey = (OwnedUserId, String);
 
 impl SyncService {
     pub fn new(
