@@ -398,14 +398,10 @@ impl Rooms {
     }
 }
 
-fn content_of(event: &StoredEvent) -> Option<&serde_json::Value> {
-    event.content()
-}
-
 fn history_visibility_of(event: &StoredEvent) -> Option<String> {
-    content_of(event)?.get("history_visibility")?.as_str().map(str::to_owned)
+    event.content()?.get("history_visibility")?.as_str().map(str::to_owned)
 }
 
 fn membership_of_event(event: &StoredEvent) -> Option<String> {
-    content_of(event)?.get("membership")?.as_str().map(str::to_owned)
+    event.content()?.get("membership")?.as_str().map(str::to_owned)
 }
