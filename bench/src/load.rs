@@ -149,8 +149,18 @@ impl Ledger {
     }
 }
 
-/// Initial syncs for `users` (at most `parallel` at once); their tokens.
-pub async fn initial_tokens(server: &Server, users: &[User], parallel: usize) -> Vec<Option<String>> {
+/// Where a member's sync loop starts: the token of its first sync and the
+/// ID of its stored [`FILTER`].
+#[derive(Clone, Debug)]
+pub struct SyncStart {
+    pub since: String,
+    pub filter: String,
+}
+
+/// Stores [`FILTER`] for each of `users` and runs their first syncs (at
+/// most `parallel` users at once), as Element does before it long-polls
+/// with the filter's ID.
+pub async fn start_syncs(server: &Server, users: &[User], parallel: usize) -> Vec<Option<SyncStart>> {
     let gate = Arc::new(Semaphore::new(parallel));
     let tasks: Vec<_> = users
         .iter()
@@ -158,18 +168,20 @@ pub async fn initial_tokens(server: &Server, users: &[User], parallel: usize) ->
             let (server, user, gate) = (server.clone(), user.clone(), gate.clone());
             tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await.ok()?;
+                let filter = server.upload_filter(&user, FILTER).await.ok()?;
                 let path = Server::sync_path(None, 0, TOKEN_FILTER);
                 let body =
                     server.call_bytes(reqwest::Method::GET, &path, Some(&user.token), None).await.ok()?;
-                serde_json::from_slice::<SyncBody>(&body).ok().map(|b| b.next_batch)
+                let since = serde_json::from_slice::<SyncBody>(&body).ok()?.next_batch;
+                Some(SyncStart { since, filter })
             })
         })
         .collect();
-    let mut tokens = Vec::with_capacity(tasks.len());
+    let mut starts = Vec::with_capacity(tasks.len());
     for task in tasks {
-        tokens.push(task.await.ok().flatten());
+        starts.push(task.await.ok().flatten());
     }
-    tokens
+    starts
 }
 
 /// Runs the chat load over `rooms` of `users` and measures it.
@@ -188,11 +200,11 @@ pub async fn run_chat(
     syncing.sort_unstable();
     syncing.dedup();
     let chosen: Vec<User> = syncing.iter().map(|&i| users[i].clone()).collect();
-    let tokens = initial_tokens(server, &chosen, 32).await;
+    let starts = start_syncs(server, &chosen, 32).await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut syncers = Vec::with_capacity(syncing.len());
-    for (&index, token) in syncing.iter().zip(tokens) {
-        let Some(token) = token else {
+    for (&index, start) in syncing.iter().zip(starts) {
+        let Some(start) = start else {
             ledger.error("initial_sync".into());
             continue;
         };
@@ -203,8 +215,9 @@ pub async fn run_chat(
             ledger: ledger.clone(),
             stop: stop_rx.clone(),
             transport: load.transport,
+            filter: start.filter,
         };
-        syncers.push(tokio::spawn(task.run(token)));
+        syncers.push(tokio::spawn(task.run(start.since)));
     }
     // Let every long-poll reach the server, and the start-up traffic
     // settle, before the first message.
@@ -355,6 +368,8 @@ struct Syncer {
     ledger: Arc<Ledger>,
     stop: watch::Receiver<bool>,
     transport: Transport,
+    /// The stored filter's ID.
+    filter: String,
 }
 
 impl Syncer {
@@ -404,7 +419,7 @@ impl Syncer {
 
     /// One long-poll (or nothing, if stopped meanwhile).
     async fn poll(&mut self, since: &mut String, latencies: &mut Vec<u32>) -> Result<(), String> {
-        let path = Server::sync_path(Some(since), POLL_TIMEOUT_MS, FILTER);
+        let path = Server::sync_path(Some(since), POLL_TIMEOUT_MS, &self.filter);
         let request = self.server.call_bytes(reqwest::Method::GET, &path, Some(&self.user.token), None);
         let body = tokio::select! {
             body = request => body.map_err(|e| format!("sync_{}", e.kind()))?,
@@ -415,7 +430,7 @@ impl Syncer {
 
     /// One WebSocket connection, read until it closes (or until stopped).
     async fn socket(&mut self, since: &mut String, latencies: &mut Vec<u32>) -> Result<(), String> {
-        let url = self.server.sync_ws_url(since, FILTER, &self.user.token);
+        let url = self.server.sync_ws_url(since, &self.filter, &self.user.token);
         let (mut socket, _) =
             tokio_tungstenite::connect_async(url).await.map_err(|_| "ws_connect".to_owned())?;
         loop {

@@ -40,9 +40,10 @@ impl std::fmt::Display for CallError {
 
 pub type CallResult<T> = Result<T, CallError>;
 
-/// A registered user, by its access token.
+/// A registered user: its ID and access token.
 #[derive(Clone, Debug)]
 pub struct User {
+    pub id: String,
     pub token: String,
 }
 
@@ -143,7 +144,20 @@ impl Server {
                 .map(str::to_owned)
                 .ok_or_else(|| CallError::Transport(format!("no {key}")))
         };
-        Ok(User { token: field("access_token")? })
+        Ok(User { id: field("user_id")?, token: field("access_token")? })
+    }
+
+    /// Stores `filter` for `user` (`POST /user/{userId}/filter`), as Element
+    /// does before its first sync; returns the filter's ID.
+    pub async fn upload_filter(&self, user: &User, filter: &str) -> CallResult<String> {
+        let body: Value =
+            serde_json::from_str(filter).map_err(|e| CallError::Transport(format!("bad filter: {e}")))?;
+        let path = format!("/_matrix/client/v3/user/{}/filter", encode(&user.id));
+        let stored = self.call(reqwest::Method::POST, &path, Some(&user.token), Some(&body)).await?;
+        stored["filter_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| CallError::Transport("no filter_id".into()))
     }
 
     /// Creates a public room; returns its ID.
@@ -183,7 +197,7 @@ impl Server {
     }
 
     /// The `/sync` path for `since` (none: initial), a long-poll `timeout`
-    /// and an inline `filter`.
+    /// and a `filter` (a stored filter's ID, or a filter inline).
     pub fn sync_path(since: Option<&str>, timeout_ms: u64, filter: &str) -> String {
         let since = since.map(|s| format!("&since={}", encode(s))).unwrap_or_default();
         format!("/_matrix/client/v3/sync?timeout={timeout_ms}&filter={}{since}", encode(filter))

@@ -201,7 +201,7 @@ pub struct Idle {
 /// per access token) for `hold`; RSS per connection.
 pub async fn idle(target: &Target, users: usize, connections: usize, hold: Duration) -> Result<Idle, String> {
     let people = register_users(target, users).await?;
-    let tokens = load::initial_tokens(&target.server, &people, 32).await;
+    let starts = load::start_syncs(&target.server, &people, 32).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = median_rss(target.server_pid, 10).await;
     let ended = Arc::new(AtomicU64::new(0));
@@ -211,7 +211,7 @@ pub async fn idle(target: &Target, users: usize, connections: usize, hold: Durat
     let mut tasks = Vec::with_capacity(connections);
     for n in 0..connections {
         let user = people[n % people.len()].clone();
-        let Some(since) = tokens[n % people.len()].clone() else { continue };
+        let Some(start) = starts[n % people.len()].clone() else { continue };
         let (server, ended, opened, opening) =
             (target.server.clone(), ended.clone(), opened.clone(), opening.clone());
         let mut stop = stop_rx.clone();
@@ -222,7 +222,7 @@ pub async fn idle(target: &Target, users: usize, connections: usize, hold: Durat
                 permit = opening.acquire_owned() => permit.ok(),
                 _ = stop.changed() => return,
             };
-            let connection = Connection { server, user, since, transport, timeout };
+            let connection = Connection { server, user, start, transport, timeout };
             connection.hold(&mut stop, permit, &opened, &ended).await;
         }));
     }
@@ -256,7 +256,7 @@ pub async fn idle(target: &Target, users: usize, connections: usize, hold: Durat
 struct Connection {
     server: Server,
     user: User,
-    since: String,
+    start: load::SyncStart,
     transport: Transport,
     timeout: Duration,
 }
@@ -285,7 +285,7 @@ impl Connection {
             match self.transport {
                 Transport::LongPoll => {
                     let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
-                    let path = Server::sync_path(Some(&self.since), timeout_ms, load::FILTER);
+                    let path = Server::sync_path(Some(&self.start.since), timeout_ms, &self.start.filter);
                     let request =
                         self.server.call_bytes(reqwest::Method::GET, &path, Some(&self.user.token), None);
                     let mut request = std::pin::pin!(request);
@@ -308,12 +308,13 @@ impl Connection {
                         .ok()
                         .and_then(|body| serde_json::from_slice::<crate::matrix::SyncBody>(&body).ok())
                     {
-                        Some(body) => self.since = body.next_batch,
+                        Some(body) => self.start.since = body.next_batch,
                         None => tokio::time::sleep(Duration::from_millis(500)).await,
                     }
                 }
                 Transport::WebSocket => {
-                    let url = self.server.sync_ws_url(&self.since, load::FILTER, &self.user.token);
+                    let url =
+                        self.server.sync_ws_url(&self.start.since, &self.start.filter, &self.user.token);
                     let connected = tokio::select! {
                         connected = tokio_tungstenite::connect_async(url) => connected,
                         _ = stop.changed() => return,
