@@ -112,6 +112,19 @@ pub fn default_ruleset(user: &UserId) -> Ruleset {
     serde_json::from_value(json).unwrap_or(ruleset)
 }
 
+/// The keys of an event that push conditions can name.
+#[derive(serde::Serialize)]
+struct VisibleEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'a ruma::events::TimelineEventType,
+    content: &'a serde_json::value::RawValue,
+    sender: &'a UserId,
+    room_id: &'a ruma::RoomId,
+    origin_server_ts: ruma::MilliSecondsSinceUnixEpoch,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_key: Option<&'a str>,
+}
+
 /// An event prepared once for evaluation against many recipients.
 pub struct PushEvent {
     flattened: FlattenedJson,
@@ -123,8 +136,19 @@ pub struct PushEvent {
 
 impl PushEvent {
     pub fn new(pdu: &Pdu) -> Self {
-        let raw: Raw<ruma::CanonicalJsonObject> =
-            Raw::new(&pdu.json).unwrap_or_else(|_| Raw::from_json(Box::default()));
+        // Conditions name keys of the event as clients see it: the PDU's
+        // hashes, signatures and DAG references are left out (they are most
+        // of its size, and flattening them was most of this function).
+        let visible = VisibleEvent {
+            kind: &pdu.kind,
+            content: &pdu.content,
+            sender: &pdu.sender,
+            room_id: &pdu.room_id,
+            origin_server_ts: pdu.origin_server_ts,
+            state_key: pdu.state_key.as_deref(),
+        };
+        let raw: Raw<VisibleEvent<'_>> =
+            Raw::new(&visible).unwrap_or_else(|_| Raw::from_json(Box::default()));
         let content: serde_json::Value = pdu.content_as().unwrap_or_default();
         let relates_to = &content["m.relates_to"];
         let thread = match (relates_to["rel_type"].as_str(), relates_to["event_id"].as_str()) {
@@ -365,6 +389,40 @@ mod tests {
             pdu("@alice:tessera.test", "m.room.message", None, json!({ "msgtype": "m.text", "body": "x" }));
         assert!(verdict(&muted, &theirs, &facts(3, None), bob, "Bob").is_none());
         assert!(muted.get(RuleKind::Room, "!room:tessera.test").is_some());
+    }
+
+    #[test]
+    fn conditions_see_the_event_as_clients_do() {
+        let bob = user_id!("@bob:tessera.test");
+        let rule = |key: &str, pattern: &str| {
+            let condition = ruma::push::PushCondition::EventMatch(ruma::push::EventMatchConditionData::new(
+                key.to_owned(),
+                pattern.to_owned(),
+            ));
+            NewPushRule::Override(ruma::push::NewConditionalPushRule::new(
+                format!("only.{key}"),
+                vec![condition],
+                vec![
+                    Action::Notify,
+                    Action::SetTweak(Tweak::Highlight(ruma::push::HighlightTweakValue::Yes)),
+                ],
+            ))
+        };
+        let message =
+            pdu("@alice:tessera.test", "m.room.message", None, json!({ "msgtype": "m.text", "body": "x" }));
+        for (key, pattern, highlights) in [
+            ("room_id", "!room:tessera.test", true),
+            ("sender", "@alice:tessera.test", true),
+            ("content.msgtype", "m.text", true),
+            // In the PDU, never in a client's copy of the event.
+            ("hashes.sha256", "aaaa", false),
+        ] {
+            let mut rules = default_ruleset(bob);
+            rules.insert(rule(key, pattern), None, None).unwrap();
+            let highlighted =
+                verdict(&rules, &message, &facts(3, None), bob, "Bob").is_some_and(|v| v.highlight);
+            assert_eq!(highlighted, highlights, "{key}");
+        }
     }
 
     #[test]

@@ -69,41 +69,48 @@ impl Store {
 
     /// Records, in one transaction at `position`, each user's deliveries
     /// (room, event ID) and that everything up to their `upto` is recorded:
-    /// a few multi-row statements, not one per row. Each (room, user) and
-    /// each user appears once in a batch.
+    /// two statements whatever the batch's size, each with the batch as one
+    /// JSON parameter, so their text never changes and they stay prepared.
+    /// Each (room, user) and each user appears once in a batch.
     pub async fn record_deliveries(&self, batch: &[UserDeliveries], ts: i64, position: i64) -> Result<()> {
-        let deliveries: Vec<[&str; 3]> = batch
+        let deliveries: Vec<serde_json::Value> = batch
             .iter()
             .flat_map(|user| {
-                user.rooms.iter().map(|(room, event)| [room.as_str(), user.user_id.as_str(), event.as_str()])
+                user.rooms.iter().map(|(room, event)| {
+                    serde_json::json!({ "room_id": room, "user_id": user.user_id, "event_id": event })
+                })
             })
             .collect();
+        let positions: Vec<serde_json::Value> = batch
+            .iter()
+            .map(|user| serde_json::json!({ "user_id": user.user_id, "delivered_upto": user.upto }))
+            .collect();
         let mut tx = self.write.begin().await?;
-        upsert_stamped(
-            &mut tx,
-            "deliveries (room_id, user_id, event_id, ts, stream_ordering)",
-            "(room_id, user_id)",
-            &deliveries,
-            ts,
-            position,
-        )
-        .await?;
-        for chunk in batch.chunks(ROWS) {
-            let values: Vec<String> =
-                (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
-            let sql = format!(
-                "INSERT INTO delivery_positions (user_id, delivered_upto) VALUES {}
-                 ON CONFLICT (user_id) DO UPDATE SET delivered_upto =
-                     CASE WHEN excluded.delivered_upto > delivery_positions.delivered_upto
-                          THEN excluded.delivered_upto ELSE delivery_positions.delivered_upto END",
-                values.join(", ")
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for user in chunk {
-                query = query.bind(user.user_id.as_str()).bind(user.upto);
-            }
-            query.execute(&mut *tx).await?;
-        }
+        let sql = format!(
+            "INSERT INTO deliveries (room_id, user_id, event_id, ts, stream_ordering)
+             SELECT r.room_id, r.user_id, r.event_id, $2, $3 FROM {} WHERE true
+             ON CONFLICT (room_id, user_id) DO UPDATE SET
+                 event_id = excluded.event_id, ts = excluded.ts, stream_ordering = excluded.stream_ordering",
+            self.json_rows("$1", &[("room_id", "TEXT"), ("user_id", "TEXT"), ("event_id", "TEXT")]),
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::Value::Array(deliveries).to_string())
+            .bind(ts)
+            .bind(position)
+            .execute(&mut *tx)
+            .await?;
+        let sql = format!(
+            "INSERT INTO delivery_positions (user_id, delivered_upto)
+             SELECT r.user_id, r.delivered_upto FROM {} WHERE true
+             ON CONFLICT (user_id) DO UPDATE SET delivered_upto =
+                 CASE WHEN excluded.delivered_upto > delivery_positions.delivered_upto
+                      THEN excluded.delivered_upto ELSE delivery_positions.delivered_upto END",
+            self.json_rows("$1", &[("user_id", "TEXT"), ("delivered_upto", "BIGINT")]),
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::Value::Array(positions).to_string())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -132,10 +139,6 @@ impl Store {
     }
 }
 
-/// Rows per multi-row statement (at most five parameters each, well under
-/// SQLite's and PostgreSQL's limits).
-const ROWS: usize = 200;
-
 fn delivery_row(row: &AnyRow) -> Result<DeliveryRow> {
     Ok(DeliveryRow {
         room_id: row.try_get(0)?,
@@ -143,38 +146,4 @@ fn delivery_row(row: &AnyRow) -> Result<DeliveryRow> {
         event_id: row.try_get(2)?,
         ts: row.try_get(3)?,
     })
-}
-
-/// Inserts or replaces `rows` (text columns, then `ts` and the stream
-/// position, as `into` lists them) in multi-row statements.
-async fn upsert_stamped<const N: usize>(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    into: &str,
-    key: &str,
-    rows: &[[&str; N]],
-    ts: i64,
-    position: i64,
-) -> Result<()> {
-    for chunk in rows.chunks(ROWS) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let texts: Vec<String> = (0..N).map(|c| format!("${}", N * i + c + 3)).collect();
-                format!("({}, $1, $2)", texts.join(", "))
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO {into} VALUES {}
-             ON CONFLICT {key}
-             DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, stream_ordering = excluded.stream_ordering",
-            values.join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ts).bind(position);
-        for row in chunk {
-            for text in row {
-                query = query.bind(*text);
-            }
-        }
-        query.execute(&mut **tx).await?;
-    }
-    Ok(())
 }

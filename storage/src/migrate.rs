@@ -40,6 +40,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_push_actions"),
     migration!(11, "0011_delivery_notices"),
     migration!(12, "0012_delivery_notices_in_memory"),
+    migration!(13, "0013_deliveries_updated_in_place"),
 ];
 
 /// The newest schema version this binary knows.

@@ -159,6 +159,25 @@ impl Store {
         self.backend
     }
 
+    /// A table expression `r` of the rows in the JSON array bound to
+    /// `param` (objects with these columns and SQL types), for statements
+    /// that write a batch of any size with the same text.
+    pub(crate) fn json_rows(&self, param: &str, columns: &[(&str, &str)]) -> String {
+        match self.backend {
+            Backend::Postgres => {
+                let typed: Vec<String> = columns.iter().map(|(name, ty)| format!("{name} {ty}")).collect();
+                format!("json_to_recordset({param}::json) AS r({})", typed.join(", "))
+            }
+            Backend::Sqlite => {
+                let picked: Vec<String> = columns
+                    .iter()
+                    .map(|(name, _)| format!("json_extract(value, '$.{name}') AS {name}"))
+                    .collect();
+                format!("(SELECT {} FROM json_each({param})) AS r", picked.join(", "))
+            }
+        }
+    }
+
     /// Waits for in-flight queries and closes every connection. SQLite then
     /// checkpoints its WAL, leaving a single clean database file.
     pub async fn close(&self) {
