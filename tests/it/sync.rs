@@ -18,6 +18,7 @@ both_backends!(
     filters_select_ephemeral_account_data_and_presence,
     bad_tokens_are_rejected,
     lazy_loaded_members,
+    lazy_loaded_members_reach_each_device_once,
     nothing_is_lost_across_a_restart,
     shutdown_does_not_wait_for_long_polls,
     positions_continue_above_every_stream_after_a_restart,
@@ -357,6 +358,87 @@ async fn lazy_loaded_members(backend: Backend) {
     let timeline = body["rooms"]["join"][&room]["timeline"]["events"].as_array().expect("timeline");
     assert!(timeline.iter().all(|e| e["type"] == "m.room.message"), "{body}");
     assert_eq!(body["rooms"]["join"][&room]["summary"]["m.joined_member_count"], 3, "{body}");
+}
+
+/// The member events (user ID → event ID) in a room's `state` section.
+fn state_members(sync: &Value, room: &str) -> Vec<(String, String)> {
+    let state = sync["rooms"]["join"][room]["state"]["events"].as_array().cloned().unwrap_or_default();
+    state
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .map(|e| {
+            (
+                e["state_key"].as_str().unwrap_or("").to_owned(),
+                e["event_id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn lazy_loaded_members_reach_each_device_once(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.ok();
+    let lazy = encode(r#"{"room":{"timeline":{"limit":10},"state":{"lazy_load_members":true}}}"#);
+    let lazy = format!("&filter={lazy}");
+    let start = alice.sync(None, &lazy).await;
+    let start = start["next_batch"].as_str().expect("token").to_owned();
+
+    // Bob's first words bring his member event...
+    bob.send_text(&room, "one").await;
+    let first = alice.sync(Some(&start), &lazy).await;
+    assert_eq!(bodies(timeline(&first, &room)), ["one"]);
+    let bob_member = state_members(&first, &room)
+        .into_iter()
+        .find(|(user, _)| user == "@bob:tessera.test")
+        .expect("bob's member event comes with his first message");
+    let after_first = first["next_batch"].as_str().expect("token").to_owned();
+
+    // ...which this device then has: the next batch leaves it out.
+    bob.send_text(&room, "two").await;
+    let second = alice.sync(Some(&after_first), &lazy).await;
+    assert_eq!(bodies(timeline(&second, &room)), ["two"]);
+    assert_eq!(state_members(&second, &room), Vec::<(String, String)>::new(), "{second}");
+
+    // A client that retries from the older token (the answer was lost)
+    // gets it again.
+    let retried = alice.sync(Some(&start), &lazy).await;
+    assert_eq!(bodies(timeline(&retried, &room)), ["one", "two"]);
+    assert!(state_members(&retried, &room).contains(&bob_member), "{retried}");
+
+    // So does a client that asks for redundant members, and another device.
+    let redundant =
+        encode(r#"{"room":{"state":{"lazy_load_members":true,"include_redundant_members":true}}}"#);
+    let again = alice.sync(Some(&after_first), &format!("&filter={redundant}")).await;
+    assert!(state_members(&again, &room).contains(&bob_member), "{again}");
+    let mut laptop = server.client();
+    let login = laptop.login("alice", "pw").await.ok();
+    assert!(login["access_token"].is_string(), "{login}");
+    let last_only = encode(r#"{"room":{"timeline":{"limit":1},"state":{"lazy_load_members":true}}}"#);
+    let fresh = laptop.sync(None, &format!("&filter={last_only}")).await;
+    assert_eq!(bodies(timeline(&fresh, &room)), ["two"]);
+    assert!(state_members(&fresh, &room).contains(&bob_member), "the other device's first sync: {fresh}");
+
+    // A new member event is news: bob's rename comes in the timeline, and
+    // his next message brings the new member event in the state section
+    // of a client that asked without the timeline's state events.
+    let messages_only =
+        encode(r#"{"room":{"timeline":{"types":["m.room.message"]},"state":{"lazy_load_members":true}}}"#);
+    let messages_only = format!("&filter={messages_only}");
+    let after_second = second["next_batch"].as_str().expect("token").to_owned();
+    bob.put(
+        &format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/@bob:tessera.test"),
+        json!({ "membership": "join", "displayname": "Robert" }),
+    )
+    .await
+    .ok();
+    bob.send_text(&room, "three").await;
+    let renamed = alice.sync(Some(&after_second), &messages_only).await;
+    assert_eq!(bodies(timeline(&renamed, &room)), ["three"]);
+    let members = state_members(&renamed, &room);
+    assert!(members.iter().any(|(user, id)| user == "@bob:tessera.test" && *id != bob_member.1), "{renamed}");
 }
 
 async fn nothing_is_lost_across_a_restart(backend: Backend) {

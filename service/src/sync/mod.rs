@@ -7,6 +7,7 @@
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv3sync>.
 
 mod filter;
+mod lazy_members;
 mod room;
 mod token;
 
@@ -122,6 +123,8 @@ pub struct SyncService {
     /// its content, so an entry never goes stale; clients name the same
     /// filter on every `/sync`.
     filters: Arc<Mutex<HashMap<FilterKey, Arc<FilterDefinition>>>>,
+    /// Lazy-loaded member events each device already has.
+    sent_members: lazy_members::SentMembers,
 }
 
 /// A user's ignored users, as read at a stream position.
@@ -153,6 +156,7 @@ impl SyncService {
             ignored: Arc::default(),
             reads: Arc::new(tokio::sync::Semaphore::new(reads_at_once())),
             filters: Arc::default(),
+            sent_members: Default::default(),
         }
     }
 
@@ -242,6 +246,9 @@ impl SyncService {
             ..SyncResponse::default()
         };
         let after = since.map(|s| s.events);
+        if after.is_none() {
+            self.sent_members.forget(&who.user_id, &who.device_id);
+        }
         let room_filter = &filter.room;
         let included =
             |room_id: &str| room_listed(room_filter.rooms.as_deref(), &room_filter.not_rooms, room_id);

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use ruma::{
     RoomId, UserId,
-    api::client::filter::{FilterDefinition, RoomEventFilter},
+    api::client::filter::{FilterDefinition, LazyLoadOptions, RoomEventFilter},
 };
 use serde_json::{Value, json};
 use tessera_storage::StoredEvent;
@@ -279,8 +279,10 @@ impl RoomSync<'_> {
         };
         let at_start = store.state_at_group(start_group).await?;
         let state_filter = &self.filter.room.state;
-        let lazy =
-            !matches!(state_filter.lazy_load_options, ruma::api::client::filter::LazyLoadOptions::Disabled);
+        let (lazy, redundant) = match state_filter.lazy_load_options {
+            LazyLoadOptions::Disabled => (false, false),
+            LazyLoadOptions::Enabled { include_redundant_members } => (true, include_redundant_members),
+        };
         // The user's own member event comes with every timeline, never
         // alone: an empty timeline over unchanged state (a read that woke
         // for an event above its snapshot) is then no section at all,
@@ -288,9 +290,16 @@ impl RoomSync<'_> {
         let own = (full || !timeline.is_empty()).then_some(self.who.user_id.as_str());
         let senders: HashSet<&str> = timeline.iter().map(|e| e.sender.as_str()).chain(own).collect();
         // A lazy-loading client gets the timeline senders' member events
-        // even when unchanged since the token: it may never have had them
-        // (resending one it has is harmless; `include_redundant_members`
-        // is thus always honoured).
+        // even when unchanged since the token, unless this device was given
+        // them before (`lazy_members`) and does not ask for redundant ones.
+        let device = (&*self.who.user_id, &*self.who.device_id);
+        let sent_members = &self.sync.sent_members;
+        let known = |member: &str, id: &str| match self.after {
+            Some(after) if lazy && !redundant && !full => {
+                sent_members.has(device, room.as_str(), member, id, after)
+            }
+            _ => false,
+        };
         let lazy_member = |kind: &str, key: &str| lazy && kind == "m.room.member" && senders.contains(key);
         let ids: Vec<String> = if since_group == Some(start_group) {
             // The state is the token's (the common case: a woken sync over
@@ -302,7 +311,8 @@ impl RoomSync<'_> {
             senders
                 .iter()
                 .filter_map(|sender| {
-                    at_start.get(&("m.room.member".to_owned(), (*sender).to_owned())).cloned()
+                    let id = at_start.get(&("m.room.member".to_owned(), (*sender).to_owned()))?;
+                    (!known(sender, id)).then(|| id.clone())
                 })
                 .collect()
         } else {
@@ -314,12 +324,20 @@ impl RoomSync<'_> {
                 .iter()
                 .filter(|(key, id)| since.get(*key) != Some(*id) || lazy_member(&key.0, &key.1))
                 .filter(|((kind, key), _)| !lazy || kind != "m.room.member" || senders.contains(key.as_str()))
+                .filter(|((kind, key), id)| kind != "m.room.member" || !known(key, id))
                 .map(|(_, id)| id.clone())
                 .collect()
         };
         let mut events = store.get_events(&ids).await?;
         events.retain(|e| matches_filter(state_filter, e));
         events.sort_by_key(|e| e.stream_ordering);
+        if lazy && !redundant {
+            let members = events
+                .iter()
+                .filter(|e| e.event_type == "m.room.member")
+                .filter_map(|e| Some((e.state_key.as_deref()?, e.event_id.as_str())));
+            sent_members.sent(device, room.as_str(), members, self.upto);
+        }
         Ok(events)
     }
 
