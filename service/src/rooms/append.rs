@@ -54,15 +54,6 @@ pub(crate) fn pdu_from_stored(stored: &StoredEvent, version: &RoomVersionId) -> 
     Ok(pdu)
 }
 
-/// Parsed auth events kept by [`Rooms::auth_pdu`]; past this many the
-/// store starts again (a few KiB each: rooms' create and power levels
-/// events and their senders' member events).
-const AUTH_PDUS: usize = 4096;
-
-/// Auth events parsed into PDUs, by event ID, with the stored JSON each
-/// was parsed from.
-pub(crate) type AuthPdus = std::collections::HashMap<OwnedEventId, (Arc<str>, Arc<Pdu>)>;
-
 /// A room's forward extremities (the next local event's `prev_events`)
 /// and the state group after them.
 pub(crate) struct Tip {
@@ -107,7 +98,7 @@ impl Rooms {
             .map_err(event_error)?;
         // The state the rules consult: the auth types, plus the create event
         // (which room version 12 leaves out of auth_events).
-        let mut state: Vec<Arc<Pdu>> = Vec::with_capacity(types.len() + 1);
+        let mut state: Vec<Pdu> = Vec::with_capacity(types.len() + 1);
         if let Some(room_id) = room_id {
             let mut keys: Vec<(String, String)> = Vec::with_capacity(types.len() + 1);
             for (kind, key) in types
@@ -125,12 +116,12 @@ impl Rooms {
                 let at = self.store.state_at_group(state_before).await?;
                 let ids: Vec<String> = keys.iter().filter_map(|key| at.get(key).cloned()).collect();
                 for stored in self.store.get_events(&ids).await? {
-                    state.push(self.auth_pdu(&stored, version)?);
+                    state.push(pdu_from_stored(&stored, version)?);
                 }
             } else {
                 for (kind, key) in &keys {
                     if let Some(stored) = self.store.current_state_event(room_id, kind, key).await? {
-                        state.push(self.auth_pdu(&stored, version)?);
+                        state.push(pdu_from_stored(&stored, version)?);
                     }
                 }
             }
@@ -140,8 +131,8 @@ impl Rooms {
                 .iter()
                 .any(|(k, s)| k.to_string() == p.kind.to_string() && p.state_key.as_deref() == Some(s))
         };
-        let auth_events: Vec<&Pdu> = state.iter().map(|p| &**p).filter(|p| is_auth_type(p)).collect();
-        let create = state.iter().map(|p| &**p).find(|p| p.kind == TimelineEventType::RoomCreate);
+        let auth_events: Vec<&Pdu> = state.iter().filter(|p| is_auth_type(p)).collect();
+        let create = state.iter().find(|p| p.kind == TimelineEventType::RoomCreate);
         let prev: Vec<&Pdu> = extremities.iter().collect();
         let parents = Parents { room_id, prev_events: &prev, auth_events: &auth_events };
 
@@ -158,7 +149,6 @@ impl Rooms {
         auth::check_against_state(&pdu, &rules, |kind, key| {
             state
                 .iter()
-                .map(|p| &**p)
                 .find(|p| p.kind.to_string() == kind.to_string() && p.state_key.as_deref() == Some(key))
         })
         .map_err(event_error)?;
@@ -304,28 +294,6 @@ impl Rooms {
             )),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// An auth event parsed into a PDU, parsed once while this copy of its
-    /// JSON is the stored one: every send consults the same few (the
-    /// room's create and power levels, the sender's membership), and a
-    /// redaction or a reload from storage brings a new copy, which is
-    /// parsed again.
-    fn auth_pdu(&self, stored: &StoredEvent, version: &RoomVersionId) -> Result<Arc<Pdu>> {
-        let parsed = self.auth_pdus.lock().unwrap_or_else(|p| p.into_inner()).get(&stored.event_id).cloned();
-        if let Some((json, pdu)) = parsed
-            && Arc::ptr_eq(&json, &stored.json)
-            && pdu.rejected == stored.rejected
-        {
-            return Ok(pdu);
-        }
-        let pdu = Arc::new(pdu_from_stored(stored, version)?);
-        let mut parsed = self.auth_pdus.lock().unwrap_or_else(|p| p.into_inner());
-        if parsed.len() >= AUTH_PDUS {
-            parsed.clear();
-        }
-        parsed.insert(stored.event_id.clone(), (stored.json.clone(), pdu.clone()));
-        Ok(pdu)
     }
 
     /// The room's forward extremities and the state after them: from

@@ -63,9 +63,6 @@ pub struct Rooms {
     /// Per room, its forward extremities as the last append left them
     /// (set and dropped only under the room's lock, see `append`).
     tips: Arc<Mutex<HashMap<OwnedRoomId, Arc<append::Tip>>>>,
-    /// Auth events parsed into PDUs, with the JSON they were parsed from
-    /// (see `append`).
-    auth_pdus: Arc<Mutex<append::AuthPdus>>,
     /// Each active room's newest events.
     recent: Arc<recent::RecentEvents>,
     /// Unread counts read, kept up to date by appends and receipts.
@@ -108,7 +105,6 @@ impl Rooms {
             room_member_changes,
             memberships: Arc::default(),
             tips: Arc::default(),
-            auth_pdus: Arc::default(),
             recent: Arc::default(),
             unread: Arc::default(),
             relation_changes,

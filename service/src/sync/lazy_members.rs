@@ -21,21 +21,28 @@ use std::{
 
 use ruma::{DeviceId, UserId};
 
-/// Entries kept per device; past it the device's are dropped (it is then
-/// sent members again, which is always allowed).
-const PER_DEVICE: usize = 10_000;
+/// Member events remembered per device; past it the one sent longest ago
+/// is forgotten (and sent again when needed, which is always allowed). A
+/// device in a big room would otherwise hold an entry for every member who
+/// ever spoke: 500 devices in a 500-member room were 15 MiB as a map.
+const PER_DEVICE: usize = 64;
 
-/// Per device: hash of (room, member) → (hash of the member event's ID,
-/// position of the response that carried it). Hashes keep an entry at 16
-/// bytes and a lookup free of allocations; two different keys colliding on
-/// 64 bits is not a concern.
-type Sent = HashMap<u64, (u64, i64)>;
+/// One member event a device was sent: hashes of (room, member) and of the
+/// event ID, and the position of the response that carried it. Hashes keep
+/// an entry at 24 bytes and a lookup free of allocations; two different
+/// keys colliding on 64 bits is not a concern.
+#[derive(Clone, Copy)]
+struct Sent {
+    member: u64,
+    event: u64,
+    at: i64,
+}
 
-/// What each device (by hash of user and device ID) has been sent. Cheap
-/// to clone.
+/// What each device (by hash of user and device ID) has been sent, at
+/// most [`PER_DEVICE`] entries each, scanned in place. Cheap to clone.
 #[derive(Clone, Default)]
 pub(super) struct SentMembers {
-    devices: Arc<Mutex<HashMap<u64, Sent>>>,
+    devices: Arc<Mutex<HashMap<u64, Vec<Sent>>>>,
     hasher: RandomState,
 }
 
@@ -55,11 +62,11 @@ impl SentMembers {
         event: &str,
         since: i64,
     ) -> bool {
+        let (member, event) = (self.hasher.hash_one((room, member)), self.hasher.hash_one(event));
         let devices = self.lock();
         devices
             .get(&self.hasher.hash_one(device))
-            .and_then(|sent| sent.get(&self.hasher.hash_one((room, member))))
-            .is_some_and(|(sent_event, at)| *sent_event == self.hasher.hash_one(event) && *at <= since)
+            .is_some_and(|sent| sent.iter().any(|s| s.member == member && s.event == event && s.at <= since))
     }
 
     /// Notes that the response at position `at` carries these member
@@ -76,20 +83,27 @@ impl SentMembers {
             return;
         }
         let mut devices = self.lock();
-        let sent = devices.entry(self.hasher.hash_one(device)).or_default();
-        if sent.len() >= PER_DEVICE {
-            sent.clear();
-        }
-        for (member, event) in members {
-            sent.insert(self.hasher.hash_one((room, member)), (self.hasher.hash_one(event), at));
-        }
         // Bounded like the service's other per-user memories.
-        if devices.len() > crate::REMEMBERED_USERS {
+        if devices.len() >= crate::REMEMBERED_USERS {
             devices.clear();
+        }
+        let sent = devices.entry(self.hasher.hash_one(device)).or_default();
+        for (member, event) in members {
+            let entry =
+                Sent { member: self.hasher.hash_one((room, member)), event: self.hasher.hash_one(event), at };
+            match sent.iter().position(|s| s.member == entry.member) {
+                Some(i) => sent[i] = entry,
+                None if sent.len() < PER_DEVICE => sent.push(entry),
+                None => {
+                    if let Some(oldest) = sent.iter_mut().min_by_key(|s| s.at) {
+                        *oldest = entry;
+                    }
+                }
+            }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Sent>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Sent>>> {
         self.devices.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -113,5 +127,21 @@ mod tests {
         assert!(!sent.has((device.0, device_id!("LAPTOP")), "!r:x", "@bob:x", "$join", 12), "another device");
         sent.forget(device.0, device.1);
         assert!(!sent.has(device, "!r:x", "@bob:x", "$join", 12), "an initial sync starts over");
+    }
+
+    #[test]
+    fn a_device_keeps_the_member_events_sent_last() {
+        let sent = SentMembers::default();
+        let device = (user_id!("@alice:x"), device_id!("PHONE"));
+        let members: Vec<String> = (0..=PER_DEVICE).map(|i| format!("@m{i}:x")).collect();
+        for (at, member) in members.iter().enumerate() {
+            sent.sent(device, "!big:x", [(member.as_str(), "$e")], at as i64);
+        }
+        let since = PER_DEVICE as i64;
+        assert!(!sent.has(device, "!big:x", &members[0], "$e", since), "the oldest made room");
+        assert!(members[1..].iter().all(|m| sent.has(device, "!big:x", m, "$e", since)));
+        sent.sent(device, "!big:x", [(members[1].as_str(), "$rename")], since + 1);
+        assert!(sent.has(device, "!big:x", &members[1], "$rename", since + 1), "replaced in place");
+        assert!(!sent.has(device, "!big:x", &members[1], "$e", since + 1));
     }
 }
