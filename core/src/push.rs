@@ -115,6 +115,7 @@ pub fn default_ruleset(user: &UserId) -> Ruleset {
 /// The keys of an event that push conditions can name.
 #[derive(serde::Serialize)]
 struct VisibleEvent<'a> {
+    event_id: &'a ruma::EventId,
     #[serde(rename = "type")]
     kind: &'a ruma::events::TimelineEventType,
     content: &'a serde_json::value::RawValue,
@@ -136,10 +137,12 @@ pub struct PushEvent {
 
 impl PushEvent {
     pub fn new(pdu: &Pdu) -> Self {
-        // Conditions name keys of the event as clients see it: the PDU's
+        // Conditions name keys of the event as clients see it (its ID
+        // included, which the PDU of room versions 3 and later lacks): the PDU's
         // hashes, signatures and DAG references are left out (they are most
         // of its size, and flattening them was most of this function).
         let visible = VisibleEvent {
+            event_id: &pdu.event_id,
             kind: &pdu.kind,
             content: &pdu.content,
             sender: &pdu.sender,
@@ -414,6 +417,7 @@ mod tests {
             ("room_id", "!room:tessera.test", true),
             ("sender", "@alice:tessera.test", true),
             ("content.msgtype", "m.text", true),
+            ("event_id", "$event:tessera.test", true),
             // In the PDU, never in a client's copy of the event.
             ("hashes.sha256", "aaaa", false),
         ] {
