@@ -73,18 +73,31 @@ impl Store {
     /// JSON parameter, so their text never changes and they stay prepared.
     /// Each (room, user) and each user appears once in a batch.
     pub async fn record_deliveries(&self, batch: &[UserDeliveries], ts: i64, position: i64) -> Result<()> {
-        let deliveries: Vec<serde_json::Value> = batch
+        #[derive(serde::Serialize)]
+        struct Delivery<'a> {
+            room_id: &'a str,
+            user_id: &'a str,
+            event_id: &'a str,
+        }
+        #[derive(serde::Serialize)]
+        struct Position<'a> {
+            user_id: &'a str,
+            delivered_upto: i64,
+        }
+        let deliveries: Vec<Delivery<'_>> = batch
             .iter()
             .flat_map(|user| {
-                user.rooms.iter().map(|(room, event)| {
-                    serde_json::json!({ "room_id": room, "user_id": user.user_id, "event_id": event })
+                user.rooms.iter().map(|(room, event)| Delivery {
+                    room_id: room,
+                    user_id: &user.user_id,
+                    event_id: event,
                 })
             })
             .collect();
-        let positions: Vec<serde_json::Value> = batch
-            .iter()
-            .map(|user| serde_json::json!({ "user_id": user.user_id, "delivered_upto": user.upto }))
-            .collect();
+        let positions: Vec<Position<'_>> =
+            batch.iter().map(|user| Position { user_id: &user.user_id, delivered_upto: user.upto }).collect();
+        let deliveries = serde_json::to_string(&deliveries).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let positions = serde_json::to_string(&positions).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let mut tx = self.write.begin().await?;
         let sql = format!(
             "INSERT INTO deliveries (room_id, user_id, event_id, ts, stream_ordering)
@@ -94,7 +107,7 @@ impl Store {
             self.json_rows("$1", &[("room_id", "TEXT"), ("user_id", "TEXT"), ("event_id", "TEXT")]),
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(serde_json::Value::Array(deliveries).to_string())
+            .bind(deliveries)
             .bind(ts)
             .bind(position)
             .execute(&mut *tx)
@@ -107,10 +120,7 @@ impl Store {
                       THEN excluded.delivered_upto ELSE delivery_positions.delivered_upto END",
             self.json_rows("$1", &[("user_id", "TEXT"), ("delivered_upto", "BIGINT")]),
         );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(serde_json::Value::Array(positions).to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(positions).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
