@@ -18,6 +18,9 @@
 #               still this tree's, built beforehand
 #   <SCENARIO>_ARGS  override one scenario's size flags, e.g.
 #               CATCH_UP_ARGS="--rooms 100 --room-size 100 --messages 10000"
+#               (with full sizes, Tessera then also runs catch-up at the
+#               issue's size alone, into catch-up-full.json: Synapse takes
+#               many minutes to build 300 rooms of 300)
 #
 # Servers listen on 127.0.0.1 only. Scratch data lives in /var/tmp/tessera-bench.
 set -euo pipefail
@@ -161,6 +164,13 @@ run_scenario() {
 			"$scenario" $(sizes "$scenario") >/dev/null || log "$target $scenario failed"
 		stop_target "$target" "$pid"
 	done
+	if [[ $target == tessera-* && $scenario == catch-up && $SIZES == full && -n ${CATCH_UP_ARGS:-} ]]; then
+		pid=$(start_target "$target")
+		# shellcheck disable=SC2046 # the size flags are separate words
+		bench "${common[@]}" --server-pid "$pid" --transport long-poll --name catch-up-full \
+			catch-up $(CATCH_UP_ARGS="" sizes catch-up) >/dev/null || log "$target catch-up at full size failed"
+		stop_target "$target" "$pid"
+	fi
 }
 
 main() {

@@ -72,6 +72,10 @@ struct RunArgs {
     /// Results directory; the scenario's JSON goes to `<out>/<target>/`.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The result file's name in `<out>/<target>/`, without `.json`
+    /// (default: the scenario's, with `-ws` for the WebSocket channel).
+    #[arg(long)]
+    name: Option<String>,
     /// Exit non-zero unless every delivery arrived once and nothing failed.
     #[arg(long)]
     strict: bool,
@@ -237,7 +241,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
         let dir = out.join(&args.target);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let suffix = if args.transport == Transport::WebSocket { "-ws" } else { "" };
-        let file = dir.join(format!("{name}{suffix}.json"));
+        let stem = args.name.clone().unwrap_or_else(|| format!("{name}{suffix}"));
+        let file = dir.join(format!("{stem}.json"));
         std::fs::write(&file, text + "\n").map_err(|e| format!("{}: {e}", file.display()))?;
         eprintln!("wrote {}", file.display());
     }
