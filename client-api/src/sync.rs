@@ -158,10 +158,7 @@ fn values<T>(events: Vec<serde_json::Value>) -> std::result::Result<Vec<Raw<T>>,
 
 /// Client events as the ruma type a section wants.
 fn raws<T>(events: Vec<ClientEvent>) -> std::result::Result<Vec<Raw<T>>, Error> {
-    events
-        .into_iter()
-        .map(|e| serde_json::value::to_raw_value(&e).map(Raw::from_json).map_err(Error::internal))
-        .collect()
+    Ok(events.into_iter().map(|e| Raw::from_json(e.into_json())).collect())
 }
 
 fn check_own(me: &Identity, user: &UserId) -> std::result::Result<(), Error> {

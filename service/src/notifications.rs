@@ -9,7 +9,11 @@ use std::collections::HashMap;
 use serde_json::Value;
 use tessera_storage::Store;
 
-use crate::{Error, Result, auth::Identity, rooms::ClientEvent, rooms::Rooms};
+use crate::{
+    Error, Result,
+    auth::Identity,
+    rooms::{ClientEvent, Form, Rooms},
+};
 
 /// Notifications per page when the client names no limit.
 const DEFAULT_LIMIT: u64 = 20;
@@ -74,15 +78,10 @@ impl Notifications {
         let ids: Vec<String> = rows.iter().map(|row| row.event_id.clone()).collect();
         let stored = self.store.get_events(&ids).await?;
         let viewer = Some((who.user_id.as_str(), &*who.device_id));
-        let formatted = self.rooms.client_events(&stored, viewer, false).await?;
-        let mut events: HashMap<String, ClientEvent> = stored
-            .iter()
-            .zip(formatted)
-            .map(|(stored, mut event)| {
-                event.remove("room_id");
-                (stored.event_id.to_string(), event)
-            })
-            .collect();
+        let form = Form { room_id: false, ..Form::plain(viewer) };
+        let formatted = self.rooms.client_events(&stored, form).await?;
+        let mut events: HashMap<String, ClientEvent> =
+            stored.iter().map(|stored| stored.event_id.to_string()).zip(formatted).collect();
         let mut notifications = Vec::with_capacity(rows.len());
         for row in rows {
             let Some(event) = events.remove(&row.event_id) else { continue };

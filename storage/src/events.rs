@@ -7,6 +7,7 @@
 use std::sync::{Arc, OnceLock};
 
 use ruma::{DeviceId, EventId, OwnedEventId, RoomId, UserId};
+use serde_json::value::RawValue;
 use sqlx::{Row, any::AnyRow};
 
 use crate::{Backend, Result, StorageError, Store, state};
@@ -38,27 +39,40 @@ pub struct StoredEvent {
 }
 
 /// The parts of a PDU that clients see and that have no column of their
-/// own. Only these are kept parsed: a whole PDU parsed into a JSON tree
-/// (hashes, signatures, auth and prev events) weighed about 2 KiB per
-/// cached event, more than its text.
+/// own. `content` is kept as its JSON text, written into every client's
+/// copy of the event as it stands, and parsed only for the readers that
+/// look inside it: a whole PDU parsed into a JSON tree (hashes,
+/// signatures, auth and prev events) weighed about 2 KiB per cached event,
+/// more than its text.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct ClientParts {
-    pub content: Option<serde_json::Value>,
+    content: Option<Box<RawValue>>,
     /// Top-level `redacts` (room versions before 11).
     pub redacts: Option<serde_json::Value>,
+    #[serde(skip)]
+    content_value: OnceLock<Option<serde_json::Value>>,
 }
 
 impl StoredEvent {
-    /// The client-visible parts of the PDU, parsed at most once per copy
+    /// The client-visible parts of the PDU, found at most once per copy
     /// read from the database: the syncs that one event wakes, each with a
     /// clone, share them. Empty if the stored JSON is not an object.
     pub fn client_parts(&self) -> &ClientParts {
         self.parsed.get_or_init(|| serde_json::from_str(&self.json).unwrap_or_default())
     }
 
-    /// The PDU's `content`.
+    /// The PDU's `content` as JSON text.
+    pub fn content_json(&self) -> Option<&RawValue> {
+        self.client_parts().content.as_deref()
+    }
+
+    /// The PDU's `content`, parsed on first use.
     pub fn content(&self) -> Option<&serde_json::Value> {
-        self.client_parts().content.as_ref()
+        let parts = self.client_parts();
+        parts
+            .content_value
+            .get_or_init(|| parts.content.as_ref().and_then(|raw| serde_json::from_str(raw.get()).ok()))
+            .as_ref()
     }
 
     /// Replaces the PDU (with its redacted form).

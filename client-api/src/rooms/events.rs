@@ -81,15 +81,18 @@ async fn get_state_event(
     req: Ruma<get_state_event_for_key::v3::Request, GuestsAllowed>,
 ) -> Result<get_state_event_for_key::v3::Response> {
     let body = &req.body;
-    let mut event = state
+    let event = state
         .rooms
         .state_event(req.identity()?, &body.room_id, &body.event_type.to_string(), &body.state_key)
         .await?;
-    let json = match body.format {
-        get_state_event_for_key::v3::StateEventFormat::Event => Value::Object(event),
-        _ => event.remove("content").unwrap_or_else(|| Value::Object(Default::default())),
+    let raw = match body.format {
+        get_state_event_for_key::v3::StateEventFormat::Event => event.into_json(),
+        _ => {
+            let content =
+                event.to_object().remove("content").unwrap_or_else(|| Value::Object(Default::default()));
+            serde_json::value::to_raw_value(&content).map_err(Error::internal)?
+        }
     };
-    let raw = serde_json::value::to_raw_value(&json).map_err(Error::internal)?;
     Ok(get_state_event_for_key::v3::Response::new(raw).into())
 }
 

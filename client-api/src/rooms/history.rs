@@ -107,7 +107,8 @@ async fn messages(
     // Lazy-loaded members: the member events of this page's senders.
     let mut member_state = Vec::new();
     if !matches!(body.filter.lazy_load_options, LazyLoadOptions::Disabled) {
-        let mut senders: Vec<&str> = page.chunk.iter().filter_map(|e| e.get("sender")?.as_str()).collect();
+        let events: Vec<_> = page.chunk.iter().map(tessera_service::rooms::ClientEvent::to_object).collect();
+        let mut senders: Vec<&str> = events.iter().filter_map(|e| e.get("sender")?.as_str()).collect();
         senders.sort_unstable();
         senders.dedup();
         for sender in senders {

@@ -32,5 +32,5 @@ pub(crate) fn routes() -> Router<ClientState> {
 
 /// A client-format event as the ruma type a response wants.
 fn raw<T>(event: ClientEvent) -> Result<Raw<T>, Error> {
-    serde_json::value::to_raw_value(&event).map(Raw::from_json).map_err(Error::internal)
+    Ok(Raw::from_json(event.into_json()))
 }

@@ -7,7 +7,7 @@ use tessera_storage::StoredEvent;
 
 use super::{
     Rooms,
-    client_event::ClientEvent,
+    client_event::{ClientEvent, Form},
     read::{EventFilter, PageToken, VisibilityCache},
 };
 use crate::{Error, Result, auth::Identity};
@@ -75,12 +75,12 @@ impl Rooms {
         let last = after.last().unwrap_or(&event);
         let state = self.state_for_context(last, &before, &event, &after, lazy_load_members).await?;
         let viewer = Some((who.user_id.as_str(), &*who.device_id));
-        let mut center = self.client_events(std::slice::from_ref(&event), viewer, true).await?;
+        let mut center = self.client_events(std::slice::from_ref(&event), Form::timeline(viewer)).await?;
         Ok(Context {
-            events_before: self.client_events(&before, viewer, true).await?,
+            events_before: self.client_events(&before, Form::timeline(viewer)).await?,
             event: center.pop().ok_or_else(|| Error::internal("formatting lost an event"))?,
-            events_after: self.client_events(&after, viewer, true).await?,
-            state: self.client_events(&state, None, false).await?,
+            events_after: self.client_events(&after, Form::timeline(viewer)).await?,
+            state: self.client_events(&state, Form::plain(None)).await?,
             start,
             end,
         })

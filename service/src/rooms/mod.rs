@@ -35,6 +35,7 @@ use crate::{
 };
 
 pub use client_event::ClientEvent;
+pub(crate) use client_event::Form;
 pub use create::CreateRoom;
 pub use read::{Direction, HistoryPage, HistoryQuery, PageToken};
 

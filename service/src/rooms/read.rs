@@ -7,7 +7,10 @@ use std::{collections::HashMap, fmt, str::FromStr};
 use ruma::{EventId, OwnedRoomId, RoomId, UserId};
 use tessera_storage::StoredEvent;
 
-use super::{Rooms, client_event::ClientEvent};
+use super::{
+    Rooms,
+    client_event::{ClientEvent, Form},
+};
 use crate::{Error, Result, auth::Identity};
 
 /// Which way `/messages` pages.
@@ -203,7 +206,7 @@ impl Rooms {
     /// user left.
     pub async fn state(&self, who: &Identity, room_id: &RoomId) -> Result<Vec<ClientEvent>> {
         let events = self.readable_state(who, room_id).await?;
-        self.client_events(&events, None, false).await
+        self.client_events(&events, Form::plain(None)).await
     }
 
     /// `GET /rooms/{roomId}/state/{type}/{stateKey}`: the content.
@@ -219,7 +222,7 @@ impl Rooms {
             .into_iter()
             .find(|e| e.event_type == kind && e.state_key.as_deref() == Some(key))
             .ok_or_else(|| Error::not_found("No such state event"))?;
-        let mut formatted = self.client_events(std::slice::from_ref(&event), None, false).await?;
+        let mut formatted = self.client_events(std::slice::from_ref(&event), Form::plain(None)).await?;
         formatted.pop().ok_or_else(|| Error::internal("formatting lost an event"))
     }
 
@@ -285,7 +288,7 @@ impl Rooms {
             })
             .map(|(_, event)| event)
             .collect();
-        self.client_events(&events, None, false).await
+        self.client_events(&events, Form::plain(None)).await
     }
 
     /// The member events as of a `/messages` position.
@@ -342,7 +345,7 @@ impl Rooms {
             return Err(not_found());
         }
         let viewer = Some((who.user_id.as_str(), &*who.device_id));
-        let mut formatted = self.client_events(std::slice::from_ref(&event), viewer, true).await?;
+        let mut formatted = self.client_events(std::slice::from_ref(&event), Form::timeline(viewer)).await?;
         formatted.pop().ok_or_else(|| Error::internal("formatting lost an event"))
     }
 
@@ -393,7 +396,8 @@ impl Rooms {
         let end = (!exhausted || chunk.len() == limit)
             .then_some(position)
             .filter(|_| !chunk.is_empty() || !exhausted);
-        let chunk = self.client_events(&chunk, Some((who.user_id.as_str(), &who.device_id)), true).await?;
+        let chunk =
+            self.client_events(&chunk, Form::timeline(Some((who.user_id.as_str(), &who.device_id)))).await?;
         Ok(HistoryPage { chunk, start, end })
     }
 }

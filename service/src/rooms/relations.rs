@@ -6,7 +6,11 @@
 use ruma::{EventId, RoomId};
 use tessera_storage::{RelationQuery, StoredEvent};
 
-use super::{Rooms, client_event::ClientEvent, read::VisibilityCache};
+use super::{
+    Rooms,
+    client_event::{ClientEvent, Form},
+    read::VisibilityCache,
+};
 use crate::{Error, Result, auth::Identity};
 
 /// How deep `recurse=true` follows relations of relations (the spec's
@@ -125,7 +129,9 @@ impl Rooms {
             }
         }
         let next_batch = more.then(|| candidates.last().map(|e| format!("r{}", e.stream_ordering))).flatten();
-        let chunk = self.client_events(&visible, Some((who.user_id.as_str(), &who.device_id)), true).await?;
+        let chunk = self
+            .client_events(&visible, Form::timeline(Some((who.user_id.as_str(), &who.device_id))))
+            .await?;
         Ok(RelationsPage { chunk, next_batch, recursion_depth: depth })
     }
 
@@ -156,7 +162,9 @@ impl Rooms {
                 visible.push(root);
             }
         }
-        let chunk = self.client_events(&visible, Some((who.user_id.as_str(), &who.device_id)), true).await?;
+        let chunk = self
+            .client_events(&visible, Form::timeline(Some((who.user_id.as_str(), &who.device_id))))
+            .await?;
         Ok((chunk, next_batch))
     }
 }

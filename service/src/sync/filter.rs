@@ -9,7 +9,7 @@ use ruma::{
     OwnedUserId, UserId,
     api::client::filter::{Filter, FilterDefinition, RoomEventFilter},
 };
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::SyncService;
@@ -109,8 +109,12 @@ impl Criteria<'_> {
 /// The filter's `event_fields`: only the listed dot-separated paths of an
 /// event (`content.body`; `\.` is a literal dot in a key). Paths the event
 /// lacks are skipped.
-pub(super) fn keep_fields(event: &ClientEvent, fields: &[String]) -> ClientEvent {
-    let mut kept = ClientEvent::new();
+pub(super) fn keep_fields(event: &ClientEvent, fields: &[String]) -> Result<ClientEvent> {
+    ClientEvent::from_object(&pick_fields(&event.to_object(), fields))
+}
+
+fn pick_fields(event: &Map<String, Value>, fields: &[String]) -> Map<String, Value> {
+    let mut kept = Map::new();
     for field in fields {
         let path = split_path(field);
         if let Some((last, parents)) = path.split_last() {
@@ -122,7 +126,7 @@ pub(super) fn keep_fields(event: &ClientEvent, fields: &[String]) -> ClientEvent
 
 /// Copies `parents.last` from `from` into `into`, creating the parent
 /// objects on the way.
-fn copy_path(from: &ClientEvent, into: &mut ClientEvent, parents: &[String], last: &str) {
+fn copy_path(from: &Map<String, Value>, into: &mut Map<String, Value>, parents: &[String], last: &str) {
     match parents.split_first() {
         None => {
             if let Some(value) = from.get(last) {
@@ -131,7 +135,7 @@ fn copy_path(from: &ClientEvent, into: &mut ClientEvent, parents: &[String], las
         }
         Some((key, rest)) => {
             let Some(Value::Object(child)) = from.get(key) else { return };
-            let slot = into.entry(key.clone()).or_insert_with(|| Value::Object(ClientEvent::new()));
+            let slot = into.entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(slot) = slot {
                 copy_path(child, slot, rest, last);
             }
@@ -161,7 +165,7 @@ mod tests {
 
     use super::*;
 
-    fn event(value: Value) -> ClientEvent {
+    fn event(value: Value) -> Map<String, Value> {
         match value {
             Value::Object(map) => map,
             _ => unreachable!("test events are objects"),
@@ -213,7 +217,7 @@ mod tests {
         let fields =
             ["type", "content.body", "content.m\\.relates_to.rel_type", "content.absent"].map(String::from);
         assert_eq!(
-            Value::Object(keep_fields(&full, &fields)),
+            Value::Object(pick_fields(&full, &fields)),
             json!({
                 "type": "m.room.message",
                 "content": { "body": "hi", "m.relates_to": { "rel_type": "m.thread" } },
@@ -225,7 +229,7 @@ mod tests {
     fn a_path_through_a_non_object_is_skipped() {
         let full = event(json!({ "type": "m.x", "content": { "body": "hi" } }));
         let fields = ["type.inner", "content.body.deeper"].map(String::from);
-        assert_eq!(Value::Object(keep_fields(&full, &fields)), json!({ "content": {} }));
+        assert_eq!(Value::Object(pick_fields(&full, &fields)), json!({ "content": {} }));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::SyncService;
 use crate::{
     Error, Result,
     auth::Identity,
-    rooms::{ClientEvent, PageToken},
+    rooms::{ClientEvent, Form, PageToken},
 };
 
 /// Timeline length when the filter sets none (Synapse's default).
@@ -344,12 +344,13 @@ impl RoomSync<'_> {
     /// Sync format: client events without `room_id` (the room is the key).
     async fn format(&self, events: &[StoredEvent], timeline: bool) -> Result<Vec<ClientEvent>> {
         let viewer = Some((self.who.user_id.as_str(), &*self.who.device_id));
-        let mut formatted = self.sync.rooms.client_events(events, viewer, timeline).await?;
-        for event in &mut formatted {
-            event.remove("room_id");
-        }
+        let form = Form { viewer, timeline, room_id: false };
+        let mut formatted = self.sync.rooms.client_events(events, form).await?;
         if let Some(fields) = &self.filter.event_fields {
-            formatted = formatted.iter().map(|event| super::filter::keep_fields(event, fields)).collect();
+            formatted = formatted
+                .iter()
+                .map(|event| super::filter::keep_fields(event, fields))
+                .collect::<Result<_>>()?;
         }
         Ok(formatted)
     }
