@@ -107,11 +107,7 @@ async fn messages(
     // Lazy-loaded members: the member events of this page's senders.
     let mut member_state = Vec::new();
     if !matches!(body.filter.lazy_load_options, LazyLoadOptions::Disabled) {
-        let events: Vec<_> = page.chunk.iter().map(tessera_service::rooms::ClientEvent::to_object).collect();
-        let mut senders: Vec<&str> = events.iter().filter_map(|e| e.get("sender")?.as_str()).collect();
-        senders.sort_unstable();
-        senders.dedup();
-        for sender in senders {
+        for sender in &page.senders {
             if let Ok(event) = state.rooms.state_event(me, &body.room_id, "m.room.member", sender).await {
                 member_state.push(raw(event)?);
             }

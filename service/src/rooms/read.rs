@@ -99,6 +99,8 @@ pub struct HistoryPage {
     pub start: PageToken,
     /// `None` when there is nothing more to page through.
     pub end: Option<PageToken>,
+    /// The chunk's senders, each once (for lazy-loaded members).
+    pub senders: Vec<String>,
 }
 
 /// History visibility is looked up per state group; one request often
@@ -396,9 +398,12 @@ impl Rooms {
         let end = (!exhausted || chunk.len() == limit)
             .then_some(position)
             .filter(|_| !chunk.is_empty() || !exhausted);
+        let mut senders: Vec<String> = chunk.iter().map(|e| e.sender.clone()).collect();
+        senders.sort_unstable();
+        senders.dedup();
         let chunk =
             self.client_events(&chunk, Form::timeline(Some((who.user_id.as_str(), &who.device_id)))).await?;
-        Ok(HistoryPage { chunk, start, end })
+        Ok(HistoryPage { chunk, start, end, senders })
     }
 }
 
