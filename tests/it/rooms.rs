@@ -21,6 +21,7 @@ both_backends!(
     aliases_resolve_for_join,
     redactions_strip_content_and_need_permission,
     timeline_state_events_carry_prev_content,
+    lazy_loaded_members_come_with_a_page_of_messages,
 );
 
 fn bodies(events: &[Value]) -> Vec<&str> {
@@ -393,4 +394,39 @@ async fn timeline_state_events_carry_prev_content(backend: Backend) {
     assert_eq!(rename["content"]["name"], "Second");
     assert_eq!(rename["unsigned"]["prev_content"]["name"], "First");
     assert_eq!(rename["unsigned"]["prev_sender"], "@alice:tessera.test");
+}
+
+async fn lazy_loaded_members_come_with_a_page_of_messages(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let carol = server.register("carol", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.ok();
+    carol.join(&room).await.ok();
+    bob.send_text(&room, "from bob").await;
+    alice.send_text(&room, "from alice").await;
+    bob.send_text(&room, "bob again").await;
+
+    // The last three events: two senders, each member event once; carol
+    // sent nothing on this page.
+    let filter = "%7B%22lazy_load_members%22%3Atrue%7D";
+    let page = alice
+        .get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=3&filter={filter}"))
+        .await
+        .ok();
+    assert_eq!(page["chunk"].as_array().map(Vec::len), Some(3));
+    let mut members: Vec<&str> = page["state"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["type"] == "m.room.member")
+        .filter_map(|e| e["state_key"].as_str())
+        .collect();
+    members.sort_unstable();
+    assert_eq!(members, ["@alice:tessera.test", "@bob:tessera.test"]);
+
+    // Without lazy loading, no member state comes with the page.
+    let plain = alice.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=3")).await.ok();
+    assert!(plain["state"].as_array().is_none_or(Vec::is_empty), "{plain}");
 }
