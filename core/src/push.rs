@@ -112,6 +112,68 @@ pub fn default_ruleset(user: &UserId) -> Ruleset {
     serde_json::from_value(json).unwrap_or(ruleset)
 }
 
+/// The longest glob pattern a rule may carry (a content rule's `pattern`,
+/// an `event_match` condition's). ruma compiles a pattern into a regex
+/// (linear-time matching, but compiled for every evaluation) and panics
+/// when the compiled form exceeds the regex crate's size limit: a few
+/// thousand wildcards did. At this length the worst pattern compiles in
+/// well under a millisecond.
+pub const MAX_PATTERN_BYTES: usize = 255;
+
+/// The most rules a user may define beside the spec's defaults: each is
+/// evaluated for every event in every room the user is in.
+pub const MAX_USER_RULES: usize = 100;
+
+/// Whether a rule (as JSON) carries a pattern over [`MAX_PATTERN_BYTES`],
+/// at its top level or in one of its conditions.
+pub fn has_oversized_pattern(rule: &serde_json::Value) -> bool {
+    pattern_too_long(rule)
+        || rule
+            .get("conditions")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|conditions| conditions.iter().any(pattern_too_long))
+}
+
+/// Whether a rule's or a condition's own `pattern` is too long.
+fn pattern_too_long(value: &serde_json::Value) -> bool {
+    value.get("pattern").and_then(serde_json::Value::as_str).is_some_and(|p| p.len() > MAX_PATTERN_BYTES)
+}
+
+/// Whether a rule a client asks to add carries a pattern over
+/// [`MAX_PATTERN_BYTES`].
+pub fn new_rule_has_oversized_pattern(rule: &ruma::push::NewPushRule) -> bool {
+    use ruma::push::NewPushRule;
+    let conditions = match rule {
+        NewPushRule::Content(rule) => return rule.pattern.len() > MAX_PATTERN_BYTES,
+        NewPushRule::Override(rule) | NewPushRule::Underride(rule) => &rule.conditions,
+        _ => return false,
+    };
+    conditions
+        .iter()
+        .any(|condition| serde_json::to_value(condition).is_ok_and(|condition| pattern_too_long(&condition)))
+}
+
+/// A stored rule set (the `global` object of `m.push_rules`) as evaluation
+/// may use it: rules with oversized patterns (stored before the limit, or
+/// written through account data) are left out, so they can never fail or
+/// slow down anyone's sends. `None` if it is not a rule set at all.
+pub fn ruleset_from_stored(mut global: serde_json::Value) -> Option<(Ruleset, usize)> {
+    let mut dropped = 0;
+    for kind in ["override", "content", "room", "sender", "underride"] {
+        if let Some(rules) = global.get_mut(kind).and_then(serde_json::Value::as_array_mut) {
+            let before = rules.len();
+            rules.retain(|rule| !has_oversized_pattern(rule));
+            dropped += before - rules.len();
+        }
+    }
+    serde_json::from_value(global).ok().map(|ruleset| (ruleset, dropped))
+}
+
+/// How many rules of a set the user defined (the rest are the server's).
+pub fn user_rule_count(ruleset: &Ruleset) -> usize {
+    ruleset.iter().filter(|rule| !rule.is_server_default()).count()
+}
+
 /// The keys of an event that push conditions can name.
 #[derive(serde::Serialize)]
 struct VisibleEvent<'a> {
@@ -201,7 +263,13 @@ pub fn evaluate(
         }
         // ruma's conditions are async only for thread subscriptions (an
         // unstable feature we do not enable), so each check is ready at once.
-        if ready(rule.applies(&event.flattened, &context)) == Some(true) {
+        // A rule that makes ruma panic (it compiles patterns with
+        // `expect`) is a rule that does not apply: one recipient's rules
+        // never fail the sender's request.
+        let applies = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ready(rule.applies(&event.flattened, &context))
+        }));
+        if applies.ok().flatten() == Some(true) {
             let actions = rule.actions().to_vec();
             let notify = actions.iter().any(Action::should_notify);
             let highlight = actions.iter().any(Action::is_highlight);
@@ -427,6 +495,66 @@ mod tests {
                 verdict(&rules, &message, &facts(3, None), bob, "Bob").is_some_and(|v| v.highlight);
             assert_eq!(highlighted, highlights, "{key}");
         }
+    }
+
+    fn keyword(pattern: &str) -> NewPushRule {
+        NewPushRule::Content(ruma::push::NewPatternedPushRule::new(
+            "keyword".into(),
+            pattern.into(),
+            vec![Action::Notify, Action::SetTweak(Tweak::Highlight(ruma::push::HighlightTweakValue::Yes))],
+        ))
+    }
+
+    #[test]
+    fn the_worst_patterns_within_the_limit_evaluate() {
+        let bob = user_id!("@bob:tessera.test");
+        let body = format!("{} b", "a".repeat(2_000));
+        let message =
+            pdu("@alice:tessera.test", "m.room.message", None, json!({ "msgtype": "m.text", "body": body }));
+        let half = MAX_PATTERN_BYTES / 2;
+        let worst = [
+            format!("{}b", "*a".repeat(half - 1)),
+            "?".repeat(MAX_PATTERN_BYTES),
+            format!("{}b", "?*".repeat(half - 1)),
+            "a".repeat(MAX_PATTERN_BYTES),
+        ];
+        for pattern in worst {
+            assert!(pattern.len() <= MAX_PATTERN_BYTES);
+            assert!(!new_rule_has_oversized_pattern(&keyword(&pattern)));
+            let mut rules = default_ruleset(bob);
+            rules.insert(keyword(&pattern), None, None).unwrap();
+            // Any verdict will do: it must come back, not panic.
+            let _ = verdict(&rules, &message, &facts(3, None), bob, "Bob");
+        }
+    }
+
+    #[test]
+    fn a_rule_that_makes_ruma_panic_does_not_apply() {
+        // The sweep's pattern: ruma's regex compilation panics on it.
+        let bob = user_id!("@bob:tessera.test");
+        let pattern = format!("{}b", "*a".repeat(25_000));
+        assert!(new_rule_has_oversized_pattern(&keyword(&pattern)));
+        let mut rules = default_ruleset(bob);
+        rules.insert(keyword(&pattern), None, None).unwrap();
+        let message =
+            pdu("@alice:tessera.test", "m.room.message", None, json!({ "msgtype": "m.text", "body": "a b" }));
+        let got =
+            verdict(&rules, &message, &facts(3, None), bob, "Bob").expect("the other rules still apply");
+        assert!(got.notify, "the group-message rule applies");
+        assert!(!got.highlight, "the panicking keyword rule did not");
+    }
+
+    #[test]
+    fn stored_rules_with_oversized_patterns_are_left_out() {
+        let bob = user_id!("@bob:tessera.test");
+        let mut rules = default_ruleset(bob);
+        rules.insert(keyword(&"x".repeat(MAX_PATTERN_BYTES + 1)), None, None).unwrap();
+        let stored = serde_json::to_value(&rules).unwrap();
+        let (loaded, dropped) = ruleset_from_stored(stored).expect("a rule set");
+        assert_eq!(dropped, 1);
+        assert!(loaded.get(RuleKind::Content, "keyword").is_none());
+        assert_eq!(user_rule_count(&loaded), 0);
+        assert!(ruleset_from_stored(json!("not a rule set")).is_none());
     }
 
     #[test]

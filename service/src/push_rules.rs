@@ -17,6 +17,7 @@ use ruma::{
     push::{Action, AnyPushRule, InsertPushRuleError, NewPushRule, RemovePushRuleError, RuleKind, Ruleset},
 };
 use serde_json::json;
+use tessera_core::push;
 use tessera_storage::Store;
 
 use crate::{Error, Result, account_data::AccountData, auth::Identity};
@@ -55,10 +56,26 @@ impl PushRules {
     pub async fn ruleset(&self, user: &UserId) -> Result<Ruleset> {
         match self.store.get_account_data(user, "", "m.push_rules").await? {
             Some(json) => {
-                let content: serde_json::Value = serde_json::from_str(&json).map_err(Error::internal)?;
-                serde_json::from_value(content["global"].clone()).map_err(Error::internal)
+                let stored = serde_json::from_str::<serde_json::Value>(&json)
+                    .ok()
+                    .and_then(|mut content| content.get_mut("global").map(serde_json::Value::take))
+                    .and_then(push::ruleset_from_stored);
+                match stored {
+                    Some((ruleset, dropped)) => {
+                        if dropped > 0 {
+                            tracing::warn!(%user, dropped, "push rules with oversized patterns ignored");
+                        }
+                        Ok(ruleset)
+                    }
+                    None => {
+                        // Unreadable: the user's sends and everyone's sends
+                        // to them go on with the defaults.
+                        tracing::warn!(%user, "unreadable m.push_rules: the defaults apply");
+                        Ok(push::default_ruleset(user))
+                    }
+                }
             }
-            None => Ok(tessera_core::push::default_ruleset(user)),
+            None => Ok(push::default_ruleset(user)),
         }
     }
 
@@ -83,7 +100,20 @@ impl PushRules {
         before: Option<&str>,
         after: Option<&str>,
     ) -> Result<()> {
+        if push::new_rule_has_oversized_pattern(&rule) {
+            return Err(Error::invalid_param(format!(
+                "Push rule patterns are at most {} bytes",
+                push::MAX_PATTERN_BYTES
+            )));
+        }
         let mut ruleset = self.ruleset(&who.user_id).await?;
+        let replaces = ruleset.get(rule.kind(), rule.rule_id()).is_some();
+        if !replaces && push::user_rule_count(&ruleset) >= push::MAX_USER_RULES {
+            return Err(Error::invalid_param(format!(
+                "At most {} push rules per user",
+                push::MAX_USER_RULES
+            )));
+        }
         ruleset.insert(rule, after, before).map_err(|e| match e {
             InsertPushRuleError::UnknownRuleId => Error::not_found("The before/after rule does not exist"),
             other => Error::invalid_param(other.to_string()),

@@ -7,7 +7,7 @@ use crate::{
     harness::{Backend, TestServer},
 };
 
-both_backends!(push_rules_start_as_the_defaults_and_change);
+both_backends!(push_rules_start_as_the_defaults_and_change, one_members_rule_cannot_stop_a_room);
 
 fn rule<'a>(rules: &'a Value, kind: &str, id: &str) -> Option<&'a Value> {
     rules["global"][kind].as_array()?.iter().find(|r| r["rule_id"] == id)
@@ -68,4 +68,39 @@ async fn push_rules_start_as_the_defaults_and_change(backend: Backend) {
 
     alice.delete(&custom, json!({})).await.ok();
     alice.get(&custom).await.assert_error(404, "M_NOT_FOUND");
+}
+
+/// Issue 23, defect 2: a content rule with a pathological pattern was
+/// accepted, and from then on every message in the member's rooms
+/// answered 500 for every sender (ruma panicked compiling the pattern).
+async fn one_members_rule_cannot_stop_a_room(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let mallory = server.register("mallory", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    mallory.join(&room).await.ok();
+    let base = "/_matrix/client/v3/pushrules/global/content";
+    let rule = |pattern: String| json!({ "actions": ["notify"], "pattern": pattern });
+
+    let pathological = format!("{}b", "*a".repeat(25_000));
+    mallory.put(&format!("{base}/x"), rule(pathological)).await.assert_error(400, "M_INVALID_PARAM");
+    mallory.put(&format!("{base}/long"), rule("a".repeat(256))).await.assert_error(400, "M_INVALID_PARAM");
+    let worst_allowed = format!("{}b", "*a".repeat(127));
+    mallory.put(&format!("{base}/worst"), rule(worst_allowed)).await.ok();
+    for n in 0..3 {
+        alice.send_text(&room, &format!("still works {n}")).await;
+    }
+    let page = alice.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=3")).await.ok();
+    assert_eq!(page["chunk"].as_array().expect("chunk").len(), 3);
+
+    // At most MAX_USER_RULES (100) rules of one's own.
+    for n in 0..100 {
+        let added = mallory.put(&format!("{base}/k{n}"), rule(format!("word{n}"))).await;
+        if added.status != 200 {
+            added.assert_error(400, "M_INVALID_PARAM");
+            assert_eq!(n, 99, "the 100th rule of one's own is the last");
+            return;
+        }
+    }
+    panic!("more than 100 rules of one's own were accepted");
 }
