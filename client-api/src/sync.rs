@@ -65,6 +65,11 @@ fn sync_request(req: Ruma<sync_events::v3::Request, GuestsAllowed>) -> std::resu
     let (filter, filter_id) = match body.filter {
         None => (FilterDefinition::default(), None),
         Some(Filter::FilterDefinition(filter)) => (filter, None),
+        // ruma reads an inline filter it cannot parse as a filter ID; no
+        // stored filter's ID starts with `{`, so it is a bad inline filter.
+        Some(Filter::FilterId(id)) if id.trim_start().starts_with('{') => {
+            return Err(inline_filter(&id).err().unwrap_or_else(|| Error::bad_json("Invalid filter")));
+        }
         Some(Filter::FilterId(id)) => (FilterDefinition::default(), Some(id)),
         Some(_) => return Err(Error::invalid_param("Unknown filter form")),
     };
@@ -87,11 +92,16 @@ pub(crate) async fn resolve_filter(
 ) -> std::result::Result<FilterDefinition, Error> {
     match filter.map(str::trim) {
         None | Some("") => Ok(FilterDefinition::default()),
-        Some(json) if json.starts_with('{') => {
-            serde_json::from_str(json).map_err(|e| Error::invalid_param(format!("Invalid filter: {e}")))
-        }
+        Some(json) if json.starts_with('{') => inline_filter(json),
         Some(id) => state.sync.get_filter(&me.user_id, id).await,
     }
+}
+
+/// An inline filter: 400 `M_NOT_JSON` if it is not JSON, `M_BAD_JSON` if
+/// it is not a filter.
+fn inline_filter(json: &str) -> std::result::Result<FilterDefinition, Error> {
+    tessera_web::input::check_json_body(json.as_bytes())?;
+    serde_json::from_str(json).map_err(|e| Error::bad_json(format!("Invalid filter: {e}")))
 }
 
 /// The service's sections as ruma's response.

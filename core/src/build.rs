@@ -19,6 +19,26 @@ use crate::{EventError, Pdu, ServerSigningKey, pdu::rules_for};
 /// The largest PDU the spec allows, in bytes of canonical JSON.
 pub const MAX_PDU_BYTES: usize = 65_536;
 
+/// The longest event type and state key, in bytes (spec: "Size limits").
+pub const MAX_TYPE_BYTES: usize = 255;
+pub const MAX_STATE_KEY_BYTES: usize = 255;
+
+/// The spec's limits on an event's parts, checked before anything is
+/// built or signed.
+fn check_sizes(template: &EventTemplate) -> Result<(), EventError> {
+    let kind = template.kind.to_string();
+    if kind.is_empty() {
+        return Err(EventError::Invalid("the event type is empty".into()));
+    }
+    if kind.len() > MAX_TYPE_BYTES {
+        return Err(EventError::TooLarge("type"));
+    }
+    if template.state_key.as_ref().is_some_and(|key| key.len() > MAX_STATE_KEY_BYTES) {
+        return Err(EventError::TooLarge("state_key"));
+    }
+    Ok(())
+}
+
 /// What the sender asks for: everything but the DAG and crypto fields.
 #[derive(Clone, Debug)]
 pub struct EventTemplate {
@@ -62,6 +82,7 @@ pub fn build_event(
     origin_server_ts: MilliSecondsSinceUnixEpoch,
     key: &ServerSigningKey,
 ) -> Result<Pdu, EventError> {
+    check_sizes(template)?;
     let rules = rules_for(room_version)?;
     let mut object = CanonicalJsonObject::new();
     let json = |value: serde_json::Value| {
@@ -111,7 +132,7 @@ pub fn build_event(
     // A BTreeMap of canonical values serialises compactly with sorted keys: canonical JSON.
     let size = serde_json::to_string(&object).map_err(|e| EventError::Invalid(e.to_string()))?.len();
     if size > MAX_PDU_BYTES {
-        return Err(EventError::TooLarge);
+        return Err(EventError::TooLarge("event"));
     }
 
     let event_id = match v1_event_id {

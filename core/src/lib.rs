@@ -37,7 +37,8 @@ pub enum EventError {
     AuthRejected(String),
     #[error("unsupported room version {0}")]
     UnsupportedRoomVersion(ruma::RoomVersionId),
-    /// Over the spec's 65,536 bytes.
-    #[error("event is larger than 65536 bytes")]
-    TooLarge,
+    /// Over one of the spec's size limits: the whole event's 65,536
+    /// bytes, or 255 bytes of its type or state key. Names the part.
+    #[error("{0} is too large")]
+    TooLarge(&'static str),
 }

@@ -251,7 +251,27 @@ fn oversized_events_are_refused() {
     let mut room = new_room(&RoomVersionId::V11, &key);
     let big =
         EventTemplate::message("m.room.message", json!({ "msgtype": "m.text", "body": "x".repeat(70_000) }));
-    assert!(matches!(room.send(&key, user_id!("@alice:example.org"), &big), Err(EventError::TooLarge)));
+    assert!(matches!(
+        room.send(&key, user_id!("@alice:example.org"), &big),
+        Err(EventError::TooLarge("event"))
+    ));
+}
+
+#[test]
+fn event_types_and_state_keys_stay_within_255_bytes() {
+    let key = ServerSigningKey::generate(server_name!("example.org").to_owned()).expect("key").0;
+    let mut room = new_room(&RoomVersionId::V11, &key);
+    let alice = user_id!("@alice:example.org");
+    let long = "x".repeat(256);
+    let at_limit = "x".repeat(255);
+    let long_type = EventTemplate::message(long.as_str(), json!({}));
+    assert!(matches!(room.send(&key, alice, &long_type), Err(EventError::TooLarge("type"))));
+    let empty_type = EventTemplate::message("", json!({}));
+    assert!(matches!(room.send(&key, alice, &empty_type), Err(EventError::Invalid(_))));
+    let long_key = EventTemplate::state("org.example.state", long.as_str(), json!({}));
+    assert!(matches!(room.send(&key, alice, &long_key), Err(EventError::TooLarge("state_key"))));
+    let fits = EventTemplate::state(at_limit.as_str(), at_limit.as_str(), json!({}));
+    assert!(room.send(&key, alice, &fits).is_ok(), "255 bytes are allowed");
 }
 
 #[test]

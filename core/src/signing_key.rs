@@ -90,7 +90,7 @@ impl ServerSigningKey {
         rules: &RedactionRules,
     ) -> Result<(), crate::EventError> {
         hash_and_sign_event(self.server_name.as_str(), &self.pair, object, rules).map_err(|e| match e {
-            ruma::signatures::JsonError::PduTooLarge => crate::EventError::TooLarge,
+            ruma::signatures::JsonError::PduTooLarge => crate::EventError::TooLarge("event"),
             other => crate::EventError::Invalid(format!("cannot hash and sign: {other}")),
         })
     }

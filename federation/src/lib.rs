@@ -31,7 +31,12 @@ impl FromRef<FederationState> for Gate {
 /// (as Synapse does), so that a server without a federation listener still
 /// publishes its key.
 pub fn key_router(state: FederationState) -> Router {
-    keys::routes().layer(tessera_web::middleware::LogRequests).with_state(state)
+    // The wrong-method answer is set here: the client router's own
+    // applies only to the routes it had when it was set.
+    keys::routes()
+        .method_not_allowed_fallback(routing::wrong_method)
+        .layer(tessera_web::middleware::LogRequests)
+        .with_state(state)
 }
 
 /// The federation listener's router.

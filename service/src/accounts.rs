@@ -21,7 +21,7 @@ use tessera_storage::{NewAccessToken, NewUser, StorageError, Store};
 use crate::{
     Error, Result,
     auth::Identity,
-    now_ms,
+    limits, now_ms,
     passwords::Passwords,
     rate_limit::{Class, RateLimiter},
     secrets,
@@ -180,6 +180,13 @@ impl Accounts {
         if self.store.get_user(&user_id).await?.is_some() {
             return Err(Error::user_in_use());
         }
+        LoginOptions {
+            device_id: request.device_id.clone(),
+            display_name: request.initial_device_display_name.clone(),
+            refresh_token: false,
+            ip: None,
+        }
+        .check()?;
         let client = request.ip.clone().unwrap_or_default();
         let completed =
             self.uia.authenticate("register", None, &client, &flows, request.auth.as_ref()).await?;
@@ -326,6 +333,7 @@ impl Accounts {
             refresh_token: login.refresh_token,
             ip: login.ip,
         };
+        options.check()?;
         let tokens = self.mint(&options);
         // Committed only if the password checked above is still the account's
         // and the account is still active: a password change or deactivation
@@ -476,6 +484,19 @@ struct LoginOptions {
     display_name: Option<String>,
     refresh_token: bool,
     ip: Option<String>,
+}
+
+impl LoginOptions {
+    /// The client-chosen device ID and name within their limits.
+    fn check(&self) -> Result<()> {
+        if let Some(device_id) = &self.device_id {
+            limits::check_bytes("device_id", device_id.as_str(), limits::MAX_DEVICE_ID_BYTES)?;
+        }
+        if let Some(name) = &self.display_name {
+            limits::check_chars("initial_device_display_name", name, limits::MAX_DEVICE_NAME_CHARS)?;
+        }
+        Ok(())
+    }
 }
 
 /// Tokens generated for a login, before they are stored.

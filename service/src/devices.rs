@@ -32,6 +32,9 @@ impl Devices {
     /// `PUT /devices/{deviceId}`: only the display name can change, and
     /// an absent name leaves it unchanged (the spec).
     pub async fn rename(&self, user_id: &UserId, device_id: &DeviceId, name: Option<&str>) -> Result<()> {
+        if let Some(name) = name {
+            crate::limits::check_chars("display_name", name, crate::limits::MAX_DEVICE_NAME_CHARS)?;
+        }
         let found = match name {
             Some(name) => self.store.set_device_display_name(user_id, device_id, Some(name)).await?,
             None => self.store.get_device(user_id, device_id).await?.is_some(),

@@ -27,6 +27,7 @@ impl Passwords {
 
     /// Hashes a password into a PHC string.
     pub async fn hash(&self, password: String) -> Result<String> {
+        crate::limits::check_bytes("password", &password, crate::limits::MAX_PASSWORD_BYTES)?;
         let _permit = self.permits.acquire().await.map_err(Error::internal)?;
         tokio::task::spawn_blocking(move || {
             Argon2::default()
@@ -41,12 +42,16 @@ impl Passwords {
     /// Whether `password` matches `hash`. A malformed stored hash never matches.
     pub async fn verify(&self, password: String, hash: Option<String>) -> Result<bool> {
         let _permit = self.permits.acquire().await.map_err(Error::internal)?;
+        // No stored password is longer, so a longer guess never matches.
+        let too_long = password.len() > crate::limits::MAX_PASSWORD_BYTES;
         tokio::task::spawn_blocking(move || {
             // Without a hash we still do the work, so that "no such user" and
             // "wrong password" take the same time.
             let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
             let Ok(parsed) = PasswordHash::new(&hash) else { return false };
-            Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && hash != DUMMY_HASH
+            Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
+                && hash != DUMMY_HASH
+                && !too_long
         })
         .await
         .map_err(Error::internal)

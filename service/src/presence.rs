@@ -101,6 +101,9 @@ impl Presence {
         if !matches!(state, "online" | "unavailable" | "offline") {
             return Err(Error::invalid_param(format!("Unknown presence state {state}")));
         }
+        if let Some(message) = &status_msg {
+            crate::limits::check_chars("status_msg", message, crate::limits::MAX_STATUS_MSG_CHARS)?;
+        }
         if !self.settings.enabled {
             return Ok(());
         }

@@ -52,6 +52,9 @@ impl Profiles {
         Self::check_owner(identity, user_id)?;
         // Element Web unsets the avatar with an empty string.
         let url = url.filter(|u| !u.as_str().is_empty());
+        if let Some(url) = url {
+            crate::limits::check_bytes("avatar_url", url.as_str(), crate::limits::MAX_AVATAR_URL_BYTES)?;
+        }
         if url.is_some_and(|u| u.validate().is_err()) {
             return Err(Error::bad_json("avatar_url must be an mxc:// URI"));
         }

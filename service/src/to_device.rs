@@ -9,9 +9,7 @@ use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use serde_json::{Value, json};
 use tessera_storage::{Store, ToDeviceTarget};
 
-use crate::{
-    Error, Result, auth::Identity, changes::ChangeLog, notifier::Notifier, streams::StreamAllocator,
-};
+use crate::{Result, auth::Identity, changes::ChangeLog, notifier::Notifier, streams::StreamAllocator};
 
 /// Messages delivered per sync at most; the rest follow in the next.
 const BATCH: i64 = 100;
@@ -121,13 +119,19 @@ impl ToDevice {
             Some(last) if i64::try_from(rows.len()).unwrap_or(0) == BATCH => last.stream_ordering,
             _ => upto,
         };
+        // A row that cannot be read back (stored before the edge checked
+        // bodies) is skipped, never the whole sync: it is deleted with the
+        // rest of the batch once the device acknowledges it.
         let events = rows
             .into_iter()
-            .map(|row| {
-                let content: Value = serde_json::from_str(&row.content).map_err(Error::internal)?;
-                Ok(json!({ "sender": row.sender, "type": row.event_type, "content": content }))
+            .filter_map(|row| match serde_json::from_str::<Value>(&row.content) {
+                Ok(content) => Some(json!({ "sender": row.sender, "type": row.event_type, "content": content })),
+                Err(e) => {
+                    tracing::warn!(%user, %device, position = row.stream_ordering, error = %e, "unreadable to-device message skipped");
+                    None
+                }
             })
-            .collect::<Result<_>>()?;
+            .collect();
         Ok((events, next))
     }
 }

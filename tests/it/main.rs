@@ -16,6 +16,7 @@ mod discovery;
 mod errors;
 mod federation;
 mod hierarchy;
+mod input_limits;
 mod join_rules;
 mod lifecycle;
 mod login;

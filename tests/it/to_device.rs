@@ -6,10 +6,10 @@ use serde_json::{Value, json};
 
 use crate::{
     both_backends,
-    harness::{Backend, TestServer},
+    harness::{Backend, TestServer, next_txn},
 };
 
-both_backends!(to_device_is_delivered_exactly_once);
+both_backends!(to_device_is_delivered_exactly_once, unreadable_content_never_breaks_the_recipients_sync);
 
 fn messages(sync: &Value) -> Vec<Value> {
     sync["to_device"]["events"].as_array().cloned().unwrap_or_default()
@@ -61,4 +61,55 @@ async fn to_device_is_delivered_exactly_once(backend: Backend) {
     let on_laptop = laptop.sync(Some(&laptop_since), "").await;
     let numbers: Vec<i64> = messages(&on_laptop).iter().filter_map(|m| m["content"]["n"].as_i64()).collect();
     assert_eq!(numbers, [2], "the laptop gets only the message for all devices");
+}
+
+/// Issue 23, defect 1: content `/sync` could not read back (lone
+/// surrogates, numbers out of range, nesting past serde_json's limit) was
+/// accepted and then failed every sync of the recipient's device for ever.
+async fn unreadable_content_never_breaks_the_recipients_sync(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let bob_device = bob.device_id.clone().expect("device");
+    let since = bob.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let deep = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+    for content in
+        [r#"{"s":"\udc00"}"#, r#"{"s":"\ud800"}"#, r#"{"n":1e400}"#, r#"{"n":9007199254740992}"#, &deep]
+    {
+        let body = format!(r#"{{"messages":{{"@bob:tessera.test":{{"{bob_device}":{content}}}}}}}"#);
+        let path = format!("/_matrix/client/v3/sendToDevice/org.example.bad/t{}", next_txn());
+        let refused = alice.send_raw(reqwest::Method::PUT, &path, body).await;
+        assert_eq!(refused.status, 400, "{content}: {}", refused.body);
+        assert!(
+            matches!(refused.body["errcode"].as_str(), Some("M_NOT_JSON" | "M_BAD_JSON")),
+            "{}",
+            refused.body
+        );
+    }
+    let fine = json!({ "messages": { "@bob:tessera.test": { bob_device.clone(): { "n": 1 } } } });
+    alice.put("/_matrix/client/v3/sendToDevice/org.example.ok/t-ok", fine).await.ok();
+    let got = messages(&bob.sync(Some(&since), "").await);
+    assert_eq!(got.len(), 1, "only the readable message: {got:?}");
+    assert_eq!(got[0]["content"]["n"], 1);
+
+    // A row stored before the edge checked bodies: skipped, not a 500, on
+    // an initial sync and after a restart alike.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&server.database_url()).await.expect("connect");
+    sqlx::query(
+        "INSERT INTO to_device_messages (user_id, device_id, stream_ordering, sender, event_type, content)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind("@bob:tessera.test")
+    .bind(bob_device.as_str())
+    .bind(1_i64)
+    .bind("@alice:tessera.test")
+    .bind("org.example.old")
+    .bind(r#"{"s":"\udc00"}"#)
+    .execute(&pool)
+    .await
+    .expect("insert an unreadable row");
+    pool.close().await;
+    let initial = bob.sync(None, "").await;
+    assert!(messages(&initial).iter().all(|m| m["type"] != "org.example.old"), "{initial}");
 }

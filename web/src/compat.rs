@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use serde_json::Value;
+use tessera_service::Error;
 
 /// The UIA password stage with the legacy top-level `user` field instead
 /// of `identifier` (`{"type": "m.login.password", "user": "alice", ...}`),
@@ -38,6 +39,22 @@ pub(crate) fn empty_json_body(parts: &http::request::Parts, body: Bytes) -> Byte
         Bytes::from_static(b"{}")
     } else {
         body
+    }
+}
+
+/// `POST /login` whose body has no string `type`: refused here, because
+/// ruma 0.17's `LoginInfo` parser indexes the body's map for `type` and
+/// panics when it is absent (the panic would be caught, but logged as a
+/// bug on every such request).
+pub(crate) fn check_login_type(parts: &http::request::Parts, body: &[u8]) -> Result<(), Error> {
+    if parts.method != http::Method::POST || !parts.uri.path().ends_with("/login") {
+        return Ok(());
+    }
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else { return Ok(()) };
+    match body.get("type") {
+        Some(Value::String(_)) => Ok(()),
+        Some(_) => Err(Error::bad_json("`type` must be a string")),
+        None => Err(Error::missing_param("missing field `type`")),
     }
 }
 

@@ -32,7 +32,7 @@ use tessera_service::{
     rate_limit::{Class, RateLimiter},
 };
 
-use crate::WebError;
+use crate::{WebError, compat, input};
 
 /// What every extractor needs from the application state.
 #[derive(Clone)]
@@ -177,6 +177,10 @@ where
             .await
             .map_err(|e| Error::invalid_param(format!("bad path parameter: {e}")))?;
         let mut path_args: Vec<String> = path_args.iter().map(|(_, v)| v.to_owned()).collect();
+        for arg in &path_args {
+            input::check_path_parameter(arg)?;
+        }
+        input::check_query(parts.uri.query().unwrap_or_default())?;
         // Routes registered without a trailing parameter (the spec's
         // `/state/{eventType}` with an empty state key) leave it empty.
         while path_args.len() < T::_path_parameters().len() {
@@ -184,14 +188,11 @@ where
         }
         let path_args: Vec<&str> = path_args.iter().map(String::as_str).collect();
 
-        let bytes = axum::body::to_bytes(body, gate.max_body_bytes)
-            .await
-            .map_err(|_| Error::too_large("Request body is too large"))?;
-        if !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
-            return Err(Error::not_json("Request body is not valid JSON").into());
-        }
-        let bytes = crate::compat::legacy_uia_user(bytes);
-        let bytes = crate::compat::empty_json_body(&parts, bytes);
+        let bytes = read_body(body, gate.max_body_bytes).await?;
+        input::check_json_body(&bytes)?;
+        compat::check_login_type(&parts, &bytes)?;
+        let bytes = compat::legacy_uia_user(bytes);
+        let bytes = compat::empty_json_body(&parts, bytes);
 
         let http_request = http::Request::from_parts(parts, bytes.as_ref());
         // ruma's deserialisers index into JSON maps in places; a malformed body
@@ -263,6 +264,22 @@ fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
         }
     }
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
+}
+
+/// Reads the whole body, up to `limit` bytes: more is 413 `M_TOO_LARGE`;
+/// a body that breaks off or is malformed on the wire (a bad chunk size)
+/// is the client's mistake, 400.
+pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, Error> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(error) = cause {
+            if error.is::<http_body_util::LengthLimitError>() {
+                return Error::too_large("Request body is too large");
+            }
+            cause = error.source();
+        }
+        Error::not_json(format!("Could not read the request body: {e}"))
+    })
 }
 
 /// Maps ruma's parse failures to the spec's error codes.

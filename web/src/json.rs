@@ -20,9 +20,8 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let gate = Gate::from_ref(state);
-        let bytes = axum::body::to_bytes(request.into_body(), gate.max_body_bytes)
-            .await
-            .map_err(|_| Error::too_large("Request body is too large"))?;
+        let bytes = crate::extract::read_body(request.into_body(), gate.max_body_bytes).await?;
+        crate::input::check_json_body(&bytes)?;
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|_| Error::not_json("Request body is not valid JSON"))?;
         serde_json::from_value(value).map(JsonBody).map_err(|e| {

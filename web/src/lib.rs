@@ -15,6 +15,7 @@
 mod compat;
 mod error;
 mod extract;
+pub mod input;
 mod json;
 pub mod middleware;
 mod response;

@@ -99,8 +99,9 @@ async fn messages(
         RumaDirection::Backward => Direction::Backward,
         _ => Direction::Forward,
     };
+    // An absent limit is ruma's default (10); an explicit 0 asks for no
+    // events, and gets none.
     let limit = usize::try_from(u64::from(body.limit)).unwrap_or(DEFAULT_LIMIT);
-    let limit = if limit == 0 { DEFAULT_LIMIT } else { limit };
     let filter = event_filter(&body.filter);
     let query = HistoryQuery { from: token(&body.from)?, to: token(&body.to)?, direction, limit, filter };
     let page = state.rooms.messages(me, &body.room_id, &query).await?;

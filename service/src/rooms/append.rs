@@ -38,7 +38,10 @@ pub(crate) fn event_error(e: EventError) -> Error {
             ruma::api::error::ErrorKind::UnsupportedRoomVersion,
             format!("Room version {version} is not supported"),
         ),
-        EventError::TooLarge => Error::too_large("Event is larger than 65536 bytes"),
+        EventError::TooLarge("event") => Error::too_large("Event is larger than 65536 bytes"),
+        EventError::TooLarge(part) => {
+            Error::too_large(format!("The event's {part} is longer than 255 bytes"))
+        }
     }
 }
 

@@ -143,6 +143,9 @@ impl Rooms {
         }
         let alias = RoomAliasId::parse(format!("#{name}:{}", self.server_name))
             .map_err(|e| Error::new(400, ruma::api::error::ErrorKind::InvalidParam, e.to_string()))?;
+        // Identifiers are at most 255 bytes (checked here too: ruma's
+        // check is off when a dependency asks for arbitrary-length IDs).
+        crate::limits::check_bytes("room alias", alias.as_str(), 255)?;
         if self.store.resolve_alias(alias.as_str()).await?.is_some() {
             return Err(room_in_use());
         }

@@ -363,7 +363,7 @@ impl Rooms {
         let current = self.check_may_read(who, room_id).await?;
         let backwards = direction == Direction::Backward;
         let start = from.unwrap_or(if backwards { PageToken::END } else { PageToken::START });
-        let limit = limit.clamp(1, 1000);
+        let limit = limit.min(1000);
         let mut cache = VisibilityCache::default();
         let mut chunk: Vec<StoredEvent> = Vec::new();
         let mut position = start;

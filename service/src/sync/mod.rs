@@ -287,8 +287,15 @@ impl SyncService {
             if !wanted {
                 continue;
             }
-            let content: serde_json::Value =
-                serde_json::from_str(&row.content).map_err(crate::Error::internal)?;
+            // An unreadable row (stored before the edge checked bodies) is
+            // skipped, never the whole sync.
+            let content: serde_json::Value = match serde_json::from_str(&row.content) {
+                Ok(content) => content,
+                Err(e) => {
+                    tracing::warn!(user = %who.user_id, data_type = %row.data_type, error = %e, "unreadable account data skipped");
+                    continue;
+                }
+            };
             let event = serde_json::json!({ "type": row.data_type, "content": content });
             if row.room_id.is_empty() {
                 response.account_data.push(event);
@@ -442,7 +449,10 @@ impl SyncService {
         let users = match self.store.get_account_data(&who.user_id, "", "m.ignored_user_list").await? {
             None => HashSet::new(),
             Some(list) => {
-                let list: serde_json::Value = serde_json::from_str(&list).map_err(crate::Error::internal)?;
+                let list: serde_json::Value = serde_json::from_str(&list).unwrap_or_else(|e| {
+                    tracing::warn!(user = %who.user_id, error = %e, "unreadable m.ignored_user_list: nobody ignored");
+                    serde_json::Value::Null
+                });
                 list["ignored_users"]
                     .as_object()
                     .map(|users| users.keys().cloned().collect())
