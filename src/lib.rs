@@ -129,8 +129,9 @@ async fn serve_with_store(
         config.account_settings(),
     );
     let profiles = Profiles::new(store.clone());
-    let last_position = store.max_stream_ordering().await.map_err(|e| ServeError::Storage(e.to_string()))?;
-    let streams = StreamAllocator::new(last_position);
+    let streams = StreamAllocator::start(Arc::new(store.clone()))
+        .await
+        .map_err(|e| ServeError::Storage(e.to_string()))?;
     let notifier = Notifier::new(store.clone());
     let account_data = AccountData::new(store.clone(), streams.clone(), notifier.clone());
     let push_rules = PushRules::new(store.clone(), account_data.clone());

@@ -114,7 +114,7 @@ impl AccountData {
         content: &Value,
     ) -> Result<()> {
         let json = serde_json::to_string(content).map_err(Error::internal)?;
-        let position = self.streams.reserve();
+        let position = self.streams.reserve().await?;
         // Recorded before writing: a request cancelled mid-write must not
         // commit a change the log never saw (see `ChangeLog`).
         self.changes.record(user.as_str(), position.position);

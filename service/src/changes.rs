@@ -83,7 +83,7 @@ mod tests {
 
     #[test]
     fn answers_from_the_last_change_of_a_key() {
-        let streams = StreamAllocator::new(10);
+        let streams = StreamAllocator::in_memory(10);
         let log = ChangeLog::new(&streams);
         assert!(!log.changed_after("@a:x", 10), "nothing recorded since the start");
         log.record("@a:x", 15);
@@ -95,7 +95,7 @@ mod tests {
 
     #[test]
     fn keeps_a_bounded_number_of_keys() {
-        let log = ChangeLog::new(&StreamAllocator::new(0));
+        let log = ChangeLog::new(&StreamAllocator::in_memory(0));
         for n in 1..=(MAX_KEYS as i64 + 1) {
             log.record(&format!("@u{n}:x"), n);
         }
@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn positions_before_the_start_always_read() {
-        let log = ChangeLog::new(&StreamAllocator::new(10));
+        let log = ChangeLog::new(&StreamAllocator::in_memory(10));
         assert!(log.changed_after("@a:x", 9));
         assert!(!log.changed_after("@a:x", 10));
     }

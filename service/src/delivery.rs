@@ -281,10 +281,13 @@ impl Delivery {
             }
             batch.push(UserDeliveries { user_id: user.to_string(), rooms: delivered, upto: *acked });
         }
-        // A stream position only when a delivery row stores it: a position
-        // stored nowhere could put a client's token ahead of what the
-        // counter resumes from after a restart.
-        let position = batch.iter().any(|user| !user.rooms.is_empty()).then(|| self.streams.reserve());
+        // A stream position only when a delivery row stores it: a batch
+        // that only moves `delivered_upto` changes nothing a sync reads.
+        let position = if batch.iter().any(|user| !user.rooms.is_empty()) {
+            Some(self.streams.reserve().await?)
+        } else {
+            None
+        };
         let at = position.as_ref().map_or(0, |p| p.position);
         let ts = now_ms();
         self.store.record_deliveries(&batch, ts, at).await?;

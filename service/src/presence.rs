@@ -269,7 +269,7 @@ impl Presence {
     }
 
     async fn write(&self, row: &PresenceRow) -> Result<()> {
-        let position = self.streams.reserve();
+        let position = self.streams.reserve().await?;
         // Recorded before writing (see `ChangeLog`); the write counter moves
         // before and after, so a sync that read the old row around this
         // write does not remember it (see `on_sync`).

@@ -66,7 +66,7 @@ impl Receipts {
                         .await
                         .map_err(|_| Error::invalid_param("Unknown thread"))?;
                 }
-                let position = self.streams.reserve();
+                let position = self.streams.reserve().await?;
                 // Recorded before writing (see `ChangeLog`).
                 self.changes.record(room.as_str(), position.position);
                 // Dropped before the position is released.

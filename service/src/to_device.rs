@@ -76,7 +76,7 @@ impl ToDevice {
             .iter()
             .map(|(user, device, content)| ToDeviceTarget { user_id: user, device_id: device, content })
             .collect();
-        let position = self.streams.reserve();
+        let position = self.streams.reserve().await?;
         // Recorded before writing (see `ChangeLog`).
         for user in targets.iter().map(|(user, _, _)| user) {
             self.changes.record(user.as_str(), position.position);

@@ -4,8 +4,9 @@
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#typing-notifications>.
 //!
 //! Typing has its own serial, the second field of the sync token: it is
-//! not persisted, so after a restart the serial starts again and a client's
-//! older serial simply means "send the current typing state".
+//! not persisted, so after a restart the serial starts again and the
+//! serial of a token from an earlier run simply means "send the current
+//! typing state" (`SyncToken::validate`).
 
 use std::{
     collections::HashMap,

@@ -405,26 +405,6 @@ impl Store {
         Ok(self.get_events(&[event_id.as_str().to_owned()]).await?.pop())
     }
 
-    /// The highest stream position ever assigned (0 for an empty
-    /// database), across every persisted stream: they share one counter, so
-    /// a restart must continue above all of them or clients holding a token
-    /// would skip what is written next.
-    pub async fn max_stream_ordering(&self) -> Result<i64> {
-        let row = sqlx::query(
-            "SELECT MAX(p) FROM (
-                 SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM events
-                 UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM account_data
-                 UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM receipts
-                 UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM to_device_messages
-                 UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM presence
-                 UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM deliveries
-             ) AS streams",
-        )
-        .fetch_one(&self.read)
-        .await?;
-        Ok(row.try_get(0)?)
-    }
-
     /// A room's events in topological order, after or before a position.
     /// `from` is exclusive; `backwards` pages towards older events.
     pub async fn room_events(

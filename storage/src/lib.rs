@@ -18,6 +18,7 @@ mod directory;
 mod error;
 mod events;
 mod migrate;
+mod positions;
 mod presence;
 mod push_actions;
 mod receipts;

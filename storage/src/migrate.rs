@@ -41,6 +41,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(11, "0011_delivery_notices"),
     migration!(12, "0012_delivery_notices_in_memory"),
     migration!(13, "0013_deliveries_updated_in_place"),
+    migration!(14, "0014_stream_positions"),
 ];
 
 /// The newest schema version this binary knows.

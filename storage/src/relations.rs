@@ -1,5 +1,11 @@
 //! Relations: which events relate to which (edits, reactions, threads,
 //! references), for `/relations`, `/threads` and bundled aggregations.
+//!
+//! A relation counts only between events of the same room (the spec
+//! relates nothing across rooms): every reader joins the target and
+//! requires its room to be the relating event's. Checked when read, not
+//! when written, because a relation may be stored before its target
+//! arrives over federation.
 
 use ruma::{EventId, RoomId};
 use sqlx::Row;
@@ -40,6 +46,7 @@ impl Store {
         let (compare, order) = if query.backwards { ("<", "DESC") } else { (">", "ASC") };
         let sql = format!(
             "SELECT {} FROM event_relations r JOIN events e ON e.event_id = r.event_id
+             JOIN events t ON t.event_id = r.relates_to AND t.room_id = r.room_id
              WHERE r.relates_to = $1 AND ($2 = '' OR r.rel_type = $2) AND ($3 = '' OR r.event_type = $3)
                AND r.stream_ordering {compare} $4
              ORDER BY r.stream_ordering {order} LIMIT $5",
@@ -63,9 +70,10 @@ impl Store {
         for chunk in targets.chunks(100) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "SELECT relates_to, rel_type, event_id, event_type, sender, stream_ordering FROM event_relations
-                 WHERE relates_to IN ({}) AND rel_type IN ('m.replace', 'm.thread', 'm.reference')
-                 ORDER BY stream_ordering",
+                "SELECT r.relates_to, r.rel_type, r.event_id, r.event_type, r.sender, r.stream_ordering
+                 FROM event_relations r JOIN events t ON t.event_id = r.relates_to AND t.room_id = r.room_id
+                 WHERE r.relates_to IN ({}) AND r.rel_type IN ('m.replace', 'm.thread', 'm.reference')
+                 ORDER BY r.stream_ordering",
                 placeholders.join(", ")
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -103,7 +111,7 @@ impl Store {
                  FROM event_relations r
                  WHERE r.room_id = $1 AND r.rel_type = 'm.thread'
                  GROUP BY r.relates_to
-             ) t JOIN events e ON e.event_id = t.root
+             ) t JOIN events e ON e.event_id = t.root AND e.room_id = $1
              WHERE t.latest < $2 AND ($3 = '' OR e.sender = $3 OR t.mine > 0)
              ORDER BY t.latest DESC LIMIT $4",
             columns("e.")

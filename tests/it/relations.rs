@@ -7,7 +7,12 @@ use crate::{
     harness::{Backend, TestClient, TestServer},
 };
 
-both_backends!(edits_are_bundled, reactions_are_listed_and_paged, threads_are_summarised);
+both_backends!(
+    edits_are_bundled,
+    reactions_are_listed_and_paged,
+    threads_are_summarised,
+    relations_stay_in_their_room
+);
 
 async fn send(client: &TestClient, room: &str, kind: &str, txn: &str, content: Value) -> String {
     let path = format!("/_matrix/client/v3/rooms/{room}/send/{kind}/{txn}");
@@ -128,4 +133,54 @@ async fn threads_are_summarised(backend: Backend) {
     let alices =
         alice.get(&format!("/_matrix/client/v1/rooms/{room}/threads?include=participated")).await.ok();
     assert_eq!(alices["chunk"][0]["event_id"], root.as_str(), "the root's sender participates");
+}
+
+/// The spec relates events of one room only: Bob, in his own room, points
+/// a thread reply, a reaction and a reference at an event of Alice's
+/// private room. None of them may reach Alice's room, and Bob's room must
+/// not list her event as a thread root.
+async fn relations_stay_in_their_room(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let private = alice.create_room(json!({ "preset": "private_chat" })).await;
+    let secret = alice.send_text(&private, "secret").await;
+    let bobs = bob.create_room(json!({ "preset": "public_chat" })).await;
+    // Alice joins Bob's room, so that she would see her event listed there.
+    alice.join(&bobs).await.ok();
+    let thread = |body: &str, root: &str| {
+        json!({ "msgtype": "m.text", "body": body,
+                "m.relates_to": { "rel_type": "m.thread", "event_id": root, "is_falling_back": true,
+                                  "m.in_reply_to": { "event_id": root } } })
+    };
+    send(&bob, &bobs, "m.room.message", "x1", thread("from elsewhere", &secret)).await;
+    let reaction = json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": secret, "key": "👀" } });
+    send(&bob, &bobs, "m.reaction", "x2", reaction).await;
+    let reference = json!({ "msgtype": "m.text", "body": "see",
+                            "m.relates_to": { "rel_type": "m.reference", "event_id": secret } });
+    send(&bob, &bobs, "m.room.message", "x3", reference).await;
+    // A relation within the room still counts.
+    let reply = send(&alice, &private, "m.room.message", "t1", thread("in the room", &secret)).await;
+
+    let event = alice.get(&format!("/_matrix/client/v3/rooms/{private}/event/{secret}")).await.ok();
+    let bundle = &event["unsigned"]["m.relations"];
+    assert_eq!(bundle["m.thread"]["count"], 1, "{bundle}");
+    assert_eq!(bundle["m.thread"]["latest_event"]["event_id"], reply.as_str());
+    assert!(bundle.get("m.reference").is_none(), "{bundle}");
+
+    let related = alice.get(&format!("/_matrix/client/v1/rooms/{private}/relations/{secret}")).await.ok();
+    let ids: Vec<&str> =
+        related["chunk"].as_array().expect("chunk").iter().filter_map(|e| e["event_id"].as_str()).collect();
+    assert_eq!(ids, [reply.as_str()]);
+    let recursed =
+        alice.get(&format!("/_matrix/client/v1/rooms/{private}/relations/{secret}?recurse=true")).await.ok();
+    assert_eq!(recursed["chunk"].as_array().expect("chunk").len(), 1, "{recursed}");
+
+    let threads = alice.get(&format!("/_matrix/client/v1/rooms/{private}/threads")).await.ok();
+    let chunk = threads["chunk"].as_array().expect("chunk");
+    assert_eq!(chunk.len(), 1);
+    assert_eq!(chunk[0]["event_id"], secret.as_str());
+    assert_eq!(chunk[0]["unsigned"]["m.relations"]["m.thread"]["count"], 1);
+    let elsewhere = alice.get(&format!("/_matrix/client/v1/rooms/{bobs}/threads")).await.ok();
+    assert_eq!(elsewhere["chunk"], json!([]), "her event is no thread of Bob's room");
 }

@@ -22,6 +22,7 @@ both_backends!(
     nothing_is_lost_across_a_restart,
     shutdown_does_not_wait_for_long_polls,
     positions_continue_above_every_stream_after_a_restart,
+    positions_dropped_before_a_restart_are_not_reused,
     state_after_runs_to_the_timeline_end,
     event_fields_trim_events,
 );
@@ -493,6 +494,35 @@ async fn positions_continue_above_every_stream_after_a_restart(backend: Backend)
         timeline(&after, &room).last().expect("the new event reaches the client")["event_id"],
         sent.as_str()
     );
+}
+
+/// A repeated transaction ID reserves a position that nothing stores, and
+/// the next token covers it. Handed out again after a restart, it would
+/// carry the next message to a position that token has already passed.
+async fn positions_dropped_before_a_restart_are_not_reused(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    let mut alice = server.register("alice", "pw").await;
+    let room = alice.create_room(json!({})).await;
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/once");
+    let content = json!({ "msgtype": "m.text", "body": "once" });
+    let first = alice.put(&path, content.clone()).await.ok();
+    let retried = alice.put(&path, content).await.ok();
+    assert_eq!(first["event_id"], retried["event_id"]);
+    // Offline: a presence write would store a position above the retry's.
+    let offline = "&set_presence=offline";
+    let since = alice.sync(None, offline).await["next_batch"].as_str().expect("token").to_owned();
+    server.restart().await;
+    alice.base = server.base.clone();
+    let sync = |since: String| {
+        let alice = alice.clone();
+        async move { alice.get(&format!("/_matrix/client/v3/sync?timeout=0&since={since}{offline}")).await }
+    };
+    let before = sync(since.clone()).await;
+    assert_eq!(before.status, 200, "a token from before the restart is valid: {}", before.body);
+    let sent = alice.send_text(&room, "after the restart").await;
+    let after = sync(since).await.ok();
+    assert_eq!(bodies(timeline(&after, &room)), ["after the restart"]);
+    assert_eq!(timeline(&after, &room)[0]["event_id"], sent.as_str());
 }
 
 /// `use_state_after` (spec v1.16): `state_after` holds the state at the

@@ -9,7 +9,11 @@ use crate::{
     harness::{Backend, TestServer, next_txn},
 };
 
-both_backends!(to_device_is_delivered_exactly_once, unreadable_content_never_breaks_the_recipients_sync);
+both_backends!(
+    to_device_is_delivered_exactly_once,
+    unreadable_content_never_breaks_the_recipients_sync,
+    a_retried_send_does_not_hide_the_next_message_after_a_restart
+);
 
 fn messages(sync: &Value) -> Vec<Value> {
     sync["to_device"]["events"].as_array().cloned().unwrap_or_default()
@@ -112,4 +116,30 @@ async fn unreadable_content_never_breaks_the_recipients_sync(backend: Backend) {
     pool.close().await;
     let initial = bob.sync(None, "").await;
     assert!(messages(&initial).iter().all(|m| m["type"] != "org.example.old"), "{initial}");
+}
+
+/// A retried `PUT /sendToDevice` reserves a position that nothing stores,
+/// and the next token covers (and acknowledges up to) it: after a restart,
+/// the next message must not be given that position again.
+async fn a_retried_send_does_not_hide_the_next_message_after_a_restart(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    let mut alice = server.register("alice", "pw").await;
+    let mut bob = server.register("bob", "pw").await;
+    let since = bob.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let send = |txn: &str| format!("/_matrix/client/v3/sendToDevice/org.example.ping/{txn}");
+    let to_bob = |n: i64| json!({ "messages": { "@bob:tessera.test": { "*": { "n": n } } } });
+    alice.put(&send("t1"), to_bob(1)).await.ok();
+    alice.put(&send("t1"), to_bob(1)).await.ok(); // the retry
+    let first = bob.sync(Some(&since), "").await;
+    let numbers = |sync: &Value| -> Vec<i64> {
+        messages(sync).iter().filter_map(|m| m["content"]["n"].as_i64()).collect()
+    };
+    assert_eq!(numbers(&first), [1]);
+    let since = first["next_batch"].as_str().expect("token").to_owned();
+    server.restart().await;
+    alice.base = server.base.clone();
+    bob.base = server.base.clone();
+    alice.put(&send("t2"), to_bob(2)).await.ok();
+    let after = bob.get(&format!("/_matrix/client/v3/sync?timeout=0&since={since}")).await.ok();
+    assert_eq!(numbers(&after), [2], "the message sent after the restart, once: {after}");
 }

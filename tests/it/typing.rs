@@ -9,7 +9,11 @@ use crate::{
     harness::{Backend, TestClient, TestServer},
 };
 
-both_backends!(typing_reaches_members_and_expires, typing_errors);
+both_backends!(
+    typing_reaches_members_and_expires,
+    typing_errors,
+    typing_after_a_restart_reaches_older_tokens
+);
 
 fn typing_users(sync: &Value, room: &str) -> Option<Vec<String>> {
     let events = sync["rooms"]["join"][room]["ephemeral"]["events"].as_array()?;
@@ -83,4 +87,29 @@ async fn typing_errors(backend: Backend) {
     )
     .await
     .assert_error(403, "M_FORBIDDEN");
+}
+
+/// The typing serial lives in memory and starts again with the server: a
+/// token's serial from before a restart must not hide this run's changes
+/// once this run's serial has passed it.
+async fn typing_after_a_restart_reaches_older_tokens(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    let mut alice = server.register("alice", "pw").await;
+    let mut bob = server.register("bob", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.ok();
+    let typing = format!("/_matrix/client/v3/rooms/{room}/typing/@alice:tessera.test");
+    for on in [true, false, true, false] {
+        alice.put(&typing, json!({ "typing": on, "timeout": 30000 })).await.ok();
+    }
+    let since = bob.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    server.restart().await;
+    alice.base = server.base.clone();
+    bob.base = server.base.clone();
+    // One change, then renewals: this run's serial passes the old token's.
+    for _ in 0..8 {
+        alice.put(&typing, json!({ "typing": true, "timeout": 30000 })).await.ok();
+    }
+    let after = bob.get(&format!("/_matrix/client/v3/sync?timeout=0&since={since}")).await.ok();
+    assert_eq!(typing_users(&after, &room), Some(vec!["@alice:tessera.test".to_owned()]), "{after}");
 }

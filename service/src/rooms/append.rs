@@ -191,7 +191,7 @@ impl Rooms {
         };
         let has_relation = relation.is_some();
         let push_actions = self.push_actions(pdu, &prepared.version).await?;
-        let position = self.streams.reserve();
+        let position = self.streams.reserve().await?;
         // Everything that must follow the commit is noted before it: a
         // request cancelled (client gone) while the commit is under way
         // must not leave a committed event the change logs, the push

@@ -169,9 +169,11 @@ impl SyncService {
     /// initial sync), else waits up to the timeout for a change.
     pub async fn sync(&self, who: &Identity, request: &SyncRequest) -> Result<SyncResponse> {
         let since = match &request.since {
-            Some(token) => Some(
-                token.parse::<SyncToken>()?.validate(self.streams.persisted_upto(), self.typing.serial())?,
-            ),
+            Some(token) => Some(token.parse::<SyncToken>()?.validate(
+                self.streams.persisted_upto(),
+                self.streams.started_at(),
+                self.typing.serial(),
+            )?),
             None => None,
         };
         Box::pin(self.presence.on_sync(&who.user_id, &request.set_presence)).await?;

@@ -1,7 +1,9 @@
-//! Sync tokens, opaque to clients: `s{position}_{typing}`. Every persisted
-//! stream (room events, account data, and later receipts, to-device...)
-//! shares the server-wide position; typing, which lives in memory, has its
-//! own serial.
+//! Sync tokens, opaque to clients: `s{position}_{typing}_{to_device}`.
+//! Every persisted stream (room events, account data, receipts, to-device,
+//! presence, deliveries) shares the server-wide position, which is never
+//! handed out twice (see [`crate::streams`]), so a token stays valid across
+//! restarts; typing, which lives in memory, has its own serial, which
+//! starts again with the server.
 
 use std::{fmt, str::FromStr};
 
@@ -23,13 +25,17 @@ impl SyncToken {
     /// Refuses a token from the future: a client cannot have seen what the
     /// server has not yet persisted (a token from another server, or a
     /// database restored from an older backup).
-    /// A typing serial ahead of the server's is from before a restart:
-    /// it is read as "nothing seen", not refused.
-    pub fn validate(self, persisted_upto: i64, typing_serial: u64) -> Result<Self> {
+    /// The typing serial of a token issued before this run of the server
+    /// started (its position is below `started_at`) counts from another
+    /// run's serial: it is read as "nothing seen", not refused, whether it
+    /// is ahead of this run's serial or not (compared, it would hide this
+    /// run's changes up to it).
+    pub fn validate(self, persisted_upto: i64, started_at: i64, typing_serial: u64) -> Result<Self> {
         if self.events > persisted_upto || self.to_device > persisted_upto {
             return Err(Error::invalid_param("The sync token is ahead of this server"));
         }
-        let typing = if self.typing > typing_serial { 0 } else { self.typing };
+        let earlier_run = self.events < started_at || self.typing > typing_serial;
+        let typing = if earlier_run { 0 } else { self.typing };
         Ok(Self { typing, ..self })
     }
 }
@@ -74,8 +80,16 @@ mod tests {
         for bad in ["", "s", "42", "sx", "s-1", "t1_2", "s1_x"] {
             assert!(bad.parse::<SyncToken>().is_err(), "{bad:?} accepted");
         }
-        assert!(token.validate(41, 7).is_err(), "a position from the future");
-        assert_eq!(token.validate(42, 7).expect("valid").typing, 7);
-        assert_eq!(token.validate(42, 3).expect("after a restart").typing, 0);
+        assert!(token.validate(41, 1, 7).is_err(), "a position from the future");
+        assert!("s42_7_43".parse::<SyncToken>().expect("valid").validate(42, 1, 7).is_err());
+        assert_eq!(token.validate(42, 1, 7).expect("valid").typing, 7);
+        assert_eq!(token.validate(42, 42, 7).expect("issued by this run").typing, 7);
+        assert_eq!(token.validate(50, 1, 3).expect("ahead of the serial").typing, 0);
+        let restarted = token.validate(1050, 43, 9).expect("a token from before a restart is valid");
+        assert_eq!(
+            restarted,
+            SyncToken { events: 42, typing: 0, to_device: 40 },
+            "its typing serial is another run's"
+        );
     }
 }
