@@ -33,6 +33,7 @@ mod rooms;
 mod sdk_client;
 mod shared_secret;
 mod state_storage;
+mod sweep;
 mod sync;
 mod sync_ws;
 mod threepid;
