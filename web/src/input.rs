@@ -232,6 +232,41 @@ mod tests {
         assert!(errcode(&deep_object).is_some());
     }
 
+    /// The promise the module makes: whatever it accepts reads back as a
+    /// JSON value, and still does once wrapped in a sync response's dozen
+    /// levels (serde_json refuses more than 128). Bodies from a small
+    /// deterministic generator of awkward JSON.
+    #[test]
+    fn whatever_is_accepted_reads_back_inside_a_response() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            usize::try_from(seed % 1024).unwrap_or(0) % n
+        };
+        let atoms = [
+            "0", "-0", "1.5e300", "1e400", "9007199254740991", "9007199254740992", "-9007199254740993",
+            r#""\ud83d\ude00""#, r#""\udc00""#, r#""\ud800\u0041""#, r#""a\u0000""#, r#""\\u0000""#, "true",
+            "null", r#""é""#,
+        ];
+        let mut accepted = 0;
+        for _ in 0..5_000 {
+            let depth = next(130);
+            let mut body = atoms[next(atoms.len())].to_owned();
+            for _ in 0..depth {
+                body = if next(2) == 0 { format!("[{body}]") } else { format!(r#"{{"k":{body}}}"#) };
+            }
+            if check_json_body(body.as_bytes()).is_ok() {
+                accepted += 1;
+                let wrapped = format!("{}{body}{}", r#"{"a":["#.repeat(12), "]}".repeat(12));
+                let read: Result<serde_json::Value, _> = serde_json::from_str(&wrapped);
+                assert!(read.is_ok(), "accepted but unreadable: {body}");
+            }
+        }
+        assert!(accepted > 500, "the generator should produce acceptable bodies too ({accepted})");
+    }
+
     #[test]
     fn path_and_query_limits() {
         assert!(check_path_parameter("m.room.message").is_ok());
