@@ -136,6 +136,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("TESSERA_WELL_KNOWN_SERVER", "well_known.server"),
     ("TESSERA_RATE_LIMITS_LOGIN_PER_SECOND", "rate_limits.login.per_second"),
     ("TESSERA_RATE_LIMITS_LOGIN_BURST", "rate_limits.login.burst"),
+    ("TESSERA_RATE_LIMITS_FAILED_LOGIN_PER_SECOND", "rate_limits.failed_login.per_second"),
+    ("TESSERA_RATE_LIMITS_FAILED_LOGIN_BURST", "rate_limits.failed_login.burst"),
     ("TESSERA_RATE_LIMITS_REGISTRATION_PER_SECOND", "rate_limits.registration.per_second"),
     ("TESSERA_RATE_LIMITS_REGISTRATION_BURST", "rate_limits.registration.burst"),
     ("TESSERA_RATE_LIMITS_GENERAL_PER_SECOND", "rate_limits.general.per_second"),
@@ -341,6 +343,7 @@ mod tests {
                 ("TESSERA_RATE_LIMITS_LOGIN_BURST", "7"),
                 ("TESSERA_RATE_LIMITS_GENERAL_PER_SECOND", "2.5"),
                 ("TESSERA_RATE_LIMITS_REGISTRATION_BURST", "9"),
+                ("TESSERA_RATE_LIMITS_FAILED_LOGIN_PER_SECOND", "0.5"),
                 ("TESSERA_DATABASE_ACQUIRE_TIMEOUT_MS", "1500"),
                 ("TESSERA_WELL_KNOWN_SERVER", "matrix.example.org:443"),
             ],
@@ -354,6 +357,8 @@ mod tests {
         assert_eq!(config.rate_limits.general.per_second, 2.5);
         assert_eq!(config.rate_limits.general.burst, RateLimitSettings::default().general.burst);
         assert_eq!(config.rate_limits.registration.burst, 9);
+        assert_eq!(config.rate_limits.failed_login.per_second, 0.5);
+        assert_eq!(config.rate_limits.failed_login.burst, RateLimitSettings::default().failed_login.burst);
         assert_eq!(config.pool_settings().acquire_timeout, Duration::from_millis(1500));
         assert_eq!(config.pool_settings().statement_timeout, PoolSettings::default().statement_timeout);
         assert_eq!(config.well_known.server.as_deref(), Some("matrix.example.org:443"));

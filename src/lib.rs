@@ -294,6 +294,7 @@ pub fn admin_accounts(config: &Config, store: &Store) -> Result<Accounts, ServeE
     let passwords = Passwords::new(1);
     let rate_limiter = RateLimiter::new(tessera_service::rate_limit::RateLimitSettings {
         login: tessera_service::rate_limit::Limit::new(0.0, 0),
+        failed_login: tessera_service::rate_limit::Limit::new(0.0, 0),
         registration: tessera_service::rate_limit::Limit::new(0.0, 0),
         general: tessera_service::rate_limit::Limit::new(0.0, 0),
     });

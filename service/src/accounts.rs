@@ -23,7 +23,7 @@ use crate::{
     auth::Identity,
     now_ms,
     passwords::Passwords,
-    rate_limit::{Class, RateLimiter},
+    rate_limit::{Attempt, Class, RateLimiter},
     secrets,
     uia::Uia,
 };
@@ -293,33 +293,19 @@ impl Accounts {
         })
     }
 
-    /// `POST /login`.
+    /// `POST /login`. Failed attempts count against the client's address
+    /// and, with a password, against the account (see
+    /// [`crate::rate_limit`]); either used up answers 429 before anything
+    /// is checked, so that a limited guesser learns nothing, not even from
+    /// the right password.
     pub async fn login(&self, login: Login) -> Result<Session> {
-        let (user_id, verified_hash) = match login.credentials {
-            Credentials::Password { user, password } => {
-                let user_id = user_ids::user_id_for_login(&user, &self.server_name);
-                let account = match &user_id {
-                    Some(id) => self.store.get_user(id).await?,
-                    None => None,
-                };
-                let hash = account.as_ref().and_then(|a| a.password_hash.clone());
-                let matches = self.passwords.verify(password, hash.clone()).await?;
-                // Deactivation removes the password, so a deactivated account
-                // answers like a wrong password, as on Synapse.
-                match account {
-                    Some(account) if matches && !account.deactivated => (account.user_id, hash),
-                    _ => return Err(Error::forbidden("Invalid username or password")),
-                }
-            }
-            Credentials::Token(token) => {
-                let user_id = self
-                    .store
-                    .take_login_token(&secrets::hash_token(&token))
-                    .await?
-                    .ok_or_else(|| Error::forbidden("Invalid or expired login token"))?;
-                (user_id, None)
-            }
+        let address = self.rate_limiter.attempt(Class::Login, login.ip.as_deref().unwrap_or("unknown"))?;
+        let verdict = match login.credentials {
+            Credentials::Password { user, password } => self.check_password(&user, password).await,
+            Credentials::Token(token) => self.take_login_token(&token).await.map(|user_id| (user_id, None)),
         };
+        count_if_failed(address, &verdict);
+        let (user_id, verified_hash) = verdict?;
         let options = LoginOptions {
             device_id: login.device_id,
             display_name: login.initial_device_display_name,
@@ -336,6 +322,45 @@ impl Accounts {
         }
         tracing::info!(%user_id, device_id = %tokens.device_id, "logged in");
         Ok(tokens.into_session(user_id))
+    }
+
+    /// The account a password login names and its password hash, if the
+    /// password is right. Counted against the account unless it is.
+    async fn check_password(&self, user: &str, password: String) -> Result<(OwnedUserId, Option<String>)> {
+        let user_id = user_ids::user_id_for_login(user, &self.server_name);
+        // Any well-formed ID counts, existing or not: a 429 only for real
+        // accounts would tell a guesser which exist.
+        let attempt = match &user_id {
+            Some(id) => Some(self.rate_limiter.attempt(Class::FailedLogin, id.as_str())?),
+            None => None,
+        };
+        let verdict = async {
+            let account = match &user_id {
+                Some(id) => self.store.get_user(id).await?,
+                None => None,
+            };
+            let hash = account.as_ref().and_then(|a| a.password_hash.clone());
+            let matches = self.passwords.verify(password, hash.clone()).await?;
+            // Deactivation removes the password, so a deactivated account
+            // answers like a wrong password, as on Synapse.
+            match account {
+                Some(account) if matches && !account.deactivated => Ok((account.user_id, hash)),
+                _ => Err(Error::forbidden("Invalid username or password")),
+            }
+        }
+        .await;
+        if let Some(attempt) = attempt {
+            count_if_failed(attempt, &verdict);
+        }
+        verdict
+    }
+
+    /// The account an `m.login.token` token was minted for; it is used up.
+    async fn take_login_token(&self, token: &str) -> Result<OwnedUserId> {
+        self.store
+            .take_login_token(&secrets::hash_token(token))
+            .await?
+            .ok_or_else(|| Error::forbidden("Invalid or expired login token"))
     }
 
     /// `POST /refresh`.
@@ -476,6 +501,15 @@ struct LoginOptions {
     display_name: Option<String>,
     refresh_token: bool,
     ip: Option<String>,
+}
+
+/// Keeps a login attempt counted if it failed (403); gives its token back
+/// if it succeeded, or if it was never judged (refused by another limit,
+/// the database unavailable): only wrong credentials count.
+fn count_if_failed<T>(attempt: Attempt, verdict: &Result<T>) {
+    if !matches!(verdict, Err(Error::Matrix { status: 403, .. })) {
+        attempt.refund();
+    }
 }
 
 /// Tokens generated for a login, before they are stored.
