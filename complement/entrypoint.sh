@@ -104,6 +104,7 @@ export TESSERA_ALLOW_REGISTRATION=true
 export TESSERA_REGISTRATION_SHARED_SECRET=complement
 # Complement registers, logs in and sends far faster than any person.
 export TESSERA_RATE_LIMITS_LOGIN_PER_SECOND=0
+export TESSERA_RATE_LIMITS_FAILED_LOGIN_PER_SECOND=0
 export TESSERA_RATE_LIMITS_REGISTRATION_PER_SECOND=0
 export TESSERA_RATE_LIMITS_GENERAL_PER_SECOND=0
 # Tunable from outside, e.g. through Complement's COMPLEMENT_SHARE_ENV_PREFIX

@@ -8,10 +8,12 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
 use tessera_service::{accounts::AccountSettings, presence::PresenceSettings, rate_limit::RateLimitSettings};
+use tessera_storage::PoolSettings;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -32,6 +34,12 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Connection pool size for PostgreSQL.
     pub database_max_connections: u32,
+    /// How long a request waits for a database connection before it is
+    /// answered 503 (database unavailable), in ms.
+    pub database_acquire_timeout_ms: u64,
+    /// PostgreSQL's `statement_timeout`, in ms; a statement still unanswered
+    /// 2 s later means its connection is dead (503, connection closed).
+    pub database_statement_timeout_ms: u64,
     /// tracing filter, e.g. `info` or `tessera=debug,info`.
     pub log: String,
     pub allow_registration: bool,
@@ -65,6 +73,7 @@ pub struct WellKnown {
 impl Default for Config {
     fn default() -> Self {
         let accounts = AccountSettings::default();
+        let pool = PoolSettings::default();
         Self {
             server_name: "localhost".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
@@ -73,7 +82,9 @@ impl Default for Config {
             tls_private_key: None,
             data_dir: PathBuf::from("./tessera-data"),
             database_url: None,
-            database_max_connections: 16,
+            database_max_connections: pool.max_connections,
+            database_acquire_timeout_ms: duration_ms(pool.acquire_timeout),
+            database_statement_timeout_ms: duration_ms(pool.statement_timeout),
             log: "info".into(),
             allow_registration: accounts.allow_registration,
             registration_requires_token: accounts.registration_requires_token,
@@ -109,6 +120,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("TESSERA_DATA_DIR", "data_dir"),
     ("TESSERA_DATABASE_URL", "database_url"),
     ("TESSERA_DATABASE_MAX_CONNECTIONS", "database_max_connections"),
+    ("TESSERA_DATABASE_ACQUIRE_TIMEOUT_MS", "database_acquire_timeout_ms"),
+    ("TESSERA_DATABASE_STATEMENT_TIMEOUT_MS", "database_statement_timeout_ms"),
     ("TESSERA_LOG", "log"),
     ("TESSERA_ALLOW_REGISTRATION", "allow_registration"),
     ("TESSERA_REGISTRATION_REQUIRES_TOKEN", "registration_requires_token"),
@@ -123,6 +136,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("TESSERA_WELL_KNOWN_SERVER", "well_known.server"),
     ("TESSERA_RATE_LIMITS_LOGIN_PER_SECOND", "rate_limits.login.per_second"),
     ("TESSERA_RATE_LIMITS_LOGIN_BURST", "rate_limits.login.burst"),
+    ("TESSERA_RATE_LIMITS_FAILED_LOGIN_PER_SECOND", "rate_limits.failed_login.per_second"),
+    ("TESSERA_RATE_LIMITS_FAILED_LOGIN_BURST", "rate_limits.failed_login.burst"),
     ("TESSERA_RATE_LIMITS_REGISTRATION_PER_SECOND", "rate_limits.registration.per_second"),
     ("TESSERA_RATE_LIMITS_REGISTRATION_BURST", "rate_limits.registration.burst"),
     ("TESSERA_RATE_LIMITS_GENERAL_PER_SECOND", "rate_limits.general.per_second"),
@@ -221,6 +236,15 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("tessera.db").display()))
     }
 
+    /// How the database pools behave.
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.database_max_connections,
+            acquire_timeout: Duration::from_millis(self.database_acquire_timeout_ms),
+            statement_timeout: Duration::from_millis(self.database_statement_timeout_ms),
+        }
+    }
+
     pub fn account_settings(&self) -> AccountSettings {
         AccountSettings {
             allow_registration: self.allow_registration,
@@ -230,6 +254,10 @@ impl Config {
             login_token_lifetime_ms: self.login_token_lifetime_ms,
         }
     }
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Lays `file` over the defaults, so that a partial section (one field of a
@@ -315,6 +343,8 @@ mod tests {
                 ("TESSERA_RATE_LIMITS_LOGIN_BURST", "7"),
                 ("TESSERA_RATE_LIMITS_GENERAL_PER_SECOND", "2.5"),
                 ("TESSERA_RATE_LIMITS_REGISTRATION_BURST", "9"),
+                ("TESSERA_RATE_LIMITS_FAILED_LOGIN_PER_SECOND", "0.5"),
+                ("TESSERA_DATABASE_ACQUIRE_TIMEOUT_MS", "1500"),
                 ("TESSERA_WELL_KNOWN_SERVER", "matrix.example.org:443"),
             ],
             "server_name = \"file.org\"\nallow_registration = false\n[rate_limits.login]\nper_second = 1.0\nburst = 3\n",
@@ -327,6 +357,10 @@ mod tests {
         assert_eq!(config.rate_limits.general.per_second, 2.5);
         assert_eq!(config.rate_limits.general.burst, RateLimitSettings::default().general.burst);
         assert_eq!(config.rate_limits.registration.burst, 9);
+        assert_eq!(config.rate_limits.failed_login.per_second, 0.5);
+        assert_eq!(config.rate_limits.failed_login.burst, RateLimitSettings::default().failed_login.burst);
+        assert_eq!(config.pool_settings().acquire_timeout, Duration::from_millis(1500));
+        assert_eq!(config.pool_settings().statement_timeout, PoolSettings::default().statement_timeout);
         assert_eq!(config.well_known.server.as_deref(), Some("matrix.example.org:443"));
     }
 

@@ -38,7 +38,7 @@ use tessera_service::{
     typing::Typing,
     uia::Uia,
 };
-use tessera_storage::Store;
+use tessera_storage::{PoolSettings, Store};
 use tessera_web::Gate;
 use tokio::net::TcpListener;
 
@@ -89,7 +89,7 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let store = Store::open(&config.database_url(), config.database_max_connections).await?;
+    let store = Store::open(&config.database_url(), config.pool_settings()).await?;
     let result = serve_with_store(config, listeners, store.clone(), shutdown).await;
     // Every in-flight request has finished by now; close cleanly so SQLite
     // checkpoints its WAL and PostgreSQL sees orderly disconnects.
@@ -280,7 +280,8 @@ pub async fn shutdown_signal() {
 
 /// Opens the store for admin commands (no listeners).
 pub async fn open_store(config: &Config) -> Result<Store, ServeError> {
-    Ok(Store::open(&config.database_url(), 2).await?)
+    Ok(Store::open(&config.database_url(), PoolSettings { max_connections: 2, ..config.pool_settings() })
+        .await?)
 }
 
 /// Builds the accounts service for admin commands.
@@ -294,6 +295,7 @@ pub fn admin_accounts(config: &Config, store: &Store) -> Result<Accounts, ServeE
     let passwords = Passwords::new(1);
     let rate_limiter = RateLimiter::new(tessera_service::rate_limit::RateLimitSettings {
         login: tessera_service::rate_limit::Limit::new(0.0, 0),
+        failed_login: tessera_service::rate_limit::Limit::new(0.0, 0),
         registration: tessera_service::rate_limit::Limit::new(0.0, 0),
         general: tessera_service::rate_limit::Limit::new(0.0, 0),
     });

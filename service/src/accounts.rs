@@ -23,7 +23,7 @@ use crate::{
     auth::Identity,
     limits, now_ms,
     passwords::Passwords,
-    rate_limit::{Class, RateLimiter},
+    rate_limit::{Attempt, Class, RateLimiter},
     secrets,
     uia::Uia,
 };
@@ -300,40 +300,27 @@ impl Accounts {
         })
     }
 
-    /// `POST /login`.
+    /// `POST /login`. Failed attempts count against the client's address
+    /// and, with a password, against the account (see
+    /// [`crate::rate_limit`]); either used up answers 429 before anything
+    /// is checked, so that a limited guesser learns nothing, not even from
+    /// the right password.
     pub async fn login(&self, login: Login) -> Result<Session> {
-        let (user_id, verified_hash) = match login.credentials {
-            Credentials::Password { user, password } => {
-                let user_id = user_ids::user_id_for_login(&user, &self.server_name);
-                let account = match &user_id {
-                    Some(id) => self.store.get_user(id).await?,
-                    None => None,
-                };
-                let hash = account.as_ref().and_then(|a| a.password_hash.clone());
-                let matches = self.passwords.verify(password, hash.clone()).await?;
-                // Deactivation removes the password, so a deactivated account
-                // answers like a wrong password, as on Synapse.
-                match account {
-                    Some(account) if matches && !account.deactivated => (account.user_id, hash),
-                    _ => return Err(Error::forbidden("Invalid username or password")),
-                }
-            }
-            Credentials::Token(token) => {
-                let user_id = self
-                    .store
-                    .take_login_token(&secrets::hash_token(&token))
-                    .await?
-                    .ok_or_else(|| Error::forbidden("Invalid or expired login token"))?;
-                (user_id, None)
-            }
-        };
         let options = LoginOptions {
             device_id: login.device_id,
             display_name: login.initial_device_display_name,
             refresh_token: login.refresh_token,
             ip: login.ip,
         };
+        // A malformed request is not an attempt: checked before counting.
         options.check()?;
+        let address = self.rate_limiter.attempt(Class::Login, options.ip.as_deref().unwrap_or("unknown"))?;
+        let verdict = match login.credentials {
+            Credentials::Password { user, password } => self.check_password(&user, password).await,
+            Credentials::Token(token) => self.take_login_token(&token).await.map(|user_id| (user_id, None)),
+        };
+        count_if_failed(address, &verdict);
+        let (user_id, verified_hash) = verdict?;
         let tokens = self.mint(&options);
         // Committed only if the password checked above is still the account's
         // and the account is still active: a password change or deactivation
@@ -344,6 +331,45 @@ impl Accounts {
         }
         tracing::info!(%user_id, device_id = %tokens.device_id, "logged in");
         Ok(tokens.into_session(user_id))
+    }
+
+    /// The account a password login names and its password hash, if the
+    /// password is right. Counted against the account unless it is.
+    async fn check_password(&self, user: &str, password: String) -> Result<(OwnedUserId, Option<String>)> {
+        let user_id = user_ids::user_id_for_login(user, &self.server_name);
+        // Any well-formed ID counts, existing or not: a 429 only for real
+        // accounts would tell a guesser which exist.
+        let attempt = match &user_id {
+            Some(id) => Some(self.rate_limiter.attempt(Class::FailedLogin, id.as_str())?),
+            None => None,
+        };
+        let verdict = async {
+            let account = match &user_id {
+                Some(id) => self.store.get_user(id).await?,
+                None => None,
+            };
+            let hash = account.as_ref().and_then(|a| a.password_hash.clone());
+            let matches = self.passwords.verify(password, hash.clone()).await?;
+            // Deactivation removes the password, so a deactivated account
+            // answers like a wrong password, as on Synapse.
+            match account {
+                Some(account) if matches && !account.deactivated => Ok((account.user_id, hash)),
+                _ => Err(Error::forbidden("Invalid username or password")),
+            }
+        }
+        .await;
+        if let Some(attempt) = attempt {
+            count_if_failed(attempt, &verdict);
+        }
+        verdict
+    }
+
+    /// The account an `m.login.token` token was minted for; it is used up.
+    async fn take_login_token(&self, token: &str) -> Result<OwnedUserId> {
+        self.store
+            .take_login_token(&secrets::hash_token(token))
+            .await?
+            .ok_or_else(|| Error::forbidden("Invalid or expired login token"))
     }
 
     /// `POST /refresh`.
@@ -496,6 +522,15 @@ impl LoginOptions {
             limits::check_chars("initial_device_display_name", name, limits::MAX_DEVICE_NAME_CHARS)?;
         }
         Ok(())
+    }
+}
+
+/// Keeps a login attempt counted if it failed (403); gives its token back
+/// if it succeeded, or if it was never judged (refused by another limit,
+/// the database unavailable): only wrong credentials count.
+fn count_if_failed<T>(attempt: Attempt, verdict: &Result<T>) {
+    if !matches!(verdict, Err(Error::Matrix { status: 403, .. })) {
+        attempt.refund();
     }
 }
 

@@ -4,7 +4,8 @@
 //! spec sometimes gives one errcode different statuses (`M_UNRECOGNIZED` is
 //! 404 for an unknown path and 405 for a wrong method). Storage trouble
 //! becomes [`Error::Internal`], which the web layer logs once and answers
-//! with a bare 500.
+//! with a bare 500, except an unreachable database: [`Error::Unavailable`],
+//! a 503 the client is told to retry.
 
 use std::time::Duration;
 
@@ -28,7 +29,17 @@ pub enum Error {
     /// Our fault. Logged with its cause; the client sees only a 500.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The database cannot be reached (down, restarting, unreachable).
+    /// Logged with its cause; the client sees 503 `M_UNKNOWN` and when to
+    /// retry, and a retry succeeds once the database is back.
+    #[error("database unavailable: {cause}")]
+    Unavailable { cause: String, retry_after: Duration },
 }
+
+/// When a client should try again after a 503: soon, since the pools
+/// reconnect the moment the database is back, and each attempt already
+/// waited for a connection.
+pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 impl Error {
     pub fn new(status: u16, kind: ErrorKind, message: impl Into<String>) -> Self {
@@ -91,6 +102,11 @@ impl Error {
 
 impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
-        Self::Internal(e.to_string())
+        match e {
+            StorageError::Unavailable(_) => {
+                Self::Unavailable { cause: e.to_string(), retry_after: UNAVAILABLE_RETRY_AFTER }
+            }
+            _ => Self::Internal(e.to_string()),
+        }
     }
 }

@@ -2,8 +2,14 @@
 //! `429 M_LIMIT_EXCEEDED` and `retry_after_ms`.
 //!
 //! Keys are the user ID for authenticated requests and the client IP
-//! otherwise. Buckets live in memory: a limit is a courtesy to the server,
-//! not a security boundary that must survive restarts.
+//! otherwise; failed logins are counted per client IP and per account.
+//! Buckets live in memory: a limit is a courtesy to the server, not a
+//! security boundary that must survive restarts.
+//!
+//! Login limits count failures only, as Synapse's `rc_login.failed_attempts`
+//! does: an [`Attempt`] takes its token before the password is checked (so
+//! concurrent guesses cannot all slip past an almost empty bucket) and a
+//! correct login gives it back.
 
 use std::{
     collections::HashMap,
@@ -33,8 +39,17 @@ impl Limit {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitSettings {
-    /// Login attempts per client IP.
+    /// Failed logins per client IP: what keeps one address from trying a
+    /// password on many accounts. Correct logins do not count, so the
+    /// users of a shared address (behind a proxy or NAT) only share each
+    /// other's failures.
     pub login: Limit,
+    /// Failed password logins per account, from any address: what keeps
+    /// many addresses from guessing one account's password. Only password
+    /// logins are refused once it is used up; the account's access tokens
+    /// keep working, so its owner can still use a signed-in client (and
+    /// sign in a new device with a login token from it).
+    pub failed_login: Limit,
     /// Registrations per client IP.
     pub registration: Limit,
     /// Every rate-limited endpoint, per user (or per IP when anonymous).
@@ -43,14 +58,23 @@ pub struct RateLimitSettings {
 
 impl Default for RateLimitSettings {
     fn default() -> Self {
-        Self { login: Limit::new(0.2, 5), registration: Limit::new(0.2, 5), general: Limit::new(10.0, 50) }
+        Self {
+            login: Limit::new(0.2, 5),
+            // Synapse's rc_login.failed_attempts defaults.
+            failed_login: Limit::new(0.17, 3),
+            registration: Limit::new(0.2, 5),
+            general: Limit::new(10.0, 50),
+        }
     }
 }
 
 /// Which limit a request counts against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Class {
+    /// Failed logins, per client IP (also UIA password attempts, per user).
     Login,
+    /// Failed password logins, per account.
+    FailedLogin,
     Registration,
     General,
 }
@@ -86,6 +110,7 @@ impl RateLimiter {
     fn limit(&self, class: Class) -> Limit {
         match class {
             Class::Login => self.settings.login,
+            Class::FailedLogin => self.settings.failed_login,
             Class::Registration => self.settings.registration,
             Class::General => self.settings.general,
         }
@@ -97,6 +122,33 @@ impl RateLimiter {
         if limit.per_second <= 0.0 {
             return Ok(());
         }
+        let wait = self.with_bucket(class, key, |bucket| {
+            if bucket.tokens >= 1.0 {
+                bucket.tokens -= 1.0;
+                None
+            } else {
+                Some((1.0 - bucket.tokens) / limit.per_second)
+            }
+        });
+        match wait {
+            None => Ok(()),
+            Some(wait) => {
+                Err(Error::limit_exceeded(Duration::from_secs_f64(wait).max(Duration::from_millis(1))))
+            }
+        }
+    }
+
+    /// Takes one token for an attempt that counts only if it fails: see
+    /// [`Attempt`].
+    pub fn attempt(&self, class: Class, key: &str) -> Result<Attempt> {
+        self.check(class, key)?;
+        let taken = (self.limit(class).per_second > 0.0).then(|| (self.clone(), class, key.to_owned()));
+        Ok(Attempt { taken })
+    }
+
+    /// Runs `f` on the bucket of `key` in `class`, refilled up to now.
+    fn with_bucket<T>(&self, class: Class, key: &str, f: impl FnOnce(&mut Bucket) -> T) -> T {
+        let limit = self.limit(class);
         let burst = f64::from(limit.burst.max(1));
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -115,12 +167,24 @@ impl RateLimiter {
         let refill = now.duration_since(bucket.updated).as_secs_f64() * limit.per_second;
         bucket.tokens = (bucket.tokens + refill).min(burst);
         bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - bucket.tokens) / limit.per_second;
-            Err(Error::limit_exceeded(Duration::from_secs_f64(wait).max(Duration::from_millis(1))))
+        f(bucket)
+    }
+}
+
+/// A token taken for an attempt (a login) that counts only if it fails.
+/// Dropped, it stays taken: the attempt counted. [`Attempt::refund`] gives
+/// it back, for an attempt that succeeded or was never judged.
+#[must_use = "dropping an attempt counts it as failed"]
+pub struct Attempt {
+    /// `None` when the limit is off.
+    taken: Option<(RateLimiter, Class, String)>,
+}
+
+impl Attempt {
+    pub fn refund(self) {
+        if let Some((limiter, class, key)) = self.taken {
+            let burst = f64::from(limiter.limit(class).burst.max(1));
+            limiter.with_bucket(class, &key, |bucket| bucket.tokens = (bucket.tokens + 1.0).min(burst));
         }
     }
 }
@@ -132,7 +196,12 @@ mod tests {
 
     fn limiter(per_second: f64, burst: u32) -> RateLimiter {
         let limit = Limit::new(per_second, burst);
-        RateLimiter::new(RateLimitSettings { login: limit, registration: limit, general: limit })
+        RateLimiter::new(RateLimitSettings {
+            login: limit,
+            failed_login: limit,
+            registration: limit,
+            general: limit,
+        })
     }
 
     #[test]
@@ -163,10 +232,28 @@ mod tests {
     }
 
     #[test]
+    fn attempts_count_only_when_they_fail() {
+        let limiter = limiter(0.001, 2);
+        // Correct logins give their token back: any number of them.
+        for _ in 0..10 {
+            limiter.attempt(Class::FailedLogin, "@alice:x").expect("within burst").refund();
+        }
+        // Failures keep theirs; while two are being judged, a third waits.
+        let first = limiter.attempt(Class::FailedLogin, "@alice:x").expect("first");
+        let _second = limiter.attempt(Class::FailedLogin, "@alice:x").expect("second");
+        assert!(limiter.attempt(Class::FailedLogin, "@alice:x").is_err(), "both tokens are taken");
+        first.refund();
+        let _third = limiter.attempt(Class::FailedLogin, "@alice:x").expect("the refunded token");
+        assert!(limiter.attempt(Class::FailedLogin, "@alice:x").is_err());
+        limiter.attempt(Class::FailedLogin, "@bob:x").expect("another account").refund();
+    }
+
+    #[test]
     fn zero_rate_disables() {
         let limiter = limiter(0.0, 0);
         for _ in 0..1000 {
             limiter.check(Class::General, "x").expect("disabled");
+            drop(limiter.attempt(Class::FailedLogin, "x").expect("disabled"));
         }
     }
 }

@@ -110,7 +110,7 @@ impl Store {
             .bind(deliveries)
             .bind(ts)
             .bind(position)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         let sql = format!(
             "INSERT INTO delivery_positions (user_id, delivered_upto)
@@ -120,7 +120,7 @@ impl Store {
                       THEN excluded.delivered_upto ELSE delivery_positions.delivered_upto END",
             self.json_rows("$1", &[("user_id", "TEXT"), ("delivered_upto", "BIGINT")]),
         );
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(positions).execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(positions).execute(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -98,7 +98,7 @@ impl Store {
                 sqlx::query(statement)
                     .bind(user_id.as_str())
                     .bind(device_id.as_str())
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
             }
         }
@@ -118,7 +118,7 @@ impl Store {
 }
 
 pub(crate) async fn delete_devices_except(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut crate::pool::Tx,
     user_id: &UserId,
     keep: Option<&DeviceId>,
 ) -> Result<()> {
@@ -128,7 +128,7 @@ pub(crate) async fn delete_devices_except(
         "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id <> $2",
         "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
     ] {
-        sqlx::query(statement).bind(user_id.as_str()).bind(keep).execute(&mut **tx).await?;
+        sqlx::query(statement).bind(user_id.as_str()).bind(keep).execute(&mut *tx).await?;
     }
     Ok(())
 }

@@ -196,24 +196,24 @@ impl Store {
         .bind(state_after)
         .bind(new.txn.map(|(_, device, _)| device.as_str()))
         .bind(new.txn.map(|(_, _, txn)| txn))
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         for prev in new.prev_events {
             sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)")
                 .bind(new.event_id.as_str())
                 .bind(prev.as_str())
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
                 .bind(new.room_id.as_str())
                 .bind(prev.as_str())
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
         sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
             .bind(new.room_id.as_str())
             .bind(new.event_id.as_str())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         if let Some(state_key) = new.state_key {
             sqlx::query(
@@ -224,7 +224,7 @@ impl Store {
             .bind(new.event_type)
             .bind(state_key)
             .bind(new.event_id.as_str())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         if let Some((user_id, membership)) = new.membership {
@@ -239,7 +239,7 @@ impl Store {
             .bind(membership)
             .bind(new.event_id.as_str())
             .bind(new.stream_ordering)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         if let Some((target, redacted_json)) = new.redaction {
@@ -249,12 +249,12 @@ impl Store {
             .bind(redacted_json)
             .bind(new.event_id.as_str())
             .bind(target.as_str())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             // A redacted edit, reaction or thread reply stops counting.
             sqlx::query("DELETE FROM event_relations WHERE event_id = $1")
                 .bind(target.as_str())
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
         if let Some(relation) = &new.relation {
@@ -271,7 +271,7 @@ impl Store {
             .bind(new.room_id.as_str())
             .bind(new.stream_ordering)
             .bind(relation.aggregation_key)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         crate::push_actions::insert(
@@ -291,7 +291,7 @@ impl Store {
             .bind(device_id.as_str())
             .bind(txn_id)
             .bind(new.event_id.as_str())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await;
             match inserted {
                 Err(e) if crate::error::is_unique_violation(&e) => {

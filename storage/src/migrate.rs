@@ -67,17 +67,20 @@ pub enum SchemaError {
 pub(crate) async fn run(store: &Store) -> Result<(), SchemaError> {
     let mut tx = store.write.begin().await?;
     if store.backend == Backend::Postgres {
+        // A migration may rightly take long on a big database, and so may
+        // waiting for another process's (below): no statement_timeout.
+        sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut tx).await?;
         // Several processes may start at once against one database.
-        sqlx::query("SELECT pg_advisory_xact_lock(7402650901)").execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7402650901)").execute(&mut tx).await?;
     }
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS tessera_schema (
              version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)",
     )
-    .execute(&mut *tx)
+    .execute(&mut tx)
     .await?;
     let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM tessera_schema")
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await?
         .try_get(0)?;
     if current > latest_version() {
@@ -89,12 +92,12 @@ pub(crate) async fn run(store: &Store) -> Result<(), SchemaError> {
             Backend::Sqlite => m.sqlite,
         };
         let failed = |source| SchemaError::Failed { version: m.version, name: m.name, source };
-        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(failed)?;
+        sqlx::raw_sql(sql).execute(&mut tx).await.map_err(failed)?;
         sqlx::query("INSERT INTO tessera_schema (version, name, applied_ts) VALUES ($1, $2, $3)")
             .bind(m.version)
             .bind(m.name)
             .bind(crate::store::now_ms())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await
             .map_err(failed)?;
         tracing::info!(version = m.version, name = m.name, "applied migration");

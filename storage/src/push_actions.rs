@@ -3,7 +3,7 @@
 //! and as the `GET /notifications` list.
 
 use ruma::{RoomId, UserId};
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use crate::{Result, Store};
 
@@ -52,7 +52,7 @@ const ROWS_PER_INSERT: usize = 100;
 
 /// Writes the verdicts on one event inside its append transaction.
 pub(crate) async fn insert(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::pool::Tx,
     room_id: &str,
     stream_ordering: i64,
     event_id: &str,
@@ -82,7 +82,7 @@ pub(crate) async fn insert(
                 .bind(i64::from(action.notify))
                 .bind(i64::from(action.highlight));
         }
-        query.execute(&mut **tx).await?;
+        query.execute(&mut *tx).await?;
     }
     Ok(())
 }

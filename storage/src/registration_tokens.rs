@@ -1,7 +1,7 @@
 //! Registration tokens (`m.login.registration_token`), created by an admin.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#token-authenticated-registration>.
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use crate::{Result, StorageError, Store, store::now_ms};
 
@@ -24,7 +24,7 @@ impl RegistrationToken {
 
 /// Counts one completed registration against the token, atomically with the
 /// account creation that uses it. Conflict if it is used up or expired.
-pub(crate) async fn consume(tx: &mut Transaction<'_, Any>, token: &str, now: i64) -> Result<()> {
+pub(crate) async fn consume(tx: &mut crate::pool::Tx, token: &str, now: i64) -> Result<()> {
     let done = sqlx::query(
         "UPDATE registration_tokens SET completed = completed + 1
          WHERE token = $1 AND (uses_allowed IS NULL OR completed < uses_allowed)
@@ -32,7 +32,7 @@ pub(crate) async fn consume(tx: &mut Transaction<'_, Any>, token: &str, now: i64
     )
     .bind(token)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     if done.rows_affected() == 0 {
         return Err(StorageError::Conflict("registration token is not valid"));

@@ -12,7 +12,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Row};
 
 use crate::{Result, Store, cache::Cache};
 
@@ -28,7 +28,7 @@ pub type StateMap = BTreeMap<(String, String), String>;
 
 /// Adds the group after a state event; returns its ID (`id`).
 pub(crate) async fn add_state_group(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut crate::pool::Tx,
     cache: &Cache<i64, StateMap>,
     room_id: &str,
     id: i64,
@@ -40,7 +40,7 @@ pub(crate) async fn add_state_group(
     } else {
         let row = sqlx::query("SELECT chain_entries, state_entries FROM state_groups WHERE id = $1")
             .bind(parent)
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *tx)
             .await?;
         (row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)
     };
@@ -51,7 +51,7 @@ pub(crate) async fn add_state_group(
         .bind(parent)
         .bind(event_type)
         .bind(state_key)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await?
         .is_some();
     // The full size is only known exactly from a snapshot; between
@@ -60,14 +60,14 @@ pub(crate) async fn add_state_group(
     if parent == EMPTY || parent_chain + 1 > parent_size.min(MAX_CHAIN) {
         let mut state = match cache.get(&parent) {
             Some(cached) => StateMap::clone(&cached),
-            None => state_of(&mut **tx, parent).await?,
+            None => state_of(&mut *tx, parent).await?,
         };
         state.insert((event_type.to_owned(), state_key.to_owned()), event_id.to_owned());
         sqlx::query("INSERT INTO state_groups (id, room_id, parent_id, chain_entries, state_entries) VALUES ($1, $2, NULL, 0, $3)")
             .bind(id)
             .bind(room_id)
             .bind(i64::try_from(state.len()).unwrap_or(i64::MAX))
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         for ((kind, key), event) in &state {
             insert_entry(tx, id, kind, key, event).await?;
@@ -79,7 +79,7 @@ pub(crate) async fn add_state_group(
             .bind(parent)
             .bind(parent_chain + 1)
             .bind(size)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         insert_entry(tx, id, event_type, state_key, event_id).await?;
     }
@@ -87,7 +87,7 @@ pub(crate) async fn add_state_group(
 }
 
 async fn insert_entry(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut crate::pool::Tx,
     group: i64,
     kind: &str,
     key: &str,
@@ -100,7 +100,7 @@ async fn insert_entry(
     .bind(kind)
     .bind(key)
     .bind(event)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }

@@ -37,7 +37,7 @@ impl Store {
                 .bind(sender.0.as_str())
                 .bind(sender.1.as_str())
                 .bind(sender.2)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await;
         match recorded {
             Err(e) if is_unique_violation(&e) => return Ok(false),
@@ -54,7 +54,7 @@ impl Store {
             .bind(sender.0.as_str())
             .bind(event_type)
             .bind(target.content)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         tx.commit().await?;

@@ -8,7 +8,7 @@
 //! with the new token deletes the old row.
 
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use crate::{Result, StorageError, Store, store::now_ms, users::parse_user_id};
 
@@ -46,7 +46,7 @@ pub struct TokenOwner {
 /// had (the spec: logging in again as a known device invalidates its previous
 /// tokens), and stores the new token.
 pub(crate) async fn insert_device_and_token(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut crate::pool::Tx,
     new: &NewAccessToken<'_>,
     now: i64,
 ) -> Result<i64> {
@@ -62,18 +62,18 @@ pub(crate) async fn insert_device_and_token(
     .bind(new.device_display_name)
     .bind(now)
     .bind(new.ip)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
         .bind(new.user_id.as_str())
         .bind(new.device_id.as_str())
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     insert_token(tx, new, None, now).await
 }
 
 async fn insert_token(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut crate::pool::Tx,
     new: &NewAccessToken<'_>,
     replaces_id: Option<i64>,
     now: i64,
@@ -90,7 +90,7 @@ async fn insert_token(
     .bind(new.expires_ts)
     .bind(replaces_id)
     .bind(now)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await?;
     Ok(row.try_get(0)?)
 }
@@ -114,7 +114,7 @@ impl Store {
             }
             crate::Backend::Sqlite => "SELECT password_hash, deactivated FROM users WHERE user_id = $1",
         };
-        let row = sqlx::query(check).bind(new.user_id.as_str()).fetch_optional(&mut *tx).await?;
+        let row = sqlx::query(check).bind(new.user_id.as_str()).fetch_optional(&mut tx).await?;
         let Some(row) = row else { return Err(StorageError::Conflict("account is gone")) };
         let current_hash: Option<String> = row.try_get(0)?;
         if row.try_get::<i64, _>(1)? != 0 {
@@ -177,11 +177,11 @@ impl Store {
         sqlx::query("DELETE FROM access_tokens WHERE id = $1 OR (replaces_id = $1 AND id <> $2)")
             .bind(replaces_id)
             .bind(token_id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         sqlx::query("UPDATE access_tokens SET replaces_id = NULL WHERE id = $1")
             .bind(token_id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(())
@@ -206,7 +206,7 @@ impl Store {
              RETURNING id, user_id, device_id, replaces_id",
         )
         .bind(refresh_token_hash)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?
         else {
             return Ok(None);
@@ -221,11 +221,11 @@ impl Store {
             sqlx::query("DELETE FROM access_tokens WHERE id = $1 OR (replaces_id = $1 AND id <> $2)")
                 .bind(grandparent)
                 .bind(old_id)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
             sqlx::query("UPDATE access_tokens SET replaces_id = NULL WHERE id = $1")
                 .bind(old_id)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
         let new = NewAccessToken {
@@ -258,12 +258,12 @@ impl Store {
     ) -> Result<()> {
         let now = now_ms();
         let mut tx = self.write.begin().await?;
-        sqlx::query("DELETE FROM login_tokens WHERE expires_ts < $1").bind(now).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM login_tokens WHERE expires_ts < $1").bind(now).execute(&mut tx).await?;
         sqlx::query("INSERT INTO login_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)")
             .bind(token_hash)
             .bind(user_id.as_str())
             .bind(expires_ts)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok(())

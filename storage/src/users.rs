@@ -66,7 +66,7 @@ impl Store {
         .bind(i64::from(new.is_guest))
         .bind(new.displayname)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await;
         match inserted {
             Err(e) if is_unique_violation(&e) => return Err(StorageError::Conflict("user ID taken")),
@@ -113,7 +113,7 @@ impl Store {
         sqlx::query("UPDATE users SET password_hash = $1 WHERE user_id = $2")
             .bind(hash)
             .bind(user_id.as_str())
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         if logout_devices {
             crate::devices::delete_devices_except(&mut tx, user_id, keep).await?;
@@ -134,14 +134,14 @@ impl Store {
         } else {
             "UPDATE users SET deactivated = 1, password_hash = NULL WHERE user_id = $1"
         };
-        sqlx::query(deactivate).bind(user_id.as_str()).execute(&mut *tx).await?;
+        sqlx::query(deactivate).bind(user_id.as_str()).execute(&mut tx).await?;
         for statement in [
             "DELETE FROM access_tokens WHERE user_id = $1",
             "DELETE FROM devices WHERE user_id = $1",
             "DELETE FROM to_device_messages WHERE user_id = $1",
             "DELETE FROM login_tokens WHERE user_id = $1",
         ] {
-            sqlx::query(statement).bind(user_id.as_str()).execute(&mut *tx).await?;
+            sqlx::query(statement).bind(user_id.as_str()).execute(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(())

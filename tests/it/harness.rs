@@ -150,9 +150,12 @@ pub fn test_config(data_dir: PathBuf) -> Config {
         Config { server_name: "tessera.test".into(), data_dir, log: "warn".into(), ..Config::default() };
     config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.allow_registration = true;
-    for limit in
-        [&mut config.rate_limits.login, &mut config.rate_limits.registration, &mut config.rate_limits.general]
-    {
+    for limit in [
+        &mut config.rate_limits.login,
+        &mut config.rate_limits.failed_login,
+        &mut config.rate_limits.registration,
+        &mut config.rate_limits.general,
+    ] {
         limit.per_second = 0.0;
     }
     config

@@ -9,6 +9,7 @@ mod account_data;
 mod admin_cli;
 mod concurrency;
 mod connections;
+mod database_outage;
 mod delivery;
 mod devices;
 mod directory;

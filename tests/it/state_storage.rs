@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use ruma::{EventId, RoomId, UserId};
-use tessera_storage::{NewEvent, Store, state};
+use tessera_storage::{NewEvent, PoolSettings, Store, state};
 
 use crate::{
     both_backends,
@@ -46,7 +46,10 @@ async fn append_state(store: &Store, position: i64, before: i64, key: &str) -> (
 async fn state_groups_match_a_replayed_model(backend: Backend) {
     let mut server = TestServer::start(backend).await;
     server.stop().await.expect("stop");
-    let store = Store::open(&server.database_url(), 4).await.expect("open store");
+    let store =
+        Store::open(&server.database_url(), PoolSettings { max_connections: 4, ..PoolSettings::default() })
+            .await
+            .expect("open store");
 
     let mut model: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut group = state::EMPTY;

@@ -335,7 +335,9 @@ impl Rooms {
             // A retry: its transaction ID is taken (the insert fails), or
             // the sender may no longer send at all, and either way the
             // original's event ID is the answer. Looked up only on failure,
-            // so a first send costs no read for it.
+            // so a first send costs no read for it, and not when the database
+            // is unreachable (the lookup would wait for it a second time).
+            Err(e @ Error::Unavailable { .. }) => Err(e),
             Err(e) => match txn {
                 Some((device, txn_id)) => match self.store.get_txn_event(sender, device, txn_id).await? {
                     Some(existing) => Ok(existing),
