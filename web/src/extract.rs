@@ -117,11 +117,6 @@ impl<T, G> Ruma<T, G> {
     pub fn maybe_identity(&self) -> Option<&Identity> {
         self.identity.as_ref()
     }
-
-    /// The key for per-IP limits.
-    pub fn ip_key(&self) -> String {
-        self.client_ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
-    }
 }
 
 impl<T, G, S> FromRequest<S> for Ruma<T, G>
