@@ -58,6 +58,7 @@ pub struct Config {
     pub well_known: WellKnown,
     pub rate_limits: RateLimitSettings,
     pub presence: PresenceSettings,
+    pub connections: Connections,
 }
 
 /// What `/.well-known/matrix/{client,server}` announce.
@@ -68,6 +69,36 @@ pub struct WellKnown {
     pub client: Option<String>,
     /// `m.server` (`host:port`); not served when unset.
     pub server: Option<String>,
+}
+
+/// What each listener allows a connection (`src/connections.rs`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Connections {
+    /// How long a request's line and headers may take to arrive, from the
+    /// connection's opening or its previous response. Also bounds the TLS
+    /// handshake and HTTP/2's preface, and how long an HTTP/2 peer may stay
+    /// silent before it is pinged (and closed if it does not answer).
+    pub header_read_timeout_ms: u64,
+    /// The longest a request body may go without a byte arriving.
+    pub body_read_timeout_ms: u64,
+    /// After its first `body_read_timeout_ms`, the slowest average rate a
+    /// body may arrive at; 0 turns the check off.
+    pub body_min_bytes_per_second: u64,
+    /// Open connections per listener; more are refused with a 503.
+    /// Derived from the file-descriptor limit when unset.
+    pub max_connections: Option<u64>,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 30_000,
+            body_read_timeout_ms: 30_000,
+            body_min_bytes_per_second: 1024,
+            max_connections: None,
+        }
+    }
 }
 
 impl Default for Config {
@@ -98,6 +129,7 @@ impl Default for Config {
             well_known: WellKnown::default(),
             rate_limits: RateLimitSettings::default(),
             presence: PresenceSettings::default(),
+            connections: Connections::default(),
         }
     }
 }
@@ -145,6 +177,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("TESSERA_PRESENCE_ENABLED", "presence.enabled"),
     ("TESSERA_PRESENCE_IDLE_TIMEOUT_MS", "presence.idle_timeout_ms"),
     ("TESSERA_PRESENCE_OFFLINE_TIMEOUT_MS", "presence.offline_timeout_ms"),
+    ("TESSERA_CONNECTIONS_HEADER_READ_TIMEOUT_MS", "connections.header_read_timeout_ms"),
+    ("TESSERA_CONNECTIONS_BODY_READ_TIMEOUT_MS", "connections.body_read_timeout_ms"),
+    ("TESSERA_CONNECTIONS_BODY_MIN_BYTES_PER_SECOND", "connections.body_min_bytes_per_second"),
+    ("TESSERA_CONNECTIONS_MAX_CONNECTIONS", "connections.max_connections"),
 ];
 
 fn kind_of(path: &str) -> Kind {
@@ -159,6 +195,7 @@ fn kind_of(path: &str) -> Kind {
         | "login_token_lifetime_ms"
         | "max_request_bytes" => Kind::Int,
         p if p.ends_with(".burst") || p.ends_with("_ms") => Kind::Int,
+        p if p.starts_with("connections.") => Kind::Int,
         p if p.ends_with(".per_second") => Kind::Float,
         _ => Kind::Str,
     }
@@ -219,6 +256,15 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "federation_listen needs tls_certificate and tls_private_key".into(),
             ));
+        }
+        let connections = &self.connections;
+        if connections.header_read_timeout_ms == 0 || connections.body_read_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "connections: header_read_timeout_ms and body_read_timeout_ms must be above 0".into(),
+            ));
+        }
+        if connections.max_connections == Some(0) {
+            return Err(ConfigError::Invalid("connections.max_connections must be above 0".into()));
         }
         Ok(())
     }
@@ -371,6 +417,29 @@ mod tests {
         let err = load_with(&[("TESSERA_SERVER_NAME", "not a name")], "").expect_err("invalid");
         assert!(err.to_string().contains("server_name"), "{err}");
         assert!(load_with(&[], "unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn connection_limits_come_from_the_environment_and_must_be_above_zero() {
+        let config = load_with(
+            &[
+                ("TESSERA_CONNECTIONS_MAX_CONNECTIONS", "500"),
+                ("TESSERA_CONNECTIONS_BODY_READ_TIMEOUT_MS", "2000"),
+            ],
+            "[connections]\nheader_read_timeout_ms = 5000\n",
+        )
+        .expect("valid");
+        assert_eq!(config.connections.max_connections, Some(500));
+        assert_eq!(config.connections.body_read_timeout_ms, 2000);
+        assert_eq!(config.connections.header_read_timeout_ms, 5000);
+        assert_eq!(
+            config.connections.body_min_bytes_per_second,
+            Connections::default().body_min_bytes_per_second
+        );
+        for zero in ["TESSERA_CONNECTIONS_HEADER_READ_TIMEOUT_MS", "TESSERA_CONNECTIONS_MAX_CONNECTIONS"] {
+            let err = load_with(&[(zero, "0")], "").expect_err("zero");
+            assert!(err.to_string().contains("connections"), "{err}");
+        }
     }
 
     #[test]

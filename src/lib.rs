@@ -7,11 +7,12 @@
 //! integration tests call exactly what `main` calls.
 
 pub mod config;
+mod connection_limit;
 mod connections;
 mod signing_key;
 mod tls;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tessera_client_api::{ClientServices, ClientState, DiscoverySettings};
 use tessera_core::ServerSigningKey;
@@ -214,11 +215,18 @@ async fn serve_with_store(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    tracing::info!(server_name = %server_name, addr = %client_addr, "client API listening");
+    let limits = connection_limits(&config, 1 + u64::from(listeners.federation.is_some()));
+    tracing::info!(
+        server_name = %server_name,
+        addr = %client_addr,
+        max_connections = limits.max_connections,
+        "client API listening"
+    );
     let client = connections::serve(
         listeners.client,
         connections::Transport::Plain,
         client_router,
+        limits,
         stopped(stop_rx.clone()),
     );
 
@@ -233,10 +241,14 @@ async fn serve_with_store(
                 }
             };
             let acceptor = tls::acceptor(&cert, &key)?;
-            tracing::info!(addr = %listener.local_addr()?, "federation API listening (TLS)");
+            tracing::info!(
+                addr = %listener.local_addr()?,
+                max_connections = limits.max_connections,
+                "federation API listening (TLS)"
+            );
             let router = tessera_federation::router(federation_state);
             let transport = connections::Transport::Tls(acceptor);
-            Some(tokio::spawn(connections::serve(listener, transport, router, stopped(stop_rx))))
+            Some(tokio::spawn(connections::serve(listener, transport, router, limits, stopped(stop_rx))))
         }
         None => None,
     };
@@ -248,6 +260,24 @@ async fn serve_with_store(
     // database closes.
     delivery.stop().await;
     Ok(())
+}
+
+/// Each listener's timeouts and connection limit, the limit derived from
+/// the file-descriptor limit (raised first) unless configured.
+fn connection_limits(config: &Config, listeners: u64) -> connections::Limits {
+    let settings = &config.connections;
+    let fd_limit = connection_limit::raise_fd_limit();
+    let max_connections = settings
+        .max_connections
+        .unwrap_or_else(|| connection_limit::default_max_connections(fd_limit, listeners));
+    connections::Limits {
+        header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
+        body: tessera_web::slow_body::BodyTimeouts {
+            idle: Duration::from_millis(settings.body_read_timeout_ms),
+            min_bytes_per_second: settings.body_min_bytes_per_second,
+        },
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -262,10 +262,18 @@ fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
 }
 
 /// Reads the whole body, up to `limit` bytes: more is 413 `M_TOO_LARGE`;
-/// a body that breaks off or is malformed on the wire (a bad chunk size)
-/// is the client's mistake, 400.
+/// one that stalls or trickles past the connection settings is 408
+/// (`crate::slow_body`); a body that breaks off or is malformed on the wire
+/// (a bad chunk size) is the client's mistake, 400.
 pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, Error> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if crate::slow_body::BodyTimedOut::caused(&e) {
+            return Error::new(
+                408,
+                ruma::api::error::ErrorKind::Unknown,
+                "The request body was not received in time",
+            );
+        }
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(error) = cause {
             if error.is::<http_body_util::LengthLimitError>() {

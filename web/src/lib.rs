@@ -20,6 +20,7 @@ mod json;
 pub mod middleware;
 mod response;
 pub mod routing;
+pub mod slow_body;
 
 pub use error::WebError;
 pub use extract::{ClientIp, Gate, GuestPolicy, GuestsAllowed, LogoutAllowed, NoGuests, Ruma, TokenPolicy};
