@@ -81,25 +81,7 @@ fn help_explains_every_command() {
 async fn serve_stops_cleanly_on_sigterm(backend: Backend) {
     let mut server = TestServer::start(backend).await;
     server.stop().await.expect("stop the in-process server; the binary takes over its database");
-    let port =
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .env_clear()
-        .env("TESSERA_SERVER_NAME", "tessera.test")
-        .env("TESSERA_LISTEN", format!("127.0.0.1:{port}"))
-        .env("TESSERA_DATA_DIR", server.data_dir())
-        .env("TESSERA_DATABASE_URL", server.database_url())
-        .env("TESSERA_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start tessera");
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    let health = format!("http://127.0.0.1:{port}/health");
-    while !reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
-        assert!(tokio::time::Instant::now() < deadline, "tessera did not come up");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let (child, _) = server.spawn_binary().await;
     let pid = child.id().expect("pid").to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
     assert!(killed.success());

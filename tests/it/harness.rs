@@ -253,6 +253,35 @@ impl TestServer {
         self.launch().await
     }
 
+    /// Runs the `tessera` binary as an operator would, on this server's
+    /// data directory and database (stop the in-process server first), on
+    /// a port of its own; returns the process, its log on stdout, and its
+    /// base URL once `/health` answers.
+    pub async fn spawn_binary(&self) -> (tokio::process::Child, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .env_clear()
+            .env("TESSERA_SERVER_NAME", "tessera.test")
+            .env("TESSERA_LISTEN", format!("127.0.0.1:{port}"))
+            .env("TESSERA_DATA_DIR", self.data_dir())
+            .env("TESSERA_DATABASE_URL", self.database_url())
+            .env("TESSERA_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start tessera");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !reqwest::get(format!("{base}/health")).await.is_ok_and(|r| r.status().is_success()) {
+            assert!(tokio::time::Instant::now() < deadline, "tessera did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (child, base)
+    }
+
     pub fn data_dir(&self) -> &std::path::Path {
         self.data_dir.path()
     }
