@@ -148,9 +148,10 @@ pub fn new_rule_has_oversized_pattern(rule: &ruma::push::NewPushRule) -> bool {
         NewPushRule::Override(rule) | NewPushRule::Underride(rule) => &rule.conditions,
         _ => return false,
     };
-    conditions
-        .iter()
-        .any(|condition| serde_json::to_value(condition).is_ok_and(|condition| pattern_too_long(&condition)))
+    conditions.iter().any(|condition| match condition {
+        ruma::push::PushCondition::EventMatch(data) => data.pattern.len() > MAX_PATTERN_BYTES,
+        _ => false,
+    })
 }
 
 /// A stored rule set (the `global` object of `m.push_rules`) as evaluation
