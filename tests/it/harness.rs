@@ -370,6 +370,11 @@ impl TestClient {
         if let Some(body) = body {
             request = request.json(&body);
         }
+        Self::send(request).await
+    }
+
+    /// Sends a built request; the response must be the spec's JSON or empty.
+    async fn send(request: reqwest::RequestBuilder) -> Response {
         let response = request.send().await.expect("request reaches the server");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
@@ -421,17 +426,7 @@ impl TestClient {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.expect("request reaches the server");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.expect("body");
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| panic!("response is not JSON: {}", String::from_utf8_lossy(&bytes)))
-        };
-        Response { status, headers, body }
+        Self::send(request).await
     }
 
     fn adopt(&mut self, body: &Value) {
