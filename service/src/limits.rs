@@ -16,6 +16,8 @@ pub const MAX_DEVICE_ID_BYTES: usize = 255;
 pub const MAX_DEVICE_NAME_CHARS: usize = 100;
 /// A presence status message.
 pub const MAX_STATUS_MSG_CHARS: usize = 1_024;
+/// A display name, in bytes (Synapse's limit, in characters, is 256).
+pub const MAX_DISPLAYNAME_BYTES: usize = 256;
 /// An avatar's `mxc://` URI (Synapse: 1,000).
 pub const MAX_AVATAR_URL_BYTES: usize = 1_000;
 /// A password (Synapse: 512); longer ones are never hashed.

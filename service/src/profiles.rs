@@ -9,9 +9,6 @@ use tessera_storage::{Profile, Store};
 
 use crate::{Error, Result, auth::Identity};
 
-/// Longest display name accepted, in bytes (Synapse's limit).
-const MAX_DISPLAYNAME_LEN: usize = 256;
-
 /// The profiles service.
 #[derive(Clone)]
 pub struct Profiles {
@@ -36,7 +33,7 @@ impl Profiles {
     ) -> Result<()> {
         Self::check_owner(identity, user_id)?;
         let name = name.filter(|n| !n.is_empty());
-        if name.is_some_and(|n| n.len() > MAX_DISPLAYNAME_LEN) {
+        if name.is_some_and(|n| n.len() > crate::limits::MAX_DISPLAYNAME_BYTES) {
             return Err(Error::bad_json("Display name is too long"));
         }
         self.store.set_displayname(user_id, name).await?;
