@@ -129,7 +129,6 @@ async fn serve_with_store(
         server_name.clone(),
         config.account_settings(),
     );
-    let profiles = Profiles::new(store.clone());
     let streams = StreamAllocator::start(Arc::new(store.clone()))
         .await
         .map_err(|e| ServeError::Storage(e.to_string()))?;
@@ -144,6 +143,7 @@ async fn serve_with_store(
         notifier.clone(),
         push_rules.clone(),
     );
+    let profiles = Profiles::new(store.clone(), rooms.clone());
     let typing = Typing::new(notifier.clone());
     let receipts =
         Receipts::new(store.clone(), rooms.clone(), account_data.clone(), streams.clone(), notifier.clone());

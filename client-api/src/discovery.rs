@@ -20,7 +20,7 @@ use ruma::api::{
     federation::discovery::discover_homeserver as discover_server,
 };
 use tessera_core::room_versions::{self, Stability};
-use tessera_web::{GuestsAllowed, Result, Ruma, RumaResponse, routing::RumaRoutes};
+use tessera_web::{GuestsAllowed, Result, Ruma, WebError, routing::RumaRoutes};
 
 use crate::ClientState;
 use tessera_service::Error;
@@ -83,10 +83,13 @@ async fn well_known_server(
     Ok(discover_server::Response::new(server).into())
 }
 
+/// `GET /capabilities`, every capability spelled out: ruma leaves out
+/// those at their default (`m.change_password` enabled, say), and
+/// clients and Complement look for them.
 async fn capabilities(
     state: axum::extract::State<ClientState>,
     _: Ruma<get_capabilities::v3::Request, GuestsAllowed>,
-) -> Result<get_capabilities::v3::Response> {
+) -> std::result::Result<axum::Json<serde_json::Value>, WebError> {
     let available = room_versions::supported()
         .into_iter()
         .map(|(version, stability)| {
@@ -105,5 +108,17 @@ async fn capabilities(
     capabilities.set_avatar_url = SetAvatarUrlCapability::new(true);
     capabilities.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
     capabilities.get_login_token = GetLoginTokenCapability::new(true);
-    Ok(RumaResponse(get_capabilities::v3::Response::new(capabilities)))
+    let mut listed = serde_json::to_value(capabilities).map_err(Error::internal)?;
+    if let Some(listed) = listed.as_object_mut() {
+        for (name, enabled) in [
+            ("m.change_password", true),
+            ("m.set_displayname", true),
+            ("m.set_avatar_url", true),
+            ("m.3pid_changes", false),
+            ("m.get_login_token", true),
+        ] {
+            listed.entry(name).or_insert_with(|| serde_json::json!({ "enabled": enabled }));
+        }
+    }
+    Ok(axum::Json(serde_json::json!({ "capabilities": listed })))
 }

@@ -21,8 +21,10 @@ mod rooms;
 mod session;
 mod sync;
 mod sync_ws;
+mod thirdparty;
 mod threepid;
 mod to_device;
+mod voip;
 
 use std::sync::Arc;
 
@@ -92,6 +94,8 @@ pub fn router(state: ClientState) -> Router {
         .merge(account::routes())
         .merge(account_data::routes())
         .merge(threepid::routes())
+        .merge(thirdparty::routes())
+        .merge(voip::routes())
         .merge(devices::routes())
         .merge(presence::routes())
         .merge(profile::routes())

@@ -20,7 +20,10 @@ pub enum LocalpartError {
 }
 
 /// Builds the ID a new account would get for `requested`, which may be a bare
-/// localpart or a full `@local:server` ID naming this server.
+/// localpart or a full `@local:server` ID naming this server. ASCII capitals
+/// are lowered (`Alice` registers `@alice`), as Synapse does and clients
+/// and Complement expect; every other character outside the grammar is
+/// refused.
 pub fn user_id_for_registration(
     requested: &str,
     server_name: &ServerName,
@@ -38,6 +41,7 @@ pub fn user_id_for_registration(
     if localpart.is_empty() {
         return Err(LocalpartError::Empty);
     }
+    let localpart = localpart.to_ascii_lowercase();
     let allowed = |c: char| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+');
     if !localpart.chars().all(allowed) {
         return Err(LocalpartError::InvalidCharacters);
@@ -73,13 +77,15 @@ mod tests {
             user_id_for_registration("@bob:example.org", server).expect("valid").as_str(),
             "@bob:example.org"
         );
+        let lowered = user_id_for_registration("user-UPPER", server).expect("capitals are lowered");
+        assert_eq!(lowered.as_str(), "@user-upper:example.org");
     }
 
     #[test]
     fn registration_rejects_bad_localparts() {
         let server = server_name!("example.org");
         assert_eq!(user_id_for_registration("", server), Err(LocalpartError::Empty));
-        assert_eq!(user_id_for_registration("Alice", server), Err(LocalpartError::InvalidCharacters));
+        assert_eq!(user_id_for_registration("Élodie", server), Err(LocalpartError::InvalidCharacters));
         assert_eq!(user_id_for_registration("a b", server), Err(LocalpartError::InvalidCharacters));
         assert_eq!(user_id_for_registration("@a:other.org", server), Err(LocalpartError::OtherServer));
         assert_eq!(user_id_for_registration(&"a".repeat(300), server), Err(LocalpartError::TooLong));

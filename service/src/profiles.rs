@@ -1,23 +1,24 @@
 //! Global profiles: display name and avatar URL.
 //!
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#profiles>. Only
-//! local users have profiles until federation queries exist.
-//! TODO(#4): propagate changes into each joined room's `m.room.member` event.
+//! local users have profiles until federation queries exist. A change is
+//! carried into the user's `m.room.member` event in each joined room.
 
 use ruma::{MxcUri, UserId};
 use tessera_storage::{Profile, Store};
 
-use crate::{Error, Result, auth::Identity};
+use crate::{Error, Result, auth::Identity, rooms::Rooms};
 
 /// The profiles service.
 #[derive(Clone)]
 pub struct Profiles {
     store: Store,
+    rooms: Rooms,
 }
 
 impl Profiles {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, rooms: Rooms) -> Self {
+        Self { store, rooms }
     }
 
     /// The profile of `user_id`; 404 if there is no such (active) user.
@@ -37,7 +38,7 @@ impl Profiles {
             return Err(Error::bad_json("Display name is too long"));
         }
         self.store.set_displayname(user_id, name).await?;
-        Ok(())
+        self.rooms.propagate_profile(user_id).await
     }
 
     pub async fn set_avatar_url(
@@ -52,11 +53,10 @@ impl Profiles {
         if let Some(url) = url {
             crate::limits::check_bytes("avatar_url", url.as_str(), crate::limits::MAX_AVATAR_URL_BYTES)?;
         }
-        if url.is_some_and(|u| u.validate().is_err()) {
-            return Err(Error::bad_json("avatar_url must be an mxc:// URI"));
-        }
+        // Any string is kept: the spec types it as a URI, and clients and
+        // Complement set values that are not `mxc://`.
         self.store.set_avatar_url(user_id, url.map(MxcUri::as_str)).await?;
-        Ok(())
+        self.rooms.propagate_profile(user_id).await
     }
 
     fn check_owner(identity: &Identity, user_id: &UserId) -> Result<()> {

@@ -30,12 +30,13 @@ use crate::{
 /// How long an unfinished session stays usable.
 pub const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 
-/// At most this many unfinished sessions per requester (user, or IP for
-/// registration); past it that requester's oldest goes, so one client cannot
-/// push out everyone else's sessions.
-const MAX_SESSIONS_PER_REQUESTER: usize = 5;
-
-/// A hard bound on all sessions, as a backstop against many requesters.
+/// A bound on all unfinished sessions (a few hundred bytes each). A live
+/// session is never pushed out to make room for another: many people
+/// share one address (a company, a campus), so evicting by requester would
+/// break their sign-ups. Past the bound, new sessions wait (429) until old
+/// ones finish or expire; each requester's rate of opening sessions is
+/// limited (the general limit, in its own bucket), so one client cannot
+/// fill the table quickly.
 const MAX_SESSIONS: usize = 100_000;
 
 /// What the completed authentication proved, for the caller to act on.
@@ -47,8 +48,6 @@ pub struct Completed {
 
 struct Session {
     created: Instant,
-    /// Who opened it: the user ID, or the client IP for registration.
-    requester: String,
     purpose: &'static str,
     user: Option<OwnedUserId>,
     completed: Vec<AuthType>,
@@ -90,12 +89,12 @@ impl Uia {
     ) -> Result<Completed> {
         let requester = user.map_or_else(|| client.to_owned(), |u| u.to_string());
         let Some(auth) = auth else {
-            let session = self.open(purpose, user, requester);
+            let session = self.open(purpose, user, requester)?;
             return Err(self.challenge(flows, &session, None));
         };
         let session_id = match auth.session() {
             Some(id) => self.resume(id, purpose, user)?,
-            None => self.open(purpose, user, requester),
+            None => self.open(purpose, user, requester)?,
         };
         let Some(stage) = auth.auth_type() else {
             // A fallback acknowledgement: report where the session stands.
@@ -192,36 +191,24 @@ impl Uia {
         Error::Uia(Box::new(info))
     }
 
-    fn open(&self, purpose: &'static str, user: Option<&UserId>, requester: String) -> String {
+    /// Opens a session for `requester` (the user ID, or the client IP for
+    /// registration).
+    fn open(&self, purpose: &'static str, user: Option<&UserId>, requester: String) -> Result<String> {
+        self.rate_limiter.check(Class::General, &format!("uia-session {requester}"))?;
         let id = secrets::new_token("uia");
         let mut sessions = self.lock();
         let now = Instant::now();
-        // Evict within the requester: their expired sessions, then their
-        // oldest beyond the cap. Only the backstop scans everyone.
-        let mut own: Vec<(Instant, String)> = sessions
-            .iter()
-            .filter(|(_, s)| s.requester == requester)
-            .map(|(id, s)| (s.created, id.clone()))
-            .collect();
-        own.sort();
-        let excess = own.len().saturating_sub(MAX_SESSIONS_PER_REQUESTER - 1);
-        for (i, (created, old)) in own.iter().enumerate() {
-            if i < excess || now.duration_since(*created) >= SESSION_TTL {
-                sessions.remove(old);
-            }
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, s| now.duration_since(s.created) < SESSION_TTL);
         }
         if sessions.len() >= MAX_SESSIONS {
-            sessions.retain(|_, s| s.created.elapsed() < SESSION_TTL);
-        }
-        if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.created).map(|(id, _)| id.clone())
-        {
-            sessions.remove(&oldest);
+            let oldest = sessions.values().map(|s| s.created).min().unwrap_or(now);
+            let frees_in = SESSION_TTL.saturating_sub(now.duration_since(oldest));
+            return Err(Error::limit_exceeded(frees_in.max(Duration::from_secs(1))));
         }
         sessions.insert(
             id.clone(),
             Session {
-                requester,
                 created: now,
                 purpose,
                 user: user.map(ToOwned::to_owned),
@@ -229,7 +216,7 @@ impl Uia {
                 registration_token: None,
             },
         );
-        id
+        Ok(id)
     }
 
     fn resume(&self, id: &str, purpose: &'static str, user: Option<&UserId>) -> Result<String> {

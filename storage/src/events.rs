@@ -112,6 +112,18 @@ pub(crate) fn event_from_row_at(row: &AnyRow, at: usize) -> Result<StoredEvent> 
     })
 }
 
+/// A client transaction ID with what it is unique within: the device, and
+/// the request it came with (`scope`: the room and event type of a send,
+/// the room and target of a redaction). The spec scopes transaction IDs to
+/// the endpoint, so the same ID in two rooms makes two events.
+#[derive(Clone, Copy, Debug)]
+pub struct TxnKey<'a> {
+    pub user_id: &'a UserId,
+    pub device_id: &'a DeviceId,
+    pub scope: &'a str,
+    pub txn_id: &'a str,
+}
+
 /// Everything one append writes.
 pub struct NewEvent<'a> {
     pub stream_ordering: i64,
@@ -129,7 +141,7 @@ pub struct NewEvent<'a> {
     /// For a membership event: the target user and membership.
     pub membership: Option<(&'a str, &'a str)>,
     /// The sending device's transaction ID, for idempotent sends.
-    pub txn: Option<(&'a UserId, &'a DeviceId, &'a str)>,
+    pub txn: Option<TxnKey<'a>>,
     /// For a redaction the server applies: the target and its redacted JSON,
     /// replaced in the same transaction so the two never disagree.
     pub redaction: Option<(&'a EventId, &'a str)>,
@@ -194,8 +206,8 @@ impl Store {
         .bind(new.json)
         .bind(new.state_before)
         .bind(state_after)
-        .bind(new.txn.map(|(_, device, _)| device.as_str()))
-        .bind(new.txn.map(|(_, _, txn)| txn))
+        .bind(new.txn.map(|t| t.device_id.as_str()))
+        .bind(new.txn.map(|t| t.txn_id))
         .execute(&mut tx)
         .await?;
         for prev in new.prev_events {
@@ -283,13 +295,14 @@ impl Store {
             new.push_actions,
         )
         .await?;
-        if let Some((user_id, device_id, txn_id)) = new.txn {
+        if let Some(txn) = new.txn {
             let inserted = sqlx::query(
-                "INSERT INTO event_txns (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id) VALUES ($1, $2, $3, $4, $5)",
             )
-            .bind(user_id.as_str())
-            .bind(device_id.as_str())
-            .bind(txn_id)
+            .bind(txn.user_id.as_str())
+            .bind(txn.device_id.as_str())
+            .bind(txn.scope)
+            .bind(txn.txn_id)
             .bind(new.event_id.as_str())
             .execute(&mut tx)
             .await;
@@ -348,8 +361,8 @@ impl Store {
                  SELECT $2, $15, $16, $5, $4, $3, $1, $17 WHERE $15 IS NOT NULL
              ),
              txn AS (
-                 INSERT INTO event_txns (user_id, device_id, txn_id, event_id)
-                 SELECT $12, $10, $11, $2 WHERE $11 IS NOT NULL
+                 INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id)
+                 SELECT $12, $10, $18, $11, $2 WHERE $11 IS NOT NULL
              )
              SELECT 1",
         )
@@ -362,14 +375,15 @@ impl Store {
         .bind(new.origin_server_ts)
         .bind(new.json)
         .bind(new.state_before)
-        .bind(new.txn.map(|(_, device, _)| device.as_str()))
-        .bind(new.txn.map(|(_, _, txn)| txn))
-        .bind(new.txn.map(|(user, _, _)| user.as_str()))
+        .bind(new.txn.map(|t| t.device_id.as_str()))
+        .bind(new.txn.map(|t| t.txn_id))
+        .bind(new.txn.map(|t| t.user_id.as_str()))
         .bind(serde_json::json!(prev_events).to_string())
         .bind(serde_json::Value::Array(push_actions).to_string())
         .bind(relation.map(|r| r.relates_to))
         .bind(relation.map(|r| r.rel_type))
         .bind(relation.and_then(|r| r.aggregation_key))
+        .bind(new.txn.map(|t| t.scope))
         .execute(&self.write)
         .await;
         match inserted {
@@ -382,19 +396,16 @@ impl Store {
         }
     }
 
-    /// The event a device's transaction ID produced, if any.
-    pub async fn get_txn_event(
-        &self,
-        user_id: &UserId,
-        device_id: &DeviceId,
-        txn_id: &str,
-    ) -> Result<Option<OwnedEventId>> {
+    /// The event a device's transaction ID produced in its scope, if any.
+    pub async fn get_txn_event(&self, txn: TxnKey<'_>) -> Result<Option<OwnedEventId>> {
         let row = sqlx::query(
-            "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+            "SELECT event_id FROM event_txns
+             WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4",
         )
-        .bind(user_id.as_str())
-        .bind(device_id.as_str())
-        .bind(txn_id)
+        .bind(txn.user_id.as_str())
+        .bind(txn.device_id.as_str())
+        .bind(txn.scope)
+        .bind(txn.txn_id)
         .fetch_optional(&self.read)
         .await?;
         row.map(|row| EventId::parse(row.try_get::<String, _>(0)?).map_err(StorageError::corrupt)).transpose()
@@ -403,6 +414,21 @@ impl Store {
     /// One event by ID (through the event cache, like [`Store::get_events`]).
     pub async fn get_event(&self, event_id: &EventId) -> Result<Option<StoredEvent>> {
         Ok(self.get_events(&[event_id.as_str().to_owned()]).await?.pop())
+    }
+
+    /// The `(depth, stream)` position of a room's last event at or before
+    /// a stream position, if any.
+    pub async fn last_room_event_upto(&self, room_id: &RoomId, stream: i64) -> Result<Option<(i64, i64)>> {
+        let row = sqlx::query(
+            "SELECT depth, stream_ordering FROM events
+             WHERE room_id = $1 AND rejected = 0 AND stream_ordering <= $2
+             ORDER BY stream_ordering DESC LIMIT 1",
+        )
+        .bind(room_id.as_str())
+        .bind(stream)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).transpose()
     }
 
     /// A room's events in topological order, after or before a position.

@@ -37,7 +37,7 @@ pub use account_data::AccountDataRow;
 pub use delivery::{DeliveryRow, EventOutline, UserDeliveries};
 pub use devices::Device;
 pub use error::StorageError;
-pub use events::{ClientParts, NewEvent, NewRelation, StoredEvent};
+pub use events::{ClientParts, NewEvent, NewRelation, StoredEvent, TxnKey};
 pub use migrate::SchemaError;
 pub use migrate::latest_version as latest_schema_version;
 pub use presence::PresenceRow;

@@ -42,6 +42,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012_delivery_notices_in_memory"),
     migration!(13, "0013_deliveries_updated_in_place"),
     migration!(14, "0014_stream_positions"),
+    migration!(15, "0015_txn_scope"),
 ];
 
 /// The newest schema version this binary knows.

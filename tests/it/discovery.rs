@@ -12,7 +12,8 @@ both_backends!(
     well_known_documents,
     capabilities_are_truthful,
     key_server_publishes_a_signed_key,
-    the_default_room_version_is_configurable
+    the_default_room_version_is_configurable,
+    no_bridges_and_no_turn_server_answer_empty,
 );
 
 async fn versions_lists_spec_versions(backend: Backend) {
@@ -50,8 +51,10 @@ async fn capabilities_are_truthful(backend: Backend) {
     let alice = server.register("alice", "password1").await;
     let caps = alice.get("/_matrix/client/v3/capabilities").await.ok();
     let caps = &caps["capabilities"];
-    // Absent means the spec's default (enabled), which is how ruma sends it.
-    assert!(caps["m.change_password"]["enabled"].as_bool().unwrap_or(true));
+    // Spelled out, though enabled is the spec's default: clients look for it.
+    assert_eq!(caps["m.change_password"]["enabled"], true);
+    assert_eq!(caps["m.set_displayname"]["enabled"], true);
+    assert_eq!(caps["m.set_avatar_url"]["enabled"], true);
     assert_eq!(caps["m.3pid_changes"]["enabled"], false);
     assert_eq!(caps["m.get_login_token"]["enabled"], true);
     assert_eq!(caps["m.room_versions"]["default"], "12");
@@ -90,4 +93,22 @@ async fn the_default_room_version_is_configurable(backend: Backend) {
     let room = alice.create_room(serde_json::json!({})).await;
     let create = alice.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.create")).await.ok();
     assert_eq!(create["room_version"], "11");
+}
+
+/// Element polls `/thirdparty/protocols` and asks for a TURN server: a
+/// server with neither answers empty, not 404.
+async fn no_bridges_and_no_turn_server_answer_empty(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "password1").await;
+    assert_eq!(alice.get("/_matrix/client/v3/thirdparty/protocols").await.ok(), serde_json::json!({}));
+    assert_eq!(alice.get("/_matrix/client/v3/voip/turnServer").await.ok(), serde_json::json!({}));
+    alice.get("/_matrix/client/v3/thirdparty/protocol/irc").await.assert_error(404, "M_NOT_FOUND");
+    alice.get("/_matrix/client/v3/thirdparty/user/irc").await.assert_error(404, "M_NOT_FOUND");
+    alice
+        .get("/_matrix/client/v3/thirdparty/location?alias=%23a%3Atessera.test")
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    // Both need an access token, like the rest of the client API.
+    server.client().get("/_matrix/client/v3/thirdparty/protocols").await.assert_error(401, "M_MISSING_TOKEN");
+    server.client().get("/_matrix/client/v3/voip/turnServer").await.assert_error(401, "M_MISSING_TOKEN");
 }

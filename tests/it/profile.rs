@@ -7,7 +7,7 @@ use crate::{
     harness::{Backend, TestServer},
 };
 
-both_backends!(profiles_are_set_and_read, profile_errors);
+both_backends!(profiles_are_set_and_read, profile_errors, profile_changes_reach_member_events);
 
 async fn profiles_are_set_and_read(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -28,6 +28,10 @@ async fn profiles_are_set_and_read(backend: Backend) {
         "mxc://tessera.test/abc123"
     );
 
+    // Values that are not mxc:// URIs are kept as given (Synapse does too).
+    alice.put(&format!("{me}/avatar_url"), json!({ "avatar_url": "https://example.org/a.png" })).await.ok();
+    assert_eq!(anonymous.get(me).await.ok()["avatar_url"], "https://example.org/a.png");
+
     // Element Web clears the avatar with an empty string.
     alice.put(&format!("{me}/avatar_url"), json!({ "avatar_url": "" })).await.ok();
     assert!(anonymous.get(me).await.ok().get("avatar_url").is_none());
@@ -45,13 +49,6 @@ async fn profile_errors(backend: Backend) {
     alice.get("/_matrix/client/v3/profile/not-a-user-id").await.assert_error(400, "M_INVALID_PARAM");
     alice
         .put(
-            "/_matrix/client/v3/profile/@alice:tessera.test/avatar_url",
-            json!({ "avatar_url": "https://example.org/a.png" }),
-        )
-        .await
-        .assert_error(400, "M_BAD_JSON");
-    alice
-        .put(
             "/_matrix/client/v3/profile/@alice:tessera.test/displayname",
             json!({ "displayname": "x".repeat(300) }),
         )
@@ -62,4 +59,59 @@ async fn profile_errors(backend: Backend) {
         .put("/_matrix/client/v3/profile/@alice:tessera.test/displayname", json!({ "displayname": "anon" }))
         .await
         .assert_error(401, "M_MISSING_TOKEN");
+}
+
+/// A new display name or avatar reaches the user's member event in every
+/// room they are joined to (and none they have left), over sync.
+async fn profile_changes_reach_member_events(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "secret-pw").await;
+    let bob = server.register("bob", "secret-pw").await;
+    let me = "/_matrix/client/v3/profile/@alice:tessera.test";
+    let first = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let second = bob.create_room(json!({ "preset": "public_chat" })).await;
+    let left = bob.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&first).await.ok();
+    alice.join(&second).await.ok();
+    alice.join(&left).await.ok();
+    alice.post(&format!("/_matrix/client/v3/rooms/{left}/leave"), json!({})).await.ok();
+    let since = bob.sync(None, "").await["next_batch"].as_str().expect("next_batch").to_owned();
+
+    alice.put(&format!("{me}/displayname"), json!({ "displayname": "Alice Liddell" })).await.ok();
+    alice.put(&format!("{me}/avatar_url"), json!({ "avatar_url": "mxc://tessera.test/rabbit" })).await.ok();
+
+    let member = |room: String| {
+        let bob = &bob;
+        async move {
+            bob.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/@alice:tessera.test"))
+                .await
+                .ok()
+        }
+    };
+    for room in [&first, &second] {
+        let content = member(room.clone()).await;
+        assert_eq!(content["membership"], "join");
+        assert_eq!(content["displayname"], "Alice Liddell", "in {room}");
+        assert_eq!(content["avatar_url"], "mxc://tessera.test/rabbit", "in {room}");
+    }
+    let content = member(left.clone()).await;
+    assert_eq!(content["membership"], "leave", "a room alice left gets no new member event");
+    assert_ne!(content["displayname"], "Alice Liddell");
+
+    // Bob sees the change in his incremental sync, as a timeline state event.
+    let synced = bob.sync(Some(&since), "").await;
+    let timeline =
+        synced["rooms"]["join"][&second]["timeline"]["events"].as_array().expect("timeline").clone();
+    assert!(
+        timeline.iter().any(|e| e["type"] == "m.room.member"
+            && e["state_key"] == "@alice:tessera.test"
+            && e["content"]["displayname"] == "Alice Liddell"),
+        "{timeline:?}"
+    );
+    // Setting the same name again changes nothing in the rooms.
+    let before = member(first.clone()).await;
+    let events_before = alice.all_messages(&first, 100).await.len();
+    alice.put(&format!("{me}/displayname"), json!({ "displayname": "Alice Liddell" })).await.ok();
+    assert_eq!(member(first.clone()).await, before);
+    assert_eq!(alice.all_messages(&first, 100).await.len(), events_before);
 }

@@ -15,6 +15,7 @@ both_backends!(
     registration_tokens_gate_registration,
     guests_register_only_when_allowed,
     unknown_uia_session_is_rejected,
+    many_sign_ups_from_one_address_keep_their_sessions,
 );
 
 async fn registration_is_closed_by_default(backend: Backend) {
@@ -97,6 +98,13 @@ async fn usernames_are_checked(backend: Backend) {
         .post("/_matrix/client/v3/register", json!({ "username": "UPPER case", "password": "pw" }))
         .await
         .assert_error(400, "M_INVALID_USERNAME");
+    // Capitals alone are lowered, not refused (and then taken like any name).
+    let upper = client.register_with(json!({ "username": "user-UPPER", "password": "pw" })).await.ok();
+    assert_eq!(upper["user_id"], "@user-upper:tessera.test");
+    client
+        .post("/_matrix/client/v3/register", json!({ "username": "User-Upper", "password": "pw" }))
+        .await
+        .assert_error(400, "M_USER_IN_USE");
 
     // No username: the server picks one.
     let generated = client.register_with(json!({ "password": "pw" })).await.ok();
@@ -213,4 +221,33 @@ async fn unknown_uia_session_is_rejected(backend: Backend) {
         )
         .await
         .assert_error(400, "M_UNKNOWN");
+}
+
+/// Fifty people behind one address start signing up at once: every UIA
+/// session stays valid until its owner completes it (none is evicted for
+/// another's).
+async fn many_sign_ups_from_one_address_keep_their_sessions(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let client = server.client();
+    let mut sessions = Vec::new();
+    for i in 0..50 {
+        let body = json!({ "username": format!("crowd{i}"), "password": "pw" });
+        let challenge = client.post("/_matrix/client/v3/register", body).await;
+        assert_eq!(challenge.status, 401);
+        sessions.push(challenge.body["session"].as_str().expect("a UIA session").to_owned());
+    }
+    let registrations = sessions.iter().enumerate().map(|(i, session)| {
+        let client = &client;
+        async move {
+            let body = json!({
+                "username": format!("crowd{i}"), "password": "pw",
+                "auth": { "type": "m.login.dummy", "session": session },
+            });
+            client.post("/_matrix/client/v3/register", body).await.ok()
+        }
+    });
+    let registered = futures_util::future::join_all(registrations).await;
+    for (i, account) in registered.iter().enumerate() {
+        assert_eq!(account["user_id"], format!("@crowd{i}:tessera.test"));
+    }
 }

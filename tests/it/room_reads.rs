@@ -7,7 +7,12 @@ use crate::{
     harness::{Backend, TestServer},
 };
 
-both_backends!(context_surrounds_an_event, timestamp_to_event_finds_the_nearest, members_at_a_past_point);
+both_backends!(
+    context_surrounds_an_event,
+    timestamp_to_event_finds_the_nearest,
+    members_at_a_past_point,
+    sync_tokens_are_pagination_tokens,
+);
 
 async fn context_surrounds_an_event(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -105,4 +110,86 @@ async fn members_at_a_past_point(backend: Backend) {
         .filter_map(|e| e["state_key"].as_str())
         .collect();
     assert_eq!(ids, ["@alice:tessera.test", "@bob:tessera.test"]);
+}
+
+/// The spec lets a client page `/messages`, `/relations` and `/members?at=`
+/// from a `/sync` token (`next_batch`); Element, nio and Complement do.
+async fn sync_tokens_are_pagination_tokens(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let root = alice.send_text(&room, "root").await;
+    alice.send_text(&room, "before-1").await;
+    alice.send_text(&room, "before-2").await;
+    let relate = |body: &str| json!({ "msgtype": "m.text", "body": body, "m.relates_to": { "rel_type": "m.thread", "event_id": root } });
+    let send = |n: u64| format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/tok{n}");
+    alice.put(&send(1), relate("thread-before")).await.ok();
+    let synced = alice.sync(None, "").await;
+    let next_batch = synced["next_batch"].as_str().expect("next_batch").to_owned();
+    bob.join(&room).await.ok();
+    alice.send_text(&room, "after-1").await;
+    alice.put(&send(2), relate("thread-after")).await.ok();
+
+    let bodies = |page: &serde_json::Value| -> Vec<String> {
+        page["chunk"]
+            .as_array()
+            .expect("chunk")
+            .iter()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let messages = |query: String| {
+        let alice = &alice;
+        let room = &room;
+        async move { alice.get(&format!("/_matrix/client/v3/rooms/{room}/messages?{query}")).await.ok() }
+    };
+    let back = messages(format!("dir=b&limit=3&from={next_batch}")).await;
+    assert_eq!(bodies(&back), ["thread-before", "before-2", "before-1"], "backwards: what the sync covered");
+    let forward = messages(format!("dir=f&from={next_batch}")).await;
+    assert_eq!(bodies(&forward), ["after-1", "thread-after"], "forwards: what came after it");
+    // `to` as a sync token: backwards from the end, stopping at the sync.
+    let newer = messages(format!("dir=b&to={next_batch}")).await;
+    assert_eq!(bodies(&newer), ["thread-after", "after-1"]);
+    // prev_batch pages on from the timeline's first event.
+    let timeline = &synced["rooms"]["join"][&room]["timeline"];
+    if let Some(prev_batch) = timeline["prev_batch"].as_str() {
+        let first = timeline["events"][0]["event_id"].as_str().expect("first event");
+        let older = messages(format!("dir=b&from={prev_batch}")).await;
+        assert!(older["chunk"].as_array().expect("chunk").iter().all(|e| e["event_id"] != first));
+    }
+
+    let relations = |query: String| {
+        let alice = &alice;
+        let (room, root) = (&room, &root);
+        async move { alice.get(&format!("/_matrix/client/v1/rooms/{room}/relations/{root}?{query}")).await.ok() }
+    };
+    assert_eq!(bodies(&relations(format!("dir=b&from={next_batch}")).await), ["thread-before"]);
+    assert_eq!(bodies(&relations(format!("dir=f&from={next_batch}")).await), ["thread-after"]);
+    assert_eq!(bodies(&relations(format!("dir=b&to={next_batch}")).await), ["thread-after"]);
+
+    // The members as of the sync: bob had not joined yet.
+    let members_at = |query: String| {
+        let alice = &alice;
+        let room = &room;
+        async move {
+            let members = alice.get(&format!("/_matrix/client/v3/rooms/{room}/members?{query}")).await.ok();
+            let mut joined: Vec<String> = members["chunk"]
+                .as_array()
+                .expect("chunk")
+                .iter()
+                .filter(|e| e["content"]["membership"] == "join")
+                .map(|e| e["state_key"].as_str().expect("state key").to_owned())
+                .collect();
+            joined.sort();
+            joined
+        }
+    };
+    assert_eq!(members_at(format!("at={next_batch}&not_membership=leave")).await, ["@alice:tessera.test"]);
+    assert_eq!(members_at(String::new()).await, ["@alice:tessera.test", "@bob:tessera.test"]);
+    // A token that is neither kind is still refused.
+    alice
+        .get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&from=x1"))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
 }

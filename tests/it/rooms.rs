@@ -112,6 +112,35 @@ async fn sends_are_idempotent_per_device_and_txn(backend: Backend) {
     assert_ne!(first["event_id"], other["event_id"]);
     let events = alice.all_messages(&room, 50).await;
     assert_eq!(bodies(&events), ["once", "once"], "one timeline entry per device");
+
+    // The same transaction ID in another room, or for another event type,
+    // is another request: each makes its own event (and a retry of each
+    // still answers its own).
+    let second_room = alice.create_room(json!({})).await;
+    let elsewhere = format!("/_matrix/client/v3/rooms/{second_room}/send/m.room.message/retry-1");
+    let body = json!({ "msgtype": "m.text", "body": "elsewhere" });
+    let there = alice.put(&elsewhere, body.clone()).await.ok();
+    assert_ne!(there["event_id"], first["event_id"]);
+    assert_eq!(alice.put(&elsewhere, body).await.ok()["event_id"], there["event_id"]);
+    assert_eq!(bodies(&alice.all_messages(&second_room, 50).await), ["elsewhere"]);
+    let custom = format!("/_matrix/client/v3/rooms/{room}/send/org.example.custom/retry-1");
+    let custom_event = alice.put(&custom, json!({ "body": "custom" })).await.ok();
+    assert_ne!(custom_event["event_id"], first["event_id"]);
+    let events = alice.all_messages(&room, 50).await;
+    assert_eq!(bodies(&events), ["once", "once", "custom"]);
+    // A redaction's ID is scoped to its target: two redactions, one ID.
+    let redact = |event: &Value| {
+        let event = event["event_id"].as_str().unwrap().to_owned();
+        format!("/_matrix/client/v3/rooms/{room}/redact/{event}/retry-1")
+    };
+    let first_redaction = alice.put(&redact(&first), json!({})).await.ok();
+    let custom_redaction = alice.put(&redact(&custom_event), json!({})).await.ok();
+    assert_ne!(first_redaction["event_id"], custom_redaction["event_id"]);
+    assert_ne!(
+        first_redaction["event_id"], first["event_id"],
+        "a redaction is not the send it shares an ID with"
+    );
+    assert_eq!(alice.put(&redact(&first), json!({})).await.ok()["event_id"], first_redaction["event_id"]);
 }
 
 async fn permission_and_input_errors(backend: Backend) {

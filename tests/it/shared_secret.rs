@@ -42,6 +42,16 @@ async fn shared_secret_registration_creates_accounts(backend: Backend) {
     assert_eq!(admin.get("/_matrix/client/v3/account/whoami").await.ok()["user_id"], "@admin:tessera.test");
     let name = client.get("/_matrix/client/v3/profile/@admin:tessera.test/displayname").await.ok();
     assert_eq!(name["displayname"], "The Admin");
+
+    // Capitals are lowered, as on the client API (the MAC covers the name
+    // as sent).
+    let nonce = self::nonce(&client).await;
+    let body = json!({
+        "nonce": nonce, "username": "Shared-SECRET", "password": "pw", "admin": false,
+        "mac": mac("complement", &nonce, "Shared-SECRET", "pw", false),
+    });
+    let registered = client.post("/_synapse/admin/v1/register", body).await.ok();
+    assert_eq!(registered["user_id"], "@shared-secret:tessera.test");
 }
 
 async fn shared_secret_registration_is_guarded(backend: Backend) {

@@ -19,7 +19,7 @@ use ruma::{
 };
 use tessera_service::{
     Error,
-    rooms::{Direction, HistoryQuery, PageToken, read::EventFilter},
+    rooms::{Direction, HistoryQuery, RoomToken, read::EventFilter},
 };
 use tessera_web::{GuestsAllowed, Result, Ruma, routing::RumaRoutes};
 
@@ -94,7 +94,7 @@ async fn messages(
 ) -> Result<get_message_events::v3::Response> {
     let me = req.identity()?;
     let body = &req.body;
-    let token = |t: &Option<String>| t.as_deref().map(str::parse::<PageToken>).transpose();
+    let token = |t: &Option<String>| t.as_deref().map(str::parse::<RoomToken>).transpose();
     let direction = match body.dir {
         RumaDirection::Backward => Direction::Backward,
         _ => Direction::Forward,
@@ -132,7 +132,7 @@ async fn members(
         .members(
             req.identity()?,
             &body.room_id,
-            body.at.as_deref().map(str::parse::<PageToken>).transpose()?,
+            body.at.as_deref().map(str::parse::<RoomToken>).transpose()?,
             body.membership.as_ref().map(|m| m.as_str()),
             body.not_membership.as_ref().map(|m| m.as_str()),
         )

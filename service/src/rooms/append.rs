@@ -9,7 +9,7 @@ use ruma::{
     UserId, events::TimelineEventType,
 };
 use tessera_core::{EventError, EventTemplate, Parents, Pdu, auth, build_event, rules_for};
-use tessera_storage::{NewEvent, NewRelation, StorageError, StoredEvent};
+use tessera_storage::{NewEvent, NewRelation, StorageError, StoredEvent, TxnKey};
 
 use super::Rooms;
 use crate::{Error, Result};
@@ -163,7 +163,7 @@ impl Rooms {
     pub(crate) async fn persist(
         &self,
         prepared: &Prepared,
-        txn: Option<(&UserId, &DeviceId, &str)>,
+        txn: Option<TxnKey<'_>>,
         redaction: Option<(&EventId, &str)>,
     ) -> Result<i64> {
         let pdu = &prepared.pdu;
@@ -260,8 +260,8 @@ impl Rooms {
                     rejected: false,
                     state_before: prepared.state_before,
                     state_after,
-                    txn_device_id: txn.map(|(_, device, _)| device.to_string()),
-                    txn_id: txn.map(|(_, _, txn_id)| txn_id.to_owned()),
+                    txn_device_id: txn.map(|t| t.device_id.to_string()),
+                    txn_id: txn.map(|t| t.txn_id.to_owned()),
                     parsed: Default::default(),
                 };
                 self.recent.push(&pdu.room_id, stored, redaction);
@@ -314,7 +314,7 @@ impl Rooms {
     }
 
     /// Sends one event into an existing room as `sender`, idempotently per
-    /// device and transaction ID. Returns the event ID.
+    /// device, room, event type and transaction ID. Returns the event ID.
     pub async fn send(
         &self,
         room_id: &RoomId,
@@ -325,9 +325,11 @@ impl Rooms {
         let version = self.room_version(room_id).await?;
         let lock = self.room_lock(room_id);
         let _guard = lock.lock().await;
+        let scope = format!("send {room_id} {}", template.kind);
+        let txn = txn.map(|(device_id, txn_id)| TxnKey { user_id: sender, device_id, scope: &scope, txn_id });
         let sent = async {
             let prepared = self.prepare(Some(room_id), &version, sender, template).await?;
-            self.persist(&prepared, txn.map(|(device, txn_id)| (sender, device, txn_id)), None).await?;
+            self.persist(&prepared, txn, None).await?;
             Ok(prepared.pdu.event_id)
         };
         match sent.await {
@@ -339,7 +341,7 @@ impl Rooms {
             // is unreachable (the lookup would wait for it a second time).
             Err(e @ Error::Unavailable { .. }) => Err(e),
             Err(e) => match txn {
-                Some((device, txn_id)) => match self.store.get_txn_event(sender, device, txn_id).await? {
+                Some(txn) => match self.store.get_txn_event(txn).await? {
                     Some(existing) => Ok(existing),
                     None => Err(e),
                 },

@@ -216,6 +216,38 @@ impl Rooms {
         Ok(())
     }
 
+    /// Carries a change of `user`'s global profile into their
+    /// `m.room.member` event in every room they are joined to, as Synapse
+    /// does and clients expect (they show names from member events). A
+    /// room whose rules refuse the new event keeps the old one; the others
+    /// are still updated.
+    pub async fn propagate_profile(&self, user: &UserId) -> Result<()> {
+        let profile = self.profile_content(user).await?;
+        for room in self.store.rooms_with_membership(user, "join").await? {
+            let Ok(room_id) = RoomId::parse(&room) else { continue };
+            let Some(current) = self.store.membership_event(&room_id, user).await? else { continue };
+            let Some(Value::Object(old)) = current.content() else { continue };
+            let mut content = old.clone();
+            // A join's one-off keys do not belong to the profile update.
+            for key in ["displayname", "avatar_url", "reason", "join_authorised_via_users_server"] {
+                content.remove(key);
+            }
+            if let Value::Object(fields) = &profile {
+                content.extend(fields.clone());
+            }
+            if &content == old {
+                continue;
+            }
+            if let Err(e) = self.send_member(&room_id, user, user, Value::Object(content)).await {
+                if matches!(e, Error::Unavailable { .. }) {
+                    return Err(e);
+                }
+                tracing::info!(room = %room_id, user = %user, error = %e, "profile change not carried into the room");
+            }
+        }
+        Ok(())
+    }
+
     /// `displayname`/`avatar_url` for a member event of `user`.
     pub(crate) async fn profile_content(&self, user: &UserId) -> Result<Value> {
         let profile = self.store.get_profile(user).await?.unwrap_or_default();

@@ -37,7 +37,7 @@ use crate::{
 pub use client_event::ClientEvent;
 pub(crate) use client_event::Form;
 pub use create::CreateRoom;
-pub use read::{Direction, HistoryPage, HistoryQuery, PageToken};
+pub use read::{Direction, HistoryPage, HistoryQuery, PageToken, RoomToken};
 
 /// The rooms service.
 #[derive(Clone)]

@@ -57,6 +57,41 @@ impl FromStr for PageToken {
     }
 }
 
+/// A position a client names in a room read (`from`, `to`, `at`): a
+/// `/messages` token, or a `/sync` token (`next_batch`), which the spec
+/// allows wherever a pagination token is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoomToken {
+    Page(PageToken),
+    /// The server-wide stream position of a sync token: every event at or
+    /// before it has been seen.
+    Sync(i64),
+}
+
+impl FromStr for RoomToken {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if s.starts_with('s') {
+            let sync: crate::sync::SyncToken =
+                s.parse().map_err(|_| Error::invalid_param("Invalid pagination token"))?;
+            Ok(Self::Sync(sync.events))
+        } else {
+            s.parse().map(Self::Page)
+        }
+    }
+}
+
+/// Which end of a page a token is, and which way the page goes: a sync
+/// position is a cut between two events, and the side it keeps differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TokenUse {
+    /// Where paging starts (exclusive).
+    From(Direction),
+    /// Where paging stops, or the point `/members?at=` reads.
+    To,
+}
+
 /// Which events `/messages` returns (the room event filter's event fields).
 #[derive(Clone, Debug, Default)]
 pub struct EventFilter {
@@ -86,8 +121,8 @@ fn glob_matches(pattern: &str, value: &str) -> bool {
 
 /// What `/messages` asks for.
 pub struct HistoryQuery {
-    pub from: Option<PageToken>,
-    pub to: Option<PageToken>,
+    pub from: Option<RoomToken>,
+    pub to: Option<RoomToken>,
     pub direction: Direction,
     pub limit: usize,
     pub filter: EventFilter,
@@ -112,6 +147,29 @@ pub(crate) struct VisibilityCache {
 }
 
 impl Rooms {
+    /// The `/messages` position of a token. A sync position becomes the
+    /// position of the room's last event at or before it: paging backwards
+    /// from it includes that event, paging forwards (or stopping at it)
+    /// does not go past it.
+    pub(crate) async fn page_position(
+        &self,
+        room_id: &RoomId,
+        token: RoomToken,
+        used: TokenUse,
+    ) -> Result<PageToken> {
+        let position = match token {
+            RoomToken::Page(page) => return Ok(page),
+            RoomToken::Sync(position) => position,
+        };
+        Ok(match self.store.last_room_event_upto(room_id, position).await? {
+            None => PageToken::START,
+            Some((depth, stream)) if used == TokenUse::From(Direction::Backward) => {
+                PageToken { depth, stream: stream.saturating_add(1) }
+            }
+            Some((depth, stream)) => PageToken { depth, stream },
+        })
+    }
+
     /// A user's current membership, if any.
     async fn membership_of(&self, room_id: &RoomId, user: &UserId) -> Result<Option<String>> {
         let memberships = self.memberships_of(user, self.streams.persisted_upto()).await?;
@@ -265,11 +323,15 @@ impl Rooms {
         &self,
         who: &Identity,
         room_id: &RoomId,
-        at: Option<PageToken>,
+        at: Option<RoomToken>,
         membership: Option<&str>,
         not_membership: Option<&str>,
     ) -> Result<Vec<ClientEvent>> {
         let membership_now = self.check_may_read(who, room_id).await?;
+        let at = match at {
+            Some(token) => Some(self.page_position(room_id, token, TokenUse::To).await?),
+            None => None,
+        };
         // A user who left sees the members as they were when they left.
         let at = match (at, membership_now.as_deref()) {
             (None, Some("leave" | "ban")) => self
@@ -359,8 +421,16 @@ impl Rooms {
         query: &HistoryQuery,
     ) -> Result<HistoryPage> {
         let HistoryQuery { from, to, direction, limit, filter } = query;
-        let (from, to, direction, limit) = (*from, *to, *direction, *limit);
+        let (direction, limit) = (*direction, *limit);
         let current = self.check_may_read(who, room_id).await?;
+        let from = match *from {
+            Some(token) => Some(self.page_position(room_id, token, TokenUse::From(direction)).await?),
+            None => None,
+        };
+        let to = match *to {
+            Some(token) => Some(self.page_position(room_id, token, TokenUse::To).await?),
+            None => None,
+        };
         let backwards = direction == Direction::Backward;
         let start = from.unwrap_or(if backwards { PageToken::END } else { PageToken::START });
         let limit = limit.min(1000);

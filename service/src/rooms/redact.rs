@@ -2,9 +2,10 @@
 //! the redacted target, stored together.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#redactions>.
 
-use ruma::{DeviceId, EventId, OwnedEventId, RoomId, events::TimelineEventType};
+use ruma::{EventId, OwnedEventId, RoomId, events::TimelineEventType};
 use serde_json::json;
 use tessera_core::{EventTemplate, power::may_redact, rules_for};
+use tessera_storage::TxnKey;
 
 use super::{
     Rooms,
@@ -13,7 +14,7 @@ use super::{
 use crate::{Error, Result, auth::Identity};
 
 impl Rooms {
-    /// Redacts `target` as `who`, idempotently per device and transaction.
+    /// Redacts `target` as `who`, idempotently per device, target and transaction.
     pub async fn redact(
         &self,
         who: &Identity,
@@ -22,15 +23,16 @@ impl Rooms {
         reason: Option<&str>,
         txn_id: &str,
     ) -> Result<OwnedEventId> {
-        let device: &DeviceId = &who.device_id;
-        if let Some(existing) = self.store.get_txn_event(&who.user_id, device, txn_id).await? {
+        let scope = format!("redact {room_id} {target}");
+        let txn = TxnKey { user_id: &who.user_id, device_id: &who.device_id, scope: &scope, txn_id };
+        if let Some(existing) = self.store.get_txn_event(txn).await? {
             return Ok(existing);
         }
         let version = self.room_version(room_id).await?;
         let rules = rules_for(&version).map_err(event_error)?;
         let lock = self.room_lock(room_id);
         let _guard = lock.lock().await;
-        if let Some(existing) = self.store.get_txn_event(&who.user_id, device, txn_id).await? {
+        if let Some(existing) = self.store.get_txn_event(txn).await? {
             return Ok(existing);
         }
         let target_event =
@@ -62,7 +64,7 @@ impl Rooms {
         let prepared = self.prepare(Some(room_id), &version, &who.user_id, &template).await?;
         let redacted = target_pdu.redacted_json(&rules).map_err(event_error)?;
         let redacted = serde_json::to_string(&redacted).map_err(Error::internal)?;
-        self.persist(&prepared, Some((&who.user_id, device, txn_id)), Some((target, &redacted))).await?;
+        self.persist(&prepared, Some(txn), Some((target, &redacted))).await?;
         Ok(prepared.pdu.event_id)
     }
 }

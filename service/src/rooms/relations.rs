@@ -9,7 +9,7 @@ use tessera_storage::{RelationQuery, StoredEvent};
 use super::{
     Rooms,
     client_event::{ClientEvent, Form},
-    read::VisibilityCache,
+    read::{Direction, RoomToken, TokenUse, VisibilityCache},
 };
 use crate::{Error, Result, auth::Identity};
 
@@ -35,15 +35,23 @@ pub struct RelationsPage {
     pub recursion_depth: Option<u32>,
 }
 
-/// `r{stream}` pagination tokens of relations and threads.
-fn parse_token(token: Option<&str>) -> Result<Option<i64>> {
-    token
-        .map(|t| {
-            t.strip_prefix('r')
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| Error::invalid_param("Invalid pagination token"))
-        })
-        .transpose()
+/// A pagination token of relations and threads as an exclusive stream
+/// position: their own `r{stream}`, or a `/messages` or `/sync` token
+/// (the spec allows both). A sync position is a cut after the events it
+/// covers: paging backwards from it, or forwards up to it, includes the
+/// event at it.
+fn parse_token(token: Option<&str>, used: TokenUse, backwards: bool) -> Result<Option<i64>> {
+    let Some(token) = token else { return Ok(None) };
+    if let Some(stream) = token.strip_prefix('r') {
+        return stream.parse().map(Some).map_err(|_| Error::invalid_param("Invalid pagination token"));
+    }
+    Ok(Some(match token.parse::<RoomToken>()? {
+        RoomToken::Page(page) => page.stream,
+        RoomToken::Sync(position) => {
+            let includes_it = matches!(used, TokenUse::From(_)) == backwards;
+            if includes_it { position.saturating_add(1) } else { position }
+        }
+    }))
 }
 
 impl Rooms {
@@ -62,8 +70,9 @@ impl Rooms {
         if !self.is_visible(&who.user_id, current.as_deref(), &root, &mut cache).await? {
             return Err(not_found());
         }
-        let from = parse_token(query.from.as_deref())?;
-        let to = parse_token(query.to.as_deref())?;
+        let direction = if query.backwards { Direction::Backward } else { Direction::Forward };
+        let from = parse_token(query.from.as_deref(), TokenUse::From(direction), query.backwards)?;
+        let to = parse_token(query.to.as_deref(), TokenUse::To, query.backwards)?;
         let limit = query.limit.clamp(1, 1000);
         let store_query = |from: Option<i64>, limit: i64| RelationQuery {
             rel_type: query.rel_type.as_deref(),
@@ -145,7 +154,7 @@ impl Rooms {
         limit: usize,
     ) -> Result<(Vec<ClientEvent>, Option<String>)> {
         let current = self.check_may_read(who, room_id).await?;
-        let before = parse_token(from)?.unwrap_or(i64::MAX);
+        let before = parse_token(from, TokenUse::From(Direction::Backward), true)?.unwrap_or(i64::MAX);
         let limit = limit.clamp(1, 100);
         let participant = participated_only.then_some(who.user_id.as_str());
         let mut roots = self
