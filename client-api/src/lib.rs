@@ -20,6 +20,7 @@ mod register;
 mod rooms;
 mod session;
 mod sync;
+mod sync_body;
 mod sync_ws;
 mod thirdparty;
 mod threepid;

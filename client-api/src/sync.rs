@@ -4,25 +4,16 @@
 
 use std::time::Duration;
 
-use axum::{Router, extract::State};
+use axum::{Router, extract::State, response::IntoResponse};
 use ruma::{
-    OwnedRoomId, UInt, UserId,
+    UserId,
     api::client::{
         filter::{FilterDefinition, create_filter, get_filter},
-        sync::sync_events::{
-            self,
-            v3::{Filter, JoinedRoom, LeftRoom, State as RoomState, StateEvents},
-        },
+        sync::sync_events::{self, v3::Filter},
     },
-    serde::Raw,
 };
-use tessera_service::{
-    Error,
-    auth::Identity,
-    rooms::ClientEvent,
-    sync::{SyncRequest, SyncResponse},
-};
-use tessera_web::{GuestsAllowed, Result, Ruma, routing::RumaRoutes};
+use tessera_service::{Error, auth::Identity, sync::SyncRequest};
+use tessera_web::{GuestsAllowed, Result, Ruma, WebError, routing::RumaRoutes};
 
 use crate::ClientState;
 
@@ -39,7 +30,7 @@ pub(crate) fn routes() -> Router<ClientState> {
 fn sync(
     State(state): State<ClientState>,
     req: Ruma<sync_events::v3::Request, GuestsAllowed>,
-) -> impl Future<Output = Result<sync_events::v3::Response>> + Send {
+) -> impl Future<Output = std::result::Result<axum::response::Response, WebError>> + Send {
     let prepared = sync_request(req).map(Box::new);
     async move {
         let mut prepared = prepared?;
@@ -47,7 +38,8 @@ fn sync(
             prepared.request.filter = Box::pin(state.sync.get_filter(&prepared.me.user_id, &id)).await?;
         }
         let response = state.sync.sync(&prepared.me, &prepared.request).await?;
-        Ok(to_ruma(response)?.into())
+        let body = crate::sync_body::to_json(&response).map_err(Error::internal)?;
+        Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
     }
 }
 
@@ -104,73 +96,6 @@ fn inline_filter(json: &str) -> std::result::Result<FilterDefinition, Error> {
     serde_json::from_str(json).map_err(|e| Error::bad_json(format!("Invalid filter: {e}")))
 }
 
-/// The service's sections as ruma's response.
-pub(crate) fn to_ruma(response: SyncResponse) -> std::result::Result<sync_events::v3::Response, Error> {
-    let mut out = sync_events::v3::Response::new(response.next_batch.to_string());
-    out.account_data.events = values(response.account_data)?;
-    out.to_device.events = values(response.to_device)?;
-    out.presence.events = values(response.presence)?;
-    let room_id = |id: &str| OwnedRoomId::try_from(id).map_err(Error::internal);
-    let state_after = response.state_after;
-    let room_state = |events| {
-        let mut state = StateEvents::new();
-        state.events = events;
-        if state_after { RoomState::After(state) } else { RoomState::Before(state) }
-    };
-    for room in response.join {
-        let mut joined = JoinedRoom::new();
-        joined.timeline.events = raws(room.timeline)?;
-        joined.timeline.limited = room.limited;
-        joined.timeline.prev_batch = room.prev_batch;
-        joined.state = room_state(raws(room.state)?);
-        if let Some(summary) = room.summary {
-            joined.summary.heroes = summary.heroes.iter().filter_map(|h| UserId::parse(h).ok()).collect();
-            joined.summary.joined_member_count = UInt::try_from(summary.joined_member_count).ok();
-            joined.summary.invited_member_count = UInt::try_from(summary.invited_member_count).ok();
-        }
-        joined.account_data.events = values(room.account_data)?;
-        joined.ephemeral.events = values(room.ephemeral)?;
-        joined.unread_notifications = unread_count(room.unread);
-        for (root, unread) in room.unread_threads {
-            let root = ruma::OwnedEventId::try_from(root).map_err(Error::internal)?;
-            joined.unread_thread_notifications.insert(root, unread_count(unread));
-        }
-        out.rooms.join.insert(room_id(&room.room_id)?, joined);
-    }
-    for room in response.invite {
-        let mut invited = sync_events::v3::InvitedRoom::new();
-        invited.invite_state.events = values(room.invite_state)?;
-        out.rooms.invite.insert(room_id(&room.room_id)?, invited);
-    }
-    for room in response.knock {
-        let mut knocked = sync_events::v3::KnockedRoom::new();
-        knocked.knock_state.events = values(room.knock_state)?;
-        out.rooms.knock.insert(room_id(&room.room_id)?, knocked);
-    }
-    for room in response.leave {
-        let mut left = LeftRoom::new();
-        left.timeline.events = raws(room.timeline)?;
-        left.timeline.limited = room.limited;
-        left.timeline.prev_batch = room.prev_batch;
-        left.state = room_state(raws(room.state)?);
-        out.rooms.leave.insert(room_id(&room.room_id)?, left);
-    }
-    Ok(out)
-}
-
-/// Plain JSON events (account data) as ruma's raw type.
-fn values<T>(events: Vec<serde_json::Value>) -> std::result::Result<Vec<Raw<T>>, Error> {
-    events
-        .iter()
-        .map(|e| serde_json::value::to_raw_value(e).map(Raw::from_json).map_err(Error::internal))
-        .collect()
-}
-
-/// Client events as the ruma type a section wants.
-fn raws<T>(events: Vec<ClientEvent>) -> std::result::Result<Vec<Raw<T>>, Error> {
-    Ok(events.into_iter().map(|e| Raw::from_json(e.into_json())).collect())
-}
-
 fn check_own(me: &Identity, user: &UserId) -> std::result::Result<(), Error> {
     if me.user_id != user {
         return Err(Error::forbidden("You cannot use another user's filters"));
@@ -196,12 +121,4 @@ async fn fetch_filter(
     check_own(me, &req.body.user_id)?;
     let filter = state.sync.get_filter(&me.user_id, &req.body.filter_id).await?;
     Ok(get_filter::v3::Response::new(filter).into())
-}
-
-/// The spec's `unread_notifications` object for a room or thread.
-fn unread_count(unread: tessera_service::sync::Unread) -> sync_events::UnreadNotificationsCount {
-    let mut count = sync_events::UnreadNotificationsCount::new();
-    count.notification_count = UInt::try_from(unread.notifications).ok();
-    count.highlight_count = UInt::try_from(unread.highlights).ok();
-    count
 }

@@ -21,16 +21,11 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
-use ruma::api::OutgoingResponseExt;
 use tessera_service::{Error, auth::Identity, sync::SyncRequest};
 use tessera_web::{ClientIp, WebError};
 
-use crate::{
-    ClientState,
-    sync::{resolve_filter, to_ruma},
-};
+use crate::{ClientState, sync::resolve_filter};
 
 /// The channel's path: a public contract (CONTRACTS.md).
 pub const PATH: &str = "/_matrix/client/unstable/org.tessera.sync/ws";
@@ -171,7 +166,5 @@ async fn serve(state: ClientState, me: Identity, socket: WebSocket, mut request:
 
 /// The frame: exactly the body `/sync` would have answered.
 fn body_of(response: tessera_service::sync::SyncResponse) -> Option<String> {
-    let ruma = to_ruma(response).ok()?;
-    let http = ruma.try_into_http_response::<BytesMut>().ok()?;
-    String::from_utf8(http.into_body().to_vec()).ok()
+    crate::sync_body::to_json(&response).ok()
 }

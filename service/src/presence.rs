@@ -195,21 +195,36 @@ impl Presence {
         }
         let now = now_ms();
         let rows = self.store.presence_changes_for(viewer, after, upto).await?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                let view = self.view(row, now);
-                let mut content =
-                    json!({ "presence": view.state, "currently_active": view.currently_active });
-                if let Some(ago) = view.last_active_ago {
-                    content["last_active_ago"] = u64::try_from(ago.as_millis()).unwrap_or(u64::MAX).into();
-                }
-                if let Some(msg) = &view.status_msg {
-                    content["status_msg"] = msg.as_str().into();
-                }
-                json!({ "type": "m.presence", "sender": row.user_id, "content": content })
-            })
-            .collect())
+        Ok(rows.iter().map(|row| self.event(row, now)).collect())
+    }
+
+    /// The current `m.presence` events of `users` whatever their age: for
+    /// users the viewer has just come to share a room with, whose presence
+    /// the viewer has never been sent. Users with no presence are left out.
+    pub async fn events_of(&self, users: &[&UserId]) -> Result<Vec<Value>> {
+        if !self.settings.enabled {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let mut events = Vec::with_capacity(users.len());
+        for user in users {
+            if let Some(row) = self.store.get_presence(user).await? {
+                events.push(self.event(&row, now));
+            }
+        }
+        Ok(events)
+    }
+
+    fn event(&self, row: &PresenceRow, now: i64) -> Value {
+        let view = self.view(row, now);
+        let mut content = json!({ "presence": view.state, "currently_active": view.currently_active });
+        if let Some(ago) = view.last_active_ago {
+            content["last_active_ago"] = u64::try_from(ago.as_millis()).unwrap_or(u64::MAX).into();
+        }
+        if let Some(msg) = &view.status_msg {
+            content["status_msg"] = msg.as_str().into();
+        }
+        json!({ "type": "m.presence", "sender": row.user_id, "content": content })
     }
 
     /// Records the idle and offline transitions due by now. Runs from a

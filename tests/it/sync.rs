@@ -25,6 +25,10 @@ both_backends!(
     positions_dropped_before_a_restart_are_not_reused,
     state_after_runs_to_the_timeline_end,
     event_fields_trim_events,
+    timelines_always_say_whether_they_are_limited,
+    a_room_joined_since_the_token_comes_as_in_an_initial_sync,
+    new_room_companions_bring_their_presence,
+    a_zero_timeline_limit_sends_no_events,
 );
 
 fn timeline<'a>(sync: &'a Value, room: &str) -> &'a Vec<Value> {
@@ -153,11 +157,14 @@ async fn invites_joins_and_leaves(backend: Backend) {
     bob.join(&room).await.ok();
     let joined = bob.sync(Some(&since), "").await;
     let section = &joined["rooms"]["join"][&room];
-    let state = section["state"]["events"].as_array().expect("state");
+    // A newly joined room comes as in an initial sync: its newest events
+    // (here all of them, the create event too) and the state before them.
+    let state = section["state"]["events"].as_array().cloned().unwrap_or_default();
     assert!(
-        state.iter().any(|e| e["type"] == "m.room.create"),
+        state.iter().chain(timeline(&joined, &room).iter()).any(|e| e["type"] == "m.room.create"),
         "a newly joined room comes with its full state"
     );
+    assert_eq!(section["timeline"]["limited"], false, "all of its history fits");
     assert!(timeline(&joined, &room).iter().any(|e| e["state_key"] == "@bob:tessera.test"));
     let since = joined["next_batch"].as_str().expect("token").to_owned();
 
@@ -589,4 +596,106 @@ async fn event_fields_trim_events(backend: Backend) {
         *timeline(&body, &room),
         [json!({ "type": "m.room.message", "content": { "body": "trimmed" } })]
     );
+}
+
+/// `timeline.limited` is sent even when false (clients and Complement read
+/// it; ruma would leave it out).
+async fn timelines_always_say_whether_they_are_limited(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let room = alice.create_room(json!({})).await;
+    let initial = alice.sync(None, "").await;
+    assert_eq!(initial["rooms"]["join"][&room]["timeline"]["limited"], false);
+    let since = initial["next_batch"].as_str().expect("token").to_owned();
+    alice.send_text(&room, "one").await;
+    let next = alice.sync(Some(&since), "").await;
+    assert_eq!(next["rooms"]["join"][&room]["timeline"]["limited"], false);
+    assert_eq!(bodies(timeline(&next, &room)), ["one"]);
+}
+
+/// A room joined since the token gets its newest events, not only those
+/// since the token, and is limited when older ones were left out; a
+/// member event of someone already joined (a new display name) is not a
+/// new join.
+async fn a_room_joined_since_the_token_comes_as_in_an_initial_sync(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    for i in 0..4 {
+        alice.send_text(&room, &format!("before-{i}")).await;
+    }
+    let since = bob.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    for i in 0..4 {
+        alice.send_text(&room, &format!("after-{i}")).await;
+    }
+    bob.join(&room).await.ok();
+    let filter = encode(r#"{"room":{"timeline":{"limit":5}}}"#);
+    let joined = bob.sync(Some(&since), &format!("&filter={filter}")).await;
+    let section = &joined["rooms"]["join"][&room];
+    assert_eq!(section["timeline"]["limited"], true, "{section}");
+    assert_eq!(bodies(timeline(&joined, &room)), ["after-0", "after-1", "after-2", "after-3"]);
+    let state = section["state"]["events"].as_array().expect("state before the timeline");
+    assert!(state.iter().any(|e| e["type"] == "m.room.create"));
+    let since = joined["next_batch"].as_str().expect("token").to_owned();
+
+    // Bob renames himself: the next sync is incremental, not a new join.
+    bob.put("/_matrix/client/v3/profile/@bob:tessera.test/displayname", json!({ "displayname": "Bobby" }))
+        .await
+        .ok();
+    let renamed = bob.sync(Some(&since), "").await;
+    let events = timeline(&renamed, &room);
+    assert_eq!(events.len(), 1, "only the new member event: {events:?}");
+    assert_eq!(events[0]["content"]["displayname"], "Bobby");
+    assert_eq!(renamed["rooms"]["join"][&room]["timeline"]["limited"], false);
+    assert!(renamed["rooms"]["join"][&room].get("state").is_none());
+}
+
+/// Sharing a room with someone new brings their presence in the next
+/// incremental sync, however old it is, once.
+async fn new_room_companions_bring_their_presence(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    alice.sync(None, "").await;
+    bob.sync(None, "").await;
+    let alice_since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let bob_since = bob.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    bob.join(&room).await.ok();
+
+    let senders = |sync: &Value| -> Vec<String> {
+        sync["presence"]["events"]
+            .as_array()
+            .map(|events| events.iter().filter_map(|e| e["sender"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    // Alice sees bob (who joined); bob sees alice (who was there).
+    let alice_sync = alice.sync(Some(&alice_since), "").await;
+    assert!(senders(&alice_sync).contains(&"@bob:tessera.test".to_owned()), "{alice_sync}");
+    let bob_sync = bob.sync(Some(&bob_since), "").await;
+    assert!(senders(&bob_sync).contains(&"@alice:tessera.test".to_owned()), "{bob_sync}");
+    // Once: the next sync has nothing new from them.
+    let since = alice_sync["next_batch"].as_str().expect("token").to_owned();
+    alice.send_text(&room, "hello").await;
+    let after = alice.sync(Some(&since), "").await;
+    assert!(!senders(&after).contains(&"@bob:tessera.test".to_owned()), "{after}");
+}
+
+/// `timeline.limit: 0` sends no events (left rooms included), only
+/// whether there were some.
+async fn a_zero_timeline_limit_sends_no_events(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let room = alice.create_room(json!({})).await;
+    alice.send_text(&room, "hello").await;
+    let left = alice.create_room(json!({})).await;
+    alice.send_text(&left, "bye").await;
+    alice.post(&format!("/_matrix/client/v3/rooms/{left}/leave"), json!({})).await.ok();
+    let filter = encode(r#"{"room":{"include_leave":true,"timeline":{"limit":0}}}"#);
+    let sync = alice.sync(None, &format!("&filter={filter}")).await;
+    for section in [&sync["rooms"]["join"][&room], &sync["rooms"]["leave"][&left]] {
+        assert_eq!(section["timeline"]["events"], json!([]), "{sync}");
+        assert_eq!(section["timeline"]["limited"], true);
+    }
 }

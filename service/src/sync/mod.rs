@@ -363,9 +363,13 @@ impl SyncService {
             };
             match membership.membership.as_str() {
                 "join" => {
-                    let full = after.is_none() || request.full_state || new_since;
+                    let newly_joined = match after {
+                        Some(after) if new_since => !room.was_joined_at(&membership.room_id, after).await?,
+                        _ => false,
+                    };
+                    let full = after.is_none() || request.full_state || newly_joined;
                     if full || changed.contains(&membership.room_id) {
-                        let mut joined = room.joined(&membership.room_id, full).await?;
+                        let mut joined = room.joined(&membership.room_id, full, newly_joined).await?;
                         joined.account_data =
                             room_account_data.remove(&membership.room_id).unwrap_or_default();
                         let room_id =
@@ -417,6 +421,13 @@ impl SyncService {
                 }
                 _ => {}
             }
+        }
+        if after.is_some() && presence_filter.wants_type("m.presence") {
+            let mut newcomers = newly_shared_users(who, &response);
+            newcomers.retain(|user| !response.presence.iter().any(|e| e["sender"] == user.as_str()));
+            let mut events = self.presence.events_of(&newcomers).await?;
+            events.retain(|event| presence_filter.wants_event(event));
+            response.presence.extend(events);
         }
         Ok(response)
     }
@@ -476,4 +487,20 @@ fn room_listed(rooms: Option<&[ruma::OwnedRoomId]>, not_rooms: &[ruma::OwnedRoom
 
 fn after_or_zero(since: Option<SyncToken>) -> i64 {
     since.map_or(0, |s| s.events)
+}
+
+/// Users an incremental sync shows joining a room with the viewer (or
+/// already there when the viewer joined). Their presence has not been sent
+/// to the viewer, changed or not, so the sync carries it.
+fn newly_shared_users<'a>(who: &Identity, response: &'a SyncResponse) -> Vec<&'a ruma::UserId> {
+    let mut users: Vec<&ruma::UserId> = response
+        .join
+        .iter()
+        .flat_map(|room| room.joined_users.iter())
+        .filter_map(|user| <&ruma::UserId>::try_from(user.as_str()).ok())
+        .filter(|user| *user != who.user_id)
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    users
 }

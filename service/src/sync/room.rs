@@ -53,6 +53,9 @@ pub struct JoinedRoom {
     /// Unread notifications per thread root, when the filter asks for them
     /// (`unread_thread_notifications`); threads with none are left out.
     pub unread_threads: Vec<(String, Unread)>,
+    /// Users whose joins this section carries (in its timeline or state):
+    /// an incremental sync sends their presence.
+    pub joined_users: Vec<String>,
 }
 
 /// `summary`: who to name the room after, and how many are in it.
@@ -119,10 +122,14 @@ pub(super) struct RoomSync<'a> {
 
 impl RoomSync<'_> {
     /// A joined room: everything since the token, or (`full`) the full
-    /// state before the timeline, for initial syncs and new joins.
-    pub async fn joined(&self, room_id: &str, full: bool) -> Result<JoinedRoom> {
+    /// state before the timeline, for initial syncs and new joins. A room
+    /// joined since the token (`newly_joined`) gets its newest events as
+    /// an initial sync would, not only those since the token, and is
+    /// `limited` when there are older ones (as on Synapse).
+    pub async fn joined(&self, room_id: &str, full: bool, newly_joined: bool) -> Result<JoinedRoom> {
         let room = RoomId::parse(room_id).map_err(Error::internal)?;
-        let (timeline, limited) = self.timeline(&room, self.upto).await?;
+        let after = if newly_joined { None } else { self.after };
+        let (timeline, limited) = self.timeline(&room, after, self.upto).await?;
         let state = self.state(&room, &timeline, self.upto, full).await?;
         let store = &self.sync.store;
         let (unread, unread_threads) = self.unread(&room).await?;
@@ -140,8 +147,16 @@ impl RoomSync<'_> {
         };
         let prev_batch =
             timeline.first().map(|e| PageToken { depth: e.depth, stream: e.stream_ordering }.to_string());
+        let joined_users = timeline
+            .iter()
+            .chain(state.iter())
+            .filter(|e| e.event_type == "m.room.member")
+            .filter(|e| e.content().and_then(|c| c.get("membership")).is_some_and(|m| m == "join"))
+            .filter_map(|e| e.state_key.clone())
+            .collect();
         Ok(JoinedRoom {
             room_id: room_id.to_owned(),
+            joined_users,
             timeline: self.format(&timeline, true).await?,
             limited,
             prev_batch,
@@ -152,6 +167,23 @@ impl RoomSync<'_> {
             unread,
             unread_threads,
         })
+    }
+
+    /// Whether the user was joined to the room at the token's position
+    /// `after`: a member event since then (a new display name, say) is not
+    /// a new join. Walks back through the user's member events since it.
+    pub async fn was_joined_at(&self, room_id: &str, after: i64) -> Result<bool> {
+        let room = RoomId::parse(room_id).map_err(Error::internal)?;
+        let store = &self.sync.store;
+        let user = self.who.user_id.as_str();
+        let mut event = store.membership_event(&room, &self.who.user_id).await?;
+        while let Some(member) = event {
+            if member.stream_ordering <= after {
+                return Ok(member.content().and_then(|c| c.get("membership")).is_some_and(|m| m == "join"));
+            }
+            event = store.state_entry_at(member.state_before, "m.room.member", user).await?;
+        }
+        Ok(false)
     }
 
     /// The room's unread counts from the push-rule verdicts after the
@@ -215,7 +247,7 @@ impl RoomSync<'_> {
     /// A room left at `left_at`: its timeline up to the leave.
     pub async fn left(&self, room_id: &str, left_at: i64) -> Result<LeftRoom> {
         let room = RoomId::parse(room_id).map_err(Error::internal)?;
-        let (timeline, limited) = self.timeline(&room, left_at).await?;
+        let (timeline, limited) = self.timeline(&room, self.after, left_at).await?;
         let state = self.state(&room, &timeline, left_at, self.after.is_none()).await?;
         let prev_batch =
             timeline.first().map(|e| PageToken { depth: e.depth, stream: e.stream_ordering }.to_string());
@@ -228,18 +260,22 @@ impl RoomSync<'_> {
         })
     }
 
-    /// The newest events after the token up to `upto`, oldest first, that
-    /// the user may see and the filter wants; `limited` if some were cut.
-    async fn timeline(&self, room: &RoomId, upto: i64) -> Result<(Vec<StoredEvent>, bool)> {
+    /// The newest events after `after` up to `upto`, oldest first, that
+    /// the user may see and the filter wants; `limited` if some were cut
+    /// (a filter's `limit: 0` cuts them all).
+    async fn timeline(
+        &self,
+        room: &RoomId,
+        after: Option<i64>,
+        upto: i64,
+    ) -> Result<(Vec<StoredEvent>, bool)> {
         let timeline_filter = &self.filter.room.timeline;
         let limit = timeline_filter
             .limit
             .and_then(|l| usize::try_from(u64::from(l)).ok())
-            .filter(|l| *l > 0)
             .unwrap_or(DEFAULT_TIMELINE_LIMIT)
             .min(500);
-        let mut events =
-            self.sync.rooms.events_in_range(room, self.after.unwrap_or(0), upto, limit + 1).await?;
+        let mut events = self.sync.rooms.events_in_range(room, after.unwrap_or(0), upto, limit + 1).await?;
         let limited = events.len() > limit;
         events.truncate(limit);
         events.reverse();
