@@ -282,7 +282,10 @@ mod tests {
         // Those named in creation_content stay creators beside the invitees.
         plan.creation_content = json!({ "additional_creators": ["@carol:example.org"] }).as_object().cloned();
         let events = initial_events(&plan).expect("plan");
-        assert_eq!(events[0].content["additional_creators"], json!(["@carol:example.org", "@bob:example.org"]));
+        assert_eq!(
+            events[0].content["additional_creators"],
+            json!(["@carol:example.org", "@bob:example.org"])
+        );
     }
 
     #[test]
@@ -294,7 +297,8 @@ mod tests {
             plan.power_level_content_override = json!({ "users": { creator: 100 } }).as_object().cloned();
             assert!(matches!(initial_events(&plan), Err(EventError::Invalid(_))), "{creator}");
         }
-        plan.power_level_content_override = json!({ "users": { "@bob:example.org": 100 } }).as_object().cloned();
+        plan.power_level_content_override =
+            json!({ "users": { "@bob:example.org": 100 } }).as_object().cloned();
         let events = initial_events(&plan).expect("others may be listed");
         assert_eq!(events[2].content["users"], json!({ "@bob:example.org": 100 }));
     }
@@ -306,7 +310,10 @@ mod tests {
         let events = initial_events(&plan).expect("plan");
         let topic = events.iter().find(|e| e.kind == TimelineEventType::RoomTopic).expect("topic");
         // ruma leaves out the mimetype of plain text, its default.
-        assert_eq!(topic.content, json!({ "topic": "Party", "m.topic": { "m.text": [{ "body": "Party" }] } }));
+        assert_eq!(
+            topic.content,
+            json!({ "topic": "Party", "m.topic": { "m.text": [{ "body": "Party" }] } })
+        );
     }
 
     #[test]

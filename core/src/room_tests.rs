@@ -276,14 +276,19 @@ fn creators_content_mistakes_are_invalid_in_version_12() {
         json!({ "room_version": "12", "additional_creators": ["@bob:example.org"] }),
     );
     room.send(&key, alice, &create).expect("well-formed additional creators");
-    room.send(&key, alice, &EventTemplate::state("m.room.member", alice.as_str(), json!({ "membership": "join" })))
-        .expect("creator joins");
+    room.send(
+        &key,
+        alice,
+        &EventTemplate::state("m.room.member", alice.as_str(), json!({ "membership": "join" })),
+    )
+    .expect("creator joins");
     for listed in ["@alice:example.org", "@bob:example.org"] {
         let levels = EventTemplate::state("m.room.power_levels", "", json!({ "users": { listed: 100 } }));
         let refused = room.send(&key, alice, &levels);
         assert!(matches!(refused, Err(EventError::Invalid(_))), "{listed}: {refused:?}");
     }
-    let levels = EventTemplate::state("m.room.power_levels", "", json!({ "users": { "@carol:example.org": 100 } }));
+    let levels =
+        EventTemplate::state("m.room.power_levels", "", json!({ "users": { "@carol:example.org": 100 } }));
     room.send(&key, alice, &levels).expect("others may be listed");
 }
 

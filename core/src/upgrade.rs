@@ -105,7 +105,9 @@ mod tests {
     fn new_creators_leave_users_when_their_power_is_implicit() {
         let alice = user_id!("@alice:example.org");
         let bob = user_id!("@bob:example.org");
-        let content = object(json!({ "users": { "@alice:example.org": 100, "@bob:example.org": "100", "@carol:example.org": 50 } }));
+        let content = object(
+            json!({ "users": { "@alice:example.org": 100, "@bob:example.org": "100", "@carol:example.org": 50 } }),
+        );
         let upgraded = upgraded_power_levels(
             content,
             &Creators { users: &[alice], implicit: false },

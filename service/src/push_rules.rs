@@ -169,7 +169,9 @@ impl PushRules {
         if let Some(rule) = ruleset.room.iter().find(|r| r.enabled && r.rule_id == old) {
             copies.push(NewPushRule::Room(NewSimplePushRule::new(new.to_owned(), rule.actions.clone())));
         }
-        for (kind, rules) in [(RuleKind::Override, &ruleset.override_), (RuleKind::Underride, &ruleset.underride)] {
+        for (kind, rules) in
+            [(RuleKind::Override, &ruleset.override_), (RuleKind::Underride, &ruleset.underride)]
+        {
             for rule in rules.iter().filter(|r| r.enabled && !r.default && r.rule_id.contains(old.as_str())) {
                 let mut conditions = rule.conditions.clone();
                 let mut matched = false;
@@ -197,7 +199,9 @@ impl PushRules {
             return Ok(());
         }
         for copy in copies {
-            ruleset.insert(copy, None, None).map_err(|e| Error::internal(format!("copied push rule: {e}")))?;
+            ruleset
+                .insert(copy, None, None)
+                .map_err(|e| Error::internal(format!("copied push rule: {e}")))?;
         }
         self.save(user, &ruleset).await
     }

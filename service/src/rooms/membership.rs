@@ -112,7 +112,8 @@ impl Rooms {
     /// members of.
     pub(crate) async fn in_an_allowed_room(&self, join_rules: &Value, user: &UserId) -> Result<bool> {
         for entry in join_rules.get("allow").and_then(Value::as_array).into_iter().flatten() {
-            let Some(other) = entry.get("room_id").and_then(Value::as_str).and_then(|r| RoomId::parse(r).ok())
+            let Some(other) =
+                entry.get("room_id").and_then(Value::as_str).and_then(|r| RoomId::parse(r).ok())
             else {
                 continue;
             };
