@@ -358,6 +358,8 @@ impl Rooms {
 
     /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`: content of the
     /// spec's state event types must have their schema (400 `M_BAD_JSON`).
+    /// A tombstone sent this way (an upgrade by hand) carries local members'
+    /// push rules to the replacement room, as `/upgrade` does.
     pub async fn send_state(
         &self,
         room_id: &RoomId,

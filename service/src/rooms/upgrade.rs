@@ -1,6 +1,9 @@
 //! `POST /rooms/{roomId}/upgrade`: a new room of another version that
-//! carries the old room's state, a tombstone in the old room pointing at
-//! it, and the old room's power levels raised so that it falls quiet.
+//! carries the old room's state (power levels adjusted to each version's
+//! view of creators, see `tessera_core::upgrade`), a tombstone in the old
+//! room pointing at it, the old room's power levels raised so that it
+//! falls quiet, and local members' push rules for it copied to the new one
+//! (also when a client sends the tombstone itself).
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#server-behaviour-19>.
 
 use ruma::{
