@@ -13,7 +13,10 @@ use ruma::{
     EventId, UserId,
     events::{StateEventType, TimelineEventType},
     room_version_rules::RoomVersionRules,
-    state_res,
+    state_res::{
+        self,
+        events::{RoomCreateEvent, RoomPowerLevelsEvent},
+    },
 };
 use serde_json::value::RawValue as RawJsonValue;
 
@@ -63,4 +66,39 @@ pub fn check_against_state<'a>(
 ) -> Result<(), EventError> {
     state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, state)
         .map_err(EventError::AuthRejected)
+}
+
+/// What room version 12 (MSC4289) asks of a local event's content about
+/// the room's creators, checked before the authorization rules: a create
+/// event's `additional_creators` must be a list of user IDs, and power
+/// levels must not list a creator in `users` (creators' power is implicit).
+/// The rules refuse both too, but as forbidden; from a client they are a
+/// malformed request (400), as Synapse answers. Remote events go through
+/// the rules alone, so they are rejected, not dropped.
+pub fn check_creators_content(
+    pdu: &Pdu,
+    rules: &RoomVersionRules,
+    room_create: Option<&Pdu>,
+) -> Result<(), EventError> {
+    let auth = &rules.authorization;
+    if pdu.kind == TimelineEventType::RoomCreate && auth.additional_room_creators {
+        RoomCreateEvent::new(pdu).creators(auth).map_err(EventError::Invalid)?;
+    }
+    if pdu.kind == TimelineEventType::RoomPowerLevels
+        && auth.explicitly_privilege_room_creators
+        && let Some(create) = room_create
+    {
+        let creators = RoomCreateEvent::new(create).creators(auth).map_err(EventError::Invalid)?;
+        let levels = RoomPowerLevelsEvent::new(pdu);
+        // A malformed `users` is the rules' to refuse.
+        if let Ok(Some(users)) = levels.users(auth)
+            && let Some(creator) = creators.iter().find(|c| users.contains_key(*c))
+        {
+            return Err(EventError::Invalid(format!(
+                "{creator} is a creator of the room: creators have unlimited power and must not \
+                 be listed in `users`"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -4,7 +4,10 @@
 //! name, topic, then invites.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#post_matrixclientv3createroom>.
 
-use ruma::{OwnedRoomAliasId, OwnedUserId, RoomVersionId, events::TimelineEventType};
+use ruma::{
+    OwnedRoomAliasId, OwnedUserId, RoomVersionId,
+    events::{TimelineEventType, room::topic::RoomTopicEventContent},
+};
 use serde_json::{Map, Value, json};
 
 use crate::{EventError, EventTemplate, pdu::rules_for};
@@ -54,25 +57,41 @@ pub fn initial_events(plan: &CreateRoomPlan) -> Result<Vec<EventTemplate>, Event
     }
     if rules.authorization.additional_room_creators && !trusted_invitees.is_empty() {
         // Room version 12: trusted invitees become creators rather than
-        // being listed in power levels.
-        let additional: Vec<Value> = trusted_invitees.iter().map(|u| u.as_str().into()).collect();
-        create.insert("additional_creators".into(), additional.into());
+        // being listed in power levels, beside those the client named. A
+        // malformed list is left as it is, for the create event's checks
+        // to refuse.
+        let additional = create.entry("additional_creators").or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(additional) = additional {
+            for invitee in trusted_invitees {
+                if !additional.iter().any(|a| a.as_str() == Some(invitee.as_str())) {
+                    additional.push(invitee.as_str().into());
+                }
+            }
+        }
     }
+    let additional = create.get("additional_creators").and_then(Value::as_array).into_iter().flatten();
+    let creators: Vec<String> =
+        std::iter::once(creator).chain(additional.filter_map(Value::as_str)).map(str::to_owned).collect();
     let mut events = vec![EventTemplate::state(TimelineEventType::RoomCreate, "", Value::Object(create))];
 
     let mut join = plan.creator_profile.clone();
     join.insert("membership".into(), "join".into());
     events.push(EventTemplate::state(TimelineEventType::RoomMember, creator, Value::Object(join)));
 
-    events.push(EventTemplate::state(
-        TimelineEventType::RoomPowerLevels,
-        "",
-        Value::Object(power_levels(
-            plan,
-            rules.authorization.explicitly_privilege_room_creators,
-            trusted_invitees,
-        )),
-    ));
+    let creators_are_implicit = rules.authorization.explicitly_privilege_room_creators;
+    let power_levels = power_levels(plan, creators_are_implicit, trusted_invitees);
+    // Checked here, before anything is stored, so that a refused request
+    // leaves no half-made room behind (the append path checks it again).
+    if creators_are_implicit
+        && let Some(Value::Object(users)) = power_levels.get("users")
+        && let Some(listed) = creators.iter().find(|c| users.contains_key(c.as_str()))
+    {
+        return Err(EventError::Invalid(format!(
+            "{listed} is a creator of the room: creators have unlimited power and must not be \
+             listed in power_level_content_override's `users`"
+        )));
+    }
+    events.push(EventTemplate::state(TimelineEventType::RoomPowerLevels, "", Value::Object(power_levels)));
 
     if let Some(alias) = &plan.canonical_alias {
         events.push(EventTemplate::state(
@@ -120,7 +139,11 @@ pub fn initial_events(plan: &CreateRoomPlan) -> Result<Vec<EventTemplate>, Event
         events.push(EventTemplate::state(TimelineEventType::RoomName, "", json!({ "name": name })));
     }
     if let Some(topic) = &plan.topic {
-        events.push(EventTemplate::state(TimelineEventType::RoomTopic, "", json!({ "topic": topic })));
+        // The plain topic, and the same as a rich `m.topic` block (v1.15;
+        // Complement checks it).
+        let content = serde_json::to_value(RoomTopicEventContent::new(topic.clone()))
+            .map_err(|e| EventError::Invalid(e.to_string()))?;
+        events.push(EventTemplate::state(TimelineEventType::RoomTopic, "", content));
     }
     for invitee in &plan.invite {
         let mut content = json!({ "membership": "invite" });
@@ -255,6 +278,42 @@ mod tests {
         plan.room_version = RoomVersionId::V12;
         let events = initial_events(&plan).expect("plan");
         assert_eq!(events[0].content["additional_creators"], json!(["@bob:example.org"]));
+
+        // Those named in creation_content stay creators beside the invitees.
+        plan.creation_content = json!({ "additional_creators": ["@carol:example.org"] }).as_object().cloned();
+        let events = initial_events(&plan).expect("plan");
+        assert_eq!(
+            events[0].content["additional_creators"],
+            json!(["@carol:example.org", "@bob:example.org"])
+        );
+    }
+
+    #[test]
+    fn version_12_overrides_may_not_list_creators() {
+        let mut plan = base();
+        plan.room_version = RoomVersionId::V12;
+        plan.creation_content = json!({ "additional_creators": ["@carol:example.org"] }).as_object().cloned();
+        for creator in ["@alice:example.org", "@carol:example.org"] {
+            plan.power_level_content_override = json!({ "users": { creator: 100 } }).as_object().cloned();
+            assert!(matches!(initial_events(&plan), Err(EventError::Invalid(_))), "{creator}");
+        }
+        plan.power_level_content_override =
+            json!({ "users": { "@bob:example.org": 100 } }).as_object().cloned();
+        let events = initial_events(&plan).expect("others may be listed");
+        assert_eq!(events[2].content["users"], json!({ "@bob:example.org": 100 }));
+    }
+
+    #[test]
+    fn topic_is_also_a_rich_text_block() {
+        let mut plan = base();
+        plan.topic = Some("Party".into());
+        let events = initial_events(&plan).expect("plan");
+        let topic = events.iter().find(|e| e.kind == TimelineEventType::RoomTopic).expect("topic");
+        // ruma leaves out the mimetype of plain text, its default.
+        assert_eq!(
+            topic.content,
+            json!({ "topic": "Party", "m.topic": { "m.text": [{ "body": "Party" }] } })
+        );
     }
 
     #[test]

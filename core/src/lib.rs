@@ -4,7 +4,8 @@
 //! speaks; the server's signing key and how JSON and events are signed with
 //! it; how a local event is built (hashes, signature, event ID per room
 //! version); the authorization rules (through ruma-state-res); the events
-//! `createRoom` produces; push-rule verdicts; and the rules for user IDs. Everything here is
+//! `createRoom` produces and the power levels a room upgrade carries;
+//! push-rule verdicts; and the rules for user IDs. Everything here is
 //! synchronous and deterministic apart from key and ID generation; nothing
 //! touches a database, a socket or a clock it was not handed.
 
@@ -17,6 +18,7 @@ pub mod push;
 pub mod room_versions;
 pub mod signing_key;
 pub mod state_res;
+pub mod upgrade;
 pub mod user_ids;
 
 #[cfg(test)]

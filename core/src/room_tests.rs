@@ -70,6 +70,7 @@ impl Room {
         let ts = MilliSecondsSinceUnixEpoch(UInt::new(self.clock).expect("small"));
         let pdu = build_event(template, &self.version, sender, &parents, ts, key)?;
         let create = self.state_event(&StateEventType::RoomCreate, "");
+        auth::check_creators_content(&pdu, &rules, create)?;
         auth::check_against_auth_events(&pdu, &rules, &auth_events, create)?;
         auth::check_against_state(&pdu, &rules, |k, s| self.state_event(k, s))?;
         self.room_id.get_or_insert_with(|| pdu.room_id.clone());
@@ -243,6 +244,52 @@ fn public_rooms_admit_anyone_and_versions_differ_in_creators() {
             assert_eq!(users["@alice:example.org"], 100);
         }
     }
+}
+
+/// MSC4289 (room version 12): a malformed `additional_creators`, and
+/// power levels that list a creator, are the sender's mistake (invalid),
+/// not a question of power (forbidden).
+#[test]
+fn creators_content_mistakes_are_invalid_in_version_12() {
+    let key = ServerSigningKey::generate(server_name!("example.org").to_owned()).expect("key").0;
+    let alice = user_id!("@alice:example.org");
+    for additional in [
+        json!("not-an-array"),
+        json!(["@foo:example.com", 42]),
+        json!(["@foo:example.com", "not-a-user-id"]),
+        json!(["@invalid:dom$ain$.com"]),
+    ] {
+        let mut room = Room::new(RoomVersionId::V12);
+        let create = EventTemplate::state(
+            "m.room.create",
+            "",
+            json!({ "room_version": "12", "additional_creators": additional }),
+        );
+        let refused = room.send(&key, alice, &create);
+        assert!(matches!(refused, Err(EventError::Invalid(_))), "{additional}: {refused:?}");
+    }
+
+    let mut room = Room::new(RoomVersionId::V12);
+    let create = EventTemplate::state(
+        "m.room.create",
+        "",
+        json!({ "room_version": "12", "additional_creators": ["@bob:example.org"] }),
+    );
+    room.send(&key, alice, &create).expect("well-formed additional creators");
+    room.send(
+        &key,
+        alice,
+        &EventTemplate::state("m.room.member", alice.as_str(), json!({ "membership": "join" })),
+    )
+    .expect("creator joins");
+    for listed in ["@alice:example.org", "@bob:example.org"] {
+        let levels = EventTemplate::state("m.room.power_levels", "", json!({ "users": { listed: 100 } }));
+        let refused = room.send(&key, alice, &levels);
+        assert!(matches!(refused, Err(EventError::Invalid(_))), "{listed}: {refused:?}");
+    }
+    let levels =
+        EventTemplate::state("m.room.power_levels", "", json!({ "users": { "@carol:example.org": 100 } }));
+    room.send(&key, alice, &levels).expect("others may be listed");
 }
 
 #[test]

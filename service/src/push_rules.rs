@@ -13,8 +13,11 @@ use std::{
 };
 
 use ruma::{
-    OwnedUserId, UserId,
-    push::{Action, AnyPushRule, InsertPushRuleError, NewPushRule, RemovePushRuleError, RuleKind, Ruleset},
+    OwnedUserId, RoomId, UserId,
+    push::{
+        Action, AnyPushRule, InsertPushRuleError, NewConditionalPushRule, NewPushRule, NewSimplePushRule,
+        PushCondition, RemovePushRuleError, RuleKind, Ruleset,
+    },
 };
 use serde_json::json;
 use tessera_core::push;
@@ -153,6 +156,54 @@ impl PushRules {
         let mut ruleset = self.ruleset(&who.user_id).await?;
         ruleset.set_actions(kind, rule_id, actions).map_err(|_| not_found())?;
         self.save(&who.user_id, &ruleset).await
+    }
+
+    /// A room upgrade (the spec leaves this to servers; Synapse does it,
+    /// and users expect a muted room to stay muted): the user's enabled rules for `old` are copied for `new`. That is its `room`
+    /// rule, and `override`/`underride` rules matching `room_id` against
+    /// the old room whose ID names it (the new copy is named after the new
+    /// room). Rules the user already has for the new room are kept.
+    pub async fn copy_room_rules(&self, user: &UserId, old: &RoomId, new: &RoomId) -> Result<()> {
+        let mut ruleset = self.ruleset(user).await?;
+        let mut copies = Vec::new();
+        if let Some(rule) = ruleset.room.iter().find(|r| r.enabled && r.rule_id == old) {
+            copies.push(NewPushRule::Room(NewSimplePushRule::new(new.to_owned(), rule.actions.clone())));
+        }
+        for (kind, rules) in
+            [(RuleKind::Override, &ruleset.override_), (RuleKind::Underride, &ruleset.underride)]
+        {
+            for rule in rules.iter().filter(|r| r.enabled && !r.default && r.rule_id.contains(old.as_str())) {
+                let mut conditions = rule.conditions.clone();
+                let mut matched = false;
+                for condition in &mut conditions {
+                    if let PushCondition::EventMatch(data) = condition
+                        && data.key == "room_id"
+                        && data.pattern == old.as_str()
+                    {
+                        data.pattern = new.to_string();
+                        matched = true;
+                    }
+                }
+                if matched {
+                    let rule_id = rule.rule_id.replace(old.as_str(), new.as_str());
+                    let copy = NewConditionalPushRule::new(rule_id, conditions, rule.actions.clone());
+                    copies.push(match kind {
+                        RuleKind::Override => NewPushRule::Override(copy),
+                        _ => NewPushRule::Underride(copy),
+                    });
+                }
+            }
+        }
+        copies.retain(|copy| ruleset.get(copy.kind(), copy.rule_id()).is_none());
+        if copies.is_empty() {
+            return Ok(());
+        }
+        for copy in copies {
+            ruleset
+                .insert(copy, None, None)
+                .map_err(|e| Error::internal(format!("copied push rule: {e}")))?;
+        }
+        self.save(user, &ruleset).await
     }
 }
 

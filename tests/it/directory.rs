@@ -21,6 +21,7 @@ both_backends!(
     public_rooms_filter_by_search_term_and_type,
     public_rooms_page_both_ways,
     canonical_alias_content_is_checked,
+    public_rooms_name_every_join_rule,
 );
 
 const SECRET: &str = "directory-secret";
@@ -291,9 +292,9 @@ async fn public_rooms_show_published_rooms(backend: Backend) {
         entry(&tea).expect("tea listed"),
         json!({
             "room_id": tea, "name": "Tea Room", "topic": "Green and black", "canonical_alias": "#tea:tessera.test",
-            "num_joined_members": 2, "world_readable": false, "guest_can_join": false,
+            "num_joined_members": 2, "world_readable": false, "guest_can_join": false, "join_rule": "public",
         }),
-        "join_rule public is the default and omitted"
+        "join_rule is named even when public, its default"
     );
     let space_entry = entry(&space).expect("space listed");
     assert_eq!(space_entry["room_type"], "m.space");
@@ -491,4 +492,34 @@ async fn canonical_alias_content_is_checked(backend: Backend) {
     set(json!({ "alias": "#bobs:tessera.test", "alt_aliases": ["#bobs:tessera.test"] }))
         .await
         .assert_error(400, "M_BAD_ALIAS");
+}
+
+/// Complement's `TestKnockRoomsInPublicRoomsDirectory`: a published knock
+/// room says `knock`, and a public one says `public` (never left out).
+async fn public_rooms_name_every_join_rule(backend: Backend) {
+    let server = start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let knock = alice.create_room(json!({ "preset": "private_chat", "room_version": "7" })).await;
+    alice
+        .put(
+            &format!("/_matrix/client/v3/rooms/{knock}/state/m.room.join_rules"),
+            json!({ "join_rule": "knock" }),
+        )
+        .await
+        .ok();
+    let public = alice.create_room(json!({ "preset": "public_chat", "room_version": "7" })).await;
+    for room in [&knock, &public] {
+        alice.put(&visibility_path(room), json!({ "visibility": "public" })).await.ok();
+    }
+    for page in [
+        alice.get("/_matrix/client/v3/publicRooms").await.ok(),
+        alice.post("/_matrix/client/v3/publicRooms", json!({})).await.ok(),
+    ] {
+        let rule = |id: &str| {
+            page["chunk"].as_array().expect("chunk").iter().find(|e| e["room_id"] == id).expect("listed")["join_rule"]
+                .clone()
+        };
+        assert_eq!(rule(&knock), "knock");
+        assert_eq!(rule(&public), "public");
+    }
 }

@@ -30,6 +30,7 @@ mod receipts;
 mod registration;
 mod relations;
 mod room_reads;
+mod room_v12;
 mod rooms;
 mod sdk_client;
 mod shared_secret;

@@ -22,6 +22,7 @@ both_backends!(
     redactions_strip_content_and_need_permission,
     timeline_state_events_carry_prev_content,
     lazy_loaded_members_come_with_a_page_of_messages,
+    create_room_topic_is_plain_and_rich,
 );
 
 fn bodies(events: &[Value]) -> Vec<&str> {
@@ -458,4 +459,32 @@ async fn lazy_loaded_members_come_with_a_page_of_messages(backend: Backend) {
     // Without lazy loading, no member state comes with the page.
     let plain = alice.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=3")).await.ok();
     assert!(plain["state"].as_array().is_none_or(Vec::is_empty), "{plain}");
+}
+
+/// `createRoom`'s `topic` is written both ways (Matrix 1.15): the plain
+/// `topic` and the `m.topic` text block; an `initial_state` topic is taken
+/// as the client wrote it.
+async fn create_room_topic_is_plain_and_rich(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let topic = |room: String| {
+        let alice = &alice;
+        async move { alice.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.room.topic")).await.ok() }
+    };
+    let room = alice.create_room(json!({ "preset": "public_chat", "topic": "Test Room" })).await;
+    let content = topic(room).await;
+    assert_eq!(content["topic"], "Test Room");
+    let text = content["m.topic"]["m.text"].as_array().expect("m.topic's m.text");
+    assert_eq!(text.len(), 1);
+    assert_eq!(text[0]["body"], "Test Room");
+    assert!(text[0].get("mimetype").is_none_or(|m| m == "text/plain"), "{text:?}");
+
+    let room = alice
+        .create_room(json!({
+            "preset": "public_chat",
+            "initial_state": [{ "type": "m.room.topic", "state_key": "", "content": { "topic": "Test Room" } }],
+        }))
+        .await;
+    let content = topic(room).await;
+    assert_eq!(content, json!({ "topic": "Test Room" }));
 }

@@ -83,7 +83,9 @@ async fn upgrade_room(
     State(state): State<ClientState>,
     req: Ruma<upgrade_room::v3::Request>,
 ) -> Result<upgrade_room::v3::Response> {
-    let body = &req.body;
-    let replacement = state.rooms.upgrade(req.identity()?, &body.room_id, body.new_version.clone()).await?;
+    let me = req.identity()?.clone();
+    let body = req.body;
+    let replacement =
+        state.rooms.upgrade(&me, &body.room_id, body.new_version, body.additional_creators).await?;
     Ok(upgrade_room::v3::Response::new(replacement).into())
 }

@@ -4,17 +4,24 @@
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#room-aliases>,
 //! <https://spec.matrix.org/v1.16/client-server-api/#published-room-directory>.
 
-use axum::{Router, extract::State};
+use axum::{Json, Router, extract::State};
 use ruma::{
-    api::client::{
-        alias::{create_alias, delete_alias, get_alias},
-        directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
-        room::{Visibility, aliases},
+    api::{
+        OutgoingResponse, OutgoingResponseExt,
+        client::{
+            alias::{create_alias, delete_alias, get_alias},
+            directory::{
+                get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility,
+            },
+            room::{Visibility, aliases},
+        },
     },
     directory::{Filter, RoomNetwork},
+    room::JoinRuleKind,
 };
+use serde_json::Value;
 use tessera_service::Error;
-use tessera_web::{GuestsAllowed, Result, Ruma, routing::RumaRoutes};
+use tessera_web::{GuestsAllowed, Result, Ruma, WebError, routing::RumaRoutes};
 
 use crate::ClientState;
 
@@ -94,7 +101,7 @@ async fn set_visibility(
 async fn public_rooms(
     State(state): State<ClientState>,
     req: Ruma<get_public_rooms::v3::Request>,
-) -> Result<get_public_rooms::v3::Response> {
+) -> std::result::Result<Json<Value>, WebError> {
     let body = &req.body;
     let page = state
         .rooms
@@ -110,14 +117,14 @@ async fn public_rooms(
     response.next_batch = page.next_batch;
     response.prev_batch = page.prev_batch;
     response.total_room_count_estimate = page.total_room_count_estimate;
-    Ok(response.into())
+    with_join_rules(response)
 }
 
 /// `POST /publicRooms`.
 async fn public_rooms_filtered(
     State(state): State<ClientState>,
     req: Ruma<get_public_rooms_filtered::v3::Request, GuestsAllowed>,
-) -> Result<get_public_rooms_filtered::v3::Response> {
+) -> std::result::Result<Json<Value>, WebError> {
     let body = &req.body;
     let page = state
         .rooms
@@ -134,5 +141,21 @@ async fn public_rooms_filtered(
     response.next_batch = page.next_batch;
     response.prev_batch = page.prev_batch;
     response.total_room_count_estimate = page.total_room_count_estimate;
-    Ok(response.into())
+    with_join_rules(response)
+}
+
+/// A `/publicRooms` page with every entry's `join_rule`. ruma leaves it out
+/// when it is `public` (the spec's meaning of an absent one), but clients
+/// and Complement read it as Synapse writes it, always present.
+fn with_join_rules(response: impl OutgoingResponse) -> std::result::Result<Json<Value>, WebError> {
+    let response = response
+        .try_into_http_response::<Vec<u8>>()
+        .map_err(|e| Error::internal(format!("response serialisation: {e}")))?;
+    let mut body: Value = serde_json::from_slice(response.body()).map_err(Error::internal)?;
+    for entry in body.get_mut("chunk").and_then(Value::as_array_mut).into_iter().flatten() {
+        if let Some(entry) = entry.as_object_mut() {
+            entry.entry("join_rule").or_insert_with(|| JoinRuleKind::Public.as_str().into());
+        }
+    }
+    Ok(Json(body))
 }

@@ -94,6 +94,11 @@ impl Rooms {
         if extremities.is_empty() && template.kind != TimelineEventType::RoomCreate {
             return Err(Error::not_found("Unknown room"));
         }
+        // The rules would refuse a second create event as forbidden; it is
+        // the client's mistake (MSC4291: a create event names its room).
+        if !extremities.is_empty() && template.kind == TimelineEventType::RoomCreate {
+            return Err(Error::bad_json("A room has exactly one m.room.create event, sent at its creation"));
+        }
 
         let content =
             serde_json::value::to_raw_value(&template.content).map_err(|e| Error::bad_json(e.to_string()))?;
@@ -148,6 +153,7 @@ impl Rooms {
             &self.signing_key,
         )
         .map_err(event_error)?;
+        auth::check_creators_content(&pdu, &rules, create).map_err(event_error)?;
         auth::check_against_auth_events(&pdu, &rules, &auth_events, create).map_err(event_error)?;
         auth::check_against_state(&pdu, &rules, |kind, key| {
             state
@@ -352,6 +358,8 @@ impl Rooms {
 
     /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`: content of the
     /// spec's state event types must have their schema (400 `M_BAD_JSON`).
+    /// A tombstone sent this way (an upgrade by hand) carries local members'
+    /// push rules to the replacement room, as `/upgrade` does.
     pub async fn send_state(
         &self,
         room_id: &RoomId,
@@ -377,7 +385,14 @@ impl Rooms {
             AnyStateEventContent::from_parts(&template.kind.to_string(), &raw)
                 .map_err(|e| Error::bad_json(format!("Invalid {} content: {e}", template.kind)))?;
         }
-        self.send(room_id, sender, &template, None).await
+        let event_id = self.send(room_id, sender, &template, None).await?;
+        if template.kind == TimelineEventType::RoomTombstone
+            && let Some(replacement) =
+                template.content.get("replacement_room").and_then(|r| RoomId::parse(r.as_str()?).ok())
+        {
+            self.carry_push_rules(room_id, &replacement).await;
+        }
+        Ok(event_id)
     }
 
     /// The stored event, if it belongs to `room_id`.

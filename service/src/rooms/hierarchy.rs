@@ -1,10 +1,11 @@
 //! `GET /v1/rooms/{roomId}/hierarchy`: a space and the rooms under it,
-//! breadth first, each with its summary and its `m.space.child` events.
+//! depth first, each with its summary and, for spaces, its `m.space.child`
+//! events.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv1roomsroomidhierarchy>.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 
-use ruma::{OwnedRoomId, RoomId, directory::PublicRoomsChunk};
+use ruma::{OwnedRoomId, RoomId, directory::PublicRoomsChunk, room::RoomType};
 use serde_json::{Value, json};
 
 use super::Rooms;
@@ -45,21 +46,37 @@ impl Rooms {
             None => 0,
         };
         let limit = query.limit.clamp(1, 100);
-        let mut queue = VecDeque::from([(root.to_owned(), 0usize)]);
-        let mut seen: HashSet<OwnedRoomId> = HashSet::from([root.to_owned()]);
+        // Depth first, children in the spec's order, as Synapse walks it
+        // (clients page through it with the same `from` either way): a stack
+        // with each room's children pushed last first.
+        let mut stack = vec![(root.to_owned(), 0usize)];
+        let mut seen: HashSet<OwnedRoomId> = HashSet::new();
         let mut rooms = Vec::new();
         let mut index = 0;
-        while let Some((room_id, depth)) = queue.pop_front() {
+        while let Some((room_id, depth)) = stack.pop() {
+            if !seen.insert(room_id.clone()) {
+                continue;
+            }
             // Rooms this server does not know (remote) and rooms the user
             // may not see are left out, and so are their children.
             if self.room_version(&room_id).await.is_err() || !self.may_peek(who, &room_id).await? {
                 continue;
             }
-            let children = self.space_children(&room_id, query.suggested_only).await?;
+            let joined = self.store.joined_member_count(&room_id).await?;
+            let mut entries = self.directory_entries(vec![(room_id.clone(), joined)]).await?;
+            let (_, summary) = entries.pop().ok_or_else(|| Error::internal("no directory entry"))?;
+            // Only spaces have children: an `m.space.child` in any other
+            // room is not followed (the spec: "If the room is not a
+            // space-room, this should be empty").
+            let children = if summary.room_type == Some(RoomType::Space) {
+                self.space_children(&room_id, query.suggested_only).await?
+            } else {
+                Vec::new()
+            };
             if query.max_depth.is_none_or(|max| depth < max) {
-                for (child, _) in &children {
-                    if seen.insert(child.clone()) {
-                        queue.push_back((child.clone(), depth + 1));
+                for (child, _) in children.iter().rev() {
+                    if !seen.contains(child) {
+                        stack.push((child.clone(), depth + 1));
                     }
                 }
             }
@@ -67,9 +84,6 @@ impl Rooms {
                 if rooms.len() == limit {
                     return Ok((rooms, Some(format!("h{index}"))));
                 }
-                let joined = self.store.joined_member_count(&room_id).await?;
-                let mut entries = self.directory_entries(vec![(room_id, joined)]).await?;
-                let (_, summary) = entries.pop().ok_or_else(|| Error::internal("no directory entry"))?;
                 rooms.push(HierarchyRoom {
                     summary,
                     children_state: children.into_iter().map(|(_, e)| e).collect(),
@@ -80,8 +94,10 @@ impl Rooms {
         Ok((rooms, None))
     }
 
-    /// Whether `who` may see a room's summary: members and invitees, or
-    /// anyone when the room is public, knockable or world-readable.
+    /// Whether `who` may see a room's summary: members and invitees; anyone
+    /// when the room is public, knockable or world-readable; and, for a
+    /// `restricted` or `knock_restricted` room, members of a room its join
+    /// rule admits (they could join it), as Synapse decides.
     async fn may_peek(&self, who: &Identity, room_id: &RoomId) -> Result<bool> {
         if self
             .store
@@ -97,13 +113,15 @@ impl Rooms {
                 event.and_then(|e| serde_json::from_str::<Value>(&e.json).ok()).map(|j| j["content"].clone()),
             )
         };
-        let join_rule = content("m.room.join_rules").await?;
-        let join_rule =
-            join_rule.as_ref().and_then(|c| c["join_rule"].as_str()).unwrap_or("public").to_owned();
+        let join_rules = content("m.room.join_rules").await?.unwrap_or_else(|| json!({}));
+        let join_rule = join_rules.get("join_rule").and_then(Value::as_str).unwrap_or("public");
         let visibility = content("m.room.history_visibility").await?;
         let world_readable =
             visibility.as_ref().and_then(|c| c["history_visibility"].as_str()) == Some("world_readable");
-        Ok(world_readable || matches!(join_rule.as_str(), "public" | "knock" | "knock_restricted"))
+        if world_readable || matches!(join_rule, "public" | "knock" | "knock_restricted") {
+            return Ok(true);
+        }
+        Ok(join_rule == "restricted" && self.in_an_allowed_room(&join_rules, &who.user_id).await?)
     }
 
     /// A space's children in the spec's order (`order`, then when added,

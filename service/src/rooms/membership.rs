@@ -76,17 +76,7 @@ impl Rooms {
         if self.store.membership(room_id, user).await?.is_some_and(|(m, _)| m == "invite" || m == "join") {
             return Ok(None);
         }
-        let mut allowed = false;
-        for entry in join_rules["allow"].as_array().into_iter().flatten() {
-            let Some(other) = entry["room_id"].as_str().and_then(|r| RoomId::parse(r).ok()) else { continue };
-            if entry["type"] == "m.room_membership"
-                && self.store.membership(&other, user).await?.is_some_and(|(m, _)| m == "join")
-            {
-                allowed = true;
-                break;
-            }
-        }
-        if !allowed {
+        if !self.in_an_allowed_room(&join_rules, user).await? {
             return Err(Error::forbidden("You are not in any of the rooms this room admits members of"));
         }
         let version = self.room_version(room_id).await?;
@@ -115,6 +105,25 @@ impl Rooms {
             ruma::api::error::ErrorKind::UnableToAuthorizeJoin,
             "No member here may authorise the join",
         ))
+    }
+
+    /// Whether `user` is joined to one of the rooms that a `restricted` or
+    /// `knock_restricted` join rule (`join_rules`, its content) admits the
+    /// members of.
+    pub(crate) async fn in_an_allowed_room(&self, join_rules: &Value, user: &UserId) -> Result<bool> {
+        for entry in join_rules.get("allow").and_then(Value::as_array).into_iter().flatten() {
+            let Some(other) =
+                entry.get("room_id").and_then(Value::as_str).and_then(|r| RoomId::parse(r).ok())
+            else {
+                continue;
+            };
+            if entry.get("type").and_then(Value::as_str) == Some("m.room_membership")
+                && self.store.membership(&other, user).await?.is_some_and(|(m, _)| m == "join")
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The content of a current state event (`{}` when unset).

@@ -396,9 +396,15 @@ fn matches_filter(filter: &RoomEventFilter, event: &StoredEvent) -> bool {
     super::filter::Criteria::from(filter).wants(&event.event_type, Some(&event.sender))
 }
 
-/// A stripped state event: type, state key, content and sender only.
+/// A stripped state event: type, state key, content and sender only;
+/// but `m.room.create` whole, as signed (MSC4311, Matrix 1.16: the PDU that
+/// `invite_room_state` carries over federation, from which a client or
+/// safety tool can check that a version 12 room's ID is its hash).
 fn stripped(event: &StoredEvent) -> Option<Value> {
     let pdu: Value = serde_json::from_str(&event.json).ok()?;
+    if event.event_type == "m.room.create" && event.state_key.as_deref() == Some("") {
+        return Some(pdu);
+    }
     Some(json!({
         "type": event.event_type,
         "state_key": event.state_key.as_deref().unwrap_or_default(),
