@@ -17,6 +17,7 @@ both_backends!(
     leave_kick_ban_unban_forget,
     state_endpoints,
     members_and_joined_members,
+    unreadable_rooms_and_events_answer_as_the_spec_says,
     paging_covers_every_event_in_order,
     aliases_resolve_for_join,
     redactions_strip_content_and_need_permission,
@@ -239,6 +240,17 @@ async fn leave_kick_ban_unban_forget(backend: Backend) {
     alice.post(&rooms("kick"), json!({ "user_id": "@bob:tessera.test", "reason": "out" })).await.ok();
     let kicked = alice.get(&rooms("state/m.room.member/@bob:tessera.test")).await.ok();
     assert_eq!((kicked["membership"].as_str(), kicked["reason"].as_str()), (Some("leave"), Some("out")));
+    // Someone already out (or never in) cannot be kicked: nothing is sent.
+    alice
+        .post(&rooms("kick"), json!({ "user_id": "@bob:tessera.test" }))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    alice
+        .post(&rooms("kick"), json!({ "user_id": "@nobody:tessera.test" }))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    let still = alice.get(&rooms("state/m.room.member/@bob:tessera.test")).await.ok();
+    assert_eq!(still["reason"], "out", "the first kick's event is still the latest");
     bob.join(&room).await.ok();
     bob.post(&rooms("kick"), json!({ "user_id": "@alice:tessera.test" }))
         .await
@@ -307,6 +319,14 @@ async fn members_and_joined_members(backend: Backend) {
     let joined = bob.get(&format!("/_matrix/client/v3/rooms/{room}/joined_members")).await.ok();
     assert_eq!(joined["joined"]["@alice:tessera.test"]["display_name"], "alice");
     assert_eq!(joined["joined"].as_object().expect("joined").len(), 2);
+    // An unset avatar is null, not left out.
+    let alice_entry = joined["joined"]["@alice:tessera.test"].as_object().expect("alice").clone();
+    assert_eq!(alice_entry.get("avatar_url"), Some(&Value::Null));
+
+    // After leaving, the member list is closed (history is not).
+    bob.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), json!({})).await.ok();
+    bob.get(&format!("/_matrix/client/v3/rooms/{room}/joined_members")).await.assert_error(403, "M_FORBIDDEN");
+    bob.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b")).await.ok();
 }
 
 async fn paging_covers_every_event_in_order(backend: Backend) {
@@ -487,4 +507,37 @@ async fn create_room_topic_is_plain_and_rich(backend: Backend) {
         .await;
     let content = topic(room).await;
     assert_eq!(content, json!({ "topic": "Test Room" }));
+}
+
+/// The status codes clients and Complement rely on: an event the user may
+/// not see is 404 (like one that does not exist), history of an unknown
+/// room is 403 (like one the user is not in), a forgotten room's history
+/// is closed, and `/messages` without `dir` pages forwards.
+async fn unreadable_rooms_and_events_answer_as_the_spec_says(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let event = alice.send_text(&room, "hello").await;
+    bob.get(&format!("/_matrix/client/v3/rooms/{room}/event/{event}"))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    alice
+        .get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b", encode("!does-not-exist:tessera.test")))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+
+    // No `dir`: forwards from the start.
+    let page = alice.get(&format!("/_matrix/client/v3/rooms/{room}/messages")).await.ok();
+    assert_eq!(page["chunk"][0]["type"], "m.room.create", "{page}");
+
+    bob.join(&room).await.ok();
+    alice.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), json!({})).await.ok();
+    alice.get(&format!("/_matrix/client/v3/rooms/{room}/messages")).await.ok();
+    alice.post(&format!("/_matrix/client/v3/rooms/{room}/forget"), json!({})).await.ok();
+    alice.get(&format!("/_matrix/client/v3/rooms/{room}/messages")).await.assert_error(403, "M_FORBIDDEN");
+    alice
+        .get(&format!("/_matrix/client/v3/rooms/{room}/event/{event}"))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
 }

@@ -188,6 +188,7 @@ where
         compat::check_login_type(&parts, &bytes)?;
         let bytes = compat::legacy_uia_user(bytes);
         let bytes = compat::empty_json_body(&parts, bytes);
+        compat::default_messages_dir(&mut parts);
 
         let http_request = http::Request::from_parts(parts, bytes.as_ref());
         // ruma's deserialisers index into JSON maps in places; a malformed body

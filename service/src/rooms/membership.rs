@@ -174,6 +174,17 @@ impl Rooms {
             // Not in the room (or already out): the spec's 403.
             return Err(Error::forbidden("You are not in this room"));
         }
+        if change == Change::Kick
+            && self
+                .store
+                .membership(room_id, target)
+                .await?
+                .is_none_or(|(m, _)| !matches!(m.as_str(), "join" | "invite" | "knock"))
+        {
+            // The auth rules would let a moderator "kick" someone already
+            // out; Synapse and the spec's tests refuse it.
+            return Err(Error::forbidden("The target user is not in the room"));
+        }
         if change == Change::Unban
             && self.store.membership(room_id, target).await?.is_none_or(|(m, _)| m != "ban")
         {

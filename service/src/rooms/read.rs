@@ -170,10 +170,15 @@ impl Rooms {
         })
     }
 
-    /// A user's current membership, if any.
+    /// A user's current membership, if any. A room the user left and
+    /// forgot counts as one they were never in: its history is closed to
+    /// them (unless world-readable), as the spec's `/forget` says.
     async fn membership_of(&self, room_id: &RoomId, user: &UserId) -> Result<Option<String>> {
         let memberships = self.memberships_of(user, self.streams.persisted_upto()).await?;
-        Ok(memberships.iter().find(|m| m.room_id == room_id.as_str()).map(|m| m.membership.clone()))
+        Ok(memberships
+            .iter()
+            .find(|m| m.room_id == room_id.as_str() && !m.forgotten)
+            .map(|m| m.membership.clone()))
     }
 
     async fn history_visibility_now(&self, room_id: &RoomId) -> Result<String> {
@@ -384,7 +389,14 @@ impl Rooms {
         who: &Identity,
         room_id: &RoomId,
     ) -> Result<Vec<(String, Option<String>, Option<String>)>> {
-        self.check_may_read(who, room_id).await?;
+        // Members only (or anyone, in a world-readable room): unlike
+        // history, a member list is not readable after leaving.
+        let membership = self.check_may_read(who, room_id).await?;
+        if membership.as_deref() != Some("join")
+            && self.history_visibility_now(room_id).await? != "world_readable"
+        {
+            return Err(Error::forbidden("You are not in this room"));
+        }
         let members = self.store.room_members(room_id).await?;
         Ok(members
             .iter()
@@ -400,8 +412,13 @@ impl Rooms {
 
     /// `GET /rooms/{roomId}/event/{eventId}`.
     pub async fn event(&self, who: &Identity, room_id: &RoomId, event_id: &EventId) -> Result<ClientEvent> {
-        let current = self.check_may_read(who, room_id).await?;
         let not_found = || Error::not_found("Event not found");
+        // The spec's one answer for "no such event" and "not yours to
+        // see", so that neither reveals the other.
+        let current = match self.check_may_read(who, room_id).await {
+            Err(Error::Matrix { status: 403, .. }) => return Err(not_found()),
+            other => other?,
+        };
         let event =
             self.event_in_room(room_id, event_id).await?.filter(|e| !e.rejected).ok_or_else(not_found)?;
         let mut cache = VisibilityCache::default();
@@ -422,7 +439,14 @@ impl Rooms {
     ) -> Result<HistoryPage> {
         let HistoryQuery { from, to, direction, limit, filter } = query;
         let (direction, limit) = (*direction, *limit);
-        let current = self.check_may_read(who, room_id).await?;
+        // A room this server does not know is one the user is not in: the
+        // spec's 403, which does not reveal whether it exists.
+        let current = match self.check_may_read(who, room_id).await {
+            Err(Error::Matrix { status: 404, .. }) => {
+                return Err(Error::forbidden("You are not a member of this room"));
+            }
+            other => other?,
+        };
         let from = match *from {
             Some(token) => Some(self.page_position(room_id, token, TokenUse::From(direction)).await?),
             None => None,
