@@ -141,7 +141,9 @@ impl Uia {
                     _ => None,
                 };
                 if named.as_deref() != Some(user) {
-                    return forbidden("The identifier does not match the authenticated user");
+                    // Someone else's credentials: refused outright (403),
+                    // not a stage to retry, as Synapse answers.
+                    return Err(Error::forbidden("The identifier does not match the authenticated user"));
                 }
                 // Password guesses through UIA count like login attempts.
                 self.rate_limiter.check(Class::Login, user.as_str())?;

@@ -69,6 +69,15 @@ async fn deleting_devices_needs_uia_and_revokes_tokens(backend: Backend) {
     tablet.login("alice", "secret-pw").await.ok();
 
     let phone_path = format!("/_matrix/client/v3/devices/{}", phone.device_id.as_deref().expect("device"));
+    // Another user's password (however right for them) is refused
+    // outright, and the device stays.
+    server.register("bob", "bobs-pw").await;
+    let bobs_auth = json!({ "auth": {
+        "type": "m.login.password", "password": "bobs-pw",
+        "identifier": { "type": "m.id.user", "user": "@bob:tessera.test" },
+    }});
+    alice.delete(&phone_path, bobs_auth).await.assert_error(403, "M_FORBIDDEN");
+    alice.get(&phone_path).await.ok();
     // Deleting a device that is not there succeeds (after UIA), per the spec.
     alice
         .with_password_uia(

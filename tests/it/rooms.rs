@@ -18,6 +18,7 @@ both_backends!(
     state_endpoints,
     members_and_joined_members,
     unreadable_rooms_and_events_answer_as_the_spec_says,
+    joins_keep_the_content_sent_with_them,
     paging_covers_every_event_in_order,
     aliases_resolve_for_join,
     redactions_strip_content_and_need_permission,
@@ -278,8 +279,13 @@ async fn state_endpoints(backend: Backend) {
     // The empty state key: with and without the trailing slash.
     let set = alice.put(&state("/m.room.topic/"), json!({ "topic": "one" })).await.ok();
     assert!(set["event_id"].as_str().expect("event_id").starts_with('$'));
-    alice.put(&state("/m.room.topic"), json!({ "topic": "two" })).await.ok();
+    let two = alice.put(&state("/m.room.topic"), json!({ "topic": "two" })).await.ok();
     assert_eq!(alice.get(&state("/m.room.topic/")).await.ok()["topic"], "two");
+    // The same state again is the same event: nothing new in the room.
+    let events_before = alice.all_messages(&room, 100).await.len();
+    let again = alice.put(&state("/m.room.topic"), json!({ "topic": "two" })).await.ok();
+    assert_eq!(again["event_id"], two["event_id"]);
+    assert_eq!(alice.all_messages(&room, 100).await.len(), events_before);
     let event = alice.get(&state("/m.room.topic?format=event")).await.ok();
     assert_eq!((event["type"].as_str(), event["state_key"].as_str()), (Some("m.room.topic"), Some("")));
     alice.put(&state("/org.example.custom/key"), json!({ "anything": [1] })).await.ok();
@@ -325,7 +331,9 @@ async fn members_and_joined_members(backend: Backend) {
 
     // After leaving, the member list is closed (history is not).
     bob.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), json!({})).await.ok();
-    bob.get(&format!("/_matrix/client/v3/rooms/{room}/joined_members")).await.assert_error(403, "M_FORBIDDEN");
+    bob.get(&format!("/_matrix/client/v3/rooms/{room}/joined_members"))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
     bob.get(&format!("/_matrix/client/v3/rooms/{room}/messages?dir=b")).await.ok();
 }
 
@@ -519,9 +527,7 @@ async fn unreadable_rooms_and_events_answer_as_the_spec_says(backend: Backend) {
     let bob = server.register("bob", "pw").await;
     let room = alice.create_room(json!({ "preset": "public_chat" })).await;
     let event = alice.send_text(&room, "hello").await;
-    bob.get(&format!("/_matrix/client/v3/rooms/{room}/event/{event}"))
-        .await
-        .assert_error(404, "M_NOT_FOUND");
+    bob.get(&format!("/_matrix/client/v3/rooms/{room}/event/{event}")).await.assert_error(404, "M_NOT_FOUND");
     alice
         .get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b", encode("!does-not-exist:tessera.test")))
         .await
@@ -540,4 +546,34 @@ async fn unreadable_rooms_and_events_answer_as_the_spec_says(backend: Backend) {
         .get(&format!("/_matrix/client/v3/rooms/{room}/event/{event}"))
         .await
         .assert_error(404, "M_NOT_FOUND");
+}
+
+/// `/join` keeps what the client sent in the member event (custom keys, a
+/// reason), under both paths; the membership is the server's.
+async fn joins_keep_the_content_sent_with_them(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let carol = server.register("carol", "pw").await;
+    let room = alice.create_room(json!({ "preset": "public_chat", "room_alias_name": "custom" })).await;
+    bob.post(&format!("/_matrix/client/v3/join/{room}"), json!({ "foo": "bar", "membership": "leave" }))
+        .await
+        .ok();
+    carol
+        .post(
+            &format!("/_matrix/client/v3/join/{}", encode("#custom:tessera.test")),
+            json!({ "foo": "baz", "reason": "hi" }),
+        )
+        .await
+        .ok();
+    let member = |user: &'static str| {
+        let path = format!("/_matrix/client/v3/rooms/{room}/state/m.room.member/{user}");
+        let alice = &alice;
+        async move { alice.get(&path).await }
+    };
+    let bobs = member("@bob:tessera.test").await.ok();
+    assert_eq!((bobs["membership"].as_str(), bobs["foo"].as_str()), (Some("join"), Some("bar")));
+    assert_eq!(bobs["displayname"], "bob", "the profile is still filled in");
+    let carols = member("@carol:tessera.test").await.ok();
+    assert_eq!((carols["foo"].as_str(), carols["reason"].as_str()), (Some("baz"), Some("hi")));
 }

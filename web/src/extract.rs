@@ -104,10 +104,22 @@ pub struct Ruma<T, G = NoGuests> {
     pub body: T,
     identity: Option<Identity>,
     pub client_ip: Option<IpAddr>,
+    /// The request body as sent (checked, after the compatibility
+    /// rewrites), for the few endpoints that keep keys ruma's type drops.
+    raw_body: bytes::Bytes,
     _guests: PhantomData<G>,
 }
 
 impl<T, G> Ruma<T, G> {
+    /// The body's top-level JSON object, or an empty one (no body, or not
+    /// an object).
+    pub fn json_object(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::from_slice(&self.raw_body) {
+            Ok(serde_json::Value::Object(object)) => object,
+            _ => serde_json::Map::new(),
+        }
+    }
+
     /// The caller. Always present on endpoints that require a token.
     pub fn identity(&self) -> Result<&Identity, Error> {
         self.identity.as_ref().ok_or_else(Error::missing_token)
@@ -197,7 +209,7 @@ where
             std::panic::catch_unwind(AssertUnwindSafe(|| T::try_from_http_request(http_request, &path_args)))
                 .map_err(|_| Error::bad_json("Malformed request"))?;
         let body = parsed.map_err(request_error)?;
-        Ok(Self { body, identity, client_ip, _guests: PhantomData })
+        Ok(Self { body, identity, client_ip, raw_body: bytes, _guests: PhantomData })
     }
 }
 

@@ -41,7 +41,7 @@ async fn join_by_id(
     req: Ruma<join_room_by_id::v3::Request, GuestsAllowed>,
 ) -> Result<join_room_by_id::v3::Response> {
     let room_id = state.rooms.resolve_room(<&ruma::RoomOrAliasId>::from(&*req.body.room_id)).await?;
-    state.rooms.join(req.identity()?, &room_id, req.body.reason.as_deref()).await?;
+    state.rooms.join(req.identity()?, &room_id, req.body.reason.as_deref(), req.json_object()).await?;
     Ok(join_room_by_id::v3::Response::new(room_id).into())
 }
 
@@ -50,7 +50,7 @@ async fn join_by_id_or_alias(
     req: Ruma<join_room_by_id_or_alias::v3::Request, GuestsAllowed>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
     let room_id = state.rooms.resolve_room(&req.body.room_id_or_alias).await?;
-    state.rooms.join(req.identity()?, &room_id, req.body.reason.as_deref()).await?;
+    state.rooms.join(req.identity()?, &room_id, req.body.reason.as_deref(), req.json_object()).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id).into())
 }
 

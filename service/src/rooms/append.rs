@@ -385,6 +385,17 @@ impl Rooms {
             AnyStateEventContent::from_parts(&template.kind.to_string(), &raw)
                 .map_err(|e| Error::bad_json(format!("Invalid {} content: {e}", template.kind)))?;
         }
+        // The same state again from the same sender changes nothing: the
+        // current event's ID is the answer, and no new event is made (as
+        // Synapse does; clients re-send state when they retry).
+        if let Some(key) = template.state_key.as_deref()
+            && let Some(current) =
+                self.store.current_state_event(room_id, &template.kind.to_string(), key).await?
+            && current.sender == sender.as_str()
+            && current.content() == Some(&template.content)
+        {
+            return Ok(current.event_id);
+        }
         let event_id = self.send(room_id, sender, &template, None).await?;
         if template.kind == TimelineEventType::RoomTombstone
             && let Some(replacement) =

@@ -39,8 +39,17 @@ impl Rooms {
         Ok(room_id)
     }
 
-    /// `POST /join/{roomIdOrAlias}` and `/rooms/{roomId}/join`.
-    pub async fn join(&self, who: &Identity, room_id: &RoomId, reason: Option<&str>) -> Result<()> {
+    /// `POST /join/{roomIdOrAlias}` and `/rooms/{roomId}/join`. `extra` is
+    /// the rest of the request body, kept in the member event's content as
+    /// Synapse does (a display name for this room, custom keys); the
+    /// membership and server-set keys are ours.
+    pub async fn join(
+        &self,
+        who: &Identity,
+        room_id: &RoomId,
+        reason: Option<&str>,
+        extra: serde_json::Map<String, Value>,
+    ) -> Result<()> {
         if let Some((membership, _)) = self.store.membership(room_id, &who.user_id).await?
             && membership == "join"
         {
@@ -48,6 +57,16 @@ impl Rooms {
             return Ok(());
         }
         let mut content = self.profile_content(&who.user_id).await?;
+        if let Value::Object(fields) = &mut content {
+            for (key, value) in extra {
+                if !matches!(
+                    key.as_str(),
+                    "membership" | "third_party_signed" | "join_authorised_via_users_server"
+                ) {
+                    fields.insert(key, value);
+                }
+            }
+        }
         content["membership"] = "join".into();
         if let Some(reason) = reason {
             content["reason"] = reason.into();
