@@ -55,6 +55,26 @@ async fn restricted_rooms_admit_members_of_allowed_rooms(backend: Backend) {
         .ok();
     assert_eq!(member["membership"], "join");
     assert_eq!(member["join_authorised_via_users_server"], "@alice:tessera.test");
+
+    // A join -> join with a meaningless authoriser (a new display name) is
+    // accepted; the bad value is ignored.
+    let own = format!("/_matrix/client/v3/rooms/{restricted}/state/m.room.member/@bob:tessera.test");
+    bob.put(
+        &own,
+        json!({ "membership": "join", "displayname": "Bobby", "join_authorised_via_users_server": "unused" }),
+    )
+    .await
+    .ok();
+    let member = bob.get(&own).await.ok();
+    assert_eq!(member["displayname"], "Bobby");
+    assert!(member.get("join_authorised_via_users_server").is_none(), "{member}");
+
+    // Mangled `allow` entries are accepted as sent, and admit nobody.
+    bob.post(&format!("/_matrix/client/v3/rooms/{restricted}/leave"), json!({})).await.ok();
+    let rules = format!("/_matrix/client/v3/rooms/{restricted}/state/m.room.join_rules");
+    alice.put(&rules, json!({ "join_rule": "restricted", "allow": ["invalid"] })).await.ok();
+    assert_eq!(alice.get(&rules).await.ok()["allow"], json!(["invalid"]));
+    bob.join(&restricted).await.assert_error(403, "M_FORBIDDEN");
 }
 
 async fn knocking_asks_and_an_invite_answers(backend: Backend) {

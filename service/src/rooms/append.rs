@@ -364,7 +364,7 @@ impl Rooms {
         &self,
         room_id: &RoomId,
         sender: &UserId,
-        template: EventTemplate,
+        mut template: EventTemplate,
     ) -> Result<OwnedEventId> {
         use ruma::events::{AnyStateEventContent, EventContentFromType};
         // Before the schema check: a malformed alias is M_INVALID_PARAM there.
@@ -376,8 +376,27 @@ impl Rooms {
         {
             return Err(Error::bad_json("The state key of m.room.member must be a user ID"));
         }
-        let raw =
-            serde_json::value::to_raw_value(&template.content).map_err(|e| Error::bad_json(e.to_string()))?;
+        // A `join_authorised_via_users_server` that names no user means
+        // nothing (it matters only on a restricted join, which the server
+        // fills in itself): ignored, as the spec's auth rules would.
+        if template.kind == TimelineEventType::RoomMember
+            && let Some(content) = template.content.as_object_mut()
+            && content
+                .get("join_authorised_via_users_server")
+                .is_some_and(|v| v.as_str().is_none_or(|id| UserId::parse(id).is_err()))
+        {
+            content.remove("join_authorised_via_users_server");
+        }
+        // The schema is checked on the content with the join rule's `allow`
+        // entries that are not objects left out: such entries are kept as
+        // sent and allow nobody (Synapse accepts them the same way).
+        let mut checked = template.content.clone();
+        if template.kind == TimelineEventType::RoomJoinRules
+            && let Some(allow) = checked.get_mut("allow").and_then(|a| a.as_array_mut())
+        {
+            allow.retain(|entry| entry.is_object());
+        }
+        let raw = serde_json::value::to_raw_value(&checked).map_err(|e| Error::bad_json(e.to_string()))?;
         // Only the types the server itself reads are held to their schema:
         // others (`m.space.child` with `{}` removes a child, say) are valid
         // in forms ruma's strict types reject.
