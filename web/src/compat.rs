@@ -62,6 +62,30 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// `GET /rooms/{roomId}/messages` without `dir`: forwards, as Synapse reads
+/// it (the parameter was optional before v1.3 of the spec, and Complement
+/// and older clients still leave it out). ruma requires it.
+pub(crate) fn default_messages_dir(parts: &mut http::request::Parts) {
+    if parts.method != http::Method::GET || !parts.uri.path().ends_with("/messages") {
+        return;
+    }
+    let query = parts.uri.query().unwrap_or_default();
+    if query.split('&').any(|pair| pair == "dir" || pair.starts_with("dir=")) {
+        return;
+    }
+    let path_and_query = if query.is_empty() {
+        format!("{}?dir=f", parts.uri.path())
+    } else {
+        format!("{}?{query}&dir=f", parts.uri.path())
+    };
+    let Ok(rewritten) = path_and_query.parse() else { return };
+    let mut uri = parts.uri.clone().into_parts();
+    uri.path_and_query = Some(rewritten);
+    if let Ok(uri) = http::Uri::from_parts(uri) {
+        parts.uri = uri;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,29 +109,5 @@ mod tests {
             let body = Bytes::copy_from_slice(raw);
             assert_eq!(legacy_uia_user(body.clone()), body);
         }
-    }
-}
-
-/// `GET /rooms/{roomId}/messages` without `dir`: forwards, as Synapse reads
-/// it (the parameter was optional before v1.3 of the spec, and Complement
-/// and older clients still leave it out). ruma requires it.
-pub(crate) fn default_messages_dir(parts: &mut http::request::Parts) {
-    if parts.method != http::Method::GET || !parts.uri.path().ends_with("/messages") {
-        return;
-    }
-    let query = parts.uri.query().unwrap_or_default();
-    if query.split('&').any(|pair| pair == "dir" || pair.starts_with("dir=")) {
-        return;
-    }
-    let path_and_query = if query.is_empty() {
-        format!("{}?dir=f", parts.uri.path())
-    } else {
-        format!("{}?{query}&dir=f", parts.uri.path())
-    };
-    let Ok(rewritten) = path_and_query.parse() else { return };
-    let mut uri = parts.uri.clone().into_parts();
-    uri.path_and_query = Some(rewritten);
-    if let Ok(uri) = http::Uri::from_parts(uri) {
-        parts.uri = uri;
     }
 }
