@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::{
     both_backends,
-    harness::{Backend, TestServer},
+    harness::{Backend, TestServer, encode},
 };
 
 both_backends!(
@@ -151,13 +151,36 @@ async fn sync_tokens_are_pagination_tokens(backend: Backend) {
     // `to` as a sync token: backwards from the end, stopping at the sync.
     let newer = messages(format!("dir=b&to={next_batch}")).await;
     assert_eq!(bodies(&newer), ["thread-after", "after-1"]);
-    // prev_batch pages on from the timeline's first event.
-    let timeline = &synced["rooms"]["join"][&room]["timeline"];
-    if let Some(prev_batch) = timeline["prev_batch"].as_str() {
-        let first = timeline["events"][0]["event_id"].as_str().expect("first event");
-        let older = messages(format!("dir=b&from={prev_batch}")).await;
-        assert!(older["chunk"].as_array().expect("chunk").iter().all(|e| e["event_id"] != first));
-    }
+    // prev_batch of a limited timeline pages on from before its first
+    // event; of a whole one, from its end (as Synapse: the timeline again).
+    let limited_sync =
+        alice.sync(None, &format!("&filter={}", encode(r#"{"room":{"timeline":{"limit":2}}}"#))).await;
+    let timeline = &limited_sync["rooms"]["join"][&room]["timeline"];
+    assert_eq!(timeline["limited"], true);
+    let first = timeline["events"][0]["event_id"].as_str().expect("first event");
+    let prev_batch = timeline["prev_batch"].as_str().expect("prev_batch");
+    let older = messages(format!("dir=b&from={prev_batch}")).await;
+    assert!(older["chunk"].as_array().expect("chunk").iter().all(|e| e["event_id"] != first));
+    let whole =
+        alice.sync(None, &format!("&filter={}", encode(r#"{"room":{"timeline":{"limit":50}}}"#))).await;
+    let timeline = &whole["rooms"]["join"][&room]["timeline"];
+    assert_eq!(timeline["limited"], false);
+    let prev_batch = timeline["prev_batch"].as_str().expect("prev_batch");
+    let again = messages(format!("dir=b&limit=50&from={prev_batch}")).await;
+    assert_eq!(
+        again["chunk"].as_array().expect("chunk").len(),
+        timeline["events"].as_array().expect("events").len()
+    );
+    // /members?at= that token: the members as of the timeline's end.
+    let members = alice.get(&format!("/_matrix/client/v3/rooms/{room}/members?at={prev_batch}")).await.ok();
+    let joined: Vec<&str> = members["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .filter(|e| e["content"]["membership"] == "join")
+        .filter_map(|e| e["state_key"].as_str())
+        .collect();
+    assert_eq!(joined.len(), 2, "alice and bob: {members}");
 
     let relations = |query: String| {
         let alice = &alice;

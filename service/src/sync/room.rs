@@ -145,8 +145,7 @@ impl RoomSync<'_> {
         } else {
             None
         };
-        let prev_batch =
-            timeline.first().map(|e| PageToken { depth: e.depth, stream: e.stream_ordering }.to_string());
+        let prev_batch = prev_batch(&timeline, limited, self.upto);
         let joined_users = timeline
             .iter()
             .chain(state.iter())
@@ -249,8 +248,7 @@ impl RoomSync<'_> {
         let room = RoomId::parse(room_id).map_err(Error::internal)?;
         let (timeline, limited) = self.timeline(&room, self.after, left_at).await?;
         let state = self.state(&room, &timeline, left_at, self.after.is_none()).await?;
-        let prev_batch =
-            timeline.first().map(|e| PageToken { depth: e.depth, stream: e.stream_ordering }.to_string());
+        let prev_batch = prev_batch(&timeline, limited, left_at);
         Ok(LeftRoom {
             room_id: room_id.to_owned(),
             timeline: self.format(&timeline, true).await?,
@@ -411,4 +409,18 @@ fn stripped(event: &StoredEvent) -> Option<Value> {
         "content": pdu.get("content")?,
         "sender": event.sender,
     }))
+}
+
+/// `prev_batch`: where a client pages back from. A limited timeline
+/// continues just before its first event; a whole one gives the position
+/// the timeline runs to (a sync token), as Synapse does: paging back from
+/// it returns the timeline again and then older history, and
+/// `/members?at=` with it reads the members as of the timeline's end.
+fn prev_batch(timeline: &[StoredEvent], limited: bool, upto: i64) -> Option<String> {
+    match timeline.first() {
+        Some(first) if limited => {
+            Some(PageToken { depth: first.depth, stream: first.stream_ordering }.to_string())
+        }
+        _ => Some(crate::sync::SyncToken { events: upto, typing: 0, to_device: 0 }.to_string()),
+    }
 }
