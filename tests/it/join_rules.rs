@@ -75,6 +75,9 @@ async fn restricted_rooms_admit_members_of_allowed_rooms(backend: Backend) {
     alice.put(&rules, json!({ "join_rule": "restricted", "allow": ["invalid"] })).await.ok();
     assert_eq!(alice.get(&rules).await.ok()["allow"], json!(["invalid"]));
     bob.join(&restricted).await.assert_error(403, "M_FORBIDDEN");
+    alice.put(&rules, json!({ "join_rule": "restricted", "allow": "invalid" })).await.ok();
+    assert_eq!(alice.get(&rules).await.ok()["allow"], "invalid");
+    bob.join(&restricted).await.assert_error(403, "M_FORBIDDEN");
 }
 
 async fn knocking_asks_and_an_invite_answers(backend: Backend) {

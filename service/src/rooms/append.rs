@@ -387,14 +387,21 @@ impl Rooms {
         {
             content.remove("join_authorised_via_users_server");
         }
-        // The schema is checked on the content with the join rule's `allow`
-        // entries that are not objects left out: such entries are kept as
-        // sent and allow nobody (Synapse accepts them the same way).
+        // The schema is checked on the content without the join rule's
+        // `allow` entries that are not objects (or an `allow` that is not a
+        // list): such values are kept as sent and admit nobody (Synapse
+        // accepts them the same way).
         let mut checked = template.content.clone();
         if template.kind == TimelineEventType::RoomJoinRules
-            && let Some(allow) = checked.get_mut("allow").and_then(|a| a.as_array_mut())
+            && let Some(rules) = checked.as_object_mut()
         {
-            allow.retain(|entry| entry.is_object());
+            match rules.get_mut("allow") {
+                Some(serde_json::Value::Array(allow)) => allow.retain(|entry| entry.is_object()),
+                Some(_) => {
+                    rules.remove("allow");
+                }
+                None => {}
+            }
         }
         let raw = serde_json::value::to_raw_value(&checked).map_err(|e| Error::bad_json(e.to_string()))?;
         // Only the types the server itself reads are held to their schema:
