@@ -129,7 +129,7 @@ impl Keys {
         let mut answer = KeysByDevice::default();
         for (user, devices) in wanted {
             if user.server_name() != self.server_name {
-                answer.failures.insert(user.server_name().to_string(), unreachable());
+                answer.failures.insert(user.server_name().to_string(), server_not_asked());
                 continue;
             }
             if self.store.get_user(user).await?.is_none() {
@@ -168,7 +168,7 @@ impl Keys {
         let mut answer = KeysByDevice::default();
         for (user, devices) in wanted {
             if user.server_name() != self.server_name {
-                answer.failures.insert(user.server_name().to_string(), unreachable());
+                answer.failures.insert(user.server_name().to_string(), server_not_asked());
                 continue;
             }
             let mut found = BTreeMap::new();
@@ -205,7 +205,7 @@ impl Keys {
 
 /// What `failures` holds for a server not asked (there is no federation
 /// client yet), as Synapse words an unreachable server.
-fn unreachable() -> Value {
+fn server_not_asked() -> Value {
     json!({ "status": 503, "message": "Federation is not available" })
 }
 
