@@ -23,6 +23,7 @@ use tessera_service::{
     auth::Authenticator,
     delivery::Delivery,
     devices::Devices,
+    keys::{DeviceLists, Keys},
     notifications::Notifications,
     notifier::Notifier,
     passwords::Passwords,
@@ -121,14 +122,6 @@ async fn serve_with_store(
     };
     let passwords = Passwords::new(std::thread::available_parallelism().map_or(2, |n| n.get()));
     let uia = Uia::new(store.clone(), passwords.clone(), rate_limiter.clone(), server_name.clone());
-    let accounts = Accounts::new(
-        store.clone(),
-        uia,
-        passwords,
-        rate_limiter.clone(),
-        server_name.clone(),
-        config.account_settings(),
-    );
     let streams = StreamAllocator::start(Arc::new(store.clone()))
         .await
         .map_err(|e| ServeError::Storage(e.to_string()))?;
@@ -143,6 +136,17 @@ async fn serve_with_store(
         notifier.clone(),
         push_rules.clone(),
     );
+    let device_lists = DeviceLists::new(store.clone(), streams.clone(), notifier.clone(), rooms.clone());
+    let keys = Keys::new(store.clone(), streams.clone(), device_lists.clone(), server_name.clone());
+    let accounts = Accounts::new(
+        store.clone(),
+        uia,
+        passwords,
+        rate_limiter.clone(),
+        server_name.clone(),
+        config.account_settings(),
+    )
+    .with_device_lists(device_lists.clone());
     let profiles = Profiles::new(store.clone(), rooms.clone());
     let typing = Typing::new(notifier.clone());
     let receipts =
@@ -163,6 +167,7 @@ async fn serve_with_store(
             receipts: receipts.clone(),
             to_device: to_device.clone(),
             presence: presence.clone(),
+            keys: keys.clone(),
         },
     );
     let client_addr = listeners.client.local_addr()?;
@@ -171,6 +176,7 @@ async fn serve_with_store(
         receipts,
         to_device,
         presence,
+        keys,
         push_rules,
         notifications: Notifications::new(store.clone(), rooms.clone()),
         account_data,

@@ -13,6 +13,7 @@ mod devices;
 // fields; we advertise v1.12, where they are what clients read.
 #[allow(deprecated)]
 mod discovery;
+mod keys;
 mod presence;
 mod profile;
 mod push_rules;
@@ -31,10 +32,10 @@ use std::sync::Arc;
 
 use axum::{Router, extract::FromRef, routing::get};
 use tessera_service::{
-    account_data::AccountData, accounts::Accounts, devices::Devices, notifications::Notifications,
-    presence::Presence, profiles::Profiles, push_rules::PushRules, rate_limit::RateLimiter,
-    receipts::Receipts, rooms::Rooms, shared_secret::SharedSecretRegistration, sync::SyncService,
-    to_device::ToDevice, typing::Typing,
+    account_data::AccountData, accounts::Accounts, devices::Devices, keys::Keys,
+    notifications::Notifications, presence::Presence, profiles::Profiles, push_rules::PushRules,
+    rate_limit::RateLimiter, receipts::Receipts, rooms::Rooms, shared_secret::SharedSecretRegistration,
+    sync::SyncService, to_device::ToDevice, typing::Typing,
 };
 use tessera_web::{Gate, routing};
 
@@ -73,6 +74,7 @@ pub struct ClientServices {
     pub receipts: Receipts,
     pub to_device: ToDevice,
     pub presence: Presence,
+    pub keys: Keys,
     pub push_rules: PushRules,
     pub notifications: Notifications,
     pub rate_limiter: RateLimiter,
@@ -98,6 +100,7 @@ pub fn router(state: ClientState) -> Router {
         .merge(thirdparty::routes())
         .merge(voip::routes())
         .merge(devices::routes())
+        .merge(keys::routes())
         .merge(presence::routes())
         .merge(profile::routes())
         .merge(push_rules::routes())

@@ -38,6 +38,30 @@ impl Serialize for Body<'_> {
                 map.serialize_entry(key, &Events(events))?;
             }
         }
+        let lists = &r.device_lists;
+        if !lists.is_empty() {
+            map.serialize_entry("device_lists", &DeviceLists(lists))?;
+        }
+        // Always sent: clients upload keys when the count is low, and read
+        // a missing count as unknown (Complement and matrix-rust-sdk
+        // expect `signed_curve25519`).
+        map.serialize_entry("device_one_time_keys_count", &r.key_counts.one_time_keys)?;
+        map.serialize_entry("device_unused_fallback_key_types", &r.key_counts.unused_fallback_key_types)?;
+        map.end()
+    }
+}
+
+/// `device_lists`, each list left out when empty.
+struct DeviceLists<'a>(&'a tessera_service::keys::DeviceListChanges);
+
+impl Serialize for DeviceLists<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (key, users) in [("changed", &self.0.changed), ("left", &self.0.left)] {
+            if !users.is_empty() {
+                map.serialize_entry(key, users)?;
+            }
+        }
         map.end()
     }
 }

@@ -21,6 +21,7 @@ use tessera_storage::{NewAccessToken, NewUser, StorageError, Store};
 use crate::{
     Error, Result,
     auth::Identity,
+    keys::DeviceLists,
     limits, now_ms,
     passwords::Passwords,
     rate_limit::{Attempt, Class, RateLimiter},
@@ -116,6 +117,9 @@ pub struct Accounts {
     rate_limiter: RateLimiter,
     server_name: OwnedServerName,
     settings: AccountSettings,
+    /// Where logins and logouts are recorded as device-list changes; none
+    /// for the admin CLI, which serves no syncs.
+    device_lists: Option<DeviceLists>,
 }
 
 impl Accounts {
@@ -127,7 +131,24 @@ impl Accounts {
         server_name: OwnedServerName,
         settings: AccountSettings,
     ) -> Self {
-        Self { store, uia, passwords, rate_limiter, server_name, settings }
+        Self { store, uia, passwords, rate_limiter, server_name, settings, device_lists: None }
+    }
+
+    /// Records logins and device deletions in `device_lists`.
+    pub fn with_device_lists(mut self, device_lists: DeviceLists) -> Self {
+        self.device_lists = Some(device_lists);
+        self
+    }
+
+    /// A device of `user` was added or removed (already committed): a
+    /// device-list change. A failure to record it is logged, not answered:
+    /// the login or logout itself happened.
+    pub(crate) async fn devices_changed(&self, user: &UserId) {
+        if let Some(device_lists) = &self.device_lists
+            && let Err(e) = device_lists.device_changed(user).await
+        {
+            tracing::warn!(%user, error = %e, "device-list change not recorded");
+        }
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -294,6 +315,9 @@ impl Accounts {
             Err(e) => return Err(e.into()),
         }
         tracing::info!(user_id = %account.user_id, guest = account.is_guest, "registered");
+        if tokens.is_some() {
+            self.devices_changed(&account.user_id).await;
+        }
         Ok(Registered {
             session: tokens.map(|t| t.into_session(account.user_id.clone())),
             user_id: account.user_id,
@@ -330,6 +354,7 @@ impl Accounts {
             other => other?,
         }
         tracing::info!(%user_id, device_id = %tokens.device_id, "logged in");
+        self.devices_changed(&user_id).await;
         Ok(tokens.into_session(user_id))
     }
 
@@ -401,12 +426,14 @@ impl Accounts {
     /// `POST /logout`: revokes the token and deletes its device.
     pub async fn logout(&self, identity: &Identity) -> Result<()> {
         self.store.delete_devices(&identity.user_id, std::slice::from_ref(&identity.device_id)).await?;
+        self.devices_changed(&identity.user_id).await;
         Ok(())
     }
 
     /// `POST /logout/all`: every token and device of the user.
     pub async fn logout_all(&self, identity: &Identity) -> Result<()> {
         self.store.delete_other_devices(&identity.user_id, None).await?;
+        self.devices_changed(&identity.user_id).await;
         Ok(())
     }
 
@@ -422,6 +449,9 @@ impl Accounts {
         let hash = self.passwords.hash(new_password).await?;
         let keep = logout_devices.then_some(&*identity.device_id);
         self.store.change_password(&identity.user_id, &hash, logout_devices, keep).await?;
+        if logout_devices {
+            self.devices_changed(&identity.user_id).await;
+        }
         Ok(())
     }
 
@@ -429,6 +459,7 @@ impl Accounts {
     pub async fn deactivate(&self, identity: &Identity, erase: bool, auth: Option<&AuthData>) -> Result<()> {
         self.require_password_uia("deactivate", identity, auth).await?;
         self.store.deactivate_user(&identity.user_id, erase).await?;
+        self.devices_changed(&identity.user_id).await;
         tracing::info!(user_id = %identity.user_id, "deactivated");
         Ok(())
     }

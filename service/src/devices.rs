@@ -1,7 +1,8 @@
 //! Devices: listing, renaming and deleting a user's devices.
 //!
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#device-management>.
-//! Deleting a device revokes its access token in the same transaction.
+//! Deleting a device revokes its access token and deletes its keys in the
+//! same transaction, then records a device-list change.
 
 use ruma::{DeviceId, OwnedDeviceId, UserId};
 use tessera_storage::{Device, Store};
@@ -51,6 +52,7 @@ impl Devices {
     ) -> Result<()> {
         self.accounts.require_password_uia("delete_devices", identity, auth).await?;
         self.store.delete_devices(&identity.user_id, devices).await?;
+        self.accounts.devices_changed(&identity.user_id).await;
         Ok(())
     }
 }

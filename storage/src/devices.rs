@@ -93,6 +93,9 @@ impl Store {
             for statement in [
                 "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
                 "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2",
+                "DELETE FROM device_keys WHERE user_id = $1 AND device_id = $2",
+                "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2",
+                "DELETE FROM fallback_keys WHERE user_id = $1 AND device_id = $2",
                 "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
             ] {
                 sqlx::query(statement)
@@ -126,6 +129,9 @@ pub(crate) async fn delete_devices_except(
     for statement in [
         "DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2",
         "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id <> $2",
+        "DELETE FROM device_keys WHERE user_id = $1 AND device_id <> $2",
+        "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id <> $2",
+        "DELETE FROM fallback_keys WHERE user_id = $1 AND device_id <> $2",
         "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
     ] {
         sqlx::query(statement).bind(user_id.as_str()).bind(keep).execute(&mut *tx).await?;

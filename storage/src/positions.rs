@@ -24,6 +24,7 @@ impl Store {
                  UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM to_device_messages
                  UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM presence
                  UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM deliveries
+                 UNION ALL SELECT COALESCE(MAX(stream_ordering), 0) AS p FROM device_list_changes
                  UNION ALL SELECT COALESCE(MAX(bound), 0) AS p FROM stream_positions
              ) AS streams",
         )

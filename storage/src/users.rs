@@ -139,6 +139,9 @@ impl Store {
             "DELETE FROM access_tokens WHERE user_id = $1",
             "DELETE FROM devices WHERE user_id = $1",
             "DELETE FROM to_device_messages WHERE user_id = $1",
+            "DELETE FROM device_keys WHERE user_id = $1",
+            "DELETE FROM one_time_keys WHERE user_id = $1",
+            "DELETE FROM fallback_keys WHERE user_id = $1",
             "DELETE FROM login_tokens WHERE user_id = $1",
         ] {
             sqlx::query(statement).bind(user_id.as_str()).execute(&mut tx).await?;

@@ -21,7 +21,7 @@ use ruma::{OwnedUserId, api::client::filter::FilterDefinition};
 use tessera_storage::Store;
 
 use crate::{
-    Result, account_data::AccountData, auth::Identity, delivery::Delivery, notifier::Notifier,
+    Result, account_data::AccountData, auth::Identity, delivery::Delivery, keys::Keys, notifier::Notifier,
     presence::Presence, receipts::Receipts, rooms::Rooms, streams::StreamAllocator, to_device::ToDevice,
     typing::Typing,
 };
@@ -55,6 +55,12 @@ pub struct SyncResponse {
     pub to_device: Vec<serde_json::Value>,
     /// `m.presence` events of users sharing a room.
     pub presence: Vec<serde_json::Value>,
+    /// `device_lists`: users whose devices changed or who newly share a
+    /// room (`changed`), and users who no longer share any (`left`).
+    pub device_lists: crate::keys::DeviceListChanges,
+    /// The syncing device's key counts (`device_one_time_keys_count`,
+    /// `device_unused_fallback_key_types`), sent in every response.
+    pub key_counts: crate::keys::KeyCounts,
     pub join: Vec<JoinedRoom>,
     pub invite: Vec<InvitedRoom>,
     pub knock: Vec<KnockedRoom>,
@@ -71,6 +77,7 @@ impl SyncResponse {
             && self.account_data.is_empty()
             && self.to_device.is_empty()
             && self.presence.is_empty()
+            && self.device_lists.is_empty()
     }
 }
 
@@ -82,6 +89,7 @@ pub struct SyncSources {
     pub receipts: Receipts,
     pub to_device: ToDevice,
     pub presence: Presence,
+    pub keys: Keys,
 }
 
 /// The longest a request may wait, whatever it asks (clients ask 30 s).
@@ -114,6 +122,7 @@ pub struct SyncService {
     receipts: Receipts,
     to_device: ToDevice,
     presence: Presence,
+    keys: Keys,
     /// Per user, their ignored users as read at a stream position (valid
     /// while their account data has not changed since).
     ignored: Arc<Mutex<HashMap<OwnedUserId, IgnoredAt>>>,
@@ -141,7 +150,7 @@ impl SyncService {
         streams: StreamAllocator,
         sources: SyncSources,
     ) -> Self {
-        let SyncSources { account_data, delivery, typing, receipts, to_device, presence } = sources;
+        let SyncSources { account_data, delivery, typing, receipts, to_device, presence, keys } = sources;
         Self {
             store,
             rooms,
@@ -153,6 +162,7 @@ impl SyncService {
             receipts,
             to_device,
             presence,
+            keys,
             ignored: Arc::default(),
             reads: Arc::new(tokio::sync::Semaphore::new(reads_at_once())),
             filters: Arc::default(),
@@ -198,7 +208,7 @@ impl SyncService {
             let response = Box::pin(self.read(who, since, upto, request)).await?;
             drop(turn);
             if since.is_none() || request.full_state || !response.is_empty() {
-                return Ok(response);
+                return self.with_key_counts(who, response).await;
             }
             // A change for this user may have woken it while a slower
             // writer's lower position still hid it: then the read above
@@ -211,14 +221,25 @@ impl SyncService {
                     std::future::pending::<()>().await;
                 }
             };
-            tokio::select! {
-                () = &mut notified => {}
-                () = &mut delivered, if wants_deliveries => {}
-                () = settled => {}
-                () = tokio::time::sleep_until(deadline) => return Ok(response),
-                () = self.notifier.shutting_down() => return Ok(response),
+            let done = tokio::select! {
+                () = &mut notified => false,
+                () = &mut delivered, if wants_deliveries => false,
+                () = settled => false,
+                () = tokio::time::sleep_until(deadline) => true,
+                () = self.notifier.shutting_down() => true,
+            };
+            if done {
+                return self.with_key_counts(who, response).await;
             }
         }
+    }
+
+    /// Adds the device's key counts, read once per response rather than
+    /// per wake-up: they are sent every time but wake nobody (a claim of
+    /// this device's keys is noticed at its next sync, as on Synapse).
+    async fn with_key_counts(&self, who: &Identity, mut response: SyncResponse) -> Result<SyncResponse> {
+        response.key_counts = self.keys.counts(&who.user_id, &who.device_id).await?;
+        Ok(response)
     }
 
     async fn read(
@@ -429,17 +450,23 @@ impl SyncService {
             events.retain(|event| presence_filter.wants_event(event));
             response.presence.extend(events);
         }
+        if let Some(after) = after {
+            response.device_lists =
+                self.keys.device_lists().changes_between(&who.user_id, after, upto).await?;
+        }
         Ok(response)
     }
 
     /// Whether a change the caller's sync carries (room events, receipts,
-    /// memberships, account data, to-device messages) is noted above
+    /// memberships, account data, to-device messages, anyone's device
+    /// list) is noted above
     /// `upto`. Presence and delivery status are advisory and left out: a
     /// later wake-up carries them.
     async fn change_above(&self, who: &Identity, upto: i64) -> Result<bool> {
         let user = &who.user_id;
         if self.account_data.changed_after(user, upto)
             || self.to_device.changed_after(user, upto)
+            || self.keys.device_lists().changed_after(upto)
             || self.rooms.user_memberships_changed_after(user, upto)
         {
             return Ok(true);

@@ -1,0 +1,65 @@
+//! End-to-end encryption keys: `POST /keys/upload`, `POST /keys/query`,
+//! `POST /keys/claim`, `GET /keys/changes`.
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#end-to-end-encryption>.
+
+use axum::{Router, extract::State};
+use ruma::{
+    UInt,
+    api::client::keys::{claim_keys, get_key_changes, get_keys, upload_keys},
+};
+use tessera_web::{GuestsAllowed, Result, Ruma, routing::RumaRoutes};
+
+use crate::ClientState;
+
+pub(crate) fn routes() -> Router<ClientState> {
+    Router::new()
+        .ruma_route::<upload_keys::v3::Request, _, _>(upload)
+        .ruma_route::<get_keys::v3::Request, _, _>(query)
+        .ruma_route::<claim_keys::v3::Request, _, _>(claim)
+        .ruma_route::<get_key_changes::v3::Request, _, _>(changes)
+}
+
+async fn upload(
+    State(state): State<ClientState>,
+    req: Ruma<upload_keys::v3::Request, GuestsAllowed>,
+) -> Result<upload_keys::v3::Response> {
+    let body = &req.body;
+    let counts = state
+        .keys
+        .upload(req.identity()?, body.device_keys.as_ref(), &body.one_time_keys, &body.fallback_keys)
+        .await?;
+    let counts = counts
+        .into_iter()
+        .map(|(algorithm, count)| (algorithm.into(), UInt::try_from(count).unwrap_or_default()))
+        .collect();
+    Ok(upload_keys::v3::Response::new(counts).into())
+}
+
+async fn query(
+    State(state): State<ClientState>,
+    req: Ruma<get_keys::v3::Request, GuestsAllowed>,
+) -> Result<get_keys::v3::Response> {
+    let found = state.keys.query(&req.body.device_keys).await?;
+    let mut response = get_keys::v3::Response::new();
+    response.device_keys = found.keys;
+    response.failures = found.failures;
+    Ok(response.into())
+}
+
+async fn claim(
+    State(state): State<ClientState>,
+    req: Ruma<claim_keys::v3::Request, GuestsAllowed>,
+) -> Result<claim_keys::v3::Response> {
+    let found = state.keys.claim(&req.body.one_time_keys).await?;
+    let mut response = claim_keys::v3::Response::new(found.keys);
+    response.failures = found.failures;
+    Ok(response.into())
+}
+
+async fn changes(
+    State(state): State<ClientState>,
+    req: Ruma<get_key_changes::v3::Request, GuestsAllowed>,
+) -> Result<get_key_changes::v3::Response> {
+    let changes = state.keys.changes(req.identity()?, &req.body.from, &req.body.to).await?;
+    Ok(get_key_changes::v3::Response::new(changes.changed, changes.left).into())
+}

@@ -1,0 +1,149 @@
+//! Device lists: which users' devices or identity keys changed, as a
+//! stream (`device_list_changes`) that `/sync`'s `device_lists` and
+//! `GET /keys/changes` read.
+//!
+//! A change takes a stream position like any other sync stream, is noted
+//! in a [`ChangeLog`] before the position is released, and wakes the user
+//! and everyone sharing a joined room with them. Who a change is shown to
+//! is decided when it is read, from the rooms shared *then*: a user who
+//! shares no room with the reader is never in `changed`.
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#tracking-the-device-list-for-a-user>.
+
+use std::collections::BTreeSet;
+
+use ruma::{OwnedUserId, RoomId, UserId};
+use tessera_storage::Store;
+
+use crate::{Error, Result, changes::ChangeLog, notifier::Notifier, rooms::Rooms, streams::StreamAllocator};
+
+/// The users an incremental sync or `/keys/changes` reports.
+#[derive(Default, Debug)]
+pub struct DeviceListChanges {
+    /// Devices or keys changed, or newly sharing a room with the reader.
+    pub changed: Vec<OwnedUserId>,
+    /// No longer sharing any room with the reader.
+    pub left: Vec<OwnedUserId>,
+}
+
+impl DeviceListChanges {
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.left.is_empty()
+    }
+}
+
+/// Records and reads device-list changes. Cheap to clone.
+#[derive(Clone)]
+pub struct DeviceLists {
+    store: Store,
+    streams: StreamAllocator,
+    notifier: Notifier,
+    rooms: Rooms,
+    /// The position of the last change of anyone's device list (key "").
+    changes: ChangeLog,
+}
+
+impl DeviceLists {
+    pub fn new(store: Store, streams: StreamAllocator, notifier: Notifier, rooms: Rooms) -> Self {
+        let changes = ChangeLog::new(&streams);
+        Self { store, streams, notifier, rooms, changes }
+    }
+
+    /// A device of `user` was added or removed (login, logout, deletion):
+    /// recorded after that write committed, at a position of its own.
+    pub async fn device_changed(&self, user: &UserId) -> Result<()> {
+        let position = self.streams.reserve().await?;
+        // Noted before the position is released (see `ChangeLog`).
+        self.changes.record("", position.position);
+        self.store.record_device_list_change(user, position.position).await?;
+        drop(position);
+        self.wake(user).await
+    }
+
+    /// Reserves the position a key upload's change takes, noted as a
+    /// change: the caller writes it and then calls [`Self::wake`].
+    pub(super) async fn reserve(&self) -> Result<crate::streams::Reserved> {
+        let position = self.streams.reserve().await?;
+        self.changes.record("", position.position);
+        Ok(position)
+    }
+
+    /// Wakes the syncs of `user` and of everyone sharing a room with them.
+    pub(super) async fn wake(&self, user: &UserId) -> Result<()> {
+        self.notifier.user_changed(user);
+        for other in self.store.users_sharing_rooms(user).await? {
+            if let Ok(other) = UserId::parse(&other) {
+                self.notifier.user_changed(&other);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether anyone's device list may have changed after `after`.
+    pub fn changed_after(&self, after: i64) -> bool {
+        self.changes.changed_after("", after)
+    }
+
+    /// What `user` is told changed in `(after, upto]`: users sharing a room
+    /// with them whose device lists changed, or who newly share one (they
+    /// joined, or the user joined their room), the user themself if their
+    /// own devices changed; and in `left`, users the user stopped sharing
+    /// every room with.
+    pub async fn changes_between(&self, user: &UserId, after: i64, upto: i64) -> Result<DeviceListChanges> {
+        let mut changed: BTreeSet<String> = BTreeSet::new();
+        let mut left: BTreeSet<String> = BTreeSet::new();
+        if after >= upto {
+            return Ok(DeviceListChanges::default());
+        }
+        if self.changes.changed_after("", after) {
+            changed.extend(self.store.device_list_changes_seen_by(user, after, upto).await?);
+        }
+        // Their own devices changed (a new login): kept whatever they share.
+        let own_change = changed.contains(user.as_str());
+        let memberships = self.rooms.memberships_of(user, upto).await?;
+        for membership in memberships.iter() {
+            let mine_changed = membership.stream_ordering > after && membership.stream_ordering <= upto;
+            let gone = matches!(membership.membership.as_str(), "leave" | "ban");
+            let relevant = membership.membership == "join" || (mine_changed && gone);
+            if !relevant || !self.rooms.members_changed_after(&membership.room_id, after) {
+                continue;
+            }
+            let room_id = RoomId::parse(&membership.room_id).map_err(Error::internal)?;
+            if mine_changed {
+                // The user joined or left: everyone there now is new to
+                // them, or possibly no longer shared.
+                let members = self.store.joined_user_ids(&room_id).await?;
+                if gone {
+                    left.extend(members)
+                } else {
+                    changed.extend(members)
+                }
+                continue;
+            }
+            for (other, now) in self.store.membership_changes_in_range(&room_id, after, upto).await? {
+                match now.as_str() {
+                    "join" => {
+                        changed.insert(other);
+                    }
+                    "leave" | "ban" => {
+                        left.insert(other);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if changed.is_empty() && left.is_empty() {
+            return Ok(DeviceListChanges::default());
+        }
+        // Sorted by the rooms shared now: someone who left one room but
+        // shares another is not `left`.
+        let shared: BTreeSet<String> = self.store.users_sharing_rooms(user).await?.into_iter().collect();
+        changed.retain(|other| other != user.as_str() && shared.contains(other));
+        left.retain(|other| other != user.as_str() && !shared.contains(other));
+        let parse = |ids: BTreeSet<String>| ids.into_iter().filter_map(|id| UserId::parse(id).ok()).collect();
+        let mut changes = DeviceListChanges { changed: parse(changed), left: parse(left) };
+        if own_change {
+            changes.changed.push(user.to_owned());
+        }
+        Ok(changes)
+    }
+}
