@@ -13,6 +13,7 @@ mod devices;
 // fields; we advertise v1.12, where they are what clients read.
 #[allow(deprecated)]
 mod discovery;
+mod key_backup;
 mod presence;
 mod profile;
 mod push_rules;
@@ -31,7 +32,8 @@ use std::sync::Arc;
 
 use axum::{Router, extract::FromRef, routing::get};
 use tessera_service::{
-    account_data::AccountData, accounts::Accounts, devices::Devices, notifications::Notifications,
+    account_data::AccountData, accounts::Accounts, devices::Devices, key_backup::KeyBackup,
+    notifications::Notifications,
     presence::Presence, profiles::Profiles, push_rules::PushRules, rate_limit::RateLimiter,
     receipts::Receipts, rooms::Rooms, shared_secret::SharedSecretRegistration, sync::SyncService,
     to_device::ToDevice, typing::Typing,
@@ -65,6 +67,7 @@ pub struct ClientServices {
     pub account_data: AccountData,
     pub accounts: Accounts,
     pub devices: Devices,
+    pub key_backup: KeyBackup,
     pub profiles: Profiles,
     pub rooms: Rooms,
     pub shared_secret: SharedSecretRegistration,
@@ -98,6 +101,7 @@ pub fn router(state: ClientState) -> Router {
         .merge(thirdparty::routes())
         .merge(voip::routes())
         .merge(devices::routes())
+        .merge(key_backup::routes())
         .merge(presence::routes())
         .merge(profile::routes())
         .merge(push_rules::routes())

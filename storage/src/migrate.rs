@@ -43,6 +43,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(13, "0013_deliveries_updated_in_place"),
     migration!(14, "0014_stream_positions"),
     migration!(15, "0015_txn_scope"),
+    migration!(17, "0017_key_backup"),
 ];
 
 /// The newest schema version this binary knows.
