@@ -82,7 +82,9 @@ async fn put_keys(
     let keys: Vec<_> = b
         .rooms
         .iter()
-        .flat_map(|(room, backup)| backup.sessions.iter().map(move |(session, key)| (&**room, &**session, key)))
+        .flat_map(|(room, backup)| {
+            backup.sessions.iter().map(move |(session, key)| (&**room, &**session, key))
+        })
         .collect();
     let counts = state.key_backup.put_keys(req.identity()?, &b.version, &keys).await?;
     Ok(add_backup_keys::v3::Response::new(counts.etag, counts.count).into())
@@ -130,7 +132,8 @@ async fn get_session_key(
     req: Ruma<get_backup_keys_for_session::v3::Request>,
 ) -> Result<get_backup_keys_for_session::v3::Response> {
     let b = &req.body;
-    let key = state.key_backup.get_session_key(req.identity()?, &b.version, &b.room_id, &b.session_id).await?;
+    let key =
+        state.key_backup.get_session_key(req.identity()?, &b.version, &b.room_id, &b.session_id).await?;
     Ok(get_backup_keys_for_session::v3::Response::new(key).into())
 }
 

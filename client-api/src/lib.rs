@@ -33,10 +33,9 @@ use std::sync::Arc;
 use axum::{Router, extract::FromRef, routing::get};
 use tessera_service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, key_backup::KeyBackup,
-    notifications::Notifications,
-    presence::Presence, profiles::Profiles, push_rules::PushRules, rate_limit::RateLimiter,
-    receipts::Receipts, rooms::Rooms, shared_secret::SharedSecretRegistration, sync::SyncService,
-    to_device::ToDevice, typing::Typing,
+    notifications::Notifications, presence::Presence, profiles::Profiles, push_rules::PushRules,
+    rate_limit::RateLimiter, receipts::Receipts, rooms::Rooms, shared_secret::SharedSecretRegistration,
+    sync::SyncService, to_device::ToDevice, typing::Typing,
 };
 use tessera_web::{Gate, routing};
 

@@ -86,7 +86,7 @@ impl KeyBackup {
     /// Creates a version, which becomes the current one; returns its
     /// number.
     pub async fn create_version(&self, who: &Identity, body: &Raw<BackupAlgorithm>) -> Result<String> {
-        let body: AlgorithmBody = parse(body.json())?;
+        let body: AlgorithmBody = parse(body.json(), "backup version")?;
         limits::check_bytes("algorithm", &body.algorithm, limits::MAX_IDENTIFIER_BYTES)?;
         let auth_data = serde_json::to_string(&body.auth_data).map_err(Error::internal)?;
         let version = self.store.create_backup_version(&who.user_id, &body.algorithm, &auth_data).await?;
@@ -110,13 +110,19 @@ impl KeyBackup {
     /// Replaces a version's `auth_data`. The algorithm cannot change, and
     /// a `version` in the body must be the one in the path (400
     /// `M_INVALID_PARAM` otherwise, as the spec's example).
-    pub async fn update_version(&self, who: &Identity, version: &str, body: &Raw<BackupAlgorithm>) -> Result<()> {
-        let body: AlgorithmBody = parse(body.json())?;
+    pub async fn update_version(
+        &self,
+        who: &Identity,
+        version: &str,
+        body: &Raw<BackupAlgorithm>,
+    ) -> Result<()> {
+        let body: AlgorithmBody = parse(body.json(), "backup version")?;
         if body.version.as_deref().is_some_and(|v| v != version) {
             return Err(Error::invalid_param("Version in body does not match the path"));
         }
         let number = parse_version(version)?;
-        let stored = self.store.get_backup_version(&who.user_id, number).await?.ok_or_else(unknown_version)?;
+        let stored =
+            self.store.get_backup_version(&who.user_id, number).await?.ok_or_else(unknown_version)?;
         if stored.algorithm != body.algorithm {
             return Err(Error::invalid_param("Algorithm does not match"));
         }
@@ -154,12 +160,7 @@ impl KeyBackup {
         let mut checked = Vec::with_capacity(keys.len());
         for (room_id, session_id, key) in keys {
             limits::check_bytes("session ID", session_id, limits::MAX_IDENTIFIER_BYTES)?;
-            let key: UploadedKey = parse(key.json()).map_err(|e| match e {
-                Error::Matrix { status, kind, message } => {
-                    Error::Matrix { status, kind, message: format!("key for {room_id} {session_id}: {message}") }
-                }
-                other => other,
-            })?;
+            let key: UploadedKey = parse(key.json(), &format!("key for {room_id} {session_id}"))?;
             let stored = BackupKey {
                 first_message_index: i64::from(key.first_message_index),
                 forwarded_count: i64::from(key.forwarded_count),
@@ -180,7 +181,11 @@ impl KeyBackup {
     }
 
     /// Every key of a version, by room (`{}` when it has none).
-    pub async fn get_keys(&self, who: &Identity, version: &str) -> Result<BTreeMap<OwnedRoomId, RoomKeyBackup>> {
+    pub async fn get_keys(
+        &self,
+        who: &Identity,
+        version: &str,
+    ) -> Result<BTreeMap<OwnedRoomId, RoomKeyBackup>> {
         let mut rooms: BTreeMap<OwnedRoomId, BTreeMap<String, Raw<KeyBackupData>>> = BTreeMap::new();
         for row in self.read_keys(who, version, KeyScope::All).await? {
             let room_id = RoomId::parse(&row.room_id).map_err(Error::internal)?;
@@ -237,7 +242,12 @@ impl KeyBackup {
         key_counts(etag, count)
     }
 
-    async fn read_keys(&self, who: &Identity, version: &str, scope: KeyScope<'_>) -> Result<Vec<BackupKeyRow>> {
+    async fn read_keys(
+        &self,
+        who: &Identity,
+        version: &str,
+        scope: KeyScope<'_>,
+    ) -> Result<Vec<BackupKeyRow>> {
         let number = parse_version(version)?;
         self.store.get_backup_keys(&who.user_id, number, scope).await?.ok_or_else(unknown_version)
     }
@@ -261,9 +271,8 @@ pub fn is_better(new: &BackupKey, stored: &BackupKey) -> bool {
 /// A version number from a path or query: a decimal number as this
 /// server hands them out. Anything else names no version: 404.
 fn parse_version(version: &str) -> Result<i64> {
-    let canonical = !version.is_empty()
-        && version.bytes().all(|b| b.is_ascii_digit())
-        && !version.starts_with('0');
+    let canonical =
+        !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit()) && !version.starts_with('0');
     canonical.then(|| version.parse().ok()).flatten().ok_or_else(unknown_version)
 }
 
@@ -271,12 +280,13 @@ fn unknown_version() -> Error {
     Error::not_found("Unknown backup version")
 }
 
-/// Parses a client's JSON as ruma's extractor would answer it: a missing
-/// field is `M_MISSING_PARAM`, anything else wrong `M_BAD_JSON`.
-fn parse<'a, T: Deserialize<'a>>(json: &'a RawValue) -> Result<T> {
+/// Parses a client's JSON (`what`, for the message) as ruma's extractor
+/// would answer it: a missing field is `M_MISSING_PARAM`, anything else
+/// wrong `M_BAD_JSON`.
+fn parse<'a, T: Deserialize<'a>>(json: &'a RawValue, what: &str) -> Result<T> {
     serde_json::from_str(json.get()).map_err(|e| {
-        let message = e.to_string();
-        if message.starts_with("missing field") {
+        let message = format!("{what}: {e}");
+        if e.to_string().starts_with("missing field") {
             Error::missing_param(message)
         } else {
             Error::bad_json(message)
@@ -291,8 +301,9 @@ fn version_info(version: BackupVersion) -> Result<VersionInfo> {
         auth_data: &'a RawValue,
     }
     let auth_data: &RawValue = serde_json::from_str(&version.auth_data).map_err(Error::internal)?;
-    let algorithm = serde_json::value::to_raw_value(&AlgorithmJson { algorithm: &version.algorithm, auth_data })
-        .map_err(Error::internal)?;
+    let algorithm =
+        serde_json::value::to_raw_value(&AlgorithmJson { algorithm: &version.algorithm, auth_data })
+            .map_err(Error::internal)?;
     let counts = key_counts(version.etag, version.count)?;
     Ok(VersionInfo {
         version: version.version.to_string(),

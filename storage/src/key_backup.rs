@@ -13,7 +13,7 @@
 use ruma::UserId;
 use sqlx::Row;
 
-use crate::{Backend, Result, Store, StorageError, error::is_unique_violation, pool::Tx};
+use crate::{Backend, Result, StorageError, Store, error::is_unique_violation, pool::Tx};
 
 /// A backup version that is not deleted.
 #[derive(Clone, Debug)]
@@ -90,20 +90,27 @@ impl KeyScope<'_> {
     ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
         match self {
             KeyScope::All => query,
-            KeyScope::Room(room) => query.bind(room.to_owned()),
-            KeyScope::Session(room, session) => query.bind(room.to_owned()).bind(session.to_owned()),
+            KeyScope::Room(room) => query.bind(room),
+            KeyScope::Session(room, session) => query.bind(room).bind(session),
         }
     }
 }
 
-/// Tries at numbering a new version before giving up: only concurrent
-/// creations by the same user (on PostgreSQL) take the same number.
-const CREATE_ATTEMPTS: usize = 5;
+/// Tries at numbering a new version before giving up. Only concurrent
+/// creations by the same user (on PostgreSQL) take the same number, and
+/// each failed try means one of them succeeded: only that many concurrent
+/// creations by one user could exhaust them.
+const CREATE_ATTEMPTS: usize = 100;
 
 impl Store {
     /// Creates a version numbered one above the user's highest (deleted
     /// ones included) and returns its number.
-    pub async fn create_backup_version(&self, user_id: &UserId, algorithm: &str, auth_data: &str) -> Result<i64> {
+    pub async fn create_backup_version(
+        &self,
+        user_id: &UserId,
+        algorithm: &str,
+        auth_data: &str,
+    ) -> Result<i64> {
         for _ in 0..CREATE_ATTEMPTS {
             let created = sqlx::query(
                 "INSERT INTO backup_versions (user_id, version, algorithm, auth_data, etag, key_count, deleted)
