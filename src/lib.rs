@@ -23,6 +23,7 @@ use tessera_service::{
     auth::Authenticator,
     delivery::Delivery,
     devices::Devices,
+    key_backup::KeyBackup,
     keys::{DeviceLists, Keys},
     notifications::Notifications,
     notifier::Notifier,
@@ -181,6 +182,7 @@ async fn serve_with_store(
         notifications: Notifications::new(store.clone(), rooms.clone()),
         account_data,
         devices: Devices::new(store.clone(), accounts.clone()),
+        key_backup: KeyBackup::new(store.clone()),
         shared_secret: SharedSecretRegistration::new(
             config.registration_shared_secret.clone(),
             accounts.clone(),

@@ -13,6 +13,7 @@ mod devices;
 // fields; we advertise v1.12, where they are what clients read.
 #[allow(deprecated)]
 mod discovery;
+mod key_backup;
 mod keys;
 mod presence;
 mod profile;
@@ -32,7 +33,7 @@ use std::sync::Arc;
 
 use axum::{Router, extract::FromRef, routing::get};
 use tessera_service::{
-    account_data::AccountData, accounts::Accounts, devices::Devices, keys::Keys,
+    account_data::AccountData, accounts::Accounts, devices::Devices, key_backup::KeyBackup, keys::Keys,
     notifications::Notifications, presence::Presence, profiles::Profiles, push_rules::PushRules,
     rate_limit::RateLimiter, receipts::Receipts, rooms::Rooms, shared_secret::SharedSecretRegistration,
     sync::SyncService, to_device::ToDevice, typing::Typing,
@@ -66,6 +67,7 @@ pub struct ClientServices {
     pub account_data: AccountData,
     pub accounts: Accounts,
     pub devices: Devices,
+    pub key_backup: KeyBackup,
     pub profiles: Profiles,
     pub rooms: Rooms,
     pub shared_secret: SharedSecretRegistration,
@@ -101,6 +103,7 @@ pub fn router(state: ClientState) -> Router {
         .merge(voip::routes())
         .merge(devices::routes())
         .merge(keys::routes())
+        .merge(key_backup::routes())
         .merge(presence::routes())
         .merge(profile::routes())
         .merge(push_rules::routes())

@@ -12,6 +12,9 @@ use crate::{Error, Result};
 
 /// Device IDs are identifiers: 255 bytes.
 pub const MAX_DEVICE_ID_BYTES: usize = 255;
+/// Other identifiers a client names in a body, like a key backup's
+/// algorithm and session IDs (path parameters have the same limit).
+pub const MAX_IDENTIFIER_BYTES: usize = 255;
 /// A device's display name (Synapse: 100 characters).
 pub const MAX_DEVICE_NAME_CHARS: usize = 100;
 /// A presence status message.

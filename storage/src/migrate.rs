@@ -44,6 +44,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(14, "0014_stream_positions"),
     migration!(15, "0015_txn_scope"),
     migration!(16, "0016_device_keys"),
+    migration!(17, "0017_key_backup"),
 ];
 
 /// The newest schema version this binary knows.

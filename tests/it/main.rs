@@ -19,6 +19,7 @@ mod federation;
 mod hierarchy;
 mod input_limits;
 mod join_rules;
+mod key_backup;
 mod keys;
 mod lifecycle;
 mod login;
