@@ -89,6 +89,8 @@ async fn usernames_are_checked(backend: Backend) {
         .assert_error(400, "M_INVALID_USERNAME");
     client.get("/_matrix/client/v3/register/available").await.assert_error(400, "M_MISSING_PARAM");
 
+    // A body that is not JSON is 400 before any UIA (not a 401 challenge).
+    client.post_raw("/_matrix/client/v3/register", "{not json").await.assert_error(400, "M_NOT_JSON");
     // Taken and invalid names are refused before the UIA dance.
     client
         .post("/_matrix/client/v3/register", json!({ "username": "carol", "password": "pw" }))
