@@ -27,13 +27,15 @@ impl FromRef<FederationState> for Gate {
     }
 }
 
-/// The key server routes alone, for mounting on the client listener too
-/// (as Synapse does), so that a server without a federation listener still
-/// publishes its key.
+/// The key server and `/_matrix/federation/v1/version`, for mounting on
+/// the client listener too (as Synapse does), so that a server without a
+/// federation listener still publishes its key, and a wrong method on
+/// these paths is the spec's 405 there as well.
 pub fn key_router(state: FederationState) -> Router {
     // The wrong-method answer is set here: the client router's own
     // applies only to the routes it had when it was set.
     keys::routes()
+        .merge(version::routes())
         .method_not_allowed_fallback(routing::wrong_method)
         .layer(tessera_web::middleware::LogRequests)
         .with_state(state)

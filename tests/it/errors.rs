@@ -17,6 +17,10 @@ async fn client_mistakes_get_spec_errors(backend: Backend) {
     anonymous.get("/_matrix/client/v3/no/such/endpoint").await.assert_error(404, "M_UNRECOGNIZED");
     anonymous.get("/totally/unknown").await.assert_error(404, "M_UNRECOGNIZED");
     anonymous.delete("/_matrix/client/v3/login", json!({})).await.assert_error(405, "M_UNRECOGNIZED");
+    // The server-server paths served on the client listener too.
+    anonymous.get("/_matrix/federation/v1/version").await.ok();
+    anonymous.put("/_matrix/federation/v1/version", json!({})).await.assert_error(405, "M_UNRECOGNIZED");
+    anonymous.get("/_matrix/federation/unknown").await.assert_error(404, "M_UNRECOGNIZED");
     anonymous.post_raw("/_matrix/client/v3/login", "{not json").await.assert_error(400, "M_NOT_JSON");
     anonymous
         .post("/_matrix/client/v3/login", json!({ "type": "m.login.password", "user": 42, "password": "x" }))
