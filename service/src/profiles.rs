@@ -37,8 +37,9 @@ impl Profiles {
         if name.is_some_and(|n| n.len() > crate::limits::MAX_DISPLAYNAME_BYTES) {
             return Err(Error::bad_json("Display name is too long"));
         }
+        let before = self.get(user_id).await?.displayname;
         self.store.set_displayname(user_id, name).await?;
-        self.rooms.propagate_profile(user_id).await
+        self.rooms.propagate_profile(user_id, "displayname", before.as_deref(), name).await
     }
 
     pub async fn set_avatar_url(
@@ -55,8 +56,16 @@ impl Profiles {
         }
         // Any string is kept: the spec types it as a URI, and clients and
         // Complement set values that are not `mxc://`.
+        let before = self.get(user_id).await?.avatar_url;
         self.store.set_avatar_url(user_id, url.map(MxcUri::as_str)).await?;
-        self.rooms.propagate_profile(user_id).await
+        self.rooms
+            .propagate_profile(
+                user_id,
+                "avatar_url",
+                before.as_deref().map(MxcUri::as_str),
+                url.map(MxcUri::as_str),
+            )
+            .await
     }
 
     fn check_owner(identity: &Identity, user_id: &UserId) -> Result<()> {

@@ -108,10 +108,18 @@ async fn profile_changes_reach_member_events(backend: Backend) {
             && e["content"]["displayname"] == "Alice Liddell"),
         "{timeline:?}"
     );
+    // A per-room name survives the next global change; the other rooms
+    // follow it.
+    let own = format!("/_matrix/client/v3/rooms/{second}/state/m.room.member/@alice:tessera.test");
+    alice.put(&own, json!({ "membership": "join", "displayname": "Private Alice" })).await.ok();
+    alice.put(&format!("{me}/displayname"), json!({ "displayname": "Alice L." })).await.ok();
+    assert_eq!(member(second.clone()).await["displayname"], "Private Alice");
+    assert_eq!(member(first.clone()).await["displayname"], "Alice L.");
+
     // Setting the same name again changes nothing in the rooms.
     let before = member(first.clone()).await;
     let events_before = alice.all_messages(&first, 100).await.len();
-    alice.put(&format!("{me}/displayname"), json!({ "displayname": "Alice Liddell" })).await.ok();
+    alice.put(&format!("{me}/displayname"), json!({ "displayname": "Alice L." })).await.ok();
     assert_eq!(member(first.clone()).await, before);
     assert_eq!(alice.all_messages(&first, 100).await.len(), events_before);
 }

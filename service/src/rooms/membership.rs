@@ -255,28 +255,37 @@ impl Rooms {
         Ok(())
     }
 
-    /// Carries a change of `user`'s global profile into their
+    /// Carries a change of one field of `user`'s global profile
+    /// (`displayname` or `avatar_url`, from `old` to `new`) into their
     /// `m.room.member` event in every room they are joined to, as Synapse
-    /// does and clients expect (they show names from member events). A
-    /// room whose rules refuse the new event keeps the old one; the others
-    /// are still updated.
-    pub async fn propagate_profile(&self, user: &UserId) -> Result<()> {
-        let profile = self.profile_content(user).await?;
+    /// does and clients expect (they show names from member events). A room
+    /// where the member event has a value of its own (a per-room name, set
+    /// with a state event or at join) keeps it. A room whose rules refuse
+    /// the new event keeps the old one; the others are still updated.
+    pub async fn propagate_profile(
+        &self,
+        user: &UserId,
+        field: &str,
+        old: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<()> {
         for room in self.store.rooms_with_membership(user, "join").await? {
             let Ok(room_id) = RoomId::parse(&room) else { continue };
             let Some(current) = self.store.membership_event(&room_id, user).await? else { continue };
-            let Some(Value::Object(old)) = current.content() else { continue };
-            let mut content = old.clone();
-            // A join's one-off keys do not belong to the profile update.
-            for key in ["displayname", "avatar_url", "reason", "join_authorised_via_users_server"] {
-                content.remove(key);
-            }
-            if let Value::Object(fields) = &profile {
-                content.extend(fields.clone());
-            }
-            if &content == old {
+            let Some(Value::Object(existing)) = current.content() else { continue };
+            let shown = existing.get(field).and_then(Value::as_str);
+            if shown == new || (shown.is_some() && shown != old) {
                 continue;
             }
+            let mut content = existing.clone();
+            // A join's one-off keys do not belong to the profile update.
+            for key in ["reason", "join_authorised_via_users_server"] {
+                content.remove(key);
+            }
+            match new {
+                Some(value) => content.insert(field.to_owned(), value.into()),
+                None => content.remove(field),
+            };
             if let Err(e) = self.send_member(&room_id, user, user, Value::Object(content)).await {
                 if matches!(e, Error::Unavailable { .. }) {
                     return Err(e);
