@@ -2,7 +2,8 @@
 //!
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#profiles>. Only
 //! local users have profiles until federation queries exist. A change is
-//! carried into the user's `m.room.member` event in each joined room.
+//! carried into the user's `m.room.member` event in each joined room,
+//! except where that event has a per-room value of its own.
 
 use ruma::{MxcUri, UserId};
 use tessera_storage::{Profile, Store};
