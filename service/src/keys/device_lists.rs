@@ -40,23 +40,30 @@ pub struct DeviceLists {
     rooms: Rooms,
     /// The position of the last change of anyone's device list (key "").
     changes: ChangeLog,
+    /// Each device's key counts, which a device change forgets.
+    key_counts: super::counts::KeyCountCache,
 }
 
 impl DeviceLists {
     pub fn new(store: Store, streams: StreamAllocator, notifier: Notifier, rooms: Rooms) -> Self {
         let changes = ChangeLog::new(&streams);
-        Self { store, streams, notifier, rooms, changes }
+        Self { store, streams, notifier, rooms, changes, key_counts: Default::default() }
     }
 
     /// A device of `user` was added or removed (login, logout, deletion):
     /// recorded after that write committed, at a position of its own.
     pub async fn device_changed(&self, user: &UserId) -> Result<()> {
+        self.key_counts.forget_user(user.as_str());
         let position = self.streams.reserve().await?;
         // Noted before the position is released (see `ChangeLog`).
         self.changes.record("", position.position);
         self.store.record_device_list_change(user, position.position).await?;
         drop(position);
         self.wake(user).await
+    }
+
+    pub(super) fn key_counts(&self) -> &super::counts::KeyCountCache {
+        &self.key_counts
     }
 
     /// Reserves the position a key upload's change takes, noted as a

@@ -4,9 +4,10 @@
 //! here yet: remote users are answered as `failures`.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#end-to-end-encryption>.
 
+mod counts;
 mod device_lists;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{
     CanonicalJsonValue, DeviceId, OwnedDeviceId, OwnedOneTimeKeyId, OwnedServerName, OwnedUserId, UserId,
@@ -102,20 +103,30 @@ impl Keys {
             other => other?,
         };
         drop(position);
+        self.device_lists.key_counts().forget_device(who.user_id.as_str(), who.device_id.as_str());
         if changed {
             self.device_lists.wake(&who.user_id).await?;
         }
-        Ok(self.counts(&who.user_id, &who.device_id).await?.one_time_keys)
+        Ok(self.counts(&who.user_id, &who.device_id).await?.one_time_keys.clone())
     }
 
     /// The counts `/sync` and `/keys/upload` report for a device.
-    pub async fn counts(&self, user: &UserId, device: &DeviceId) -> Result<KeyCounts> {
+    /// Kept in memory per device (`counts::KeyCountCache`): every sync
+    /// response reads them.
+    pub async fn counts(&self, user: &UserId, device: &DeviceId) -> Result<Arc<KeyCounts>> {
+        let cache = self.device_lists.key_counts();
+        if let Some(counts) = cache.get(user.as_str(), device.as_str()) {
+            return Ok(counts);
+        }
+        let read_at = cache.generation();
         let mut one_time_keys: BTreeMap<String, i64> =
             self.store.one_time_key_counts(user, device).await?.into_iter().collect();
         // Clients (matrix-rust-sdk) read a missing count as "unknown", not 0.
         one_time_keys.entry("signed_curve25519".to_owned()).or_insert(0);
         let unused_fallback_key_types = self.store.unused_fallback_key_types(user, device).await?;
-        Ok(KeyCounts { one_time_keys, unused_fallback_key_types })
+        let counts = Arc::new(KeyCounts { one_time_keys, unused_fallback_key_types });
+        cache.keep(user.as_str(), device.as_str(), counts.clone(), read_at);
+        Ok(counts)
     }
 
     /// `POST /keys/query`: the identity keys of the named devices (every
@@ -173,8 +184,9 @@ impl Keys {
             }
             let mut found = BTreeMap::new();
             for (device, algorithm) in devices {
-                let Some((key_id, json)) = self.store.claim_key(user, device, algorithm.as_str()).await?
-                else {
+                let claimed = self.store.claim_key(user, device, algorithm.as_str()).await;
+                self.device_lists.key_counts().forget_device(user.as_str(), device.as_str());
+                let Some((key_id, json)) = claimed? else {
                     continue;
                 };
                 let (Ok(key_id), Ok(key)) = (

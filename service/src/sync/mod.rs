@@ -60,7 +60,7 @@ pub struct SyncResponse {
     pub device_lists: crate::keys::DeviceListChanges,
     /// The syncing device's key counts (`device_one_time_keys_count`,
     /// `device_unused_fallback_key_types`), sent in every response.
-    pub key_counts: crate::keys::KeyCounts,
+    pub key_counts: std::sync::Arc<crate::keys::KeyCounts>,
     pub join: Vec<JoinedRoom>,
     pub invite: Vec<InvitedRoom>,
     pub knock: Vec<KnockedRoom>,
