@@ -11,7 +11,7 @@ use serde::{Serialize, Serializer, ser::SerializeMap};
 use serde_json::Value;
 use tessera_service::{
     rooms::ClientEvent,
-    sync::{InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, RoomSummary, SyncResponse, Unread},
+    sync::{JoinedRoom, LeftRoom, RoomSummary, SyncResponse, Unread},
 };
 
 /// The response body as JSON.
@@ -88,13 +88,18 @@ impl Serialize for Rooms<'_> {
             map.serialize_entry("join", &ByRoom(rooms))?;
         }
         if !r.invite.is_empty() {
-            map.serialize_entry(
-                "invite",
-                &ByRoom(r.invite.iter().map(|room| (&room.room_id, Invited(room)))),
-            )?;
+            let rooms = r
+                .invite
+                .iter()
+                .map(|room| (&room.room_id, Stripped { key: "invite_state", state: &room.invite_state }));
+            map.serialize_entry("invite", &ByRoom(rooms))?;
         }
         if !r.knock.is_empty() {
-            map.serialize_entry("knock", &ByRoom(r.knock.iter().map(|room| (&room.room_id, Knocked(room)))))?;
+            let rooms = r
+                .knock
+                .iter()
+                .map(|room| (&room.room_id, Stripped { key: "knock_state", state: &room.knock_state }));
+            map.serialize_entry("knock", &ByRoom(rooms))?;
         }
         if !r.leave.is_empty() {
             let rooms = r.leave.iter().map(|room| (&room.room_id, Left { room, state_after: r.state_after }));
@@ -203,24 +208,18 @@ impl Serialize for Left<'_> {
     }
 }
 
+/// An invited or knocked room's section: its stripped state under `key`
+/// (`invite_state`, `knock_state`).
 #[derive(Clone)]
-struct Invited<'a>(&'a InvitedRoom);
-
-impl Serialize for Invited<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(1))?;
-        map.serialize_entry("invite_state", &Events::<Value>(&self.0.invite_state))?;
-        map.end()
-    }
+struct Stripped<'a> {
+    key: &'static str,
+    state: &'a [Value],
 }
 
-#[derive(Clone)]
-struct Knocked<'a>(&'a KnockedRoom);
-
-impl Serialize for Knocked<'_> {
+impl Serialize for Stripped<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(1))?;
-        map.serialize_entry("knock_state", &Events::<Value>(&self.0.knock_state))?;
+        map.serialize_entry(self.key, &Events(self.state))?;
         map.end()
     }
 }
