@@ -138,7 +138,6 @@ async fn serve_with_store(
         push_rules.clone(),
     );
     let device_lists = DeviceLists::new(store.clone(), streams.clone(), notifier.clone(), rooms.clone());
-    let keys = Keys::new(store.clone(), streams.clone(), device_lists.clone(), server_name.clone());
     let accounts = Accounts::new(
         store.clone(),
         uia,
@@ -148,6 +147,13 @@ async fn serve_with_store(
         config.account_settings(),
     )
     .with_device_lists(device_lists.clone());
+    let keys = Keys::new(
+        store.clone(),
+        streams.clone(),
+        device_lists.clone(),
+        accounts.clone(),
+        server_name.clone(),
+    );
     let profiles = Profiles::new(store.clone(), rooms.clone());
     let typing = Typing::new(notifier.clone());
     let receipts =

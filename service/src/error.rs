@@ -98,6 +98,19 @@ impl Error {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         Self::Internal(cause.to_string())
     }
+    /// 400 `M_INVALID_SIGNATURE` (a key's signature does not verify).
+    pub fn invalid_signature(message: impl Into<String>) -> Self {
+        Self::new(400, custom_kind("M_INVALID_SIGNATURE"), message)
+    }
+}
+
+/// An errcode ruma has no variant for.
+fn custom_kind(errcode: &str) -> ErrorKind {
+    serde_json::from_value::<ruma::api::error::StandardErrorBody>(serde_json::json!({
+        "errcode": errcode,
+        "error": "",
+    }))
+    .map_or(ErrorKind::Unknown, |body| body.kind)
 }
 
 impl From<StorageError> for Error {

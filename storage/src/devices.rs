@@ -96,6 +96,7 @@ impl Store {
                 "DELETE FROM device_keys WHERE user_id = $1 AND device_id = $2",
                 "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2",
                 "DELETE FROM fallback_keys WHERE user_id = $1 AND device_id = $2",
+                "DELETE FROM key_signatures WHERE target_user_id = $1 AND target_key = $2",
                 "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
             ] {
                 sqlx::query(statement)
@@ -132,6 +133,9 @@ pub(crate) async fn delete_devices_except(
         "DELETE FROM device_keys WHERE user_id = $1 AND device_id <> $2",
         "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id <> $2",
         "DELETE FROM fallback_keys WHERE user_id = $1 AND device_id <> $2",
+        // Signatures of the devices; a cross-signing key's ID starts `ed25519:`.
+        "DELETE FROM key_signatures WHERE target_user_id = $1 AND target_key <> $2
+             AND target_key NOT LIKE 'ed25519:%'",
         "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2",
     ] {
         sqlx::query(statement).bind(user_id.as_str()).bind(keep).execute(&mut *tx).await?;

@@ -3,7 +3,8 @@
 //!
 //! Key JSON is stored as the service checked it; this module only keeps
 //! the rules a statement must enforce: an identical re-upload is a no-op,
-//! a one-time key ID is never given a different key, and a one-time key is
+//! a device's public identity keys never change, a one-time key ID is
+//! never given a different key, and a one-time key is
 //! handed out at most once however many claims race.
 
 use ruma::{DeviceId, RoomId, UserId};
@@ -54,6 +55,11 @@ impl Store {
                     .fetch_optional(&mut tx)
                     .await?;
             let stored: Option<String> = stored.map(|row| row.try_get(0)).transpose()?;
+            if let Some(stored) = &stored
+                && key_material(stored) != key_material(keys)
+            {
+                return Err(StorageError::Conflict("the device already has other identity keys"));
+            }
             if stored.as_deref() != Some(keys) {
                 sqlx::query(
                     "INSERT INTO device_keys (user_id, device_id, keys_json, stream_ordering)
@@ -305,7 +311,13 @@ impl Store {
     }
 }
 
-async fn insert_device_list_change(
+/// The public keys of a device's identity keys (JSON): what must never
+/// change for a device, whatever else an upload changes.
+fn key_material(keys_json: &str) -> Option<serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(keys_json).ok()?.get("keys").cloned()
+}
+
+pub(crate) async fn insert_device_list_change(
     tx: &mut crate::pool::Tx,
     user_id: &UserId,
     stream_ordering: i64,

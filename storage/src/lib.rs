@@ -12,6 +12,7 @@
 
 mod account_data;
 mod cache;
+mod cross_signing;
 mod delivery;
 mod devices;
 mod directory;
@@ -36,6 +37,7 @@ mod tokens;
 mod users;
 
 pub use account_data::AccountDataRow;
+pub use cross_signing::{CrossSigningKeyRow, KeySignature};
 pub use delivery::{DeliveryRow, EventOutline, UserDeliveries};
 pub use devices::Device;
 pub use error::StorageError;

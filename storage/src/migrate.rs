@@ -45,6 +45,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(15, "0015_txn_scope"),
     migration!(16, "0016_device_keys"),
     migration!(17, "0017_key_backup"),
+    migration!(18, "0018_cross_signing"),
 ];
 
 /// The newest schema version this binary knows.

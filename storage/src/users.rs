@@ -123,8 +123,9 @@ impl Store {
     }
 
     /// Marks the account deactivated (the row stays so the ID is never
-    /// reused), removes its password and every device and token, and clears
-    /// the profile when `erase` is set.
+    /// reused), removes its password, every device and token, its
+    /// encryption keys and key backups, and clears the profile when `erase`
+    /// is set.
     pub async fn deactivate_user(&self, user_id: &UserId, erase: bool) -> Result<()> {
         let _tokens_changed = self.token_cache.clear_on_drop();
         let mut tx = self.write.begin().await?;
@@ -143,6 +144,12 @@ impl Store {
             "DELETE FROM one_time_keys WHERE user_id = $1",
             "DELETE FROM fallback_keys WHERE user_id = $1",
             "DELETE FROM login_tokens WHERE user_id = $1",
+            // The account's keys: its backups (versions stay, deleted, so
+            // their numbers are never reused) and its cross-signing keys.
+            "DELETE FROM backup_keys WHERE user_id = $1",
+            "UPDATE backup_versions SET deleted = 1, key_count = 0 WHERE user_id = $1",
+            "DELETE FROM cross_signing_keys WHERE user_id = $1",
+            "DELETE FROM key_signatures WHERE target_user_id = $1 OR signer_user_id = $1",
         ] {
             sqlx::query(statement).bind(user_id.as_str()).execute(&mut tx).await?;
         }

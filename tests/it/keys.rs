@@ -24,21 +24,21 @@ const QUERY: &str = "/_matrix/client/v3/keys/query";
 const CLAIM: &str = "/_matrix/client/v3/keys/claim";
 
 /// A device's signing key, for keys that verify as a client makes them.
-struct DeviceSigner {
-    pair: Ed25519KeyPair,
-    user_id: String,
-    device_id: String,
+pub(crate) struct DeviceSigner {
+    pub pair: Ed25519KeyPair,
+    pub user_id: String,
+    pub device_id: String,
 }
 
 impl DeviceSigner {
-    fn new(client: &TestClient) -> Self {
+    pub fn new(client: &TestClient) -> Self {
         let device_id = client.device_id.clone().expect("device");
         let der = Ed25519KeyPair::generate();
         let pair = Ed25519KeyPair::from_der(&der, device_id.clone()).expect("key read");
         Self { pair, user_id: client.user_id.clone().expect("user"), device_id }
     }
 
-    fn sign(&self, mut object: Value) -> Value {
+    pub fn sign(&self, mut object: Value) -> Value {
         let mut canonical = match CanonicalJsonValue::try_from(object.clone()).expect("canonical") {
             CanonicalJsonValue::Object(map) => map,
             _ => unreachable!("an object"),
@@ -48,7 +48,7 @@ impl DeviceSigner {
         object
     }
 
-    fn device_keys(&self) -> Value {
+    pub fn device_keys(&self) -> Value {
         let public = Base64::<ruma::serde::base64::Standard>::new(self.pair.public_key().to_vec()).encode();
         self.sign(json!({
             "user_id": self.user_id,
@@ -168,7 +168,7 @@ async fn bad_uploads_are_refused(backend: Backend) {
     // A self-signature that does not verify (keys changed after signing).
     let mut tampered = signer.device_keys();
     tampered["algorithms"] = json!(["m.megolm.v1.aes-sha2"]);
-    alice.post(UPLOAD, json!({ "device_keys": tampered })).await.assert_error(400, "M_INVALID_PARAM");
+    alice.post(UPLOAD, json!({ "device_keys": tampered })).await.assert_error(400, "M_INVALID_SIGNATURE");
     // Signed by another device's key.
     let mut foreign = signer.device_keys();
     let mut unsigned = foreign.clone();
@@ -177,7 +177,23 @@ async fn bad_uploads_are_refused(backend: Backend) {
     let bob_signature =
         &by_bob["signatures"][&bob_signer.user_id][format!("ed25519:{}", bob_signer.device_id)];
     foreign["signatures"][&signer.user_id][format!("ed25519:{}", signer.device_id)] = bob_signature.clone();
-    alice.post(UPLOAD, json!({ "device_keys": foreign })).await.assert_error(400, "M_INVALID_PARAM");
+    alice.post(UPLOAD, json!({ "device_keys": foreign })).await.assert_error(400, "M_INVALID_SIGNATURE");
+
+    // Once a device has identity keys, other keys for it are refused; the
+    // same keys again (with another field changed) are not.
+    alice.post(UPLOAD, json!({ "device_keys": signer.device_keys() })).await.ok();
+    let replacement = DeviceSigner::new(&alice);
+    alice
+        .post(UPLOAD, json!({ "device_keys": replacement.device_keys() }))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    let mut more_algorithms = signer.device_keys();
+    more_algorithms["algorithms"] = json!(["m.olm.v1.curve25519-aes-sha2"]);
+    alice.post(UPLOAD, json!({ "device_keys": signer.sign(more_algorithms) })).await.ok();
+    let queried = bob.post(QUERY, json!({ "device_keys": { signer.user_id.clone(): [] } })).await.ok();
+    let stored = &queried["device_keys"][&signer.user_id][&signer.device_id];
+    assert_eq!(stored["keys"], signer.device_keys()["keys"], "the first keys stay");
+    assert_eq!(stored["algorithms"], json!(["m.olm.v1.curve25519-aes-sha2"]));
 
     // A one-time key ID reused for another key: refused, and nothing of
     // that upload is stored.
@@ -288,8 +304,13 @@ async fn device_lists_follow_shared_rooms(backend: Backend) {
     let after_leave = token(&alice.sync(Some(&after_keys), "").await);
     assert_eq!(key_changes(&alice, &after_keys, &after_leave).await["left"], json!([bob_id]));
 
-    // His keys change while he is gone: not Alice's concern.
-    bob.post(UPLOAD, json!({ "device_keys": DeviceSigner::new(&bob).device_keys() })).await.ok();
+    // His keys change while he is gone (a new device): not Alice's concern.
+    let mut bob_laptop = server.client();
+    bob_laptop.login("bob", "pw").await.ok();
+    bob_laptop
+        .post(UPLOAD, json!({ "device_keys": DeviceSigner::new(&bob_laptop).device_keys() }))
+        .await
+        .ok();
     let quiet = alice.sync(Some(&after_leave), "").await;
     assert!(!listed(&quiet, "changed", &bob_id), "{quiet}");
     // He rejoins: changed again.

@@ -2,6 +2,9 @@
 //! PostgreSQL, driven over HTTP the way a Matrix client drives it. Modules
 //! mirror the API areas they cover.
 
+// matrix-sdk's encryption futures are deeply nested (its docs ask for this).
+#![recursion_limit = "256"]
+
 mod harness;
 
 mod account;
@@ -9,6 +12,7 @@ mod account_data;
 mod admin_cli;
 mod concurrency;
 mod connections;
+mod cross_signing;
 mod database_outage;
 mod delivery;
 mod devices;

@@ -6,7 +6,9 @@
 //! in a [`ChangeLog`] before the position is released, and wakes the user
 //! and everyone sharing a joined room with them. Who a change is shown to
 //! is decided when it is read, from the rooms shared *then*: a user who
-//! shares no room with the reader is never in `changed`.
+//! shares no room with the reader is never in `changed`, unless the reader
+//! signed their master key (`user_signature_changes`), a change shown to
+//! the signer alone.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#tracking-the-device-list-for-a-user>.
 
 use std::collections::BTreeSet;
@@ -85,6 +87,11 @@ impl DeviceLists {
         Ok(())
     }
 
+    /// Wakes the user's own syncs only (a change only they are shown).
+    pub(super) fn wake_user_only(&self, user: &UserId) {
+        self.notifier.user_changed(user);
+    }
+
     /// Whether anyone's device list may have changed after `after`.
     pub fn changed_after(&self, after: i64) -> bool {
         self.changes.changed_after("", after)
@@ -101,8 +108,12 @@ impl DeviceLists {
         if after >= upto {
             return Ok(DeviceListChanges::default());
         }
+        // Users whose master keys this user signed: shown to them whatever
+        // rooms they share (their other devices re-query the signed key).
+        let mut signed = Vec::new();
         if self.changes.changed_after("", after) {
             changed.extend(self.store.device_list_changes_seen_by(user, after, upto).await?);
+            signed = self.store.user_signature_changes(user, after, upto).await?;
         }
         // Their own devices changed (a new login): kept whatever they share.
         let own_change = changed.contains(user.as_str());
@@ -138,7 +149,7 @@ impl DeviceLists {
                 }
             }
         }
-        if changed.is_empty() && left.is_empty() {
+        if changed.is_empty() && left.is_empty() && signed.is_empty() {
             return Ok(DeviceListChanges::default());
         }
         // Sorted by the rooms shared now: someone who left one room but
@@ -146,6 +157,7 @@ impl DeviceLists {
         let shared: BTreeSet<String> = self.store.users_sharing_rooms(user).await?.into_iter().collect();
         changed.retain(|other| other != user.as_str() && shared.contains(other));
         left.retain(|other| other != user.as_str() && !shared.contains(other));
+        changed.extend(signed.into_iter().filter(|other| other != user.as_str()));
         let parse = |ids: BTreeSet<String>| ids.into_iter().filter_map(|id| UserId::parse(id).ok()).collect();
         let mut changes = DeviceListChanges { changed: parse(changed), left: parse(left) };
         if own_change {

@@ -1,25 +1,27 @@
-//! End-to-end encryption keys of local devices: `POST /keys/upload`,
-//! `/keys/query`, `/keys/claim`, `GET /keys/changes`, and the key counts
-//! `/sync` reports. Cross-signing and remote users (federation) are not
-//! here yet: remote users are answered as `failures`.
+//! End-to-end encryption keys of local users: `POST /keys/upload`,
+//! `/keys/query`, `/keys/claim`, `GET /keys/changes`, the key counts
+//! `/sync` reports, and cross-signing (`cross_signing`). Remote users
+//! (federation) are not here yet: they are answered as `failures`.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#end-to-end-encryption>.
 
 mod counts;
+mod cross_signing;
 mod device_lists;
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{
     CanonicalJsonValue, DeviceId, OwnedDeviceId, OwnedOneTimeKeyId, OwnedServerName, OwnedUserId, UserId,
-    encryption::{DeviceKeys, OneTimeKey},
+    encryption::{CrossSigningKey, DeviceKeys, OneTimeKey},
     serde::{Base64, Raw},
     signatures::SigningKeyAlgorithm,
 };
 use serde_json::{Map, Value, json};
 use tessera_storage::{KeyUpload, NewKey, StorageError, Store};
 
-use crate::{Error, Result, auth::Identity, streams::StreamAllocator, sync::SyncToken};
+use crate::{Error, Result, accounts::Accounts, auth::Identity, streams::StreamAllocator, sync::SyncToken};
 
+pub use cross_signing::{SignatureFailures, SigningKeysUpload};
 pub use device_lists::{DeviceListChanges, DeviceLists};
 
 /// Devices' keys by user and device, as `/keys/query` and `/keys/claim`
@@ -33,6 +35,17 @@ impl<T> Default for KeysByDevice<T> {
     fn default() -> Self {
         Self { keys: BTreeMap::new(), failures: BTreeMap::new() }
     }
+}
+
+/// What `/keys/query` answers: devices' identity keys and users'
+/// cross-signing keys, with the signatures the requester may see.
+#[derive(Default)]
+pub struct QueriedKeys {
+    pub device_keys: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, Raw<DeviceKeys>>>,
+    pub master_keys: BTreeMap<OwnedUserId, Raw<CrossSigningKey>>,
+    pub self_signing_keys: BTreeMap<OwnedUserId, Raw<CrossSigningKey>>,
+    pub user_signing_keys: BTreeMap<OwnedUserId, Raw<CrossSigningKey>>,
+    pub failures: BTreeMap<String, Value>,
 }
 
 /// What `/sync` reports about the syncing device's own keys.
@@ -50,6 +63,8 @@ pub struct Keys {
     store: Store,
     streams: StreamAllocator,
     device_lists: DeviceLists,
+    /// For the UIA that replacing cross-signing keys needs.
+    accounts: Accounts,
     server_name: OwnedServerName,
 }
 
@@ -58,9 +73,10 @@ impl Keys {
         store: Store,
         streams: StreamAllocator,
         device_lists: DeviceLists,
+        accounts: Accounts,
         server_name: OwnedServerName,
     ) -> Self {
-        Self { store, streams, device_lists, server_name }
+        Self { store, streams, device_lists, accounts, server_name }
     }
 
     /// The device-list stream this service writes to.
@@ -129,15 +145,18 @@ impl Keys {
         Ok(counts)
     }
 
-    /// `POST /keys/query`: the identity keys of the named devices (every
-    /// device for an empty list) of local users, each with its display
-    /// name in `unsigned`. Unknown users are left out; remote users'
-    /// servers are listed in `failures`.
+    /// `POST /keys/query` by `requester`: the identity keys of the named
+    /// devices (every device for an empty list) of local users, each with
+    /// its display name in `unsigned`, and their cross-signing keys (the
+    /// user-signing key only of the requester), with the signatures of the
+    /// key's owner and of the requester. Unknown users are left out;
+    /// remote users' servers are listed in `failures`.
     pub async fn query(
         &self,
+        requester: &UserId,
         wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
-    ) -> Result<KeysByDevice<Raw<DeviceKeys>>> {
-        let mut answer = KeysByDevice::default();
+    ) -> Result<QueriedKeys> {
+        let mut answer = QueriedKeys::default();
         for (user, devices) in wanted {
             if user.server_name() != self.server_name {
                 answer.failures.insert(user.server_name().to_string(), server_not_asked());
@@ -146,6 +165,7 @@ impl Keys {
             if self.store.get_user(user).await?.is_none() {
                 continue;
             }
+            let signatures = self.store.key_signatures_on(user, &[user, requester]).await?;
             let mut found = BTreeMap::new();
             for stored in self.store.device_keys_of(user).await? {
                 let device_id: OwnedDeviceId = stored.device_id.into();
@@ -159,12 +179,24 @@ impl Keys {
                         continue;
                     }
                 };
+                cross_signing::merge_signatures(
+                    &mut keys,
+                    signatures.iter().filter(|s| s.target_key == device_id.as_str()),
+                );
                 if let Some(name) = stored.display_name {
                     keys.insert("unsigned".to_owned(), json!({ "device_display_name": name }));
                 }
                 found.insert(device_id, to_raw(&keys)?);
             }
-            answer.keys.insert(user.clone(), found);
+            answer.device_keys.insert(user.clone(), found);
+            for (usage, key) in self.visible_signing_keys(requester, user, &signatures).await? {
+                let keys = match usage.as_str() {
+                    "master" => &mut answer.master_keys,
+                    "self_signing" => &mut answer.self_signing_keys,
+                    _ => &mut answer.user_signing_keys,
+                };
+                keys.insert(user.clone(), key);
+            }
         }
         Ok(answer)
     }
@@ -251,28 +283,34 @@ fn checked_device_keys(who: &Identity, raw: &Raw<DeviceKeys>) -> Result<String> 
         let public_key = keys.keys.iter().find(|(id, _)| id.as_str() == key_id).map(|(_, key)| key.as_str());
         let public_key =
             public_key.ok_or_else(|| Error::invalid_param(format!("device_keys has no {key_id} key")))?;
-        verify_self_signature(&object, public_key, signature)?;
+        verify_signature(&object, public_key, signature)
+            .map_err(|_| Error::invalid_signature("device_keys: the device's signature does not verify"))?;
     }
     Ok(canonical.to_string())
 }
 
-/// Verifies an ed25519 signature over the object's canonical JSON without
-/// `signatures` and `unsigned` (the spec's signing rules).
-fn verify_self_signature(object: &Map<String, Value>, public_key: &str, signature: &str) -> Result<()> {
-    let invalid = || Error::invalid_param("device_keys: the device's signature does not verify");
+/// The object's canonical JSON without `signatures` and `unsigned`: what
+/// a signature covers (the spec's signing rules).
+fn canonical_without_signatures(object: &Map<String, Value>) -> Option<String> {
     let mut signed = object.clone();
     signed.remove("signatures");
     signed.remove("unsigned");
-    let signed = CanonicalJsonValue::try_from(Value::Object(signed)).map_err(|_| invalid())?.to_string();
-    let public_key = Base64::<ruma::serde::base64::Standard>::parse(public_key).map_err(|_| invalid())?;
-    let signature = Base64::<ruma::serde::base64::Standard>::parse(signature).map_err(|_| invalid())?;
+    Some(CanonicalJsonValue::try_from(Value::Object(signed)).ok()?.to_string())
+}
+
+/// Verifies an ed25519 signature (unpadded base64, as the public key) of
+/// the object.
+fn verify_signature(object: &Map<String, Value>, public_key: &str, signature: &str) -> Result<(), ()> {
+    let signed = canonical_without_signatures(object).ok_or(())?;
+    let public_key = Base64::<ruma::serde::base64::Standard>::parse(public_key).map_err(|_| ())?;
+    let signature = Base64::<ruma::serde::base64::Standard>::parse(signature).map_err(|_| ())?;
     ruma::signatures::verify_canonical_json_bytes(
         &SigningKeyAlgorithm::Ed25519,
         public_key.as_bytes(),
         signature.as_bytes(),
         signed.as_bytes(),
     )
-    .map_err(|_| invalid())
+    .map_err(|_| ())
 }
 
 /// One-time or fallback keys, each checked to parse as a key, as
