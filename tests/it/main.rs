@@ -39,6 +39,7 @@ mod room_reads;
 mod room_v12;
 mod rooms;
 mod sdk_client;
+mod sdk_e2ee;
 mod shared_secret;
 mod state_storage;
 mod sweep;

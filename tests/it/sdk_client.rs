@@ -1,11 +1,13 @@
 //! A real client: two matrix-sdk clients (the SDK Element X is built on)
 //! chat through the server with their own sync loops, typing and receipts.
+//! [`SdkClient`] is also the encrypting client of `sdk_e2ee`.
 
 use std::time::Duration;
 
 use matrix_sdk::{
     Client, Room,
     config::SyncSettings,
+    encryption::{BackupDownloadStrategy, EncryptionSettings},
     ruma::{
         OwnedEventId, OwnedUserId,
         api::client::{receipt::create_receipt::v3::ReceiptType, room::create_room},
@@ -27,24 +29,44 @@ both_backends!(two_sdk_clients_chat_with_typing_and_receipts);
 
 /// What a client's sync loop saw, as its event handlers report it.
 #[derive(Debug)]
-enum Seen {
+pub(crate) enum Seen {
     Message { sender: OwnedUserId, body: String, event_id: OwnedEventId },
     Typing(Vec<OwnedUserId>),
     Read { reader: OwnedUserId, event_id: OwnedEventId },
 }
 
-/// A logged-in SDK client with its sync loop running.
-struct SdkClient {
-    client: Client,
+/// A logged-in SDK client with its sync loop running. Encryption is on as
+/// in Element X: cross-signing set up at the first login, room keys
+/// downloaded from the backup once recovery gives the backup key.
+pub(crate) struct SdkClient {
+    pub client: Client,
     seen: mpsc::UnboundedReceiver<Seen>,
     sync: JoinHandle<()>,
 }
 
+const PASSWORD: &str = "sdk-password";
+
 impl SdkClient {
-    async fn login(server: &TestServer, name: &str) -> Self {
-        server.register(name, "sdk-password").await;
-        let client = Client::builder().homeserver_url(&server.base).build().await.expect("SDK client builds");
-        client.matrix_auth().login_username(name, "sdk-password").await.expect("SDK logs in");
+    /// Registers `name` and logs in.
+    pub async fn login(server: &TestServer, name: &str) -> Self {
+        server.register(name, PASSWORD).await;
+        Self::new_device(server, name).await
+    }
+
+    /// Logs in to an existing account as a new device.
+    pub async fn new_device(server: &TestServer, name: &str) -> Self {
+        let encryption = EncryptionSettings {
+            auto_enable_cross_signing: true,
+            backup_download_strategy: BackupDownloadStrategy::OneShot,
+            ..Default::default()
+        };
+        let client = Client::builder()
+            .homeserver_url(&server.base)
+            .with_encryption_settings(encryption)
+            .build()
+            .await
+            .expect("SDK client builds");
+        client.matrix_auth().login_username(name, PASSWORD).await.expect("SDK logs in");
         let (tx, seen) = mpsc::unbounded_channel();
         let messages = tx.clone();
         client.add_event_handler(move |event: OriginalSyncRoomMessageEvent| {
@@ -91,7 +113,7 @@ impl SdkClient {
     }
 
     /// Waits (bounded) for the first report that `wanted` accepts.
-    async fn wait_for<T>(&mut self, what: &str, mut wanted: impl FnMut(Seen) -> Option<T>) -> T {
+    pub async fn wait_for<T>(&mut self, what: &str, mut wanted: impl FnMut(Seen) -> Option<T>) -> T {
         timeout(Duration::from_secs(20), async {
             loop {
                 let seen = self.seen.recv().await.expect("sync loop alive");
@@ -104,7 +126,7 @@ impl SdkClient {
         .unwrap_or_else(|_| panic!("{what} never reached the client's sync loop"))
     }
 
-    fn user_id(&self) -> OwnedUserId {
+    pub fn user_id(&self) -> OwnedUserId {
         self.client.user_id().expect("logged in").to_owned()
     }
 }
@@ -115,7 +137,7 @@ impl Drop for SdkClient {
     }
 }
 
-async fn send_text(room: &Room, body: &str) -> OwnedEventId {
+pub(crate) async fn send_text(room: &Room, body: &str) -> OwnedEventId {
     room.send(RoomMessageEventContent::text_plain(body)).await.expect("SDK sends").response.event_id
 }
 
