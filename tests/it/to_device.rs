@@ -11,6 +11,7 @@ use crate::{
 
 both_backends!(
     to_device_is_delivered_exactly_once,
+    key_and_secret_requests_reach_the_users_other_devices,
     unreadable_content_never_breaks_the_recipients_sync,
     a_retried_send_does_not_hide_the_next_message_after_a_restart
 );
@@ -65,6 +66,51 @@ async fn to_device_is_delivered_exactly_once(backend: Backend) {
     let on_laptop = laptop.sync(Some(&laptop_since), "").await;
     let numbers: Vec<i64> = messages(&on_laptop).iter().filter_map(|m| m["content"]["n"].as_i64()).collect();
     assert_eq!(numbers, [2], "the laptop gets only the message for all devices");
+}
+
+/// What a new device does to get keys and secrets from the user's other
+/// devices: `m.room_key_request` and `m.secret.request` to all of them
+/// (`*`), and the answer (`m.secret.send`, Olm-encrypted as
+/// `m.room.encrypted`) to the asking device alone.
+async fn key_and_secret_requests_reach_the_users_other_devices(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let phone = server.register("bob", "pw").await;
+    let mut laptop = server.client();
+    laptop.login("bob", "pw").await.ok();
+    let laptop_id = laptop.device_id.clone().expect("device");
+    let phone_since = phone.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let laptop_since = laptop.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+
+    let key_request = json!({
+        "action": "request",
+        "requesting_device_id": laptop_id,
+        "request_id": "req1",
+        "body": { "algorithm": "m.megolm.v1.aes-sha2", "room_id": "!room:tessera.test", "session_id": "s1",
+                  "sender_key": "c2VuZGVy" },
+    });
+    let secret_request = json!({ "action": "request", "name": "m.megolm_backup.v1", "requesting_device_id": laptop_id, "request_id": "req2" });
+    for (kind, content) in [("m.room_key_request", key_request), ("m.secret.request", secret_request)] {
+        let body = json!({ "messages": { "@bob:tessera.test": { "*": content } } });
+        laptop.put(&format!("/_matrix/client/v3/sendToDevice/{kind}/{}", next_txn()), body).await.ok();
+    }
+    let on_phone = messages(&phone.sync(Some(&phone_since), "").await);
+    let kinds: Vec<&str> = on_phone.iter().filter_map(|m| m["type"].as_str()).collect();
+    assert_eq!(kinds, ["m.room_key_request", "m.secret.request"], "{on_phone:?}");
+    assert_eq!(on_phone[1]["content"]["name"], "m.megolm_backup.v1");
+    assert_eq!(on_phone[1]["sender"], "@bob:tessera.test");
+
+    let answer = json!({ "algorithm": "m.olm.v1.curve25519-aes-sha2", "sender_key": "cGhvbmU",
+                         "ciphertext": { "bGFwdG9w": { "type": 0, "body": "c2VjcmV0IHNlbmQ" } } });
+    let body = json!({ "messages": { "@bob:tessera.test": { laptop_id.clone(): answer.clone() } } });
+    phone.put(&format!("/_matrix/client/v3/sendToDevice/m.room.encrypted/{}", next_txn()), body).await.ok();
+    let on_laptop = messages(&laptop.sync(Some(&laptop_since), "").await);
+    let answers: Vec<&Value> = on_laptop.iter().filter(|m| m["type"] == "m.room.encrypted").collect();
+    assert_eq!(answers.len(), 1, "{on_laptop:?}");
+    assert_eq!(answers[0]["content"], answer);
+    assert!(
+        messages(&phone.sync(Some(&phone_since), "").await).iter().all(|m| m["type"] != "m.room.encrypted"),
+        "the answer went to the laptop alone"
+    );
 }
 
 /// Issue 23, defect 1: content `/sync` could not read back (lone
