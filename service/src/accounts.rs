@@ -140,15 +140,22 @@ impl Accounts {
         self
     }
 
-    /// A device of `user` was added or removed (already committed): a
-    /// device-list change. A failure to record it is logged, not answered:
-    /// the login or logout itself happened.
-    pub(crate) async fn devices_changed(&self, user: &UserId) {
-        if let Some(device_lists) = &self.device_lists
-            && let Err(e) = device_lists.device_changed(user).await
-        {
-            tracing::warn!(%user, error = %e, "device-list change not recorded");
+    /// Runs `write`, which adds or removes devices of `user`, as a
+    /// device-list change (see [`DeviceLists::begin_device_change`]).
+    pub(crate) async fn changing_devices<T>(
+        &self,
+        user: &UserId,
+        write: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let pending = match &self.device_lists {
+            Some(device_lists) => Some(device_lists.begin_device_change(user).await?),
+            None => None,
+        };
+        let result = write.await;
+        if let Some(pending) = pending {
+            pending.finish().await;
         }
+        result
     }
 
     pub fn server_name(&self) -> &OwnedServerName {
@@ -293,19 +300,20 @@ impl Accounts {
     async fn create(&self, account: NewAccount) -> Result<Registered> {
         let tokens = account.login.as_ref().map(|login| self.mint(login));
         let displayname = account.user_id.localpart().to_owned();
-        let result = self
-            .store
-            .create_user(NewUser {
-                user_id: &account.user_id,
-                password_hash: account.password_hash.as_deref(),
-                is_admin: account.is_admin,
-                is_guest: account.is_guest,
-                // Synapse's default, which clients display until the user picks one.
-                displayname: Some(&displayname),
-                registration_token: account.registration_token.as_deref(),
-                login: tokens.as_ref().map(|t| t.as_new(&account.user_id)),
-            })
-            .await;
+        let create = self.store.create_user(NewUser {
+            user_id: &account.user_id,
+            password_hash: account.password_hash.as_deref(),
+            is_admin: account.is_admin,
+            is_guest: account.is_guest,
+            // Synapse's default, which clients display until the user picks one.
+            displayname: Some(&displayname),
+            registration_token: account.registration_token.as_deref(),
+            login: tokens.as_ref().map(|t| t.as_new(&account.user_id)),
+        });
+        let result = match tokens {
+            Some(_) => self.changing_devices(&account.user_id, async { Ok(create.await) }).await?,
+            None => create.await,
+        };
         match result {
             Ok(()) => {}
             Err(StorageError::Conflict("user ID taken")) => return Err(Error::user_in_use()),
@@ -315,9 +323,6 @@ impl Accounts {
             Err(e) => return Err(e.into()),
         }
         tracing::info!(user_id = %account.user_id, guest = account.is_guest, "registered");
-        if tokens.is_some() {
-            self.devices_changed(&account.user_id).await;
-        }
         Ok(Registered {
             session: tokens.map(|t| t.into_session(account.user_id.clone())),
             user_id: account.user_id,
@@ -349,12 +354,12 @@ impl Accounts {
         // Committed only if the password checked above is still the account's
         // and the account is still active: a password change or deactivation
         // racing this login wins.
-        match self.store.create_access_token(tokens.as_new(&user_id), verified_hash.as_deref()).await {
+        let create = self.store.create_access_token(tokens.as_new(&user_id), verified_hash.as_deref());
+        match self.changing_devices(&user_id, async { Ok(create.await) }).await? {
             Err(StorageError::Conflict(_)) => return Err(Error::forbidden("Invalid username or password")),
             other => other?,
         }
         tracing::info!(%user_id, device_id = %tokens.device_id, "logged in");
-        self.devices_changed(&user_id).await;
         Ok(tokens.into_session(user_id))
     }
 
@@ -425,16 +430,14 @@ impl Accounts {
 
     /// `POST /logout`: revokes the token and deletes its device.
     pub async fn logout(&self, identity: &Identity) -> Result<()> {
-        self.store.delete_devices(&identity.user_id, std::slice::from_ref(&identity.device_id)).await?;
-        self.devices_changed(&identity.user_id).await;
-        Ok(())
+        let delete = self.store.delete_devices(&identity.user_id, std::slice::from_ref(&identity.device_id));
+        self.changing_devices(&identity.user_id, async { Ok(delete.await?) }).await
     }
 
     /// `POST /logout/all`: every token and device of the user.
     pub async fn logout_all(&self, identity: &Identity) -> Result<()> {
-        self.store.delete_other_devices(&identity.user_id, None).await?;
-        self.devices_changed(&identity.user_id).await;
-        Ok(())
+        let delete = self.store.delete_other_devices(&identity.user_id, None);
+        self.changing_devices(&identity.user_id, async { Ok(delete.await?) }).await
     }
 
     /// `POST /account/password`.
@@ -448,18 +451,19 @@ impl Accounts {
         self.require_password_uia("change_password", identity, auth).await?;
         let hash = self.passwords.hash(new_password).await?;
         let keep = logout_devices.then_some(&*identity.device_id);
-        self.store.change_password(&identity.user_id, &hash, logout_devices, keep).await?;
+        let change = self.store.change_password(&identity.user_id, &hash, logout_devices, keep);
         if logout_devices {
-            self.devices_changed(&identity.user_id).await;
+            self.changing_devices(&identity.user_id, async { Ok(change.await?) }).await
+        } else {
+            Ok(change.await?)
         }
-        Ok(())
     }
 
     /// `POST /account/deactivate`.
     pub async fn deactivate(&self, identity: &Identity, erase: bool, auth: Option<&AuthData>) -> Result<()> {
         self.require_password_uia("deactivate", identity, auth).await?;
-        self.store.deactivate_user(&identity.user_id, erase).await?;
-        self.devices_changed(&identity.user_id).await;
+        let deactivate = self.store.deactivate_user(&identity.user_id, erase);
+        self.changing_devices(&identity.user_id, async { Ok(deactivate.await?) }).await?;
         tracing::info!(user_id = %identity.user_id, "deactivated");
         Ok(())
     }

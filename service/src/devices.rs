@@ -51,8 +51,7 @@ impl Devices {
         auth: Option<&AuthData>,
     ) -> Result<()> {
         self.accounts.require_password_uia("delete_devices", identity, auth).await?;
-        self.store.delete_devices(&identity.user_id, devices).await?;
-        self.accounts.devices_changed(&identity.user_id).await;
-        Ok(())
+        let delete = self.store.delete_devices(&identity.user_id, devices);
+        self.accounts.changing_devices(&identity.user_id, async { Ok(delete.await?) }).await
     }
 }

@@ -18,6 +18,28 @@ use tessera_storage::Store;
 
 use crate::{Error, Result, changes::ChangeLog, notifier::Notifier, rooms::Rooms, streams::StreamAllocator};
 
+/// A device-list change recorded ahead of its write (see
+/// [`DeviceLists::begin_device_change`]).
+pub struct PendingDeviceChange {
+    lists: DeviceLists,
+    user: OwnedUserId,
+    position: crate::streams::Reserved,
+}
+
+impl PendingDeviceChange {
+    /// The write is done (or failed): releases the position and wakes the
+    /// syncs concerned. A failure to wake them is logged, not answered:
+    /// the change is recorded, and their next sync reports it.
+    pub async fn finish(self) {
+        let Self { lists, user, position } = self;
+        lists.key_counts.forget_user(user.as_str());
+        drop(position);
+        if let Err(e) = lists.wake(&user).await {
+            tracing::warn!(%user, error = %e, "device-list change: syncs not woken");
+        }
+    }
+}
+
 /// The users an incremental sync or `/keys/changes` reports.
 #[derive(Default, Debug)]
 pub struct DeviceListChanges {
@@ -52,16 +74,18 @@ impl DeviceLists {
         Self { store, streams, notifier, rooms, changes, key_counts: Default::default() }
     }
 
-    /// A device of `user` was added or removed (login, logout, deletion):
-    /// recorded after that write committed, at a position of its own.
-    pub async fn device_changed(&self, user: &UserId) -> Result<()> {
-        self.key_counts.forget_user(user.as_str());
+    /// A device of `user` is about to be added or removed (login, logout,
+    /// deletion): the change is recorded *before* the write, at a position
+    /// held until [`PendingDeviceChange::finish`] after it. So no reader
+    /// sees the change before the devices it announces, and a crash after
+    /// the write cannot lose it; a write that fails leaves an extra change,
+    /// which only makes clients re-query.
+    pub async fn begin_device_change(&self, user: &UserId) -> Result<PendingDeviceChange> {
         let position = self.streams.reserve().await?;
         // Noted before the position is released (see `ChangeLog`).
         self.changes.record("", position.position);
         self.store.record_device_list_change(user, position.position).await?;
-        drop(position);
-        self.wake(user).await
+        Ok(PendingDeviceChange { lists: self.clone(), user: user.to_owned(), position })
     }
 
     pub(super) fn key_counts(&self) -> &super::counts::KeyCountCache {

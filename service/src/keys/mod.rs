@@ -22,7 +22,7 @@ use tessera_storage::{KeyUpload, NewKey, StorageError, Store};
 use crate::{Error, Result, accounts::Accounts, auth::Identity, streams::StreamAllocator, sync::SyncToken};
 
 pub use cross_signing::{SignatureFailures, SigningKeysUpload};
-pub use device_lists::{DeviceListChanges, DeviceLists};
+pub use device_lists::{DeviceListChanges, DeviceLists, PendingDeviceChange};
 
 /// Devices' keys by user and device, as `/keys/query` and `/keys/claim`
 /// answer them, and the servers that could not be asked.
