@@ -99,6 +99,13 @@ export TESSERA_LISTEN=0.0.0.0:8008
 export TESSERA_FEDERATION_LISTEN=0.0.0.0:8448
 export TESSERA_TLS_CERTIFICATE="$TLS_DIR/server.crt"
 export TESSERA_TLS_PRIVATE_KEY="$TLS_DIR/server.key"
+# Outbound federation trusts Complement's CA and may reach the Docker
+# network's private addresses (and the host's, where Complement's own
+# servers listen).
+if [ -f "$CA_DIR/ca.crt" ]; then
+    export TESSERA_FEDERATION_TRUSTED_CA="$CA_DIR/ca.crt"
+fi
+export TESSERA_OUTBOUND_ALLOWED_RANGES="10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.0/8"
 export TESSERA_DATA_DIR="$DATA_DIR"
 export TESSERA_ALLOW_REGISTRATION=true
 export TESSERA_REGISTRATION_SHARED_SECRET=complement

@@ -28,6 +28,14 @@ pub struct Config {
     /// PEM certificate chain and private key for the federation listener.
     pub tls_certificate: Option<PathBuf>,
     pub tls_private_key: Option<PathBuf>,
+    /// PEM CA certificates trusted for outbound federation besides the
+    /// system's roots.
+    pub federation_trusted_ca: Option<PathBuf>,
+    /// Comma-separated CIDR ranges outbound requests may reach although
+    /// not public (loopback, private).
+    pub outbound_allowed_ranges: String,
+    /// Comma-separated notary servers asked for keys a server cannot give.
+    pub trusted_key_servers: String,
     /// Keys, the SQLite database and (later) media live here.
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://...`; SQLite under `data_dir` if unset.
@@ -111,6 +119,9 @@ impl Default for Config {
             federation_listen: None,
             tls_certificate: None,
             tls_private_key: None,
+            federation_trusted_ca: None,
+            outbound_allowed_ranges: String::new(),
+            trusted_key_servers: String::new(),
             data_dir: PathBuf::from("./tessera-data"),
             database_url: None,
             database_max_connections: pool.max_connections,
@@ -149,6 +160,9 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("TESSERA_FEDERATION_LISTEN", "federation_listen"),
     ("TESSERA_TLS_CERTIFICATE", "tls_certificate"),
     ("TESSERA_TLS_PRIVATE_KEY", "tls_private_key"),
+    ("TESSERA_FEDERATION_TRUSTED_CA", "federation_trusted_ca"),
+    ("TESSERA_OUTBOUND_ALLOWED_RANGES", "outbound_allowed_ranges"),
+    ("TESSERA_TRUSTED_KEY_SERVERS", "trusted_key_servers"),
     ("TESSERA_DATA_DIR", "data_dir"),
     ("TESSERA_DATABASE_URL", "database_url"),
     ("TESSERA_DATABASE_MAX_CONNECTIONS", "database_max_connections"),
@@ -257,6 +271,9 @@ impl Config {
                 "federation_listen needs tls_certificate and tls_private_key".into(),
             ));
         }
+        tessera_federation::outbound::OutboundRules::parse_ranges(&self.outbound_allowed_ranges)
+            .map_err(|e| ConfigError::Invalid(format!("outbound_allowed_ranges: {e}")))?;
+        self.trusted_key_servers()?;
         let connections = &self.connections;
         if connections.header_read_timeout_ms == 0 || connections.body_read_timeout_ms == 0 {
             return Err(ConfigError::Invalid(
@@ -267,6 +284,19 @@ impl Config {
             return Err(ConfigError::Invalid("connections.max_connections must be above 0".into()));
         }
         Ok(())
+    }
+
+    /// The notaries of `trusted_key_servers`.
+    pub fn trusted_key_servers(&self) -> Result<Vec<ruma::OwnedServerName>, ConfigError> {
+        self.trusted_key_servers
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(|name| {
+                ruma::ServerName::parse(name)
+                    .map_err(|e| ConfigError::Invalid(format!("trusted_key_servers {name:?}: {e}")))
+            })
+            .collect()
     }
 
     /// The validated default room version.

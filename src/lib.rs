@@ -16,13 +16,18 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tessera_client_api::{ClientServices, ClientState, DiscoverySettings};
 use tessera_core::ServerSigningKey;
-use tessera_federation::FederationState;
+use tessera_federation::{
+    FederationState,
+    client::{ClientSettings, FederationClient},
+    outbound::OutboundRules,
+};
 use tessera_service::{
     account_data::AccountData,
     accounts::Accounts,
     auth::Authenticator,
     delivery::Delivery,
     devices::Devices,
+    federation::{Remote, ServerKeys},
     key_backup::KeyBackup,
     keys::{DeviceLists, Keys},
     notifications::Notifications,
@@ -113,6 +118,13 @@ async fn serve_with_store(
         .try_into()
         .map_err(|e| ServeError::SigningKey(format!("server_name: {e}")))?;
     let signing_key = Arc::new(signing_key::load_or_generate(&config.data_dir, server_name.clone())?);
+    let remote: Arc<dyn Remote> = Arc::new(federation_client(&config, signing_key.clone())?);
+    let server_keys = ServerKeys::new(
+        store.clone(),
+        remote.clone(),
+        signing_key.clone(),
+        config.trusted_key_servers().map_err(|e| ServeError::Tls(e.to_string()))?,
+    );
 
     let rate_limiter = RateLimiter::new(config.rate_limits.clone());
     let gate = Gate {
@@ -120,6 +132,7 @@ async fn serve_with_store(
         rate_limiter: rate_limiter.clone(),
         max_body_bytes: config.max_request_bytes,
         trust_forwarded_for: config.trust_forwarded_for,
+        server_keys: server_keys.clone(),
     };
     let passwords = Passwords::new(std::thread::available_parallelism().map_or(2, |n| n.get()));
     let uia = Uia::new(store.clone(), passwords.clone(), rate_limiter.clone(), server_name.clone());
@@ -154,7 +167,7 @@ async fn serve_with_store(
         accounts.clone(),
         server_name.clone(),
     );
-    let profiles = Profiles::new(store.clone(), rooms.clone());
+    let profiles = Profiles::new(store.clone(), rooms.clone(), remote.clone(), server_name.clone());
     let typing = Typing::new(notifier.clone());
     let receipts =
         Receipts::new(store.clone(), rooms.clone(), account_data.clone(), streams.clone(), notifier.clone());
@@ -195,7 +208,7 @@ async fn serve_with_store(
             profiles.clone(),
         ),
         accounts,
-        profiles,
+        profiles: profiles.clone(),
         rooms,
         sync,
         typing,
@@ -212,7 +225,7 @@ async fn serve_with_store(
             server: config.well_known.server.clone(),
         },
     });
-    let federation_state = FederationState { gate, signing_key };
+    let federation_state = FederationState { gate, server_keys, profiles };
     let client_router = tessera_client_api::router(client_state)
         .merge(tessera_federation::key_router(federation_state.clone()));
 
@@ -278,6 +291,21 @@ async fn serve_with_store(
 
 /// Each listener's timeouts and connection limit, the limit derived from
 /// the file-descriptor limit (raised first) unless configured.
+/// The outbound federation client, trusting `federation_trusted_ca` and
+/// reaching only the addresses the rules permit.
+fn federation_client(config: &Config, key: Arc<ServerSigningKey>) -> Result<FederationClient, ServeError> {
+    let trusted_ca_pem = match &config.federation_trusted_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| ServeError::Tls(format!("federation_trusted_ca {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let ranges = OutboundRules::parse_ranges(&config.outbound_allowed_ranges).map_err(ServeError::Tls)?;
+    let settings = ClientSettings { trusted_ca_pem, rules: OutboundRules::new(ranges) };
+    FederationClient::new(key, settings).map_err(|e| ServeError::Tls(e.to_string()))
+}
+
 fn connection_limits(config: &Config, listeners: u64) -> connections::Limits {
     let settings = &config.connections;
     let fd_limit = connection_limit::raise_fd_limit();

@@ -6,7 +6,8 @@
 //! Spec: <https://spec.matrix.org/v1.16/appendices/#signing-json>.
 
 use ruma::{
-    CanonicalJsonObject, OwnedServerName, OwnedServerSigningKeyId, ServerSigningKeyVersion,
+    CanonicalJsonObject, OwnedServerName, OwnedServerSigningKeyId, ServerName, ServerSigningKeyVersion,
+    api::federation::authentication::{XMatrix, XMatrixSigningInput},
     room_version_rules::RedactionRules,
     serde::Base64,
     signatures::{Ed25519KeyPair, hash_and_sign_event, sign_json},
@@ -93,6 +94,17 @@ impl ServerSigningKey {
             ruma::signatures::JsonError::PduTooLarge => crate::EventError::TooLarge("event"),
             other => crate::EventError::Invalid(format!("cannot hash and sign: {other}")),
         })
+    }
+
+    /// The `X-Matrix` authorization of a federation request to
+    /// `destination` (spec: "Request Authentication").
+    pub fn sign_request<T: AsRef<[u8]>>(
+        &self,
+        request: &http::Request<T>,
+        destination: &ServerName,
+    ) -> Result<XMatrix, SigningKeyError> {
+        let input = XMatrixSigningInput::new(self.server_name.clone(), destination.to_owned(), &self.pair);
+        XMatrix::sign_http_request(request, input).map_err(|e| SigningKeyError::Sign(e.to_string()))
     }
 
     /// Adds this server's signature to `object` (under `signatures`).

@@ -1,24 +1,31 @@
 //! tessera-federation: the Server-Server API.
 //!
-//! For now: the key server (`GET /_matrix/key/v2/server`, the server's
-//! signed ed25519 key) and `GET /_matrix/federation/v1/version`. The
-//! transport for rooms arrives with the federation issue.
+//! Inbound: the key server and notary (`/_matrix/key/v2/*`), and
+//! `/_matrix/federation/v1/version`; requests signed with `X-Matrix` are
+//! verified by `tessera_web`'s extractor before a handler runs. Outbound:
+//! the signed HTTPS client ([`client::FederationClient`], the service's
+//! `Remote`), with server-name resolution (`discovery`) and the address
+//! rules (`outbound`). Room transport arrives with the rest of the
+//! federation issue.
 //! Spec: <https://spec.matrix.org/v1.16/server-server-api/>.
 
+pub mod client;
+mod discovery;
 mod keys;
+pub mod outbound;
+mod query;
 mod version;
 
-use std::sync::Arc;
-
 use axum::{Router, extract::FromRef};
-use tessera_core::ServerSigningKey;
+use tessera_service::{federation::ServerKeys, profiles::Profiles};
 use tessera_web::{Gate, routing};
 
 /// Everything the federation handlers call.
 #[derive(Clone)]
 pub struct FederationState {
     pub gate: Gate,
-    pub signing_key: Arc<ServerSigningKey>,
+    pub server_keys: ServerKeys,
+    pub profiles: Profiles,
 }
 
 impl FromRef<FederationState> for Gate {
@@ -27,15 +34,19 @@ impl FromRef<FederationState> for Gate {
     }
 }
 
-/// The key server and `/_matrix/federation/v1/version`, for mounting on
-/// the client listener too (as Synapse does), so that a server without a
-/// federation listener still publishes its key, and a wrong method on
-/// these paths is the spec's 405 there as well.
+fn routes() -> Router<FederationState> {
+    keys::routes().merge(version::routes()).merge(query::routes())
+}
+
+/// Every federation route, for mounting on the client listener too (as
+/// Synapse does): a server behind a reverse proxy with `.well-known`
+/// delegation federates through it, a server without a federation
+/// listener still publishes its key, and a wrong method on these paths is
+/// the spec's 405 there as well.
 pub fn key_router(state: FederationState) -> Router {
     // The wrong-method answer is set here: the client router's own
     // applies only to the routes it had when it was set.
-    keys::routes()
-        .merge(version::routes())
+    routes()
         .method_not_allowed_fallback(routing::wrong_method)
         .layer(tessera_web::middleware::LogRequests)
         .with_state(state)
@@ -43,8 +54,7 @@ pub fn key_router(state: FederationState) -> Router {
 
 /// The federation listener's router.
 pub fn router(state: FederationState) -> Router {
-    keys::routes()
-        .merge(version::routes())
+    routes()
         .fallback(routing::unknown_path)
         .method_not_allowed_fallback(routing::wrong_method)
         .layer(tessera_web::middleware::LogRequests)

@@ -16,6 +16,7 @@ pub mod delivery;
 pub mod devices;
 pub use tessera_storage::Device;
 pub mod error;
+pub mod federation;
 pub mod key_backup;
 pub mod keys;
 pub mod limits;

@@ -46,6 +46,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(16, "0016_device_keys"),
     migration!(17, "0017_key_backup"),
     migration!(18, "0018_cross_signing"),
+    migration!(19, "0019_server_keys"),
 ];
 
 /// The newest schema version this binary knows.

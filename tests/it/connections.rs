@@ -192,9 +192,13 @@ async fn past_max_connections_new_ones_are_refused_until_some_close(backend: Bac
 }
 
 async fn a_websocket_keeps_its_place_under_the_connection_limit(backend: Backend) {
-    let server = TestServer::start_with(backend, |config| config.connections.max_connections = Some(1)).await;
-    let addr = server.base.trim_start_matches("http://");
+    // Registered before the limit: registration's own connections could
+    // otherwise still hold the one place when the test starts.
+    let mut server = TestServer::start(backend).await;
     let token = server.register("alice", "secret-pw").await.token.expect("token");
+    server.config.connections.max_connections = Some(1);
+    server.restart().await;
+    let addr = server.base.trim_start_matches("http://");
     // The only place, once the registration's connection has closed: the
     // upgraded socket leaves hyper's connection task, but not the count.
     let url = format!("ws://{addr}/_matrix/client/unstable/org.tessera.sync/ws?access_token={token}");

@@ -1,9 +1,12 @@
-//! The federation listener: HTTPS with the configured certificate, serving
-//! the key server and the version endpoint.
+//! Federation: the HTTPS listener; two servers on loopback (a test CA,
+//! names `localhost:<port>`) fetching, verifying and vouching for each
+//! other's keys, asking each other for profiles over signed requests; and
+//! the refusal of requests that are not signed by their origin.
 
 use std::{net::SocketAddr, sync::Arc};
 
-use serde_json::Value;
+use serde_json::{Value, json};
+use tessera_core::ServerSigningKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::{
     TlsConnector,
@@ -12,10 +15,15 @@ use tokio_rustls::{
 
 use crate::{
     both_backends,
-    harness::{Backend, TestServer},
+    harness::{Backend, Response, TestCa, TestServer, encode},
 };
 
-both_backends!(federation_listener_speaks_https);
+both_backends!(
+    federation_listener_speaks_https,
+    servers_fetch_and_vouch_for_each_others_keys,
+    profiles_of_other_servers_users_are_asked_of_their_server,
+    federation_requests_must_be_signed_by_their_origin
+);
 
 /// A GET over TLS to `addr`, trusting only `ca_pem`; returns status and body.
 async fn https_get(addr: SocketAddr, ca_pem: &str, host: &str, path: &str) -> (u16, Value) {
@@ -75,4 +83,126 @@ async fn federation_listener_speaks_https(backend: Backend) {
     assert_eq!(client_keys["verify_keys"], keys["verify_keys"]);
     let (status, unknown) = https_get(addr, &ca, "tessera.test", "/_matrix/federation/v1/nope").await;
     assert_eq!((status, unknown["errcode"].as_str()), (404, Some("M_UNRECOGNIZED")));
+}
+
+/// Two servers that trust one CA and may reach each other on loopback.
+async fn two_servers(backend: Backend) -> (TestCa, TestServer, TestServer) {
+    let ca = TestCa::new();
+    let a = TestServer::start_federating(backend, &ca).await;
+    let b = TestServer::start_federating(backend, &ca).await;
+    (ca, a, b)
+}
+
+async fn servers_fetch_and_vouch_for_each_others_keys(backend: Backend) {
+    let (_ca, a, mut b) = two_servers(backend).await;
+    let b_name = b.server_name().to_owned();
+    let published = b.client().get("/_matrix/key/v2/server").await.ok();
+    let a_name = a.server_name().to_owned();
+
+    // A, asked as a notary, fetches B's keys over federation, checks them
+    // and serves them signed by B and by itself.
+    let one = a.client().get(&format!("/_matrix/key/v2/query/{}", encode(&b_name))).await.ok();
+    let keys = one["server_keys"].as_array().expect("server_keys");
+    assert_eq!(keys.len(), 1, "{one}");
+    assert_eq!(keys[0]["server_name"], b_name.as_str());
+    assert_eq!(keys[0]["verify_keys"], published["verify_keys"]);
+    assert!(keys[0]["signatures"][&b_name].is_object(), "B's own signature: {one}");
+    assert!(keys[0]["signatures"][&a_name].is_object(), "the notary's signature: {one}");
+    let batch = json!({ "server_keys": { b_name.clone(): {} } });
+    let batch = a.client().post("/_matrix/key/v2/query", batch).await.ok();
+    assert_eq!(batch["server_keys"][0]["verify_keys"], published["verify_keys"]);
+
+    // A server that cannot be reached has no keys to give.
+    let nobody = a.client().get("/_matrix/key/v2/query/localhost:1").await.ok();
+    assert_eq!(nobody["server_keys"], json!([]));
+    // Nor may a private address be contacted unless allowed (A allows
+    // only 127.0.0.0/8): no keys, and no connection attempted.
+    let private = a.client().get("/_matrix/key/v2/query/10.0.0.1:8448").await.ok();
+    assert_eq!(private["server_keys"], json!([]));
+
+    // B away: A still vouches for what it fetched, while it is valid.
+    b.stop().await.expect("B stops");
+    let cached = a.client().get(&format!("/_matrix/key/v2/query/{}", encode(&b_name))).await.ok();
+    assert_eq!(cached["server_keys"][0]["verify_keys"], published["verify_keys"], "{cached}");
+    // But not past its validity.
+    let far = "minimum_valid_until_ts=99999999999999";
+    let later = a.client().get(&format!("/_matrix/key/v2/query/{}?{far}", encode(&b_name))).await.ok();
+    assert_eq!(later["server_keys"], json!([]));
+}
+
+async fn profiles_of_other_servers_users_are_asked_of_their_server(backend: Backend) {
+    let (_ca, a, b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let bob_id = bob.user_id.clone().expect("user");
+    bob.put(
+        &format!("/_matrix/client/v3/profile/{}/displayname", encode(&bob_id)),
+        json!({ "displayname": "Bob B" }),
+    )
+    .await
+    .ok();
+
+    let profile = alice.get(&format!("/_matrix/client/v3/profile/{}", encode(&bob_id))).await.ok();
+    assert_eq!(profile["displayname"], "Bob B", "{profile}");
+    let name = alice.get(&format!("/_matrix/client/v3/profile/{}/displayname", encode(&bob_id))).await.ok();
+    assert_eq!(name["displayname"], "Bob B");
+    let nobody = format!("@nobody:{}", b.server_name());
+    alice
+        .get(&format!("/_matrix/client/v3/profile/{}", encode(&nobody)))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    let unreachable = "@carol:localhost:1";
+    let answer = alice.get(&format!("/_matrix/client/v3/profile/{}", encode(unreachable))).await;
+    assert_eq!(answer.status, 502, "{}", answer.body);
+}
+
+/// A federation request to `server`, signed with `key` as `origin` for
+/// `destination`.
+async fn signed_get(server: &TestServer, path: &str, key: &ServerSigningKey, destination: &str) -> Response {
+    let request = http::Request::get(path).body(Vec::<u8>::new()).expect("request");
+    let destination = ruma::ServerName::parse(destination).expect("server name");
+    let auth = key.sign_request(&request, &destination).expect("signed");
+    let value = http::HeaderValue::from(&auth);
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}", server.base))
+        .header("authorization", value.to_str().expect("header"))
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    Response {
+        status,
+        headers: response.headers().clone(),
+        body: response.json().await.unwrap_or(Value::Null),
+    }
+}
+
+async fn federation_requests_must_be_signed_by_their_origin(backend: Backend) {
+    let (_ca, a, b) = two_servers(backend).await;
+    let bob = b.register("bob", "pw").await;
+    let bob_id = bob.user_id.clone().expect("user");
+    let path = format!("/_matrix/federation/v1/query/profile?user_id={}", encode(&bob_id));
+    let a_name = ruma::OwnedServerName::try_from(a.server_name()).expect("server name");
+    let text = std::fs::read_to_string(a.data_dir().join("signing.key")).expect("A's key");
+    let a_key = ServerSigningKey::parse(a_name.clone(), &text).expect("key");
+
+    // Signed by A for B: answered.
+    let answer = signed_get(&b, &path, &a_key, b.server_name()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["displayname"], "bob");
+
+    // Unsigned, signed for another destination, or with a key A does not
+    // have (B fetches A's keys and does not find it): 401.
+    let unsigned = reqwest::get(format!("{}{path}", b.base)).await.expect("sent");
+    assert_eq!(unsigned.status().as_u16(), 401);
+    let body: Value = unsigned.json().await.expect("json");
+    assert_eq!(body["errcode"], "M_UNAUTHORIZED");
+    signed_get(&b, &path, &a_key, "elsewhere.test").await.assert_error(401, "M_UNAUTHORIZED");
+    let (forged, _) = ServerSigningKey::generate(a_name).expect("key");
+    signed_get(&b, &path, &forged, b.server_name()).await.assert_error(401, "M_UNAUTHORIZED");
+    // A request that claims to come from B itself.
+    let b_text = std::fs::read_to_string(b.data_dir().join("signing.key")).expect("B's key");
+    let b_name = ruma::OwnedServerName::try_from(b.server_name()).expect("server name");
+    let b_key = ServerSigningKey::parse(b_name, &b_text).expect("key");
+    signed_get(&b, &path, &b_key, b.server_name()).await.assert_error(401, "M_UNAUTHORIZED");
 }

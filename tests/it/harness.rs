@@ -131,12 +131,57 @@ fn rand_suffix() -> String {
     format!("{}_{}_{}", std::process::id(), nanos % 1_000_000_000, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A certificate authority for the servers of one test: it signs their
+/// federation certificates (for `localhost` and 127.0.0.1), and they trust
+/// it.
+pub struct TestCa {
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "Tessera test CA");
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("ca.pem"), cert.pem()).expect("write CA");
+        Self { params, key, dir }
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A new certificate and key for `localhost`: their PEM files.
+    pub fn issue(&self) -> (PathBuf, PathBuf) {
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("certificate params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).expect("certificate");
+        let name = rand_suffix();
+        let cert_path = self.dir.path().join(format!("{name}.pem"));
+        let key_path = self.dir.path().join(format!("{name}.key"));
+        std::fs::write(&cert_path, cert.pem()).expect("write certificate");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        (cert_path, key_path)
+    }
+}
+
 /// A running server and everything it owns.
 pub struct TestServer {
     pub base: String,
     /// The federation listener's address, when the config enables it.
     pub federation_addr: Option<SocketAddr>,
     pub config: Config,
+    /// A federation listener bound before the server starts (so that its
+    /// port can be in the server name), used by the first launch.
+    federation_listener: Option<TcpListener>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), tessera::ServeError>>>,
     data_dir: tempfile::TempDir,
@@ -169,6 +214,13 @@ impl TestServer {
 
     /// Starts a server after `adjust` has changed the test configuration.
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut server = Self::prepare(backend, adjust).await;
+        server.launch().await.expect("server starts");
+        server
+    }
+
+    /// A server configured, with its database, not started yet.
+    async fn prepare(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(data_dir.path().to_path_buf());
         let database = match backend {
@@ -180,23 +232,23 @@ impl TestServer {
             }
         };
         adjust(&mut config);
-        let mut server = Self {
+        Self {
             base: String::new(),
             federation_addr: None,
             config,
+            federation_listener: None,
             stop: None,
             task: None,
             data_dir,
             _database: database,
-        };
-        server.launch().await.expect("server starts");
-        server
+        }
     }
 
     async fn launch(&mut self) -> Result<(), tessera::ServeError> {
         let listener = TcpListener::bind(self.config.listen).await.expect("bind 127.0.0.1:0");
         self.base = format!("http://{}", listener.local_addr().expect("local addr"));
         let federation = match self.config.federation_listen {
+            Some(_) if self.federation_listener.is_some() => self.federation_listener.take(),
             Some(addr) => {
                 let listener = TcpListener::bind(addr).await.expect("bind federation");
                 self.federation_addr = Some(listener.local_addr().expect("local addr"));
@@ -225,6 +277,32 @@ impl TestServer {
         }
         self.task = Some(task);
         Ok(())
+    }
+
+    /// A server that federates over loopback: named `localhost:<port>` after
+    /// its federation listener, with a certificate from `ca`, trusting
+    /// `ca`, and allowed to reach 127.0.0.0/8.
+    pub async fn start_federating(backend: Backend, ca: &TestCa) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind federation");
+        let addr = listener.local_addr().expect("local addr");
+        let (cert, key) = ca.issue();
+        let mut server = Self::prepare(backend, |c| {
+            c.server_name = format!("localhost:{}", addr.port());
+            c.federation_listen = Some(addr);
+            c.tls_certificate = Some(cert);
+            c.tls_private_key = Some(key);
+            c.federation_trusted_ca = Some(ca.ca_path());
+            c.outbound_allowed_ranges = "127.0.0.0/8".into();
+        })
+        .await;
+        server.federation_listener = Some(listener);
+        server.launch().await.expect("server starts");
+        server
+    }
+
+    /// The server's name.
+    pub fn server_name(&self) -> &str {
+        &self.config.server_name
     }
 
     /// Stops the server gracefully and returns how `serve` ended.

@@ -25,10 +25,12 @@ use ruma::api::{
         NoAuthentication, extract_bearer_or_query_token,
     },
     error::{DeserializationError, FromHttpRequestError},
+    federation::authentication::{ServerSignatures, XMatrix},
 };
 use tessera_service::{
     Error,
     auth::{Authenticator, Identity},
+    federation::ServerKeys,
     rate_limit::{Class, RateLimiter},
 };
 
@@ -44,6 +46,8 @@ pub struct Gate {
     /// Whether to take the client IP from `X-Forwarded-For` (behind a
     /// reverse proxy) rather than from the TCP peer.
     pub trust_forwarded_for: bool,
+    /// Verifies federation requests' `X-Matrix` signatures.
+    pub server_keys: ServerKeys,
 }
 
 /// Whether an endpoint needs, accepts or ignores an access token, read from
@@ -51,6 +55,8 @@ pub struct Gate {
 pub trait TokenPolicy {
     const REQUIRED: bool;
     const ACCEPTED: bool;
+    /// Federation requests: signed by the origin server (`X-Matrix`).
+    const SERVER_SIGNED: bool = false;
 }
 macro_rules! token_policy {
     ($($scheme:ty => $required:literal, $accepted:literal;)*) => {$(
@@ -69,6 +75,12 @@ token_policy! {
     AppserviceTokenOptional => false, true;
     NoAccessToken => false, false;
     NoAuthentication => false, false;
+}
+
+impl TokenPolicy for ServerSignatures {
+    const REQUIRED: bool = false;
+    const ACCEPTED: bool = false;
+    const SERVER_SIGNED: bool = true;
 }
 
 /// Who may call an endpoint beyond ordinary users: guests (spec: "Guest
@@ -103,6 +115,8 @@ pub struct UserSlot(pub Arc<OnceLock<String>>);
 pub struct Ruma<T, G = NoGuests> {
     pub body: T,
     identity: Option<Identity>,
+    /// The server a federation request comes from (verified).
+    origin: Option<ruma::OwnedServerName>,
     pub client_ip: Option<IpAddr>,
     /// The request body as sent (checked, after the compatibility
     /// rewrites), for the few endpoints that keep keys ruma's type drops.
@@ -128,6 +142,11 @@ impl<T, G> Ruma<T, G> {
     /// The caller, if the request carried a token.
     pub fn maybe_identity(&self) -> Option<&Identity> {
         self.identity.as_ref()
+    }
+
+    /// The server that signed this federation request.
+    pub fn origin(&self) -> Result<&ruma::ServerName, Error> {
+        self.origin.as_deref().ok_or_else(|| unauthorized("Missing X-Matrix authorization"))
     }
 }
 
@@ -197,6 +216,10 @@ where
 
         let bytes = read_body(body, gate.max_body_bytes).await?;
         input::check_json_body(&bytes)?;
+        let origin = match T::Authentication::SERVER_SIGNED {
+            true => Some(verify_origin(&gate.server_keys, &parts, &bytes).await?),
+            false => None,
+        };
         compat::check_login_type(&parts, &bytes)?;
         let bytes = compat::legacy_uia_user(bytes);
         let bytes = compat::empty_json_body(&parts, bytes);
@@ -209,7 +232,7 @@ where
             std::panic::catch_unwind(AssertUnwindSafe(|| T::try_from_http_request(http_request, &path_args)))
                 .map_err(|_| Error::bad_json("Malformed request"))?;
         let body = parsed.map_err(request_error)?;
-        Ok(Self { body, identity, client_ip, raw_body: bytes, _guests: PhantomData })
+        Ok(Self { body, identity, origin, client_ip, raw_body: bytes, _guests: PhantomData })
     }
 }
 
@@ -241,6 +264,23 @@ where
 }
 
 /// The client's IP address, for handlers outside [`Ruma`].
+/// Checks a federation request's `X-Matrix` authorization against the
+/// origin's key (fetched if need be); 401 `M_UNAUTHORIZED` otherwise.
+async fn verify_origin(
+    server_keys: &ServerKeys,
+    parts: &Parts,
+    body: &bytes::Bytes,
+) -> Result<ruma::OwnedServerName, Error> {
+    let auth = XMatrix::extract_from_http_headers(&parts.headers)
+        .map_err(|e| unauthorized(&format!("Missing or malformed X-Matrix authorization: {e}")))?;
+    let request = http::Request::from_parts(parts.clone(), body.as_ref());
+    server_keys.authenticate(&auth, &request).await?.map_err(|e| unauthorized(&e.to_string()))
+}
+
+fn unauthorized(message: &str) -> Error {
+    Error::new(401, ruma::api::error::ErrorKind::Unauthorized, message)
+}
+
 pub struct ClientIp(pub Option<IpAddr>);
 
 impl<S> FromRequestParts<S> for ClientIp

@@ -300,7 +300,11 @@ fn canonical_without_signatures(object: &Map<String, Value>) -> Option<String> {
 
 /// Verifies an ed25519 signature (unpadded base64, as the public key) of
 /// the object.
-fn verify_signature(object: &Map<String, Value>, public_key: &str, signature: &str) -> Result<(), ()> {
+pub(crate) fn verify_signature(
+    object: &Map<String, Value>,
+    public_key: &str,
+    signature: &str,
+) -> Result<(), ()> {
     let signed = canonical_without_signatures(object).ok_or(())?;
     let public_key = Base64::<ruma::serde::base64::Standard>::parse(public_key).map_err(|_| ())?;
     let signature = Base64::<ruma::serde::base64::Standard>::parse(signature).map_err(|_| ())?;

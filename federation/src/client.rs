@@ -1,0 +1,209 @@
+//! The outbound federation client: ruma's request types, sent over HTTPS
+//! (rustls; the system's roots plus `federation_trusted_ca`) to where
+//! [`Discovery`] says, signed with this server's key (`X-Matrix`), only to
+//! addresses the [`OutboundRules`] permit. It is the service's
+//! [`Remote`].
+
+use std::{sync::Arc, time::Duration};
+
+use ruma::{
+    OwnedMxcUri, OwnedServerName, ServerName, UserId,
+    api::{
+        IncomingResponseExt, OutgoingRequest,
+        federation::{
+            discovery::{ServerSigningKeys, get_remote_server_keys_batch, get_server_keys},
+            query::get_profile_information,
+        },
+        path_builder::PathBuilder,
+    },
+    serde::Raw,
+};
+use tessera_core::ServerSigningKey;
+use tessera_service::federation::{BoxFuture, Remote, RemoteError};
+use tessera_service::profiles::Profile;
+
+use crate::{
+    discovery::Discovery,
+    outbound::{FilteringResolver, OutboundRules},
+};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest response body read from another server.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// What the client is built from.
+pub struct ClientSettings {
+    /// PEM certificates trusted besides the system's roots.
+    pub trusted_ca_pem: Option<Vec<u8>>,
+    pub rules: OutboundRules,
+}
+
+/// The signed HTTPS client. Cheap to clone.
+#[derive(Clone)]
+pub struct FederationClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    discovery: Discovery,
+    key: Arc<ServerSigningKey>,
+}
+
+/// Why the client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("federation client: {0}")]
+pub struct ClientError(String);
+
+impl FederationClient {
+    pub fn new(key: Arc<ServerSigningKey>, settings: ClientSettings) -> Result<Self, ClientError> {
+        install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("Tessera/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(FilteringResolver { rules: settings.rules.clone() }));
+        if let Some(pem) = &settings.trusted_ca_pem {
+            for certificate in
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ClientError(e.to_string()))?
+            {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build().map_err(|e| ClientError(e.to_string()))?;
+        let discovery = Discovery::new(http.clone(), settings.rules);
+        Ok(Self { inner: Arc::new(Inner { http, discovery, key }) })
+    }
+
+    /// Sends `request` to `destination`, signed when the endpoint asks for
+    /// it, and reads ruma's response.
+    pub async fn send<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+    ) -> Result<R::IncomingResponse, RemoteError>
+    where
+        R: OutgoingRequest,
+        R::Authentication: 'static,
+        for<'a> R::PathBuilder: PathBuilder<Input<'a> = ()>,
+    {
+        let server = || destination.to_owned();
+        let malformed = |cause: String| RemoteError::Malformed { server: server(), cause };
+        let target = self.inner.discovery.resolve(destination).await?;
+        let (mut parts, body) = request
+            .try_into_http_request_inner(&target.base_url, ())
+            .map_err(|e| malformed(format!("cannot build the request: {e}")))?
+            .into_parts();
+        if let Some(content_type) = ruma::api::OutgoingBody::content_type(&body) {
+            parts.headers.insert(http::header::CONTENT_TYPE, content_type);
+        }
+        let body: Vec<u8> = ruma::api::OutgoingBody::try_into_buf(body).map_err(|e| {
+            malformed(format!(
+                "cannot build the request: {}",
+                Into::<ruma::api::error::IntoHttpError>::into(e)
+            ))
+        })?;
+        let mut http_request = http::Request::from_parts(parts, body);
+        if is_signed::<R>() {
+            let auth = self
+                .inner
+                .key
+                .sign_request(&http_request, destination)
+                .map_err(|e| malformed(format!("cannot sign the request: {e}")))?;
+            http_request.headers_mut().insert(http::header::AUTHORIZATION, http::HeaderValue::from(&auth));
+        }
+        let host = http::HeaderValue::from_str(&target.host_header).map_err(|e| malformed(e.to_string()))?;
+        http_request.headers_mut().insert(http::header::HOST, host);
+        let request = reqwest::Request::try_from(http_request).map_err(|e| malformed(e.to_string()))?;
+        let response = self
+            .inner
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| RemoteError::Unreachable { server: server(), cause: error_chain(&e) })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if response.content_length().is_some_and(|length| length > MAX_RESPONSE_BYTES as u64) {
+            return Err(malformed("the response is too large".into()));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| RemoteError::Unreachable { server: server(), cause: error_chain(&e) })?;
+        if bytes.len() > MAX_RESPONSE_BYTES {
+            return Err(malformed("the response is too large".into()));
+        }
+        if !status.is_success() {
+            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
+            return Err(RemoteError::Status { server: server(), status: status.as_u16(), body });
+        }
+        let mut http_response = http::Response::new(bytes.as_ref());
+        *http_response.status_mut() = status;
+        *http_response.headers_mut() = headers;
+        R::IncomingResponse::try_from_http_response(http_response).map_err(|e| malformed(e.to_string()))
+    }
+}
+
+/// Whether an endpoint's requests are `X-Matrix` signed.
+fn is_signed<R: OutgoingRequest>() -> bool
+where
+    R::Authentication: 'static,
+{
+    std::any::TypeId::of::<R::Authentication>()
+        == std::any::TypeId::of::<ruma::api::federation::authentication::ServerSignatures>()
+}
+
+impl Remote for FederationClient {
+    fn server_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+    ) -> BoxFuture<'a, Result<Raw<ServerSigningKeys>, RemoteError>> {
+        Box::pin(async move { Ok(self.send(server, get_server_keys::v2::Request::new()).await?.server_key) })
+    }
+
+    fn notary_keys<'a>(
+        &'a self,
+        notary: &'a ServerName,
+        server: &'a ServerName,
+    ) -> BoxFuture<'a, Result<Vec<Raw<ServerSigningKeys>>, RemoteError>> {
+        Box::pin(async move {
+            let wanted: OwnedServerName = server.to_owned();
+            let request = get_remote_server_keys_batch::v2::Request::new(
+                [(wanted, Default::default())].into_iter().collect(),
+            );
+            Ok(self.send(notary, request).await?.server_keys)
+        })
+    }
+
+    fn query_profile<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<Profile, RemoteError>> {
+        Box::pin(async move {
+            let request = get_profile_information::v1::Request::new(user.to_owned());
+            let response = self.send(user.server_name(), request).await?;
+            let text = |field: &str| response.get(field).and_then(|v| v.as_str()).map(str::to_owned);
+            Ok(Profile {
+                displayname: text("displayname"),
+                avatar_url: text("avatar_url").map(OwnedMxcUri::from),
+            })
+        })
+    }
+}
+
+/// rustls' process-wide crypto provider, which reqwest's TLS uses: ring, as
+/// the federation listener uses. Installing it again is harmless.
+pub fn install_crypto_provider() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An error with its causes, which is where reqwest says what went wrong.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        cause = error.source();
+    }
+    text
+}

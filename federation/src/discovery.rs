@@ -1,0 +1,202 @@
+//! Server-name resolution: where to connect for a server name, and which
+//! `Host` header and certificate name to use, in the spec's order.
+//!
+//! 1. An IP literal: that address, its port or 8448; Host the server name.
+//! 2. A hostname with a port: that host and port; Host the server name.
+//! 3. `https://<hostname>/.well-known/matrix/server` naming a delegated
+//!    server: its IP literal, or its host and port, or its host on 8448;
+//!    Host the delegated name. Cached per its `Cache-Control` (a day by
+//!    default, two at most); a failure for an hour.
+//! 4. Otherwise the hostname on 8448; Host the hostname.
+//!
+//! SRV records (`_matrix-fed._tcp`, `_matrix._tcp`) are not looked up yet:
+//! a server that publishes only SRV and no `.well-known` is reached on
+//! 8448 of its name.
+//! Spec: <https://spec.matrix.org/v1.16/server-server-api/#resolving-server-names>.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use ruma::{OwnedServerName, ServerName};
+use tessera_service::federation::RemoteError;
+
+use crate::outbound::OutboundRules;
+
+const DEFAULT_PORT: u16 = 8448;
+const WELL_KNOWN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+const WELL_KNOWN_MAX_TTL: Duration = Duration::from_secs(48 * 60 * 60);
+const WELL_KNOWN_FAILURE_TTL: Duration = Duration::from_secs(60 * 60);
+const WELL_KNOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A `.well-known` answer larger than this is not a server delegation.
+const WELL_KNOWN_MAX_BYTES: usize = 64 * 1024;
+
+/// Where a server is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// `https://host:port`: the host is the name the certificate must
+    /// carry (and SNI, for a hostname).
+    pub base_url: String,
+    /// The `Host` header.
+    pub host_header: String,
+}
+
+/// The resolver, with its `.well-known` cache.
+pub struct Discovery {
+    http: reqwest::Client,
+    rules: OutboundRules,
+    well_known: Mutex<HashMap<OwnedServerName, (Option<OwnedServerName>, Instant)>>,
+}
+
+impl Discovery {
+    pub fn new(http: reqwest::Client, rules: OutboundRules) -> Self {
+        Self { http, rules, well_known: Mutex::default() }
+    }
+
+    /// Where to send requests for `server`.
+    pub async fn resolve(&self, server: &ServerName) -> Result<Destination, RemoteError> {
+        if let Some(destination) = self.direct(server, server)? {
+            return Ok(destination);
+        }
+        let host = server.host();
+        if let Some(delegated) = self.delegation(server).await {
+            if let Some(destination) = self.direct(server, &delegated)? {
+                return Ok(destination);
+            }
+            let delegated_host = delegated.host();
+            return Ok(Destination {
+                base_url: format!("https://{delegated_host}:{DEFAULT_PORT}"),
+                host_header: delegated_host.to_owned(),
+            });
+        }
+        Ok(Destination { base_url: format!("https://{host}:{DEFAULT_PORT}"), host_header: host.to_owned() })
+    }
+
+    /// Steps 1 and 2 for `name` (the server name, or its delegation): an
+    /// IP literal or an explicit port decide without a lookup.
+    fn direct(&self, server: &ServerName, name: &ServerName) -> Result<Option<Destination>, RemoteError> {
+        let host = name.host();
+        if name.is_ip_literal() {
+            let ip: IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| {
+                RemoteError::NotAllowed {
+                    server: server.to_owned(),
+                    reason: format!("bad IP literal {host}"),
+                }
+            })?;
+            if !self.rules.permits(ip) {
+                return Err(RemoteError::NotAllowed {
+                    server: server.to_owned(),
+                    reason: format!("{ip} is not a public address"),
+                });
+            }
+        } else if name.port().is_none() {
+            return Ok(None);
+        }
+        let port = name.port().unwrap_or(DEFAULT_PORT);
+        Ok(Some(Destination { base_url: format!("https://{host}:{port}"), host_header: name.to_string() }))
+    }
+
+    /// The server its `.well-known` delegates to, if any (cached).
+    async fn delegation(&self, server: &ServerName) -> Option<OwnedServerName> {
+        if let Some((delegated, expires)) = self.well_known.lock().expect("well-known cache").get(server)
+            && *expires > Instant::now()
+        {
+            return delegated.clone();
+        }
+        let (delegated, ttl) = match self.fetch_well_known(server).await {
+            Ok((delegated, ttl)) => (Some(delegated), ttl),
+            Err(reason) => {
+                tracing::debug!(%server, reason, "no .well-known delegation");
+                (None, WELL_KNOWN_FAILURE_TTL)
+            }
+        };
+        self.well_known
+            .lock()
+            .expect("well-known cache")
+            .insert(server.to_owned(), (delegated.clone(), Instant::now() + ttl));
+        delegated
+    }
+
+    async fn fetch_well_known(&self, server: &ServerName) -> Result<(OwnedServerName, Duration), String> {
+        let url = format!("https://{}/.well-known/matrix/server", server.host());
+        let response =
+            self.http.get(&url).timeout(WELL_KNOWN_TIMEOUT).send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("answered {}", response.status()));
+        }
+        let ttl = max_age(response.headers()).map_or(WELL_KNOWN_TTL, |ttl| ttl.min(WELL_KNOWN_MAX_TTL));
+        if response.content_length().is_some_and(|length| length > WELL_KNOWN_MAX_BYTES as u64) {
+            return Err("too large".into());
+        }
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        if body.len() > WELL_KNOWN_MAX_BYTES {
+            return Err("too large".into());
+        }
+        let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
+        let delegated = json.get("m.server").and_then(serde_json::Value::as_str).ok_or("no m.server")?;
+        let delegated = ServerName::parse(delegated).map_err(|e| format!("bad m.server: {e}"))?;
+        Ok((delegated, ttl))
+    }
+}
+
+/// `Cache-Control: max-age` of a response.
+fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
+    value.split(',').find_map(|directive| {
+        let seconds = directive.trim().strip_prefix("max-age=")?;
+        seconds.parse().ok().map(Duration::from_secs)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::server_name;
+
+    use super::*;
+
+    fn discovery(allowed: &str) -> Discovery {
+        let rules = OutboundRules::new(OutboundRules::parse_ranges(allowed).unwrap());
+        crate::client::install_crypto_provider();
+        Discovery::new(reqwest::Client::new(), rules)
+    }
+
+    #[tokio::test]
+    async fn ip_literals_and_explicit_ports_need_no_lookup() {
+        let d = discovery("127.0.0.0/8, ::1/128");
+        let at = |base: &str, host: &str| Destination { base_url: base.into(), host_header: host.into() };
+        assert_eq!(
+            d.resolve(server_name!("127.0.0.1")).await.unwrap(),
+            at("https://127.0.0.1:8448", "127.0.0.1")
+        );
+        assert_eq!(
+            d.resolve(server_name!("127.0.0.1:9000")).await.unwrap(),
+            at("https://127.0.0.1:9000", "127.0.0.1:9000")
+        );
+        assert_eq!(
+            d.resolve(server_name!("[::1]:9000")).await.unwrap(),
+            at("https://[::1]:9000", "[::1]:9000")
+        );
+        assert_eq!(
+            d.resolve(server_name!("localhost:9000")).await.unwrap(),
+            at("https://localhost:9000", "localhost:9000")
+        );
+        // Not allowed: private literals are refused before any connection.
+        let strict = discovery("");
+        assert!(matches!(
+            strict.resolve(server_name!("10.0.0.1:8448")).await,
+            Err(RemoteError::NotAllowed { .. })
+        ));
+    }
+
+    #[test]
+    fn cache_control_max_age_is_read() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::CACHE_CONTROL, "public, max-age=600".parse().unwrap());
+        assert_eq!(max_age(&headers), Some(Duration::from_secs(600)));
+        headers.insert(reqwest::header::CACHE_CONTROL, "no-store".parse().unwrap());
+        assert_eq!(max_age(&headers), None);
+    }
+}

@@ -1,0 +1,89 @@
+//! Federation, the service side: what this server asks other servers (the
+//! [`Remote`] trait; the federation crate implements it over HTTPS, tests
+//! fake it) and other servers' signing keys ([`ServerKeys`]: fetched,
+//! verified, cached, and served again as a notary), with which inbound
+//! requests and events are verified.
+//! Spec: <https://spec.matrix.org/v1.16/server-server-api/>.
+
+mod server_keys;
+
+use std::{future::Future, pin::Pin};
+
+use ruma::{OwnedServerName, ServerName, UserId, api::federation::discovery::ServerSigningKeys, serde::Raw};
+use tessera_storage::Profile;
+
+pub use server_keys::{RequestAuthError, ServerKeys};
+
+/// A boxed future, as [`Remote`]'s methods return (the trait is used as
+/// `dyn Remote`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a request to another server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The outbound rules (`outbound_allowed_ranges`, the domain lists)
+    /// forbid contacting it.
+    #[error("{server} may not be contacted: {reason}")]
+    NotAllowed { server: OwnedServerName, reason: String },
+    /// No connection, TLS failure, timeout.
+    #[error("cannot reach {server}: {cause}")]
+    Unreachable { server: OwnedServerName, cause: String },
+    /// It answered with an error status.
+    #[error("{server} answered {status}: {body}")]
+    Status { server: OwnedServerName, status: u16, body: String },
+    /// It answered something that is not the expected response.
+    #[error("{server} answered an unreadable response: {cause}")]
+    Malformed { server: OwnedServerName, cause: String },
+}
+
+/// The calls this server makes to other servers. Implemented by the
+/// federation crate's signed HTTPS client; the service only ever asks
+/// through here.
+pub trait Remote: Send + Sync {
+    /// `GET /_matrix/key/v2/server` of `server`: its key response, not yet
+    /// verified.
+    fn server_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+    ) -> BoxFuture<'a, Result<Raw<ServerSigningKeys>, RemoteError>>;
+
+    /// `POST /_matrix/key/v2/query` of `notary`: its copies of `server`'s
+    /// key responses, not yet verified.
+    fn notary_keys<'a>(
+        &'a self,
+        notary: &'a ServerName,
+        server: &'a ServerName,
+    ) -> BoxFuture<'a, Result<Vec<Raw<ServerSigningKeys>>, RemoteError>>;
+
+    /// `GET /_matrix/federation/v1/query/profile` of the user's server.
+    fn query_profile<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<Profile, RemoteError>>;
+}
+
+/// A [`Remote`] that reaches nobody: for a service used without
+/// federation (tools, unit tests).
+pub struct NoRemote;
+
+impl Remote for NoRemote {
+    fn server_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+    ) -> BoxFuture<'a, Result<Raw<ServerSigningKeys>, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    fn notary_keys<'a>(
+        &'a self,
+        notary: &'a ServerName,
+        _server: &'a ServerName,
+    ) -> BoxFuture<'a, Result<Vec<Raw<ServerSigningKeys>>, RemoteError>> {
+        Box::pin(async move { Err(unreachable(notary)) })
+    }
+
+    fn query_profile<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<Profile, RemoteError>> {
+        Box::pin(async move { Err(unreachable(user.server_name())) })
+    }
+}
+
+fn unreachable(server: &ServerName) -> RemoteError {
+    RemoteError::Unreachable { server: server.to_owned(), cause: "federation is off".into() }
+}
