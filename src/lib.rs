@@ -165,6 +165,7 @@ async fn serve_with_store(
         streams.clone(),
         device_lists.clone(),
         accounts.clone(),
+        remote.clone(),
         server_name.clone(),
     );
     let profiles = Profiles::new(store.clone(), rooms.clone(), remote.clone(), server_name.clone());
@@ -196,7 +197,7 @@ async fn serve_with_store(
         receipts,
         to_device,
         presence,
-        keys,
+        keys: keys.clone(),
         push_rules,
         notifications: Notifications::new(store.clone(), rooms.clone()),
         account_data,
@@ -225,7 +226,7 @@ async fn serve_with_store(
             server: config.well_known.server.clone(),
         },
     });
-    let federation_state = FederationState { gate, server_keys, profiles };
+    let federation_state = FederationState { gate, server_keys, profiles, keys };
     let client_router = tessera_client_api::router(client_state)
         .merge(tessera_federation::key_router(federation_state.clone()));
 

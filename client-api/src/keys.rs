@@ -15,6 +15,10 @@ use tessera_web::{GuestsAllowed, Result, Ruma, routing::RumaRoutes};
 
 use crate::ClientState;
 
+/// How long other servers are waited for (the spec's default `timeout`,
+/// and the most a client may ask for).
+const REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) fn routes() -> Router<ClientState> {
     Router::new()
         .ruma_route::<upload_keys::v3::Request, _, _>(upload)
@@ -45,7 +49,8 @@ async fn query(
     State(state): State<ClientState>,
     req: Ruma<get_keys::v3::Request, GuestsAllowed>,
 ) -> Result<get_keys::v3::Response> {
-    let found = state.keys.query(&req.identity()?.user_id, &req.body.device_keys).await?;
+    let timeout = req.body.timeout.unwrap_or(REMOTE_TIMEOUT).min(REMOTE_TIMEOUT);
+    let found = state.keys.query(&req.identity()?.user_id, &req.body.device_keys, timeout).await?;
     let mut response = get_keys::v3::Response::new();
     response.device_keys = found.device_keys;
     response.master_keys = found.master_keys;
@@ -59,7 +64,8 @@ async fn claim(
     State(state): State<ClientState>,
     req: Ruma<claim_keys::v3::Request, GuestsAllowed>,
 ) -> Result<claim_keys::v3::Response> {
-    let found = state.keys.claim(&req.body.one_time_keys).await?;
+    let timeout = req.body.timeout.unwrap_or(REMOTE_TIMEOUT).min(REMOTE_TIMEOUT);
+    let found = state.keys.claim(&req.body.one_time_keys, timeout).await?;
     let mut response = claim_keys::v3::Response::new(found.keys);
     response.failures = found.failures;
     Ok(response.into())

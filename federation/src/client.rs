@@ -7,11 +7,12 @@
 use std::{sync::Arc, time::Duration};
 
 use ruma::{
-    OwnedMxcUri, OwnedServerName, ServerName, UserId,
+    OwnedDeviceId, OwnedMxcUri, OwnedServerName, OwnedUserId, ServerName, UserId,
     api::{
         IncomingResponseExt, OutgoingRequest,
         federation::{
             discovery::{ServerSigningKeys, get_remote_server_keys_batch, get_server_keys},
+            keys::{claim_keys, get_keys},
             query::get_profile_information,
         },
         path_builder::PathBuilder,
@@ -187,6 +188,22 @@ impl Remote for FederationClient {
                 avatar_url: text("avatar_url").map(OwnedMxcUri::from),
             })
         })
+    }
+
+    fn query_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+        wanted: std::collections::BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    ) -> BoxFuture<'a, Result<get_keys::v1::Response, RemoteError>> {
+        Box::pin(async move { self.send(server, get_keys::v1::Request::new(wanted)).await })
+    }
+
+    fn claim_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+        wanted: claim_keys::v1::OneTimeKeyClaims,
+    ) -> BoxFuture<'a, Result<claim_keys::v1::Response, RemoteError>> {
+        Box::pin(async move { self.send(server, claim_keys::v1::Request::new(wanted)).await })
     }
 }
 

@@ -14,10 +14,11 @@ mod discovery;
 mod keys;
 pub mod outbound;
 mod query;
+mod user_keys;
 mod version;
 
 use axum::{Router, extract::FromRef};
-use tessera_service::{federation::ServerKeys, profiles::Profiles};
+use tessera_service::{federation::ServerKeys, keys::Keys, profiles::Profiles};
 use tessera_web::{Gate, routing};
 
 /// Everything the federation handlers call.
@@ -26,6 +27,7 @@ pub struct FederationState {
     pub gate: Gate,
     pub server_keys: ServerKeys,
     pub profiles: Profiles,
+    pub keys: Keys,
 }
 
 impl FromRef<FederationState> for Gate {
@@ -35,7 +37,7 @@ impl FromRef<FederationState> for Gate {
 }
 
 fn routes() -> Router<FederationState> {
-    keys::routes().merge(version::routes()).merge(query::routes())
+    keys::routes().merge(version::routes()).merge(query::routes()).merge(user_keys::routes())
 }
 
 /// Every federation route, for mounting on the client listener too (as

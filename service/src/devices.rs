@@ -31,13 +31,18 @@ impl Devices {
     }
 
     /// `PUT /devices/{deviceId}`: only the display name can change, and
-    /// an absent name leaves it unchanged (the spec).
+    /// an absent name leaves it unchanged (the spec). A rename is a
+    /// device-list change (the name is part of what `/keys/query` shows).
     pub async fn rename(&self, user_id: &UserId, device_id: &DeviceId, name: Option<&str>) -> Result<()> {
         if let Some(name) = name {
             crate::limits::check_chars("display_name", name, crate::limits::MAX_DEVICE_NAME_CHARS)?;
         }
+        // A new name is a device-list change: `/keys/query` shows it.
         let found = match name {
-            Some(name) => self.store.set_device_display_name(user_id, device_id, Some(name)).await?,
+            Some(name) => {
+                let rename = self.store.set_device_display_name(user_id, device_id, Some(name));
+                self.accounts.changing_devices(user_id, async { Ok(rename.await?) }).await?
+            }
             None => self.store.get_device(user_id, device_id).await?.is_some(),
         };
         if found { Ok(()) } else { Err(Error::not_found("Unknown device")) }

@@ -266,6 +266,15 @@ impl Store {
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
     }
 
+    /// The position of the user's last device-list change (0 if none).
+    pub async fn last_device_list_change(&self, user_id: &UserId) -> Result<i64> {
+        let row = sqlx::query("SELECT MAX(stream_ordering) FROM device_list_changes WHERE user_id = $1")
+            .bind(user_id.as_str())
+            .fetch_one(&self.read)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+    }
+
     /// Everyone sharing a joined room with the user, the user included if
     /// they are in any.
     pub async fn users_sharing_rooms(&self, user_id: &UserId) -> Result<Vec<String>> {

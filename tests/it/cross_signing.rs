@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use crate::{
     both_backends,
-    harness::{Backend, TestClient, TestServer},
+    federation::{signed_get, two_servers},
+    harness::{Backend, TestClient, TestServer, encode},
     keys::DeviceSigner,
 };
 
@@ -16,7 +17,8 @@ both_backends!(
     cross_signing_keys_are_uploaded_once_without_uia_and_replaced_with_it,
     bad_cross_signing_keys_are_refused,
     signatures_are_verified_and_shown_to_whom_they_concern,
-    cross_signing_changes_reach_device_lists
+    cross_signing_changes_reach_device_lists,
+    other_servers_users_keys_are_queried_and_claimed_over_federation
 );
 
 const SIGNING_UPLOAD: &str = "/_matrix/client/v3/keys/device_signing/upload";
@@ -354,4 +356,62 @@ fn changed_users(sync: &Value) -> Vec<String> {
         .as_array()
         .map(|users| users.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect())
         .unwrap_or_default()
+}
+
+async fn other_servers_users_keys_are_queried_and_claimed_over_federation(backend: Backend) {
+    let (_ca, a, mut b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let (device, bobs) = set_up(&bob).await;
+    let bob_id = bobs.user.clone();
+    let otk = json!({ "signed_curve25519:AAAA": device.sign(json!({ "key": "b25lIHRpbWU" })) });
+    bob.post(KEYS_UPLOAD, json!({ "one_time_keys": otk })).await.ok();
+    bob.put(
+        &format!("/_matrix/client/v3/devices/{}", device.device_id),
+        json!({ "display_name": "Bob's phone" }),
+    )
+    .await
+    .ok();
+
+    // Alice's server asks Bob's: his device and cross-signing keys, not
+    // his user-signing key.
+    let queried = alice.post(QUERY, json!({ "device_keys": { bob_id.clone(): [] } })).await.ok();
+    assert!(queried.get("failures").is_none_or(|f| f == &json!({})), "{queried}");
+    let bobs_device = &queried["device_keys"][&bob_id][&device.device_id];
+    assert_eq!(bobs_device["keys"], device.device_keys()["keys"], "{queried}");
+    assert_eq!(bobs_device["unsigned"]["device_display_name"], "Bob's phone");
+    assert_eq!(queried["master_keys"][&bob_id]["keys"], bobs.master_key()["keys"]);
+    assert!(queried["self_signing_keys"][&bob_id].is_object());
+    assert!(queried.get("user_signing_keys").is_none_or(|k| k.get(&bob_id).is_none()));
+
+    // And claims his one-time key, once.
+    let claim =
+        json!({ "one_time_keys": { bob_id.clone(): { device.device_id.clone(): "signed_curve25519" } } });
+    let claimed = alice.post("/_matrix/client/v3/keys/claim", claim.clone()).await.ok();
+    assert_eq!(claimed["one_time_keys"][&bob_id][&device.device_id], otk, "{claimed}");
+    let again = alice.post("/_matrix/client/v3/keys/claim", claim.clone()).await.ok();
+    assert!(again["one_time_keys"].get(&bob_id).is_none(), "{again}");
+
+    // Bob's device list as his server gives it to another server.
+    let a_name = ruma::OwnedServerName::try_from(a.server_name()).expect("server name");
+    let text = std::fs::read_to_string(a.data_dir().join("signing.key")).expect("A's key");
+    let a_key = tessera_core::ServerSigningKey::parse(a_name, &text).expect("key");
+    let path = format!("/_matrix/federation/v1/user/devices/{}", encode(&bob_id));
+    let devices = signed_get(&b, &path, &a_key, b.server_name()).await;
+    assert_eq!(devices.status, 200, "{}", devices.body);
+    assert_eq!(devices.body["devices"][0]["device_id"], device.device_id.as_str());
+    assert_eq!(devices.body["devices"][0]["device_display_name"], "Bob's phone");
+    assert!(devices.body["stream_id"].as_u64().is_some_and(|id| id > 0));
+    assert_eq!(devices.body["master_key"]["keys"], bobs.master_key()["keys"]);
+
+    // Bob's server away: listed in failures, the rest still answered.
+    let b_name = b.server_name().to_owned();
+    b.stop().await.expect("B stops");
+    let alice_id = alice.user_id.clone().expect("user");
+    let body = json!({ "device_keys": { bob_id.clone(): [], alice_id.clone(): [] } });
+    let partial = alice.post(QUERY, body).await.ok();
+    assert!(partial["failures"][&b_name].is_object(), "{partial}");
+    assert!(partial["device_keys"][&alice_id].is_object());
+    let failed = alice.post("/_matrix/client/v3/keys/claim", claim).await.ok();
+    assert!(failed["failures"][&b_name].is_object(), "{failed}");
 }

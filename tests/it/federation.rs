@@ -86,7 +86,7 @@ async fn federation_listener_speaks_https(backend: Backend) {
 }
 
 /// Two servers that trust one CA and may reach each other on loopback.
-async fn two_servers(backend: Backend) -> (TestCa, TestServer, TestServer) {
+pub(crate) async fn two_servers(backend: Backend) -> (TestCa, TestServer, TestServer) {
     let ca = TestCa::new();
     let a = TestServer::start_federating(backend, &ca).await;
     let b = TestServer::start_federating(backend, &ca).await;
@@ -158,7 +158,12 @@ async fn profiles_of_other_servers_users_are_asked_of_their_server(backend: Back
 
 /// A federation request to `server`, signed with `key` as `origin` for
 /// `destination`.
-async fn signed_get(server: &TestServer, path: &str, key: &ServerSigningKey, destination: &str) -> Response {
+pub(crate) async fn signed_get(
+    server: &TestServer,
+    path: &str,
+    key: &ServerSigningKey,
+    destination: &str,
+) -> Response {
     let request = http::Request::get(path).body(Vec::<u8>::new()).expect("request");
     let destination = ruma::ServerName::parse(destination).expect("server name");
     let auth = key.sign_request(&request, &destination).expect("signed");

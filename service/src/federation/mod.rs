@@ -9,7 +9,16 @@ mod server_keys;
 
 use std::{future::Future, pin::Pin};
 
-use ruma::{OwnedServerName, ServerName, UserId, api::federation::discovery::ServerSigningKeys, serde::Raw};
+use std::collections::BTreeMap;
+
+use ruma::{
+    OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName, UserId,
+    api::federation::{
+        discovery::ServerSigningKeys,
+        keys::{claim_keys, get_keys},
+    },
+    serde::Raw,
+};
 use tessera_storage::Profile;
 
 pub use server_keys::{RequestAuthError, ServerKeys};
@@ -57,6 +66,21 @@ pub trait Remote: Send + Sync {
 
     /// `GET /_matrix/federation/v1/query/profile` of the user's server.
     fn query_profile<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<Profile, RemoteError>>;
+
+    /// `POST /_matrix/federation/v1/user/keys/query` of `server`, for its
+    /// users' devices (every device for an empty list).
+    fn query_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+        wanted: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    ) -> BoxFuture<'a, Result<get_keys::v1::Response, RemoteError>>;
+
+    /// `POST /_matrix/federation/v1/user/keys/claim` of `server`.
+    fn claim_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+        wanted: claim_keys::v1::OneTimeKeyClaims,
+    ) -> BoxFuture<'a, Result<claim_keys::v1::Response, RemoteError>>;
 }
 
 /// A [`Remote`] that reaches nobody: for a service used without
@@ -81,6 +105,22 @@ impl Remote for NoRemote {
 
     fn query_profile<'a>(&'a self, user: &'a UserId) -> BoxFuture<'a, Result<Profile, RemoteError>> {
         Box::pin(async move { Err(unreachable(user.server_name())) })
+    }
+
+    fn query_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _wanted: BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+    ) -> BoxFuture<'a, Result<get_keys::v1::Response, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    fn claim_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _wanted: claim_keys::v1::OneTimeKeyClaims,
+    ) -> BoxFuture<'a, Result<claim_keys::v1::Response, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
     }
 }
 

@@ -249,13 +249,13 @@ impl Keys {
     /// user themself.
     pub(super) async fn visible_signing_keys(
         &self,
-        requester: &UserId,
+        requester: Option<&UserId>,
         user: &UserId,
         signatures: &[KeySignature],
     ) -> Result<Vec<(String, Raw<CrossSigningKey>)>> {
         let mut visible = Vec::new();
         for key in self.store.cross_signing_keys(user).await? {
-            if key.usage == USER_SIGNING && user != requester {
+            if key.usage == USER_SIGNING && requester != Some(user) {
                 continue;
             }
             let Ok(mut object) = serde_json::from_str::<Map<String, Value>>(&key.key_json) else {

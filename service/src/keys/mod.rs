@@ -1,14 +1,16 @@
-//! End-to-end encryption keys of local users: `POST /keys/upload`,
+//! End-to-end encryption keys: `POST /keys/upload`,
 //! `/keys/query`, `/keys/claim`, `GET /keys/changes`, the key counts
 //! `/sync` reports, and cross-signing (`cross_signing`). Remote users
-//! (federation) are not here yet: they are answered as `failures`.
+//! are asked of their servers (`federation::Remote`).
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#end-to-end-encryption>.
 
 mod counts;
 mod cross_signing;
 mod device_lists;
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use tokio::task::JoinSet;
 
 use ruma::{
     CanonicalJsonValue, DeviceId, OwnedDeviceId, OwnedOneTimeKeyId, OwnedServerName, OwnedUserId, UserId,
@@ -19,7 +21,14 @@ use ruma::{
 use serde_json::{Map, Value, json};
 use tessera_storage::{KeyUpload, NewKey, StorageError, Store};
 
-use crate::{Error, Result, accounts::Accounts, auth::Identity, streams::StreamAllocator, sync::SyncToken};
+use crate::{
+    Error, Result,
+    accounts::Accounts,
+    auth::Identity,
+    federation::{Remote, RemoteError},
+    streams::StreamAllocator,
+    sync::SyncToken,
+};
 
 pub use cross_signing::{SignatureFailures, SigningKeysUpload};
 pub use device_lists::{DeviceListChanges, DeviceLists, PendingDeviceChange};
@@ -65,6 +74,8 @@ pub struct Keys {
     device_lists: DeviceLists,
     /// For the UIA that replacing cross-signing keys needs.
     accounts: Accounts,
+    /// Other servers, asked for their users' keys.
+    remote: Arc<dyn Remote>,
     server_name: OwnedServerName,
 }
 
@@ -74,9 +85,10 @@ impl Keys {
         streams: StreamAllocator,
         device_lists: DeviceLists,
         accounts: Accounts,
+        remote: Arc<dyn Remote>,
         server_name: OwnedServerName,
     ) -> Self {
-        Self { store, streams, device_lists, accounts, server_name }
+        Self { store, streams, device_lists, accounts, remote, server_name }
     }
 
     /// The device-list stream this service writes to.
@@ -145,27 +157,68 @@ impl Keys {
         Ok(counts)
     }
 
-    /// `POST /keys/query` by `requester`: the identity keys of the named
-    /// devices (every device for an empty list) of local users, each with
-    /// its display name in `unsigned`, and their cross-signing keys (the
-    /// user-signing key only of the requester), with the signatures of the
-    /// key's owner and of the requester. Unknown users are left out;
-    /// remote users' servers are listed in `failures`.
+    /// `POST /keys/query` by `requester`: local users' keys (see
+    /// [`Self::query_local`]), and other servers' users' keys asked of
+    /// their servers at once, each within `timeout`; a server that fails
+    /// or is late is listed in `failures`.
     pub async fn query(
         &self,
         requester: &UserId,
         wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
+        timeout: Duration,
+    ) -> Result<QueriedKeys> {
+        let (local, by_server) = self.split_by_server(wanted);
+        let mut answer = self.query_local(Some(requester), &local).await?;
+        let mut asks = JoinSet::new();
+        for (server, users) in by_server {
+            let remote = self.remote.clone();
+            asks.spawn(async move {
+                let result = tokio::time::timeout(timeout, remote.query_keys(&server, users)).await;
+                (server, result)
+            });
+        }
+        while let Some(joined) = asks.join_next().await {
+            let Ok((server, result)) = joined else { continue };
+            let response = match result {
+                Ok(Ok(response)) => response,
+                Ok(Err(e)) => {
+                    answer.failures.insert(server.to_string(), remote_failure(&e));
+                    continue;
+                }
+                Err(_) => {
+                    answer.failures.insert(server.to_string(), timed_out());
+                    continue;
+                }
+            };
+            // A server answers only for its own users.
+            let own = |user: &OwnedUserId| user.server_name() == server;
+            answer.device_keys.extend(response.device_keys.into_iter().filter(|(user, _)| own(user)));
+            answer.master_keys.extend(response.master_keys.into_iter().filter(|(user, _)| own(user)));
+            answer
+                .self_signing_keys
+                .extend(response.self_signing_keys.into_iter().filter(|(user, _)| own(user)));
+        }
+        Ok(answer)
+    }
+
+    /// The keys of local users for `requester` (`None`: another server):
+    /// the identity keys of the named devices (every device for an empty
+    /// list), each with its display name in `unsigned`, and their
+    /// cross-signing keys (the user-signing key only of the requester),
+    /// with the signatures of the key's owner and of the requester.
+    /// Unknown users, and users of other servers, are left out.
+    pub async fn query_local(
+        &self,
+        requester: Option<&UserId>,
+        wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
     ) -> Result<QueriedKeys> {
         let mut answer = QueriedKeys::default();
         for (user, devices) in wanted {
-            if user.server_name() != self.server_name {
-                answer.failures.insert(user.server_name().to_string(), server_not_asked());
+            if user.server_name() != self.server_name || self.store.get_user(user).await?.is_none() {
                 continue;
             }
-            if self.store.get_user(user).await?.is_none() {
-                continue;
-            }
-            let signatures = self.store.key_signatures_on(user, &[user, requester]).await?;
+            let signers: Vec<&UserId> = [Some(&**user), requester].into_iter().flatten().collect();
+            let signatures = self.store.key_signatures_on(user, &signers).await?;
             let mut found = BTreeMap::new();
             for stored in self.store.device_keys_of(user).await? {
                 let device_id: OwnedDeviceId = stored.device_id.into();
@@ -201,17 +254,71 @@ impl Keys {
         Ok(answer)
     }
 
-    /// `POST /keys/claim`: per device, its oldest unclaimed one-time key of
-    /// the algorithm (deleted), else its fallback key (kept). Concurrent
-    /// claims never get the same one-time key (see the storage statement).
+    /// The wanted users of this server, and the others' by server.
+    fn split_by_server<T: Clone>(
+        &self,
+        wanted: &BTreeMap<OwnedUserId, T>,
+    ) -> (BTreeMap<OwnedUserId, T>, BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, T>>) {
+        let mut local = BTreeMap::new();
+        let mut by_server: BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, T>> = BTreeMap::new();
+        for (user, value) in wanted {
+            if user.server_name() == self.server_name {
+                local.insert(user.clone(), value.clone());
+            } else {
+                by_server
+                    .entry(user.server_name().to_owned())
+                    .or_default()
+                    .insert(user.clone(), value.clone());
+            }
+        }
+        (local, by_server)
+    }
+
+    /// `POST /keys/claim`: local devices' keys (see [`Self::claim_local`]),
+    /// and other servers' asked of them at once, each within `timeout`.
     pub async fn claim(
+        &self,
+        wanted: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, ruma::OneTimeKeyAlgorithm>>,
+        timeout: Duration,
+    ) -> Result<KeysByDevice<BTreeMap<OwnedOneTimeKeyId, Raw<OneTimeKey>>>> {
+        let (local, by_server) = self.split_by_server(wanted);
+        let mut answer = self.claim_local(&local).await?;
+        let mut asks = JoinSet::new();
+        for (server, users) in by_server {
+            let remote = self.remote.clone();
+            asks.spawn(async move {
+                let result = tokio::time::timeout(timeout, remote.claim_keys(&server, users)).await;
+                (server, result)
+            });
+        }
+        while let Some(joined) = asks.join_next().await {
+            let Ok((server, result)) = joined else { continue };
+            match result {
+                Ok(Ok(response)) => answer.keys.extend(
+                    response.one_time_keys.into_iter().filter(|(user, _)| user.server_name() == server),
+                ),
+                Ok(Err(e)) => {
+                    answer.failures.insert(server.to_string(), remote_failure(&e));
+                }
+                Err(_) => {
+                    answer.failures.insert(server.to_string(), timed_out());
+                }
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Claims of local devices' keys: per device, its oldest unclaimed
+    /// one-time key of the algorithm (deleted), else its fallback key
+    /// (kept). Concurrent claims never get the same one-time key (see the
+    /// storage statement). Users of other servers are left out.
+    pub async fn claim_local(
         &self,
         wanted: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, ruma::OneTimeKeyAlgorithm>>,
     ) -> Result<KeysByDevice<BTreeMap<OwnedOneTimeKeyId, Raw<OneTimeKey>>>> {
         let mut answer = KeysByDevice::default();
         for (user, devices) in wanted {
             if user.server_name() != self.server_name {
-                answer.failures.insert(user.server_name().to_string(), server_not_asked());
                 continue;
             }
             let mut found = BTreeMap::new();
@@ -237,6 +344,12 @@ impl Keys {
         Ok(answer)
     }
 
+    /// A number that grows with each change of the user's device list
+    /// (`stream_id` of `/user/devices`): its last change's position.
+    pub async fn device_list_version(&self, user: &UserId) -> Result<i64> {
+        Ok(self.store.last_device_list_change(user).await?)
+    }
+
     /// `GET /keys/changes`: the device-list changes between two sync
     /// tokens, as an incremental sync from `from` up to `to` reports them.
     pub async fn changes(&self, who: &Identity, from: &str, to: &str) -> Result<DeviceListChanges> {
@@ -247,10 +360,18 @@ impl Keys {
     }
 }
 
-/// What `failures` holds for a server not asked (there is no federation
-/// client yet), as Synapse words an unreachable server.
-fn server_not_asked() -> Value {
-    json!({ "status": 503, "message": "Federation is not available" })
+/// What `failures` holds for a server that could not be asked, as
+/// Synapse words it: the status it answered, else 503.
+fn remote_failure(error: &RemoteError) -> Value {
+    let status = match error {
+        RemoteError::Status { status, .. } => *status,
+        _ => 503,
+    };
+    json!({ "status": status, "message": error.to_string() })
+}
+
+fn timed_out() -> Value {
+    json!({ "status": 504, "message": "The server did not answer in time" })
 }
 
 fn to_raw<T>(value: &impl serde::Serialize) -> Result<Raw<T>> {
