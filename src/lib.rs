@@ -27,7 +27,7 @@ use tessera_service::{
     auth::Authenticator,
     delivery::Delivery,
     devices::Devices,
-    federation::{Remote, ServerKeys},
+    federation::{Outbox, Remote, ServerKeys, Transactions},
     key_backup::KeyBackup,
     keys::{DeviceLists, Keys},
     notifications::Notifications,
@@ -172,7 +172,11 @@ async fn serve_with_store(
     let typing = Typing::new(notifier.clone());
     let receipts =
         Receipts::new(store.clone(), rooms.clone(), account_data.clone(), streams.clone(), notifier.clone());
-    let to_device = ToDevice::new(store.clone(), streams.clone(), notifier.clone(), server_name.clone());
+    let outbox =
+        Outbox::start(store.clone(), remote.clone()).await.map_err(|e| ServeError::Storage(e.to_string()))?;
+    let to_device =
+        ToDevice::new(store.clone(), streams.clone(), notifier.clone(), server_name.clone(), outbox.clone());
+    let transactions = Transactions::new(store.clone(), to_device.clone());
     let presence = Presence::new(store.clone(), streams.clone(), notifier.clone(), config.presence.clone());
     presence.spawn_sweeper();
     let delivery = Delivery::start(store.clone(), streams.clone(), notifier.clone(), rooms.clone());
@@ -226,7 +230,7 @@ async fn serve_with_store(
             server: config.well_known.server.clone(),
         },
     });
-    let federation_state = FederationState { gate, server_keys, profiles, keys };
+    let federation_state = FederationState { gate, server_keys, profiles, keys, transactions };
     let client_router = tessera_client_api::router(client_state)
         .merge(tessera_federation::key_router(federation_state.clone()));
 
@@ -237,6 +241,8 @@ async fn serve_with_store(
         tracing::info!("shutting down: finishing in-flight requests");
         // Long-polls answer now instead of at their timeout.
         notifier.shut_down();
+        // Federation senders stop; what they had not sent stays queued.
+        outbox.shut_down();
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

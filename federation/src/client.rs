@@ -14,6 +14,7 @@ use ruma::{
             discovery::{ServerSigningKeys, get_remote_server_keys_batch, get_server_keys},
             keys::{claim_keys, get_keys},
             query::get_profile_information,
+            transactions::{edu::Edu, send_transaction_message},
         },
         path_builder::PathBuilder,
     },
@@ -204,6 +205,24 @@ impl Remote for FederationClient {
         wanted: claim_keys::v1::OneTimeKeyClaims,
     ) -> BoxFuture<'a, Result<claim_keys::v1::Response, RemoteError>> {
         Box::pin(async move { self.send(server, claim_keys::v1::Request::new(wanted)).await })
+    }
+
+    fn send_transaction<'a>(
+        &'a self,
+        destination: &'a ServerName,
+        txn_id: &'a str,
+        edus: Vec<Raw<Edu>>,
+    ) -> BoxFuture<'a, Result<(), RemoteError>> {
+        Box::pin(async move {
+            let origin = self.inner.key.server_name().clone();
+            let mut request = send_transaction_message::v1::Request::new(
+                txn_id.into(),
+                origin,
+                ruma::MilliSecondsSinceUnixEpoch::now(),
+            );
+            request.edus = edus;
+            self.send(destination, request).await.map(|_| ())
+        })
     }
 }
 

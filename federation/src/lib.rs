@@ -14,11 +14,16 @@ mod discovery;
 mod keys;
 pub mod outbound;
 mod query;
+mod transactions;
 mod user_keys;
 mod version;
 
 use axum::{Router, extract::FromRef};
-use tessera_service::{federation::ServerKeys, keys::Keys, profiles::Profiles};
+use tessera_service::{
+    federation::{ServerKeys, Transactions},
+    keys::Keys,
+    profiles::Profiles,
+};
 use tessera_web::{Gate, routing};
 
 /// Everything the federation handlers call.
@@ -28,6 +33,7 @@ pub struct FederationState {
     pub server_keys: ServerKeys,
     pub profiles: Profiles,
     pub keys: Keys,
+    pub transactions: Transactions,
 }
 
 impl FromRef<FederationState> for Gate {
@@ -37,7 +43,11 @@ impl FromRef<FederationState> for Gate {
 }
 
 fn routes() -> Router<FederationState> {
-    keys::routes().merge(version::routes()).merge(query::routes()).merge(user_keys::routes())
+    keys::routes()
+        .merge(version::routes())
+        .merge(query::routes())
+        .merge(user_keys::routes())
+        .merge(transactions::routes())
 }
 
 /// Every federation route, for mounting on the client listener too (as

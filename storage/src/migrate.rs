@@ -47,6 +47,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(17, "0017_key_backup"),
     migration!(18, "0018_cross_signing"),
     migration!(19, "0019_server_keys"),
+    migration!(20, "0020_federation_transactions"),
 ];
 
 /// The newest schema version this binary knows.

@@ -22,13 +22,15 @@ pub struct ToDeviceTarget<'a> {
 }
 
 impl Store {
-    /// Queues a send for every target, once per sending device and
+    /// Queues a send for every target, and the EDUs (destination, JSON)
+    /// carrying it to other servers, once per sending device and
     /// transaction ID: `false` if this transaction was already sent.
     pub async fn queue_to_device(
         &self,
         sender: (&UserId, &DeviceId, &str),
         event_type: &str,
         targets: &[ToDeviceTarget<'_>],
+        remote: &[(&str, &str)],
         stream_ordering: i64,
     ) -> Result<bool> {
         let mut tx = self.write.begin().await?;
@@ -57,6 +59,7 @@ impl Store {
             .execute(&mut tx)
             .await?;
         }
+        crate::federation::insert_edus(&mut tx, remote).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{
     both_backends,
-    federation::{signed_get, two_servers},
+    federation::{server_key, signed_get, two_servers},
     harness::{Backend, TestClient, TestServer, encode},
     keys::DeviceSigner,
 };
@@ -393,9 +393,7 @@ async fn other_servers_users_keys_are_queried_and_claimed_over_federation(backen
     assert!(again["one_time_keys"].get(&bob_id).is_none(), "{again}");
 
     // Bob's device list as his server gives it to another server.
-    let a_name = ruma::OwnedServerName::try_from(a.server_name()).expect("server name");
-    let text = std::fs::read_to_string(a.data_dir().join("signing.key")).expect("A's key");
-    let a_key = tessera_core::ServerSigningKey::parse(a_name, &text).expect("key");
+    let a_key = server_key(&a);
     let path = format!("/_matrix/federation/v1/user/devices/{}", encode(&bob_id));
     let devices = signed_get(&b, &path, &a_key, b.server_name()).await;
     assert_eq!(devices.status, 200, "{}", devices.body);

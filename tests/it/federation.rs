@@ -15,14 +15,16 @@ use tokio_rustls::{
 
 use crate::{
     both_backends,
-    harness::{Backend, Response, TestCa, TestServer, encode},
+    harness::{Backend, Response, TestCa, TestClient, TestServer, encode},
 };
 
 both_backends!(
     federation_listener_speaks_https,
     servers_fetch_and_vouch_for_each_others_keys,
     profiles_of_other_servers_users_are_asked_of_their_server,
-    federation_requests_must_be_signed_by_their_origin
+    federation_requests_must_be_signed_by_their_origin,
+    to_device_messages_cross_servers_once_and_survive_restarts,
+    transactions_are_applied_once_and_speak_only_for_their_origin
 );
 
 /// A GET over TLS to `addr`, trusting only `ca_pem`; returns status and body.
@@ -156,24 +158,39 @@ async fn profiles_of_other_servers_users_are_asked_of_their_server(backend: Back
     assert_eq!(answer.status, 502, "{}", answer.body);
 }
 
-/// A federation request to `server`, signed with `key` as `origin` for
-/// `destination`.
+/// A federation GET to `server`, signed with `key` for `destination`.
 pub(crate) async fn signed_get(
     server: &TestServer,
     path: &str,
     key: &ServerSigningKey,
     destination: &str,
 ) -> Response {
-    let request = http::Request::get(path).body(Vec::<u8>::new()).expect("request");
+    signed_request(server, reqwest::Method::GET, path, None, key, destination).await
+}
+
+/// A federation request to `server`, signed with `key` (as its server)
+/// for `destination`.
+pub(crate) async fn signed_request(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+    key: &ServerSigningKey,
+    destination: &str,
+) -> Response {
+    let bytes = body.as_ref().map(|b| serde_json::to_vec(b).expect("json")).unwrap_or_default();
+    let request =
+        http::Request::builder().method(method.as_str()).uri(path).body(bytes.clone()).expect("request");
     let destination = ruma::ServerName::parse(destination).expect("server name");
     let auth = key.sign_request(&request, &destination).expect("signed");
     let value = http::HeaderValue::from(&auth);
-    let response = reqwest::Client::new()
-        .get(format!("{}{path}", server.base))
-        .header("authorization", value.to_str().expect("header"))
-        .send()
-        .await
-        .expect("request sent");
+    let mut builder = reqwest::Client::new()
+        .request(method, format!("{}{path}", server.base))
+        .header("authorization", value.to_str().expect("header"));
+    if body.is_some() {
+        builder = builder.header("content-type", "application/json").body(bytes);
+    }
+    let response = builder.send().await.expect("request sent");
     let status = response.status().as_u16();
     Response {
         status,
@@ -182,14 +199,20 @@ pub(crate) async fn signed_get(
     }
 }
 
+/// The server's signing key, read from its data directory.
+pub(crate) fn server_key(server: &TestServer) -> ServerSigningKey {
+    let name = ruma::OwnedServerName::try_from(server.server_name()).expect("server name");
+    let text = std::fs::read_to_string(server.data_dir().join("signing.key")).expect("signing key");
+    ServerSigningKey::parse(name, &text).expect("key")
+}
+
 async fn federation_requests_must_be_signed_by_their_origin(backend: Backend) {
     let (_ca, a, b) = two_servers(backend).await;
     let bob = b.register("bob", "pw").await;
     let bob_id = bob.user_id.clone().expect("user");
     let path = format!("/_matrix/federation/v1/query/profile?user_id={}", encode(&bob_id));
+    let a_key = server_key(&a);
     let a_name = ruma::OwnedServerName::try_from(a.server_name()).expect("server name");
-    let text = std::fs::read_to_string(a.data_dir().join("signing.key")).expect("A's key");
-    let a_key = ServerSigningKey::parse(a_name.clone(), &text).expect("key");
 
     // Signed by A for B: answered.
     let answer = signed_get(&b, &path, &a_key, b.server_name()).await;
@@ -210,4 +233,110 @@ async fn federation_requests_must_be_signed_by_their_origin(backend: Backend) {
     let b_name = ruma::OwnedServerName::try_from(b.server_name()).expect("server name");
     let b_key = ServerSigningKey::parse(b_name, &b_text).expect("key");
     signed_get(&b, &path, &b_key, b.server_name()).await.assert_error(401, "M_UNAUTHORIZED");
+}
+
+/// Syncs `client` from `since` until to-device messages arrive (bounded);
+/// returns them and the next token.
+async fn to_device_until_some(client: &TestClient, since: &str) -> (Vec<Value>, String) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(40);
+    let mut since = since.to_owned();
+    loop {
+        let sync = client.get(&format!("/_matrix/client/v3/sync?timeout=2000&since={since}")).await.ok();
+        let events = sync["to_device"]["events"].as_array().cloned().unwrap_or_default();
+        let next = sync["next_batch"].as_str().expect("token").to_owned();
+        if !events.is_empty() {
+            return (events, next);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no to-device message arrived");
+        since = next;
+    }
+}
+
+async fn to_device_messages_cross_servers_once_and_survive_restarts(backend: Backend) {
+    let (_ca, mut a, mut b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let mut laptop = b.client();
+    laptop.login("bob", "pw").await.ok();
+    let (alice_id, bob_id) = (alice.user_id.clone().expect("user"), bob.user_id.clone().expect("user"));
+    let bob_device = bob.device_id.clone().expect("device");
+    let since = bob.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let laptop_since = laptop.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+
+    // To Bob's phone by name, and to all his devices: the phone gets its
+    // own message, the laptop the one for all.
+    let send = |txn: &str| format!("/_matrix/client/v3/sendToDevice/m.room_key_request/{txn}");
+    let body = json!({ "messages": { &bob_id: { &bob_device: { "n": 1 }, "*": { "n": 2 } } } });
+    alice.put(&send("t1"), body.clone()).await.ok();
+    alice.put(&send("t1"), body).await.ok(); // a retry: sent once
+    let (events, since) = to_device_until_some(&bob, &since).await;
+    let numbers: Vec<i64> = events.iter().filter_map(|e| e["content"]["n"].as_i64()).collect();
+    assert_eq!(numbers, [1], "{events:?}");
+    assert_eq!(events[0]["sender"], alice_id.as_str());
+    assert_eq!(events[0]["type"], "m.room_key_request");
+    let (on_laptop, _) = to_device_until_some(&laptop, &laptop_since).await;
+    let numbers: Vec<i64> = on_laptop.iter().filter_map(|e| e["content"]["n"].as_i64()).collect();
+    assert_eq!(numbers, [2], "{on_laptop:?}");
+    let quiet = bob.sync(Some(&since), "").await;
+    assert!(quiet["to_device"]["events"].as_array().is_none_or(|e| e.is_empty()), "no duplicate: {quiet}");
+
+    // Bob's server down, Alice's restarted while the message waits: it
+    // arrives once both are back.
+    b.stop().await.expect("B stops");
+    let body = json!({ "messages": { &bob_id: { "*": { "n": 3 } } } });
+    alice.put(&send("t2"), body).await.ok();
+    a.restart().await;
+    b.restart().await;
+    // The client API listens on a new port after the restart.
+    let mut bob = bob.clone();
+    bob.base = b.base.clone();
+    let (events, _) = to_device_until_some(&bob, &since).await;
+    let numbers: Vec<i64> = events.iter().filter_map(|e| e["content"]["n"].as_i64()).collect();
+    assert_eq!(numbers, [3], "{events:?}");
+}
+
+async fn transactions_are_applied_once_and_speak_only_for_their_origin(backend: Backend) {
+    let (_ca, a, b) = two_servers(backend).await;
+    let bob = b.register("bob", "pw").await;
+    let bob_id = bob.user_id.clone().expect("user");
+    let since = bob.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let a_key = server_key(&a);
+    let edu = |sender: &str, id: &str| {
+        json!({ "edu_type": "m.direct_to_device", "content": {
+            "sender": sender, "type": "m.secret.request", "message_id": id,
+            "messages": { &bob_id: { "*": { "name": "m.megolm_backup.v1", "action": "request" } } },
+        } })
+    };
+    let transaction = |edus: Vec<Value>| json!({ "origin": a.server_name(), "origin_server_ts": 1, "pdus": [], "edus": edus });
+    let b = &b;
+    let put = |txn: &str, body: Value| {
+        let key = &a_key;
+        let path = format!("/_matrix/federation/v1/send/{txn}");
+        let destination = b.server_name().to_owned();
+        async move { signed_request(b, reqwest::Method::PUT, &path, Some(body), key, &destination).await }
+    };
+
+    // A message from A's user, and one claiming to be from a user of
+    // another server: only the first is delivered.
+    let alice = format!("@alice:{}", a.server_name());
+    let body = transaction(vec![edu(&alice, "m1"), edu("@mallory:elsewhere.test", "m2")]);
+    let answer = put("txn1", body.clone()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["pdus"], json!({}));
+    // The same transaction again, and the same message in another one:
+    // nothing new.
+    assert_eq!(put("txn1", body).await.status, 200);
+    assert_eq!(put("txn2", transaction(vec![edu(&alice, "m1")])).await.status, 200);
+    let sync = bob.sync(Some(&since), "").await;
+    let events = sync["to_device"]["events"].as_array().cloned().unwrap_or_default();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["sender"], alice.as_str());
+
+    // A body naming another origin than the signer: refused.
+    let mut forged = transaction(vec![]);
+    forged["origin"] = json!("elsewhere.test");
+    put("txn3", forged).await.assert_error(403, "M_FORBIDDEN");
+    // Too many EDUs for one transaction.
+    let many = transaction((0..101).map(|i| edu(&alice, &format!("x{i}"))).collect());
+    assert_eq!(put("txn4", many).await.status, 400);
 }

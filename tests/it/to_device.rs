@@ -47,6 +47,11 @@ async fn to_device_is_delivered_exactly_once(backend: Backend) {
     alice.put(&send("t1"), to_phone.clone()).await.ok();
     alice.put(&send("t1"), to_phone).await.ok(); // a retry changes nothing
     alice.put(&send("t2"), json!({ "messages": { "@bob:tessera.test": { "*": { "n": 2 } } } })).await.ok();
+    // Named and `*` in one request: the named device gets its own message
+    // (once), the others the one for all.
+    let both =
+        json!({ "messages": { "@bob:tessera.test": { phone_id.clone(): { "n": 3 }, "*": { "n": 4 } } } });
+    alice.put(&send("t3"), both).await.ok();
     let (woken, waited) = waiting.await.expect("task");
     assert!(waited < Duration::from_secs(20));
     assert!(!messages(&woken).is_empty());
@@ -54,18 +59,18 @@ async fn to_device_is_delivered_exactly_once(backend: Backend) {
     let first = phone.sync(Some(&phone_since), "").await;
     let got = messages(&first);
     let numbers: Vec<i64> = got.iter().filter_map(|m| m["content"]["n"].as_i64()).collect();
-    assert_eq!(numbers, [1, 2], "each message once, in order");
+    assert_eq!(numbers, [1, 2, 3], "each message once, in order");
     assert_eq!(got[0]["sender"], "@alice:tessera.test");
     assert_eq!(got[0]["type"], "org.example.ping");
     // Not acknowledged yet: the same token gets them again.
-    assert_eq!(messages(&phone.sync(Some(&phone_since), "").await).len(), 2);
+    assert_eq!(messages(&phone.sync(Some(&phone_since), "").await).len(), 3);
     // Acknowledged by the next token: gone.
     let next = first["next_batch"].as_str().expect("token");
     assert!(messages(&phone.sync(Some(next), "").await).is_empty());
 
     let on_laptop = laptop.sync(Some(&laptop_since), "").await;
     let numbers: Vec<i64> = messages(&on_laptop).iter().filter_map(|m| m["content"]["n"].as_i64()).collect();
-    assert_eq!(numbers, [2], "the laptop gets only the message for all devices");
+    assert_eq!(numbers, [2, 4], "the laptop gets only the messages for all devices");
 }
 
 /// What a new device does to get keys and secrets from the user's other

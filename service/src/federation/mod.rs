@@ -5,7 +5,9 @@
 //! requests and events are verified.
 //! Spec: <https://spec.matrix.org/v1.16/server-server-api/>.
 
+mod outbox;
 mod server_keys;
+mod transactions;
 
 use std::{future::Future, pin::Pin};
 
@@ -16,12 +18,15 @@ use ruma::{
     api::federation::{
         discovery::ServerSigningKeys,
         keys::{claim_keys, get_keys},
+        transactions::edu::Edu,
     },
     serde::Raw,
 };
 use tessera_storage::Profile;
 
+pub use outbox::Outbox;
 pub use server_keys::{RequestAuthError, ServerKeys};
+pub use transactions::Transactions;
 
 /// A boxed future, as [`Remote`]'s methods return (the trait is used as
 /// `dyn Remote`).
@@ -81,6 +86,15 @@ pub trait Remote: Send + Sync {
         server: &'a ServerName,
         wanted: claim_keys::v1::OneTimeKeyClaims,
     ) -> BoxFuture<'a, Result<claim_keys::v1::Response, RemoteError>>;
+
+    /// `PUT /_matrix/federation/v1/send/{txnId}` to `destination`: accepted
+    /// (the per-PDU results are not needed yet) or not.
+    fn send_transaction<'a>(
+        &'a self,
+        destination: &'a ServerName,
+        txn_id: &'a str,
+        edus: Vec<Raw<Edu>>,
+    ) -> BoxFuture<'a, Result<(), RemoteError>>;
 }
 
 /// A [`Remote`] that reaches nobody: for a service used without
@@ -121,6 +135,15 @@ impl Remote for NoRemote {
         _wanted: claim_keys::v1::OneTimeKeyClaims,
     ) -> BoxFuture<'a, Result<claim_keys::v1::Response, RemoteError>> {
         Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    fn send_transaction<'a>(
+        &'a self,
+        destination: &'a ServerName,
+        _txn_id: &'a str,
+        _edus: Vec<Raw<Edu>>,
+    ) -> BoxFuture<'a, Result<(), RemoteError>> {
+        Box::pin(async move { Err(unreachable(destination)) })
     }
 }
 

@@ -1,0 +1,95 @@
+//! Federation transactions (`0020_federation_transactions`): the EDUs
+//! queued for other servers, and the transactions received from them.
+
+use sqlx::Row;
+
+use crate::{Result, Store};
+
+/// An EDU waiting to be sent.
+#[derive(Debug, Clone)]
+pub struct OutboundEdu {
+    pub seq: i64,
+    pub edu_json: String,
+}
+
+impl Store {
+    /// Queues EDUs (destination, JSON) in one transaction.
+    pub async fn queue_edus(&self, edus: &[(&str, &str)]) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        insert_edus(&mut tx, edus).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The destinations with EDUs waiting.
+    pub async fn edu_destinations(&self) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT DISTINCT destination FROM outbound_edus").fetch_all(&self.read).await?;
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
+    /// The oldest `limit` EDUs waiting for `destination`.
+    pub async fn outbound_edus(&self, destination: &str, limit: i64) -> Result<Vec<OutboundEdu>> {
+        let rows = sqlx::query(
+            "SELECT seq, edu_json FROM outbound_edus WHERE destination = $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(destination)
+        .bind(limit)
+        .fetch_all(&self.write)
+        .await?;
+        rows.iter().map(|row| Ok(OutboundEdu { seq: row.try_get(0)?, edu_json: row.try_get(1)? })).collect()
+    }
+
+    /// Forgets the EDUs for `destination` up to `seq`, which it accepted.
+    pub async fn delete_edus_upto(&self, destination: &str, seq: i64) -> Result<()> {
+        sqlx::query("DELETE FROM outbound_edus WHERE destination = $1 AND seq <= $2")
+            .bind(destination)
+            .bind(seq)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// The answer given to a transaction already received.
+    pub async fn inbound_transaction(&self, origin: &str, txn_id: &str) -> Result<Option<String>> {
+        let row =
+            sqlx::query("SELECT response_json FROM inbound_transactions WHERE origin = $1 AND txn_id = $2")
+                .bind(origin)
+                .bind(txn_id)
+                .fetch_optional(&self.write)
+                .await?;
+        row.map(|row| Ok(row.try_get(0)?)).transpose()
+    }
+
+    /// Records a transaction's answer (the first one stays).
+    pub async fn record_inbound_transaction(
+        &self,
+        origin: &str,
+        txn_id: &str,
+        response_json: &str,
+        received_ts: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO inbound_transactions (origin, txn_id, response_json, received_ts)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (origin, txn_id) DO NOTHING",
+        )
+        .bind(origin)
+        .bind(txn_id)
+        .bind(response_json)
+        .bind(received_ts)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+}
+
+pub(crate) async fn insert_edus(tx: &mut crate::pool::Tx, edus: &[(&str, &str)]) -> Result<()> {
+    for (destination, json) in edus {
+        sqlx::query("INSERT INTO outbound_edus (destination, edu_json) VALUES ($1, $2)")
+            .bind(destination)
+            .bind(json)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
