@@ -214,7 +214,7 @@ async fn serve_with_store(
         ),
         accounts,
         profiles: profiles.clone(),
-        rooms,
+        rooms: rooms.clone(),
         sync,
         typing,
         rate_limiter,
@@ -230,7 +230,8 @@ async fn serve_with_store(
             server: config.well_known.server.clone(),
         },
     });
-    let federation_state = FederationState { gate, server_keys, profiles, keys, transactions };
+    let federation_state =
+        FederationState { gate, server_keys, profiles, keys, transactions, rooms: rooms.clone() };
     let client_router = tessera_client_api::router(client_state)
         .merge(tessera_federation::key_router(federation_state.clone()));
 

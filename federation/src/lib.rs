@@ -11,6 +11,7 @@
 
 pub mod client;
 mod discovery;
+mod events;
 mod keys;
 pub mod outbound;
 mod query;
@@ -23,6 +24,7 @@ use tessera_service::{
     federation::{ServerKeys, Transactions},
     keys::Keys,
     profiles::Profiles,
+    rooms::Rooms,
 };
 use tessera_web::{Gate, routing};
 
@@ -34,6 +36,7 @@ pub struct FederationState {
     pub profiles: Profiles,
     pub keys: Keys,
     pub transactions: Transactions,
+    pub rooms: Rooms,
 }
 
 impl FromRef<FederationState> for Gate {
@@ -48,6 +51,7 @@ fn routes() -> Router<FederationState> {
         .merge(query::routes())
         .merge(user_keys::routes())
         .merge(transactions::routes())
+        .merge(events::routes())
 }
 
 /// Every federation route, for mounting on the client listener too (as

@@ -24,7 +24,8 @@ both_backends!(
     profiles_of_other_servers_users_are_asked_of_their_server,
     federation_requests_must_be_signed_by_their_origin,
     to_device_messages_cross_servers_once_and_survive_restarts,
-    transactions_are_applied_once_and_speak_only_for_their_origin
+    transactions_are_applied_once_and_speak_only_for_their_origin,
+    events_are_given_only_to_servers_that_may_see_them
 );
 
 /// A GET over TLS to `addr`, trusting only `ca_pem`; returns status and body.
@@ -339,4 +340,36 @@ async fn transactions_are_applied_once_and_speak_only_for_their_origin(backend: 
     // Too many EDUs for one transaction.
     let many = transaction((0..101).map(|i| edu(&alice, &format!("x{i}"))).collect());
     assert_eq!(put("txn4", many).await.status, 400);
+}
+
+async fn events_are_given_only_to_servers_that_may_see_them(backend: Backend) {
+    let (_ca, a, b) = two_servers(backend).await;
+    let bob = b.register("bob", "pw").await;
+    let open = bob
+        .create_room(json!({ "initial_state": [{
+            "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": "world_readable" }
+        }] }))
+        .await;
+    let public = bob.send_text(&open, "for everyone").await;
+    let closed = bob.create_room(json!({})).await;
+    let private = bob.send_text(&closed, "for members").await;
+    let a_key = server_key(&a);
+    let get = |id: &str| format!("/_matrix/federation/v1/event/{}", encode(id));
+
+    // World-readable: the PDU as signed (no event ID in it from room
+    // version 3 on), with B as origin.
+    let answer = signed_get(&b, &get(&public), &a_key, b.server_name()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["origin"], b.server_name());
+    let pdu = &answer.body["pdus"][0];
+    assert_eq!(pdu["content"]["body"], "for everyone", "{}", answer.body);
+    assert_eq!(pdu["room_id"], open.as_str());
+    assert!(pdu["signatures"][b.server_name()].is_object());
+    assert!(pdu["hashes"]["sha256"].is_string());
+
+    // A room A's users are not in: as if it did not exist.
+    signed_get(&b, &get(&private), &a_key, b.server_name()).await.assert_error(404, "M_NOT_FOUND");
+    signed_get(&b, &get("$nothing"), &a_key, b.server_name()).await.assert_error(404, "M_NOT_FOUND");
+    let unsigned = reqwest::get(format!("{}{}", b.base, get(&public))).await.expect("sent");
+    assert_eq!(unsigned.status().as_u16(), 401);
 }

@@ -430,6 +430,55 @@ impl Rooms {
         formatted.pop().ok_or_else(|| Error::internal("formatting lost an event"))
     }
 
+    /// `GET /_matrix/federation/v1/event/{eventId}` by `origin`: the PDU as
+    /// signed (redacted if it was), if the server may see it: the event is
+    /// world-readable, or one of its users was joined (or, under `invited`,
+    /// invited) when it was sent, or under `shared` one of its users is
+    /// joined now. 404 otherwise, as for an event this server does not
+    /// have, so that neither reveals the other.
+    pub async fn event_for_server(
+        &self,
+        origin: &ruma::ServerName,
+        event_id: &EventId,
+    ) -> Result<StoredEvent> {
+        let not_found = || Error::not_found("Event not found");
+        let event = self.store.get_event(event_id).await?.filter(|e| !e.rejected).ok_or_else(not_found)?;
+        let visibility = self
+            .store
+            .state_entry_at(event.state_before, "m.room.history_visibility", "")
+            .await?
+            .and_then(|e| history_visibility_of(&e))
+            .unwrap_or_else(|| "shared".to_owned());
+        if visibility == "world_readable" {
+            return Ok(event);
+        }
+        let of_origin = |key: &str| UserId::parse(key).is_ok_and(|user| user.server_name() == origin);
+        let state = self.store.state_at_group(event.state_after).await?;
+        let members: Vec<String> = state
+            .iter()
+            .filter(|((kind, key), _)| kind == "m.room.member" && of_origin(key))
+            .map(|(_, id)| id.clone())
+            .collect();
+        for member in self.store.get_events(&members).await? {
+            match membership_of_event(&member).as_deref() {
+                Some("join") => return Ok(event),
+                Some("invite") if visibility == "invited" => return Ok(event),
+                _ => {}
+            }
+        }
+        if visibility == "shared" {
+            let room_id = RoomId::parse(&event.room_id).map_err(Error::internal)?;
+            let now = self.store.room_members(&room_id).await?;
+            let joined_now = now.iter().any(|(membership, member)| {
+                membership == "join" && member.state_key.as_deref().is_some_and(of_origin)
+            });
+            if joined_now {
+                return Ok(event);
+            }
+        }
+        Err(not_found())
+    }
+
     /// `GET /rooms/{roomId}/messages`.
     pub async fn messages(
         &self,
