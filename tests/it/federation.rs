@@ -25,7 +25,8 @@ both_backends!(
     federation_requests_must_be_signed_by_their_origin,
     to_device_messages_cross_servers_once_and_survive_restarts,
     transactions_are_applied_once_and_speak_only_for_their_origin,
-    events_are_given_only_to_servers_that_may_see_them
+    events_are_given_only_to_servers_that_may_see_them,
+    keys_of_a_server_that_is_away_come_from_a_trusted_notary
 );
 
 /// A GET over TLS to `addr`, trusting only `ca_pem`; returns status and body.
@@ -372,4 +373,32 @@ async fn events_are_given_only_to_servers_that_may_see_them(backend: Backend) {
     signed_get(&b, &get("$nothing"), &a_key, b.server_name()).await.assert_error(404, "M_NOT_FOUND");
     let unsigned = reqwest::get(format!("{}{}", b.base, get(&public))).await.expect("sent");
     assert_eq!(unsigned.status().as_u16(), 401);
+}
+
+async fn keys_of_a_server_that_is_away_come_from_a_trusted_notary(backend: Backend) {
+    let ca = TestCa::new();
+    let notary = TestServer::start_federating(backend, &ca).await;
+    let mut away = TestServer::start_federating(backend, &ca).await;
+    let notary_name = notary.server_name().to_owned();
+    let asker =
+        TestServer::start_federating_with(backend, &ca, |c| c.trusted_key_servers = notary_name).await;
+    let user = asker.register("carol", "pw").await;
+    let carol = user.user_id.clone().expect("user");
+    let path = format!("/_matrix/federation/v1/query/profile?user_id={}", encode(&carol));
+
+    // The notary has fetched the keys of the server that then goes away.
+    let fetched =
+        notary.client().get(&format!("/_matrix/key/v2/query/{}", encode(away.server_name()))).await.ok();
+    assert_eq!(fetched["server_keys"].as_array().map(Vec::len), Some(1));
+    let away_key = server_key(&away);
+    let away_name = away.server_name().to_owned();
+    away.stop().await.expect("stops");
+
+    // A request signed by the server that is away: its key comes from the
+    // notary, and the request is accepted.
+    let answer = signed_get(&asker, &path, &away_key, asker.server_name()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // A key the notary does not have either is still refused.
+    let (other, _) = ServerSigningKey::generate(away_name.as_str().try_into().expect("name")).expect("key");
+    signed_get(&asker, &path, &other, asker.server_name()).await.assert_error(401, "M_UNAUTHORIZED");
 }

@@ -287,6 +287,15 @@ impl TestServer {
     /// its federation listener, with a certificate from `ca`, trusting
     /// `ca`, and allowed to reach 127.0.0.0/8.
     pub async fn start_federating(backend: Backend, ca: &TestCa) -> Self {
+        Self::start_federating_with(backend, ca, |_| {}).await
+    }
+
+    /// [`Self::start_federating`], after `adjust` has changed the config.
+    pub async fn start_federating_with(
+        backend: Backend,
+        ca: &TestCa,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind federation");
         let addr = listener.local_addr().expect("local addr");
         let (cert, key) = ca.issue();
@@ -297,6 +306,7 @@ impl TestServer {
             c.tls_private_key = Some(key);
             c.federation_trusted_ca = Some(ca.ca_path());
             c.outbound_allowed_ranges = "127.0.0.0/8".into();
+            adjust(c);
         })
         .await;
         server.federation_listener = Some(listener);
