@@ -50,6 +50,7 @@ pub struct FederationClient {
 struct Inner {
     http: reqwest::Client,
     discovery: Discovery,
+    rules: OutboundRules,
     key: Arc<ServerSigningKey>,
 }
 
@@ -64,7 +65,7 @@ impl FederationClient {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(redirects(settings.rules.clone()))
             .user_agent(concat!("Tessera/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(FilteringResolver { rules: settings.rules.clone() }));
         if let Some(pem) = &settings.trusted_ca_pem {
@@ -75,8 +76,8 @@ impl FederationClient {
             }
         }
         let http = builder.build().map_err(|e| ClientError(e.to_string()))?;
-        let discovery = Discovery::new(http.clone(), settings.rules);
-        Ok(Self { inner: Arc::new(Inner { http, discovery, key }) })
+        let discovery = Discovery::new(http.clone(), settings.rules.clone());
+        Ok(Self { inner: Arc::new(Inner { http, discovery, rules: settings.rules, key }) })
     }
 
     /// Sends `request` to `destination`, signed when the endpoint asks for
@@ -119,6 +120,10 @@ impl FederationClient {
         let host = http::HeaderValue::from_str(&target.host_header).map_err(|e| malformed(e.to_string()))?;
         http_request.headers_mut().insert(http::header::HOST, host);
         let request = reqwest::Request::try_from(http_request).map_err(|e| malformed(e.to_string()))?;
+        if !self.inner.rules.permits_url(request.url()) {
+            let reason = format!("{} is not a public address", target.base_url);
+            return Err(RemoteError::NotAllowed { server: server(), reason });
+        }
         let response = self
             .inner
             .http
@@ -127,16 +132,7 @@ impl FederationClient {
             .map_err(|e| RemoteError::Unreachable { server: server(), cause: error_chain(&e) })?;
         let status = response.status();
         let headers = response.headers().clone();
-        if response.content_length().is_some_and(|length| length > MAX_RESPONSE_BYTES as u64) {
-            return Err(malformed("the response is too large".into()));
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| RemoteError::Unreachable { server: server(), cause: error_chain(&e) })?;
-        if bytes.len() > MAX_RESPONSE_BYTES {
-            return Err(malformed("the response is too large".into()));
-        }
+        let bytes = read_limited(response, MAX_RESPONSE_BYTES).await.map_err(malformed)?;
         if !status.is_success() {
             let body = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
             return Err(RemoteError::Status { server: server(), status: status.as_u16(), body });
@@ -224,6 +220,33 @@ impl Remote for FederationClient {
             self.send(destination, request).await.map(|_| ())
         })
     }
+}
+
+/// Redirects are followed (for `.well-known`, which may redirect) only to
+/// `https` URLs the rules permit, at most five.
+fn redirects(rules: OutboundRules) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 5 {
+            attempt.error("too many redirects")
+        } else if attempt.url().scheme() != "https" || !rules.permits_url(attempt.url()) {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// A response's body, refused past `limit` bytes (read chunk by chunk,
+/// so an endless body costs no more than the limit).
+pub(crate) async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+        if body.len() + chunk.len() > limit {
+            return Err("the response is too large".into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// rustls' process-wide crypto provider, which reqwest's TLS uses: ring, as

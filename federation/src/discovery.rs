@@ -31,6 +31,8 @@ const WELL_KNOWN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 const WELL_KNOWN_MAX_TTL: Duration = Duration::from_secs(48 * 60 * 60);
 const WELL_KNOWN_FAILURE_TTL: Duration = Duration::from_secs(60 * 60);
 const WELL_KNOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Servers whose `.well-known` answer is kept at most.
+const MAX_CACHED: usize = 10_000;
 /// A `.well-known` answer larger than this is not a server delegation.
 const WELL_KNOWN_MAX_BYTES: usize = 64 * 1024;
 
@@ -79,24 +81,27 @@ impl Discovery {
     /// IP literal or an explicit port decide without a lookup.
     fn direct(&self, server: &ServerName, name: &ServerName) -> Result<Option<Destination>, RemoteError> {
         let host = name.host();
-        if name.is_ip_literal() {
-            let ip: IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| {
-                RemoteError::NotAllowed {
-                    server: server.to_owned(),
-                    reason: format!("bad IP literal {host}"),
-                }
-            })?;
-            if !self.rules.permits(ip) {
-                return Err(RemoteError::NotAllowed {
-                    server: server.to_owned(),
-                    reason: format!("{ip} is not a public address"),
-                });
-            }
-        } else if name.port().is_none() {
+        // Names the URL parser reads as addresses (`127.1`) count as
+        // literals too: they are connected to without a lookup.
+        let is_address = name.is_ip_literal() || self.url(server, host)?.host_str().is_some_and(is_ip);
+        if !is_address && name.port().is_none() {
             return Ok(None);
         }
         let port = name.port().unwrap_or(DEFAULT_PORT);
+        self.url(server, &format!("{host}:{port}"))?;
         Ok(Some(Destination { base_url: format!("https://{host}:{port}"), host_header: name.to_string() }))
+    }
+
+    /// `https://<authority>/`, refused unless the rules permit it.
+    fn url(&self, server: &ServerName, authority: &str) -> Result<reqwest::Url, RemoteError> {
+        let not_allowed = |reason: String| RemoteError::NotAllowed { server: server.to_owned(), reason };
+        let url: reqwest::Url = format!("https://{authority}/")
+            .parse()
+            .map_err(|e| not_allowed(format!("bad host {authority}: {e}")))?;
+        if !self.rules.permits_url(&url) {
+            return Err(not_allowed(format!("{authority} is not a public address")));
+        }
+        Ok(url)
     }
 
     /// The server its `.well-known` delegates to, if any (cached).
@@ -113,33 +118,39 @@ impl Discovery {
                 (None, WELL_KNOWN_FAILURE_TTL)
             }
         };
-        self.well_known
-            .lock()
-            .expect("well-known cache")
-            .insert(server.to_owned(), (delegated.clone(), Instant::now() + ttl));
+        {
+            let mut cache = self.well_known.lock().expect("well-known cache");
+            if cache.len() >= MAX_CACHED {
+                // Bounded: made-up names cannot grow it for ever.
+                cache.clear();
+            }
+            cache.insert(server.to_owned(), (delegated.clone(), Instant::now() + ttl));
+        }
         delegated
     }
 
     async fn fetch_well_known(&self, server: &ServerName) -> Result<(OwnedServerName, Duration), String> {
         let url = format!("https://{}/.well-known/matrix/server", server.host());
+        let url: reqwest::Url = url.parse().map_err(|e| format!("bad URL: {e}"))?;
+        if !self.rules.permits_url(&url) {
+            return Err("not a public address".into());
+        }
         let response =
-            self.http.get(&url).timeout(WELL_KNOWN_TIMEOUT).send().await.map_err(|e| e.to_string())?;
+            self.http.get(url).timeout(WELL_KNOWN_TIMEOUT).send().await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("answered {}", response.status()));
         }
         let ttl = max_age(response.headers()).map_or(WELL_KNOWN_TTL, |ttl| ttl.min(WELL_KNOWN_MAX_TTL));
-        if response.content_length().is_some_and(|length| length > WELL_KNOWN_MAX_BYTES as u64) {
-            return Err("too large".into());
-        }
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
-        if body.len() > WELL_KNOWN_MAX_BYTES {
-            return Err("too large".into());
-        }
+        let body = crate::client::read_limited(response, WELL_KNOWN_MAX_BYTES).await?;
         let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
         let delegated = json.get("m.server").and_then(serde_json::Value::as_str).ok_or("no m.server")?;
         let delegated = ServerName::parse(delegated).map_err(|e| format!("bad m.server: {e}"))?;
         Ok((delegated, ttl))
     }
+}
+
+fn is_ip(host: &str) -> bool {
+    host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok()
 }
 
 /// `Cache-Control: max-age` of a response.
@@ -185,10 +196,10 @@ mod tests {
         );
         // Not allowed: private literals are refused before any connection.
         let strict = discovery("");
-        assert!(matches!(
-            strict.resolve(server_name!("10.0.0.1:8448")).await,
-            Err(RemoteError::NotAllowed { .. })
-        ));
+        for private in ["10.0.0.1:8448", "127.1:8448", "0x7f000001:8448", "[::1]", "127.1"] {
+            let name = ServerName::parse(private).unwrap();
+            assert!(matches!(strict.resolve(&name).await, Err(RemoteError::NotAllowed { .. })), "{private}");
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Where outbound requests (federation; later media and push) may go: only
 //! to public addresses, unless the operator allows more ranges
 //! (`outbound_allowed_ranges`, e.g. `127.0.0.0/8` in tests). Enforced on
-//! every address a name resolves to ([`FilteringResolver`]) and on IP
-//! literals before connecting, so a server name or `.well-known` answer
-//! cannot point this server at its own network.
+//! every address a name resolves to ([`FilteringResolver`]) and on every
+//! URL before it is requested or a redirect to it followed
+//! ([`OutboundRules::permits_url`], since an address in a URL is connected
+//! to without resolving), so a server name, a `.well-known` answer or a
+//! redirect cannot point this server at its own network.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -37,6 +39,20 @@ impl OutboundRules {
     /// Whether a request may go to `ip`.
     pub fn permits(&self, ip: IpAddr) -> bool {
         is_public(ip) || self.allowed.iter().any(|range| range.contains(&ip))
+    }
+
+    /// Whether a request may go to `url`: an address as its host (in any
+    /// spelling the URL parser reads as one: `127.1`, `0x7f000001`, …) must
+    /// be permitted; a name is, its addresses being filtered when it is
+    /// resolved ([`FilteringResolver`]).
+    pub fn permits_url(&self, url: &reqwest::Url) -> bool {
+        match url.host_str() {
+            None => false,
+            Some(host) => match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+                Ok(ip) => self.permits(ip),
+                Err(_) => true,
+            },
+        }
     }
 }
 
@@ -143,6 +159,19 @@ mod tests {
         assert!(allowed.permits("10.9.9.9".parse().unwrap()));
         assert!(!allowed.permits("192.168.1.1".parse().unwrap()));
         assert!(OutboundRules::parse_ranges("127.0.0.0/33").is_err());
+        // Addresses in URLs, in every spelling the URL parser accepts.
+        let strict = OutboundRules::default();
+        for url in [
+            "https://127.1:8448/",
+            "https://0x7f000001/",
+            "https://2130706433/",
+            "https://[::1]/",
+            "http://10.1.2.3/",
+        ] {
+            assert!(!strict.permits_url(&url.parse().unwrap()), "{url}");
+        }
+        assert!(strict.permits_url(&"https://matrix.example.org:8448/".parse().unwrap()));
+        assert!(allowed.permits_url(&"https://127.0.0.1:8448/".parse().unwrap()));
         assert!(OutboundRules::parse_ranges("").unwrap().is_empty());
     }
 }

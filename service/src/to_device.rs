@@ -86,7 +86,14 @@ impl ToDevice {
         }
         // The same for every retry of this transaction, so that the
         // receiving server can drop a duplicate.
-        let message_id = format!("{}_{txn_id}", who.device_id);
+        let message_id = {
+            use sha2::Digest;
+            let mut hash = sha2::Sha256::new();
+            hash.update(who.device_id.as_bytes());
+            hash.update([0]);
+            hash.update(txn_id.as_bytes());
+            hex::encode(&hash.finalize()[..16])
+        };
         let edus: Vec<(String, String)> = remote
             .iter()
             .map(|(server, messages)| {

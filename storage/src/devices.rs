@@ -96,7 +96,10 @@ impl Store {
                 "DELETE FROM device_keys WHERE user_id = $1 AND device_id = $2",
                 "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2",
                 "DELETE FROM fallback_keys WHERE user_id = $1 AND device_id = $2",
-                "DELETE FROM key_signatures WHERE target_user_id = $1 AND target_key = $2",
+                // A device ID spelled like a cross-signing key's must not
+                // take that key's signatures with it.
+                "DELETE FROM key_signatures WHERE target_user_id = $1 AND target_key = $2
+                     AND target_key NOT LIKE 'ed25519:%'",
                 "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
             ] {
                 sqlx::query(statement)

@@ -40,13 +40,19 @@ impl Store {
         rows.iter().map(|row| Ok(OutboundEdu { seq: row.try_get(0)?, edu_json: row.try_get(1)? })).collect()
     }
 
-    /// Forgets the EDUs for `destination` up to `seq`, which it accepted.
-    pub async fn delete_edus_upto(&self, destination: &str, seq: i64) -> Result<()> {
-        sqlx::query("DELETE FROM outbound_edus WHERE destination = $1 AND seq <= $2")
-            .bind(destination)
-            .bind(seq)
-            .execute(&self.write)
-            .await?;
+    /// Forgets the EDUs `seqs` for `destination`, which it accepted. Only
+    /// those: on PostgreSQL a lower `seq` may commit after a higher one was
+    /// read, and must still be sent.
+    pub async fn delete_edus(&self, destination: &str, seqs: &[i64]) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        for seq in seqs {
+            sqlx::query("DELETE FROM outbound_edus WHERE destination = $1 AND seq = $2")
+                .bind(destination)
+                .bind(seq)
+                .execute(&mut tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -46,8 +46,8 @@ impl Store {
     }
 
     /// Stores a verified key response and its keys. A key already known
-    /// keeps the later of its two validity times; a response replaces an
-    /// older one.
+    /// takes the new validity (a key moved to `old_verify_keys` stops
+    /// verifying at its `expired_ts`); a response replaces an older one.
     pub async fn store_server_keys(
         &self,
         server: &ServerName,
@@ -60,10 +60,7 @@ impl Store {
                 "INSERT INTO server_signing_keys (server_name, key_id, public_key, valid_until_ts)
                  VALUES ($1, $2, $3, $4)
                  ON CONFLICT (server_name, key_id) DO UPDATE
-                 SET public_key = excluded.public_key,
-                     valid_until_ts = CASE WHEN excluded.valid_until_ts > server_signing_keys.valid_until_ts
-                                           THEN excluded.valid_until_ts
-                                           ELSE server_signing_keys.valid_until_ts END",
+                 SET public_key = excluded.public_key, valid_until_ts = excluded.valid_until_ts",
             )
             .bind(server.as_str())
             .bind(&key.key_id)

@@ -120,7 +120,8 @@ async fn servers_fetch_and_vouch_for_each_others_keys(backend: Backend) {
     let nobody = a.client().get("/_matrix/key/v2/query/localhost:1").await.ok();
     assert_eq!(nobody["server_keys"], json!([]));
     // Nor may a private address be contacted unless allowed (A allows
-    // only 127.0.0.0/8): no keys, and no connection attempted.
+    // only 127.0.0.0/8): no keys. (That no connection is attempted, for
+    // every spelling of an address, is `discovery`'s unit test.)
     let private = a.client().get("/_matrix/key/v2/query/10.0.0.1:8448").await.ok();
     assert_eq!(private["server_keys"], json!([]));
 

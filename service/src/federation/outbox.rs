@@ -1,9 +1,12 @@
 //! The outbox: EDUs for other servers, stored first (`outbound_edus`, in
 //! the transaction of the change they carry), then sent by one task per
-//! destination, in order, up to 100 per transaction, one transaction in
-//! flight. A transaction the destination accepted is deleted; a failure is
-//! retried after a backoff that doubles from one second to ten minutes,
-//! with the same transaction ID while the batch is the same. A restart
+//! destination, in order, up to 100 (and 1 MiB) per transaction, one
+//! transaction in flight. The EDUs a destination accepted are deleted; a
+//! lasting refusal (a 4xx other than 408 and 429) drops them; any other
+//! failure is retried after a backoff that doubles from one second to ten
+//! minutes. A transaction's ID is a hash of its EDUs' queue positions, so
+//! the same batch retried keeps its ID and two batches never share one
+//! (receivers drop a repeated ID). A restart
 //! resumes from what is stored. One slow or dead destination holds up
 //! only its own task. Woken by [`Outbox::wake`] after a write, never by
 //! polling.
@@ -19,10 +22,12 @@ use ruma::{OwnedServerName, api::federation::transactions::edu::Edu, serde::Raw}
 use tessera_storage::Store;
 use tokio::sync::Notify;
 
-use super::Remote;
+use super::{Remote, RemoteError};
 
 /// EDUs per transaction at most (the spec's limit).
 pub const MAX_EDUS: i64 = 100;
+/// Bytes of EDUs per transaction at most (a single larger EDU goes alone).
+const MAX_BYTES: usize = 1024 * 1024;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(10 * 60);
 /// How long a failing read of the queue waits before trying again.
@@ -100,23 +105,42 @@ impl Outbox {
                     continue;
                 }
             };
-            let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            if batch.is_empty() {
                 wait_or_stop!(notify.notified());
                 continue;
-            };
-            let (first, last) = (first.seq, last.seq);
+            }
+            // Up to MAX_BYTES of EDUs (at least one).
+            let mut size = 0;
+            let batch: Vec<_> = batch
+                .into_iter()
+                .take_while(|edu| {
+                    size += edu.edu_json.len();
+                    size == edu.edu_json.len() || size <= MAX_BYTES
+                })
+                .collect();
+            let seqs: Vec<i64> = batch.iter().map(|edu| edu.seq).collect();
             let edus: Vec<Raw<Edu>> = batch
                 .iter()
                 .filter_map(|edu| serde_json::value::RawValue::from_string(edu.edu_json.clone()).ok())
                 .map(Raw::from_json)
                 .collect();
-            let txn_id = format!("{first}-{last}");
+            let txn_id = transaction_id(&seqs);
             match self.inner.remote.send_transaction(&destination, &txn_id, edus).await {
                 Ok(()) => {
                     backoff = Duration::ZERO;
-                    if let Err(e) = self.inner.store.delete_edus_upto(destination.as_str(), last).await {
-                        // Sent again later: the destination dedupes by ID.
+                    if let Err(e) = self.inner.store.delete_edus(destination.as_str(), &seqs).await {
+                        // Sent again later: EDUs are deduplicated by the receiver.
                         tracing::warn!(%destination, error = %e, "sent EDUs not forgotten");
+                    }
+                }
+                // Refused for good (not a rate limit or a timeout): retrying
+                // would hold up everything behind it for ever.
+                Err(RemoteError::Status { status, ref body, .. })
+                    if (400..500).contains(&status) && status != 408 && status != 429 =>
+                {
+                    tracing::warn!(%destination, status, body, count = seqs.len(), "transaction refused: EDUs dropped");
+                    if let Err(e) = self.inner.store.delete_edus(destination.as_str(), &seqs).await {
+                        tracing::warn!(%destination, error = %e, "refused EDUs not forgotten");
                     }
                 }
                 Err(e) => {
@@ -127,4 +151,14 @@ impl Outbox {
             }
         }
     }
+}
+
+/// The ID of the transaction carrying the EDUs queued at `seqs`.
+fn transaction_id(seqs: &[i64]) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for seq in seqs {
+        hash.update(seq.to_be_bytes());
+    }
+    format!("{}-{}", seqs.first().copied().unwrap_or_default(), hex::encode(&hash.finalize()[..8]))
 }

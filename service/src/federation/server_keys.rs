@@ -44,6 +44,12 @@ const MAX_VALIDITY_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 /// The least time between two fetches of one server's keys.
 const REFETCH_AFTER: Duration = Duration::from_secs(30);
 
+/// The longest one fetch (the server, then the notaries) may take.
+const FETCH_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Servers kept in memory at most (keys, fetch times).
+const MAX_SERVERS_REMEMBERED: usize = 10_000;
+
 /// Why an inbound federation request's `X-Matrix` authorization failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestAuthError {
@@ -201,7 +207,13 @@ impl ServerKeys {
 
     async fn load(&self, server: &ServerName) -> Result<Arc<Vec<ServerKeyRow>>> {
         let keys = Arc::new(self.inner.store.server_signing_keys(server).await?);
-        self.inner.known.lock().expect("known keys").insert(server.to_owned(), keys.clone());
+        let mut known = self.inner.known.lock().expect("known keys");
+        if known.len() >= MAX_SERVERS_REMEMBERED {
+            // Bounded: names made up by unauthenticated requests cannot
+            // grow it for ever; what is dropped is in storage.
+            known.clear();
+        }
+        known.insert(server.to_owned(), keys.clone());
         Ok(keys)
     }
 
@@ -209,7 +221,23 @@ impl ServerKeys {
     /// a fetch started less than [`REFETCH_AFTER`] ago. Failures are
     /// logged: the caller finds the key still unknown.
     async fn fetch(&self, server: &ServerName) -> Result<()> {
-        let gate = self.inner.fetches.lock().expect("fetches").entry(server.to_owned()).or_default().clone();
+        match tokio::time::timeout(FETCH_DEADLINE, self.fetch_now(server)).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::info!(%server, "key fetch timed out");
+                Ok(())
+            }
+        }
+    }
+
+    async fn fetch_now(&self, server: &ServerName) -> Result<()> {
+        let gate = {
+            let mut fetches = self.inner.fetches.lock().expect("fetches");
+            if fetches.len() >= MAX_SERVERS_REMEMBERED {
+                fetches.clear();
+            }
+            fetches.entry(server.to_owned()).or_default().clone()
+        };
         let mut last = gate.lock().await;
         if last.is_some_and(|started| started.elapsed() < REFETCH_AFTER) {
             return Ok(());
@@ -222,7 +250,7 @@ impl ServerKeys {
             },
             Err(e) => tracing::info!(%server, error = %e, "keys not fetched from the server"),
         }
-        for notary in &self.inner.notaries {
+        for notary in self.inner.notaries.iter().filter(|notary| *notary != server) {
             let responses = match self.inner.remote.notary_keys(notary, server).await {
                 Ok(responses) => responses,
                 Err(e) => {
@@ -257,7 +285,7 @@ impl ServerKeys {
         };
         let signatures = signatures_by(&object, notary.as_str());
         for (key_id, signature) in signatures {
-            let Some(key) = Box::pin(self.verify_key(notary, &key_id, now_ms())).await? else {
+            let Some(key) = self.notary_key(notary, &key_id).await? else {
                 continue;
             };
             if crate::keys::verify_signature(&object, &key, &signature).is_ok() {
@@ -268,6 +296,23 @@ impl ServerKeys {
             }
         }
         Ok(Err("not signed by the notary".into()))
+    }
+
+    /// A notary's key, known or fetched from the notary itself: never
+    /// through the notaries (nor behind a fetch's lock), so that notaries
+    /// vouching for each other cannot wait on one another.
+    async fn notary_key(&self, notary: &ServerName, key_id: &str) -> Result<Option<String>> {
+        if let Some(key) = self.known_key(notary, key_id, now_ms()).await? {
+            return Ok(Some(key));
+        }
+        match self.inner.remote.server_keys(notary).await {
+            Ok(raw) => match checked_response(notary, raw.json().get(), now_ms()) {
+                Ok((keys, response)) => self.keep(notary, &keys, &response).await?,
+                Err(reason) => tracing::warn!(%notary, reason, "notary's own key response refused"),
+            },
+            Err(e) => tracing::info!(%notary, error = %e, "notary's keys not fetched"),
+        }
+        self.known_key(notary, key_id, now_ms()).await
     }
 
     async fn keep(

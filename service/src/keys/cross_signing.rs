@@ -74,6 +74,17 @@ impl Keys {
         if new.is_empty() {
             return Ok(());
         }
+        // The spec's 403: a key named like a device would be ambiguous in
+        // `/keys/signatures/upload`, which names both by ID.
+        let devices = self.store.list_devices(&who.user_id).await?;
+        let names_a_device = |key: &CrossSigningKeyRow| {
+            devices.iter().any(|d| d.device_id == key.key_id || d.device_id == public_part(&key.key_id))
+        };
+        if new.iter().any(names_a_device) {
+            return Err(Error::forbidden(
+                "The public key of one of the keys is the same as one of your device IDs",
+            ));
+        }
         if stored_of(MASTER).is_some() {
             self.accounts.require_password_uia("device_signing_upload", who, auth).await?;
         }

@@ -167,8 +167,13 @@ impl Keys {
         wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
         timeout: Duration,
     ) -> Result<QueriedKeys> {
-        let (local, by_server) = self.split_by_server(wanted);
+        let (local, mut by_server) = self.split_by_server(wanted);
         let mut answer = self.query_local(Some(requester), &local).await?;
+        for server in too_many(&mut by_server) {
+            answer
+                .failures
+                .insert(server.to_string(), json!({ "status": 400, "message": "Too many servers" }));
+        }
         let mut asks = JoinSet::new();
         for (server, users) in by_server {
             let remote = self.remote.clone();
@@ -281,8 +286,13 @@ impl Keys {
         wanted: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, ruma::OneTimeKeyAlgorithm>>,
         timeout: Duration,
     ) -> Result<KeysByDevice<BTreeMap<OwnedOneTimeKeyId, Raw<OneTimeKey>>>> {
-        let (local, by_server) = self.split_by_server(wanted);
+        let (local, mut by_server) = self.split_by_server(wanted);
         let mut answer = self.claim_local(&local).await?;
+        for server in too_many(&mut by_server) {
+            answer
+                .failures
+                .insert(server.to_string(), json!({ "status": 400, "message": "Too many servers" }));
+        }
         let mut asks = JoinSet::new();
         for (server, users) in by_server {
             let remote = self.remote.clone();
@@ -361,13 +371,29 @@ impl Keys {
 }
 
 /// What `failures` holds for a server that could not be asked, as
-/// Synapse words it: the status it answered, else 503.
+/// Synapse words it: the status it answered, else 503. What it answered is
+/// not passed on (it could be anything a redirect or a bad server sent).
 fn remote_failure(error: &RemoteError) -> Value {
-    let status = match error {
-        RemoteError::Status { status, .. } => *status,
-        _ => 503,
+    let (status, message) = match error {
+        RemoteError::Status { status, .. } => (*status, format!("The server answered {status}")),
+        RemoteError::NotAllowed { .. } => (503, "The server may not be contacted".to_owned()),
+        RemoteError::Unreachable { .. } => (503, "The server could not be reached".to_owned()),
+        RemoteError::Malformed { .. } => (503, "The server's answer could not be read".to_owned()),
     };
-    json!({ "status": status, "message": error.to_string() })
+    tracing::info!(error = %error, "keys not fetched from another server");
+    json!({ "status": status, "message": message })
+}
+
+/// The most other servers one query or claim asks at once.
+const MAX_SERVERS: usize = 100;
+
+/// Takes the servers past [`MAX_SERVERS`] out of `by_server`.
+fn too_many<T>(by_server: &mut BTreeMap<OwnedServerName, T>) -> Vec<OwnedServerName> {
+    let extra: Vec<OwnedServerName> = by_server.keys().skip(MAX_SERVERS).cloned().collect();
+    for server in &extra {
+        by_server.remove(server);
+    }
+    extra
 }
 
 fn timed_out() -> Value {
