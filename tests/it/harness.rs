@@ -191,12 +191,8 @@ pub struct TestServer {
 
 /// The configuration tests start from: rate limits off, registration open.
 pub fn test_config(data_dir: PathBuf) -> Config {
-    let mut config = Config {
-        server_name: "tessera.test".into(),
-        data_dir,
-        log: std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        ..Config::default()
-    };
+    let mut config =
+        Config { server_name: "tessera.test".into(), data_dir, log: "warn".into(), ..Config::default() };
     config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.allow_registration = true;
     for limit in [
