@@ -3,8 +3,7 @@
 //!
 //! Key JSON is stored as the service checked it; this module only keeps
 //! the rules a statement must enforce: an identical re-upload is a no-op,
-//! a device's public identity keys never change, a one-time key ID is
-//! never given a different key, and a one-time key is
+//! a one-time key ID is never given a different key, and a one-time key is
 //! handed out at most once however many claims race.
 
 use ruma::{DeviceId, RoomId, UserId};
@@ -55,11 +54,6 @@ impl Store {
                     .fetch_optional(&mut tx)
                     .await?;
             let stored: Option<String> = stored.map(|row| row.try_get(0)).transpose()?;
-            if let Some(stored) = &stored
-                && key_material(stored) != key_material(keys)
-            {
-                return Err(StorageError::Conflict("the device already has other identity keys"));
-            }
             if stored.as_deref() != Some(keys) {
                 sqlx::query(
                     "INSERT INTO device_keys (user_id, device_id, keys_json, stream_ordering)
@@ -318,12 +312,6 @@ impl Store {
         .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
-}
-
-/// The public keys of a device's identity keys (JSON): what must never
-/// change for a device, whatever else an upload changes.
-fn key_material(keys_json: &str) -> Option<serde_json::Value> {
-    serde_json::from_str::<serde_json::Value>(keys_json).ok()?.get("keys").cloned()
 }
 
 pub(crate) async fn insert_device_list_change(
