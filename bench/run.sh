@@ -10,9 +10,12 @@
 #
 # Environment:
 #   TARGETS     targets to run (default: all four)
-#   SCENARIOS   steady big-room ceiling idle catch-up cold-start (default: all)
+#   SCENARIOS   steady big-room ceiling idle catch-up keys cold-start (default: all)
 #   SIZES       full (the issue's sizes) or smoke
 #   RESULTS     results directory (default bench/results/<UTC date>)
+#   REPORT_ALSO earlier results directories the page keeps (space-separated):
+#               their results are shown where this run has none, so a run
+#               of a few scenarios is published beside an earlier full run
 #   TESSERA_BIN a server binary to run instead of building this tree's
 #               (a before/after against an older commit); the tool is
 #               still this tree's, built beforehand
@@ -31,7 +34,7 @@ readonly PORT=18008
 readonly SECRET=tessera-bench-secret
 readonly PG=(-h 127.0.0.1 -p 5432 -U postgres)
 TARGETS=${TARGETS:-"tessera-sqlite tessera-postgres synapse-sqlite synapse-postgres"}
-SCENARIOS=${SCENARIOS:-"steady big-room ceiling idle catch-up cold-start"}
+SCENARIOS=${SCENARIOS:-"steady big-room ceiling idle catch-up keys cold-start"}
 SIZES=${SIZES:-full}
 RESULTS=${RESULTS:-bench/results/$(date -u +%Y-%m-%d)}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -56,11 +59,13 @@ sizes() {
 	full:ceiling) echo "--users 1000 --room-size 10 --start-rate 250 --step-seconds 10" ;;
 	full:idle) echo "--users 1000 --connections 10000 --seconds 60" ;;
 	full:catch-up) echo "--rooms 300 --room-size 300 --messages 10000" ;;
+	full:keys) echo "--devices 100 --members 500 --query-rounds 200 --claim-rounds 50" ;;
 	smoke:steady) echo "--users 6 --room-size 3 --rate 20 --seconds 2" ;;
 	smoke:big-room) echo "--members 8 --rate 10 --seconds 2" ;;
 	smoke:ceiling) echo "--users 6 --room-size 3 --start-rate 20 --max-rate 45 --step-seconds 2" ;;
 	smoke:idle) echo "--users 4 --connections 20 --seconds 2" ;;
 	smoke:catch-up) echo "--rooms 3 --room-size 3 --messages 30" ;;
+	smoke:keys) echo "--devices 4 --members 5 --query-rounds 3 --claim-rounds 3" ;;
 	*) echo "" ;;
 	esac
 }
@@ -218,12 +223,16 @@ json.dump({
     "commands": ["bench/synapse.sh install", *commands],
 }, open(out, "w"), indent=2)
 PY
+	local dirs=()
+	for dir in ${REPORT_ALSO:-} "$RESULTS"; do
+		dirs+=(--results "$dir")
+	done
 	if [[ $SIZES == full && "$(realpath -m "$RESULTS")" == "$(realpath -m bench/results)"/* ]]; then
-		"$BIN/tessera-bench" report --results "$RESULTS"
+		"$BIN/tessera-bench" report "${dirs[@]}"
 	else
 		# Trial sizes, and results kept outside bench/results, never
 		# overwrite the published page.
-		"$BIN/tessera-bench" report --results "$RESULTS" --doc "$RESULTS/benchmarks.md" --plots "$RESULTS/plots"
+		"$BIN/tessera-bench" report "${dirs[@]}" --doc "$RESULTS/benchmarks.md" --plots "$RESULTS/plots"
 	fi
 }
 

@@ -3,6 +3,7 @@
 //! JSON under `--out`; `report` turns a results directory into
 //! docs/benchmarks.md's tables and PNG plots. See bench/README.md.
 
+mod keys;
 mod load;
 mod matrix;
 mod measure;
@@ -33,9 +34,12 @@ enum Command {
     Run(RunArgs),
     /// Renders the tables and plots of a results directory.
     Report {
-        /// Directory holding `<target>/<scenario>.json` files.
+        /// Directory holding `<target>/<scenario>.json` files. Repeatable:
+        /// a later directory's result replaces an earlier one's for the
+        /// same target and scenario (a run of one scenario published beside
+        /// an earlier run of the others).
         #[arg(long, default_value = "bench/results/latest")]
-        results: PathBuf,
+        results: Vec<PathBuf>,
         /// Where the PNG plots go.
         #[arg(long, default_value = "docs/bench")]
         plots: PathBuf,
@@ -76,7 +80,8 @@ struct RunArgs {
     /// (default: the scenario's, with `-ws` for the WebSocket channel).
     #[arg(long)]
     name: Option<String>,
-    /// Exit non-zero unless every delivery arrived once and nothing failed.
+    /// Exit non-zero unless every delivery arrived once (every key was
+    /// answered) and nothing failed.
     #[arg(long)]
     strict: bool,
     #[command(subcommand)]
@@ -137,6 +142,19 @@ enum Scenario {
         room_size: usize,
         #[arg(long, default_value_t = 10_000)]
         messages: u64,
+    },
+    /// 7: `/keys/query` and `/keys/claim` for a user with `devices` devices
+    /// and for every member of an encrypted room of `members`, one request
+    /// at a time. Every device uploads `claim_rounds` + 1 one-time keys.
+    Keys {
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        #[arg(long, default_value_t = 500)]
+        members: usize,
+        #[arg(long, default_value_t = 200)]
+        query_rounds: usize,
+        #[arg(long, default_value_t = 50)]
+        claim_rounds: usize,
     },
     /// 6: server start to first answered /versions, and idle RSS. Starts the
     /// server itself with `command` (through `sh -c`) and stops it after.
@@ -221,6 +239,13 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 && outcome.incremental_sync.rooms == all;
             let params = json!({ "rooms": rooms, "room_size": room_size, "messages": messages });
             ("catch-up", scenarios::record("catch-up", params, outcome), accounted)
+        }
+        Scenario::Keys { devices, members, query_rounds, claim_rounds } => {
+            let outcome = keys::keys(&target, devices, members, query_rounds, claim_rounds).await?;
+            let params = json!({ "devices": devices, "members": members,
+                                 "query_rounds": query_rounds, "claim_rounds": claim_rounds });
+            let accounted = outcome.accounted();
+            ("keys", scenarios::record("keys", params, outcome), accounted)
         }
         Scenario::ColdStart { command, settle_seconds } => {
             let outcome =

@@ -1,5 +1,6 @@
-//! The six scenarios, each provisioning what it needs (users with the run's
-//! own prefix, rooms it creates) and measuring one thing.
+//! Scenarios 1-6 (7, the key API's, is in `keys`), each provisioning what
+//! it needs (users with the run's own prefix, rooms it creates) and
+//! measuring one thing.
 
 use std::{
     sync::{
@@ -33,7 +34,7 @@ pub struct Target {
     pub warmup: Duration,
 }
 
-const PASSWORD: &str = "bench-password-1";
+pub const PASSWORD: &str = "bench-password-1";
 
 /// Registers `count` users (a few at a time: password hashing is the cost).
 pub async fn register_users(target: &Target, count: usize) -> Result<Vec<User>, String> {
@@ -62,11 +63,12 @@ pub async fn register_users(target: &Target, count: usize) -> Result<Vec<User>, 
 }
 
 /// Creates one room per member list (its first member creates, the rest
-/// join, several rooms at once).
+/// join, several rooms at once), end-to-end encrypted if `encrypted`.
 pub async fn create_rooms(
     target: &Target,
     users: &[User],
     groups: Vec<Vec<usize>>,
+    encrypted: bool,
 ) -> Result<Vec<Room>, String> {
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(8));
@@ -77,7 +79,10 @@ pub async fn create_rooms(
             let people: Vec<User> = members.iter().map(|&i| users[i].clone()).collect();
             tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-                let id = server.create_room(&people[0]).await.map_err(|e| format!("createRoom: {e}"))?;
+                let id = server
+                    .create_room(&people[0], encrypted)
+                    .await
+                    .map_err(|e| format!("createRoom: {e}"))?;
                 for person in &people[1..] {
                     server.join(person, &id).await.map_err(|e| format!("join: {e}"))?;
                 }
@@ -125,7 +130,7 @@ pub async fn chat(
     duration: Duration,
 ) -> Result<ChatOutcome, String> {
     let people = register_users(target, users).await?;
-    let rooms = create_rooms(target, &people, groups_of(users, room_size)).await?;
+    let rooms = create_rooms(target, &people, groups_of(users, room_size), false).await?;
     let load = chat_load(target, rate, duration, "chat");
     Ok(load::run_chat(&target.server, &people, &rooms, &load, target.server_pid).await)
 }
@@ -152,7 +157,7 @@ pub async fn ceiling(
     p99_limit_ms: f64,
 ) -> Result<Ceiling, String> {
     let people = register_users(target, users).await?;
-    let rooms = create_rooms(target, &people, groups_of(users, room_size)).await?;
+    let rooms = create_rooms(target, &people, groups_of(users, room_size), false).await?;
     let mut result = Ceiling { p99_limit_ms, ..Ceiling::default() };
     let mut rate = start_rate;
     let mut n = 0;
@@ -385,7 +390,7 @@ pub async fn catch_up(
 ) -> Result<CatchUp, String> {
     let people = register_users(target, room_size.max(2)).await?;
     let everyone: Vec<usize> = (0..people.len()).collect();
-    let made = create_rooms(target, &people, vec![everyone; rooms]).await?;
+    let made = create_rooms(target, &people, vec![everyone; rooms], false).await?;
     let offline = &people[0];
     let path = Server::sync_path(None, 0, CLIENT_FILTER);
     let (before, _) = target
