@@ -173,12 +173,14 @@ fn format_value(value: f64, unit: Unit) -> String {
     }
 }
 
-/// How many times better Tessera is than Synapse on this metric.
+/// How many times better Tessera is than Synapse on this metric; none if
+/// either is zero (a CPU time below the clock's tick has no ratio).
 fn ratio(tessera: f64, synapse: f64, better: Better) -> Option<f64> {
     match better {
-        Better::Higher if synapse > 0.0 => Some(tessera / synapse),
-        Better::Lower if tessera > 0.0 => Some(synapse / tessera),
-        _ => None,
+        _ if tessera <= 0.0 || synapse <= 0.0 => None,
+        Better::Higher => Some(tessera / synapse),
+        Better::Lower => Some(synapse / tessera),
+        Better::Neither => None,
     }
 }
 
@@ -480,6 +482,7 @@ mod tests {
         assert_eq!(ratio(1000.0, 400.0, Better::Higher), Some(2.5));
         assert_eq!(ratio(20.0, 80.0, Better::Lower), Some(4.0));
         assert_eq!(ratio(1.0, 1.0, Better::Neither), None);
+        assert_eq!((ratio(0.01, 0.0, Better::Lower), ratio(0.0, 5.0, Better::Higher)), (None, None));
         let results = results();
         let mut out = String::new();
         table(&mut out, &results, &ordered(&results), "steady", CHAT_ROWS);
