@@ -14,6 +14,7 @@ port="$(free_port)"
 TESSERA_LISTEN="127.0.0.1:$port" TESSERA_DATA_DIR="$data" TESSERA_LOG=warn \
     TESSERA_REGISTRATION_SHARED_SECRET="$secret" TESSERA_RATE_LIMITS_GENERAL_PER_SECOND=0 \
     TESSERA_RATE_LIMITS_REGISTRATION_PER_SECOND=0 TESSERA_RATE_LIMITS_LOGIN_PER_SECOND=0 \
+    TESSERA_RATE_LIMITS_FAILED_LOGIN_PER_SECOND=0 \
     "$bin/tessera" >"$data/server.log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
