@@ -130,12 +130,12 @@ stop_target() {
 }
 
 # Runs the tool; records the command for the report (once per shape:
-# target name and PID as placeholders).
+# target name, PID and PostgreSQL database as placeholders).
 bench() {
 	local line="tessera-bench run $*"
 	log "$line"
 	# shellcheck disable=SC2016 # the $ placeholders are literal text
-	line=$(sed -E 's/--server-pid [0-9]+/--server-pid $PID/; s/--target (tessera|synapse)-(sqlite|postgres) (.*--transport)/--target $TARGET \3/' <<<"$line")
+	line=$(sed -E 's/--server-pid [0-9]+/--server-pid $PID/; s/--postgres-database [a-z_]+/--postgres-database $DB/; s/--target (tessera|synapse)-(sqlite|postgres) (.*--transport)/--target $TARGET \3/' <<<"$line")
 	if [[ " ${COMMANDS[*]} " != *" $line "* ]]; then
 		COMMANDS+=("$line")
 	fi
@@ -151,6 +151,12 @@ run_scenario() {
 		exit 1
 	fi
 	local common=(--url "http://127.0.0.1:$PORT" --target "$target" --out "$RESULTS")
+	# PostgreSQL's CPU time counts this target's database only: others'
+	# tests on the same PostgreSQL are left out.
+	case $target in
+	tessera-postgres) common+=(--postgres-database tessera_bench) ;;
+	synapse-postgres) common+=(--postgres-database synapse_bench) ;;
+	esac
 	if [[ $scenario == cold-start ]]; then
 		# Initialise the database first, so that cold start is a restart.
 		pid=$(start_target "$target")

@@ -261,7 +261,7 @@ async fn measure(target: &Target, client: &User, ask: &Ask<'_>, count: usize) ->
     answers.push(send().await);
     op.first_request_ms = first.elapsed().as_secs_f64() * 1000.0;
 
-    let sampler = Sampler::start(target.server_pid);
+    let sampler = Sampler::start(&target.watched);
     let mut latencies = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();

@@ -16,7 +16,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::{load::Transport, matrix::Server, scenarios::Target};
+use crate::{load::Transport, matrix::Server, measure::Watched, scenarios::Target};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -63,6 +63,11 @@ struct RunArgs {
     /// PID of the server process, for its RSS and CPU time.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The target's PostgreSQL database: PostgreSQL's CPU time leaves out
+    /// the client backends of other databases (default: every `postgres`
+    /// process counts).
+    #[arg(long)]
+    postgres_database: Option<String>,
     /// The server's registration shared secret.
     #[arg(long, env = "BENCH_SHARED_SECRET", default_value = "tessera-bench-secret")]
     shared_secret: String,
@@ -195,7 +200,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let target = Target {
         server: Server::new(&args.url),
         shared_secret: args.shared_secret.clone(),
-        server_pid: args.server_pid,
+        watched: Watched { server_pid: args.server_pid, postgres_database: args.postgres_database.clone() },
         transport: args.transport,
         run_id,
         label: args.target.clone(),

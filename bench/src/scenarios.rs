@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use crate::{
     load::{self, ChatLoad, ChatOutcome, Room, Transport},
     matrix::{Server, User},
-    measure::{Sampler, rss_kib},
+    measure::{Sampler, Watched, rss_kib},
 };
 
 /// What every scenario needs to reach the target.
@@ -25,7 +25,8 @@ use crate::{
 pub struct Target {
     pub server: Server,
     pub shared_secret: String,
-    pub server_pid: Option<u32>,
+    /// The server process and its database, for resources.
+    pub watched: Watched,
     pub transport: Transport,
     /// Unique per run: user names and transaction IDs start with it.
     pub run_id: String,
@@ -132,7 +133,7 @@ pub async fn chat(
     let people = register_users(target, users).await?;
     let rooms = create_rooms(target, &people, groups_of(users, room_size), false).await?;
     let load = chat_load(target, rate, duration, "chat");
-    Ok(load::run_chat(&target.server, &people, &rooms, &load, target.server_pid).await)
+    Ok(load::run_chat(&target.server, &people, &rooms, &load, &target.watched).await)
 }
 
 /// Scenario 3's answer: each step, and the highest rate that passed.
@@ -164,7 +165,7 @@ pub async fn ceiling(
     while rate <= max_rate {
         n += 1;
         let load = chat_load(target, rate, step, &format!("ceiling{n}"));
-        let outcome = load::run_chat(&target.server, &people, &rooms, &load, target.server_pid).await;
+        let outcome = load::run_chat(&target.server, &people, &rooms, &load, &target.watched).await;
         let passed = outcome.accounted()
             && outcome.delivery_latency.p99_ms <= p99_limit_ms
             && outcome.accepted_per_second >= rate * 0.9;
@@ -208,7 +209,7 @@ pub async fn idle(target: &Target, users: usize, connections: usize, hold: Durat
     let people = register_users(target, users).await?;
     let starts = load::start_syncs(&target.server, &people, 32).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let baseline = median_rss(target.server_pid, 10).await;
+    let baseline = median_rss(target.watched.server_pid, 10).await;
     let ended = Arc::new(AtomicU64::new(0));
     let opened = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -238,7 +239,7 @@ pub async fn idle(target: &Target, users: usize, connections: usize, hold: Durat
     }
     eprintln!("[{}] {} connections open; holding", target.label, opened.load(Ordering::Acquire));
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let sampler = Sampler::start(target.server_pid);
+    let sampler = Sampler::start(&target.watched);
     tokio::time::sleep(hold).await;
     let resources = sampler.finish();
     let _ = stop_tx.send(true);
@@ -421,7 +422,7 @@ pub async fn catch_up(
         let _ = task.await;
     }
 
-    let sampler = Sampler::start(target.server_pid);
+    let sampler = Sampler::start(&target.watched);
     let initial_sync = measure_sync(&target.server, offline, None).await?;
     let incremental_sync = measure_sync(&target.server, offline, Some(&since)).await?;
     Ok(CatchUp {
