@@ -41,6 +41,14 @@ for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
               f"(before {o['baseline_rss_kib'] / 1024:.0f} MiB, held {o['held_rss_kib'] / 1024:.0f} MiB) "
               f"ended early {o['ended_early']}", flush=True)
         continue
+    if "query_user" in o:  # the key API: a line per operation
+        for key in ("query_user", "claim_user", "query_room", "claim_room"):
+            op, ms = o[key], lambda seconds: seconds * 1000
+            print(f"{sys.argv[2]:28s} keys {key:9s} p50 {op['latency']['p50_ms']:7.1f} "
+                  f"p99 {op['latency']['p99_ms']:7.1f} ms  server {ms(op['server_cpu_seconds_per_request']):6.2f} ms "
+                  f"postgres {ms(op['postgres_cpu_seconds_per_request']):6.2f} ms per request "
+                  f"incomplete {op['incomplete']} errors {sum(op['errors'].values())}", flush=True)
+        continue
     if "deliveries_received" not in o:  # other scenarios: see the JSON
         print(f"{sys.argv[2]:28s} {path.stem:14s} {path}", flush=True)
         continue

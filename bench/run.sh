@@ -10,9 +10,12 @@
 #
 # Environment:
 #   TARGETS     targets to run (default: all four)
-#   SCENARIOS   steady big-room ceiling idle catch-up cold-start (default: all)
+#   SCENARIOS   steady big-room ceiling idle catch-up keys cold-start (default: all)
 #   SIZES       full (the issue's sizes) or smoke
 #   RESULTS     results directory (default bench/results/<UTC date>)
+#   REPORT_ALSO earlier results directories the page keeps (space-separated):
+#               their results are shown where this run has none, so a run
+#               of a few scenarios is published beside an earlier full run
 #   TESSERA_BIN a server binary to run instead of building this tree's
 #               (a before/after against an older commit); the tool is
 #               still this tree's, built beforehand
@@ -31,7 +34,7 @@ readonly PORT=18008
 readonly SECRET=tessera-bench-secret
 readonly PG=(-h 127.0.0.1 -p 5432 -U postgres)
 TARGETS=${TARGETS:-"tessera-sqlite tessera-postgres synapse-sqlite synapse-postgres"}
-SCENARIOS=${SCENARIOS:-"steady big-room ceiling idle catch-up cold-start"}
+SCENARIOS=${SCENARIOS:-"steady big-room ceiling idle catch-up keys cold-start"}
 SIZES=${SIZES:-full}
 RESULTS=${RESULTS:-bench/results/$(date -u +%Y-%m-%d)}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -56,11 +59,13 @@ sizes() {
 	full:ceiling) echo "--users 1000 --room-size 10 --start-rate 250 --step-seconds 10" ;;
 	full:idle) echo "--users 1000 --connections 10000 --seconds 60" ;;
 	full:catch-up) echo "--rooms 300 --room-size 300 --messages 10000" ;;
+	full:keys) echo "--devices 100 --members 500 --query-rounds 200 --claim-rounds 50" ;;
 	smoke:steady) echo "--users 6 --room-size 3 --rate 20 --seconds 2" ;;
 	smoke:big-room) echo "--members 8 --rate 10 --seconds 2" ;;
 	smoke:ceiling) echo "--users 6 --room-size 3 --start-rate 20 --max-rate 45 --step-seconds 2" ;;
 	smoke:idle) echo "--users 4 --connections 20 --seconds 2" ;;
 	smoke:catch-up) echo "--rooms 3 --room-size 3 --messages 30" ;;
+	smoke:keys) echo "--devices 4 --members 5 --query-rounds 3 --claim-rounds 3" ;;
 	*) echo "" ;;
 	esac
 }
@@ -71,6 +76,7 @@ tessera_env() {
 	echo "TESSERA_SERVER_NAME=bench.test TESSERA_LISTEN=127.0.0.1:$PORT TESSERA_LOG=warn" \
 		"TESSERA_REGISTRATION_SHARED_SECRET=$SECRET TESSERA_RATE_LIMITS_GENERAL_PER_SECOND=0" \
 		"TESSERA_RATE_LIMITS_LOGIN_PER_SECOND=0 TESSERA_RATE_LIMITS_REGISTRATION_PER_SECOND=0" \
+		"TESSERA_RATE_LIMITS_FAILED_LOGIN_PER_SECOND=0" \
 		"TESSERA_DATA_DIR=$WORK/$target"
 	if [[ $target == tessera-postgres ]]; then
 		echo "TESSERA_DATABASE_URL=postgres://postgres@127.0.0.1/tessera_bench"
@@ -124,12 +130,12 @@ stop_target() {
 }
 
 # Runs the tool; records the command for the report (once per shape:
-# target name and PID as placeholders).
+# target name, PID and PostgreSQL database as placeholders).
 bench() {
 	local line="tessera-bench run $*"
 	log "$line"
 	# shellcheck disable=SC2016 # the $ placeholders are literal text
-	line=$(sed -E 's/--server-pid [0-9]+/--server-pid $PID/; s/--target (tessera|synapse)-(sqlite|postgres) (.*--transport)/--target $TARGET \3/' <<<"$line")
+	line=$(sed -E 's/--server-pid [0-9]+/--server-pid $PID/; s/--postgres-database [a-z_]+/--postgres-database $DB/; s/--target (tessera|synapse)-(sqlite|postgres) (.*--transport)/--target $TARGET \3/' <<<"$line")
 	if [[ " ${COMMANDS[*]} " != *" $line "* ]]; then
 		COMMANDS+=("$line")
 	fi
@@ -145,6 +151,12 @@ run_scenario() {
 		exit 1
 	fi
 	local common=(--url "http://127.0.0.1:$PORT" --target "$target" --out "$RESULTS")
+	# PostgreSQL's CPU time counts this target's database only: others'
+	# tests on the same PostgreSQL are left out.
+	case $target in
+	tessera-postgres) common+=(--postgres-database tessera_bench) ;;
+	synapse-postgres) common+=(--postgres-database synapse_bench) ;;
+	esac
 	if [[ $scenario == cold-start ]]; then
 		# Initialise the database first, so that cold start is a restart.
 		pid=$(start_target "$target")
@@ -218,12 +230,16 @@ json.dump({
     "commands": ["bench/synapse.sh install", *commands],
 }, open(out, "w"), indent=2)
 PY
+	local dirs=()
+	for dir in ${REPORT_ALSO:-} "$RESULTS"; do
+		dirs+=(--results "$dir")
+	done
 	if [[ $SIZES == full && "$(realpath -m "$RESULTS")" == "$(realpath -m bench/results)"/* ]]; then
-		"$BIN/tessera-bench" report --results "$RESULTS"
+		"$BIN/tessera-bench" report "${dirs[@]}"
 	else
 		# Trial sizes, and results kept outside bench/results, never
 		# overwrite the published page.
-		"$BIN/tessera-bench" report --results "$RESULTS" --doc "$RESULTS/benchmarks.md" --plots "$RESULTS/plots"
+		"$BIN/tessera-bench" report "${dirs[@]}" --doc "$RESULTS/benchmarks.md" --plots "$RESULTS/plots"
 	fi
 }
 

@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::{
     matrix::{Server, SyncBody, User},
-    measure::{Percentiles, Resources, Sampler, micros},
+    measure::{Percentiles, Resources, Sampler, Watched, micros},
 };
 
 /// How members receive events.
@@ -190,7 +190,7 @@ pub async fn run_chat(
     users: &[User],
     rooms: &[Room],
     load: &ChatLoad,
-    server_pid: Option<u32>,
+    watched: &Watched,
 ) -> ChatOutcome {
     let capacity = (load.rate * load.duration.as_secs_f64() * 1.2) as usize + 100;
     let ledger = Arc::new(Ledger::new(capacity));
@@ -223,7 +223,7 @@ pub async fn run_chat(
     // settle, before the first message.
     tokio::time::sleep(load.warmup).await;
 
-    let sampler = Sampler::start(server_pid);
+    let sampler = Sampler::start(watched);
     let send_latencies = Arc::new(Mutex::new(Vec::<u32>::with_capacity(capacity)));
     let accepted = Arc::new(AtomicU64::new(0));
     let in_flight = Arc::new(Semaphore::new(load.max_in_flight));

@@ -3,6 +3,7 @@
 //! JSON under `--out`; `report` turns a results directory into
 //! docs/benchmarks.md's tables and PNG plots. See bench/README.md.
 
+mod keys;
 mod load;
 mod matrix;
 mod measure;
@@ -15,7 +16,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::{load::Transport, matrix::Server, scenarios::Target};
+use crate::{load::Transport, matrix::Server, measure::Watched, scenarios::Target};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -33,9 +34,12 @@ enum Command {
     Run(RunArgs),
     /// Renders the tables and plots of a results directory.
     Report {
-        /// Directory holding `<target>/<scenario>.json` files.
+        /// Directory holding `<target>/<scenario>.json` files. Repeatable:
+        /// a later directory's result replaces an earlier one's for the
+        /// same target and scenario (a run of one scenario published beside
+        /// an earlier run of the others).
         #[arg(long, default_value = "bench/results/latest")]
-        results: PathBuf,
+        results: Vec<PathBuf>,
         /// Where the PNG plots go.
         #[arg(long, default_value = "docs/bench")]
         plots: PathBuf,
@@ -59,6 +63,11 @@ struct RunArgs {
     /// PID of the server process, for its RSS and CPU time.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The target's PostgreSQL database: PostgreSQL's CPU time leaves out
+    /// the client backends of other databases (default: every `postgres`
+    /// process counts).
+    #[arg(long)]
+    postgres_database: Option<String>,
     /// The server's registration shared secret.
     #[arg(long, env = "BENCH_SHARED_SECRET", default_value = "tessera-bench-secret")]
     shared_secret: String,
@@ -76,7 +85,8 @@ struct RunArgs {
     /// (default: the scenario's, with `-ws` for the WebSocket channel).
     #[arg(long)]
     name: Option<String>,
-    /// Exit non-zero unless every delivery arrived once and nothing failed.
+    /// Exit non-zero unless every delivery arrived once (every key was
+    /// answered) and nothing failed.
     #[arg(long)]
     strict: bool,
     #[command(subcommand)]
@@ -138,6 +148,19 @@ enum Scenario {
         #[arg(long, default_value_t = 10_000)]
         messages: u64,
     },
+    /// 7: `/keys/query` and `/keys/claim` for a user with `devices` devices
+    /// and for every member of an encrypted room of `members`, one request
+    /// at a time. Every device uploads `claim_rounds` + 1 one-time keys.
+    Keys {
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        #[arg(long, default_value_t = 500)]
+        members: usize,
+        #[arg(long, default_value_t = 200)]
+        query_rounds: usize,
+        #[arg(long, default_value_t = 50)]
+        claim_rounds: usize,
+    },
     /// 6: server start to first answered /versions, and idle RSS. Starts the
     /// server itself with `command` (through `sh -c`) and stops it after.
     ColdStart {
@@ -177,7 +200,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let target = Target {
         server: Server::new(&args.url),
         shared_secret: args.shared_secret.clone(),
-        server_pid: args.server_pid,
+        watched: Watched { server_pid: args.server_pid, postgres_database: args.postgres_database.clone() },
         transport: args.transport,
         run_id,
         label: args.target.clone(),
@@ -221,6 +244,13 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 && outcome.incremental_sync.rooms == all;
             let params = json!({ "rooms": rooms, "room_size": room_size, "messages": messages });
             ("catch-up", scenarios::record("catch-up", params, outcome), accounted)
+        }
+        Scenario::Keys { devices, members, query_rounds, claim_rounds } => {
+            let outcome = keys::keys(&target, devices, members, query_rounds, claim_rounds).await?;
+            let params = json!({ "devices": devices, "members": members,
+                                 "query_rounds": query_rounds, "claim_rounds": claim_rounds });
+            let accounted = outcome.accounted();
+            ("keys", scenarios::record("keys", params, outcome), accounted)
         }
         Scenario::ColdStart { command, settle_seconds } => {
             let outcome =

@@ -40,11 +40,14 @@ impl std::fmt::Display for CallError {
 
 pub type CallResult<T> = Result<T, CallError>;
 
-/// A registered user: its ID and access token.
+/// A registered or logged-in user: its ID, access token and the token's
+/// device.
 #[derive(Clone, Debug)]
 pub struct User {
     pub id: String,
     pub token: String,
+    /// Empty if the server did not say (only the key scenario needs it).
+    pub device_id: String,
 }
 
 /// The target homeserver.
@@ -138,13 +141,19 @@ impl Server {
             "mac": hex::encode(mac.finalize().into_bytes()),
         });
         let registered = self.call(reqwest::Method::POST, path, None, Some(&body)).await?;
-        let field = |key: &str| {
-            registered[key]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| CallError::Transport(format!("no {key}")))
-        };
-        Ok(User { id: field("user_id")?, token: field("access_token")? })
+        session(&registered)
+    }
+
+    /// Logs `user` in with a password (`POST /login`): a new device.
+    pub async fn login(&self, user: &User, password: &str) -> CallResult<User> {
+        let body = json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": user.id },
+            "password": password,
+            "initial_device_display_name": "tessera-bench",
+        });
+        let path = "/_matrix/client/v3/login";
+        session(&self.call(reqwest::Method::POST, path, None, Some(&body)).await?)
     }
 
     /// Stores `filter` for `user` (`POST /user/{userId}/filter`), as Element
@@ -160,9 +169,17 @@ impl Server {
             .ok_or_else(|| CallError::Transport("no filter_id".into()))
     }
 
-    /// Creates a public room; returns its ID.
-    pub async fn create_room(&self, creator: &User) -> CallResult<String> {
-        let body = json!({ "preset": "public_chat" });
+    /// Creates a public room, end-to-end encrypted if `encrypted` (Megolm,
+    /// as Element turns it on); returns its ID.
+    pub async fn create_room(&self, creator: &User, encrypted: bool) -> CallResult<String> {
+        let mut body = json!({ "preset": "public_chat" });
+        if encrypted {
+            body["initial_state"] = json!([{
+                "type": "m.room.encryption",
+                "state_key": "",
+                "content": { "algorithm": "m.megolm.v1.aes-sha2" },
+            }]);
+        }
         let created = self
             .call(reqwest::Method::POST, "/_matrix/client/v3/createRoom", Some(&creator.token), Some(&body))
             .await?;
@@ -175,6 +192,14 @@ impl Server {
     pub async fn join(&self, user: &User, room_id: &str) -> CallResult<()> {
         let path = format!("/_matrix/client/v3/join/{}", encode(room_id));
         self.call(reqwest::Method::POST, &path, Some(&user.token), Some(&json!({}))).await.map(drop)
+    }
+
+    /// The room's joined members (`GET /rooms/{roomId}/joined_members`).
+    pub async fn joined_members(&self, user: &User, room_id: &str) -> CallResult<Vec<String>> {
+        let path = format!("/_matrix/client/v3/rooms/{}/joined_members", encode(room_id));
+        let answer = self.call(reqwest::Method::GET, &path, Some(&user.token), None).await?;
+        let joined = answer["joined"].as_object().ok_or_else(|| CallError::Transport("no joined".into()))?;
+        Ok(joined.keys().cloned().collect())
     }
 
     /// Sends a benchmark message carrying `id`; returns the event ID.
@@ -202,6 +227,15 @@ impl Server {
         let since = since.map(|s| format!("&since={}", encode(s))).unwrap_or_default();
         format!("/_matrix/client/v3/sync?timeout={timeout_ms}&filter={}{since}", encode(filter))
     }
+}
+
+/// The user of a registration or login answer.
+fn session(answer: &Value) -> CallResult<User> {
+    let field = |key: &str| {
+        answer[key].as_str().map(str::to_owned).ok_or_else(|| CallError::Transport(format!("no {key}")))
+    };
+    let device_id = answer["device_id"].as_str().unwrap_or_default().to_owned();
+    Ok(User { id: field("user_id")?, token: field("access_token")?, device_id })
 }
 
 /// The content key that carries a benchmark message's number.

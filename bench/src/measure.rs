@@ -66,17 +66,49 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// CPU seconds of every process named `postgres` (the database's share
-/// of the work when the target uses PostgreSQL).
-pub fn postgres_cpu_seconds() -> f64 {
+/// The processes a phase's resources are read from.
+#[derive(Clone, Debug, Default)]
+pub struct Watched {
+    /// The server's, for its RSS and CPU time.
+    pub server_pid: Option<u32>,
+    /// The target's PostgreSQL database: the client backends of other
+    /// databases are left out of PostgreSQL's CPU time.
+    pub postgres_database: Option<String>,
+}
+
+/// CPU seconds of PostgreSQL's processes (the database's share of the
+/// work when the target uses PostgreSQL): every process named `postgres`
+/// but, given a `database`, the client backends of other databases. On a
+/// shared machine others' tests come and go on the same PostgreSQL, and a
+/// backend that exits within a phase would take its time out of the
+/// difference.
+pub fn postgres_cpu_seconds(database: Option<&str>) -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "postgres")
         })
+        .filter(|pid| {
+            let title = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            counts_for(&String::from_utf8_lossy(&title).replace('\0', " "), database)
+        })
         .filter_map(cpu_seconds)
         .sum()
+}
+
+/// Whether a PostgreSQL process with this title counts for `database`. A
+/// client backend's title is `postgres: <cluster>: <user> <database>
+/// <host(port)> <state>`; the server and its background processes always
+/// count.
+fn counts_for(title: &str, database: Option<&str>) -> bool {
+    let Some(database) = database else { return true };
+    let Some((_, rest)) = title.strip_prefix("postgres: ").and_then(|t| t.split_once(": ")) else {
+        return true;
+    };
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let client = words.get(2).is_some_and(|w| w.ends_with(')') || *w == "[local]");
+    !client || words.get(1) == Some(&database)
 }
 
 /// What a scenario measured of the server process and the tool itself.
@@ -98,6 +130,7 @@ pub struct Resources {
 /// Samples a server's RSS every 200 ms while a phase runs.
 pub struct Sampler {
     pid: Option<u32>,
+    database: Option<String>,
     samples: Arc<Mutex<Vec<u64>>>,
     stop: tokio::sync::watch::Sender<bool>,
     cpu_start: f64,
@@ -107,7 +140,8 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn start(pid: Option<u32>) -> Self {
+    pub fn start(watched: &Watched) -> Self {
+        let (pid, database) = (watched.server_pid, watched.postgres_database.clone());
         let samples = Arc::new(Mutex::new(Vec::new()));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         if let Some(pid) = pid {
@@ -131,7 +165,8 @@ impl Sampler {
             samples,
             stop,
             cpu_start: pid.and_then(cpu_seconds).unwrap_or(0.0),
-            postgres_start: postgres_cpu_seconds(),
+            postgres_start: postgres_cpu_seconds(database.as_deref()),
+            database,
             tool_start: cpu_seconds(std::process::id()).unwrap_or(0.0),
             started: std::time::Instant::now(),
         }
@@ -148,7 +183,7 @@ impl Sampler {
             server_rss_peak_kib: samples.last().copied().unwrap_or(0),
             server_rss_steady_kib: samples.get(samples.len() / 2).copied().unwrap_or(0),
             server_cpu_seconds: self.pid.and_then(cpu_seconds).map_or(0.0, |now| now - self.cpu_start),
-            postgres_cpu_seconds: postgres_cpu_seconds() - self.postgres_start,
+            postgres_cpu_seconds: postgres_cpu_seconds(self.database.as_deref()) - self.postgres_start,
             tool_cpu_seconds: cpu_seconds(std::process::id()).unwrap_or(0.0) - self.tool_start,
             seconds: self.started.elapsed().as_secs_f64(),
         }
@@ -166,6 +201,18 @@ mod tests {
         assert_eq!((p.count, p.p50_ms, p.p95_ms, p.p99_ms, p.max_ms), (100, 50.0, 95.0, 99.0, 100.0));
         assert_eq!(Percentiles::of(vec![]).count, 0);
         assert_eq!(Percentiles::of(vec![1500]).p99_ms, 1.5);
+    }
+
+    #[test]
+    fn postgres_time_leaves_out_other_databases_client_backends() {
+        let ours = "postgres: 15/main: postgres tessera_bench 127.0.0.1(45210) idle";
+        let theirs = "postgres: 15/main: postgres tessera_test_1 127.0.0.1(45202) idle in transaction";
+        let local = "postgres: 15/main: postgres tessera_test_1 [local] idle";
+        let shared = ["postgres: 15/main: walwriter ", "/usr/lib/postgresql/15/bin/postgres -D /var/lib/x"];
+        assert!(counts_for(ours, Some("tessera_bench")));
+        assert!(!counts_for(theirs, Some("tessera_bench")) && !counts_for(local, Some("tessera_bench")));
+        assert!(shared.iter().all(|title| counts_for(title, Some("tessera_bench"))));
+        assert!(counts_for(theirs, None));
     }
 
     #[test]

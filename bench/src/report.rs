@@ -1,10 +1,12 @@
-//! Turns a results directory (`<target>/<scenario>.json`, plus the run's
+//! Turns results directories (`<target>/<scenario>.json`, plus each run's
 //! `run.json` written by bench/run.sh) into docs/benchmarks.md: one table
 //! per scenario with every target side by side and Tessera-versus-Synapse
 //! ratios on the same database, the targets met or missed, and the plots.
+//! Several directories make one page: a later run's result replaces an
+//! earlier one's, and each section names the run it comes from.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
     path::{Path, PathBuf},
 };
@@ -12,6 +14,8 @@ use std::{
 use serde_json::Value;
 
 use crate::plot;
+
+mod targets;
 
 /// Results by target name, then by file stem (`steady`, `steady-ws`).
 pub type Results = BTreeMap<String, BTreeMap<String, Value>>;
@@ -32,7 +36,11 @@ type Row = (&'static str, &'static str, Unit, Better);
 enum Unit {
     Count,
     PerSecond,
+    /// A rate that may be small: decimals below 100.
+    Rate,
     Ms,
+    /// Seconds shown as milliseconds (CPU time per request).
+    SecondsAsMs,
     Seconds,
     Kib,
     Mib,
@@ -85,18 +93,36 @@ const COLD_START_ROWS: &[Row] = &[
     ("idle RSS", "/outcome/idle_rss_kib", Unit::Mib, Better::Lower),
 ];
 
-/// The scenarios in report order: file stem, title, rows.
-const SCENARIOS: &[(&str, &str, &[Row])] = &[
-    ("steady", "1. Steady chat", CHAT_ROWS),
-    ("steady-ws", "1b. Steady chat, Tessera's WebSocket channel", CHAT_ROWS),
-    ("big-room", "2. Big room fan-out", CHAT_ROWS),
-    ("big-room-ws", "2b. Big room fan-out, Tessera's WebSocket channel", CHAT_ROWS),
-    ("ceiling", "3. Throughput ceiling", CEILING_ROWS),
-    ("idle", "4. Idle connections (long-poll)", IDLE_ROWS),
-    ("idle-ws", "4b. Idle connections (Tessera's WebSocket channel)", IDLE_ROWS),
-    ("catch-up", "5. Catch-up", CATCH_UP_ROWS),
-    ("catch-up-full", "5b. Catch-up at the issue's size, Tessera alone", CATCH_UP_ROWS),
-    ("cold-start", "6. Cold start", COLD_START_ROWS),
+/// How a scenario's section is laid out.
+enum Layout {
+    /// One row per metric, one column per target.
+    Metrics(&'static [Row]),
+    /// One row per operation and target, one column per metric (the key
+    /// API's operations, `/outcome/<key>`, each an `Operation`).
+    Operations(&'static [(&'static str, &'static str)]),
+}
+
+/// Scenario 7's operations: key in the outcome, what the client does.
+const KEY_OPERATIONS: &[(&str, &str)] = &[
+    ("query_user", "`/keys/query`, one user's devices"),
+    ("claim_user", "`/keys/claim`, one user's devices"),
+    ("query_room", "`/keys/query`, the room's members"),
+    ("claim_room", "`/keys/claim`, the other members' devices"),
+];
+
+/// The scenarios in report order: file stem, title, layout.
+const SCENARIOS: &[(&str, &str, Layout)] = &[
+    ("steady", "1. Steady chat", Layout::Metrics(CHAT_ROWS)),
+    ("steady-ws", "1b. Steady chat, Tessera's WebSocket channel", Layout::Metrics(CHAT_ROWS)),
+    ("big-room", "2. Big room fan-out", Layout::Metrics(CHAT_ROWS)),
+    ("big-room-ws", "2b. Big room fan-out, Tessera's WebSocket channel", Layout::Metrics(CHAT_ROWS)),
+    ("ceiling", "3. Throughput ceiling", Layout::Metrics(CEILING_ROWS)),
+    ("idle", "4. Idle connections (long-poll)", Layout::Metrics(IDLE_ROWS)),
+    ("idle-ws", "4b. Idle connections (Tessera's WebSocket channel)", Layout::Metrics(IDLE_ROWS)),
+    ("catch-up", "5. Catch-up", Layout::Metrics(CATCH_UP_ROWS)),
+    ("catch-up-full", "5b. Catch-up at the issue's size, Tessera alone", Layout::Metrics(CATCH_UP_ROWS)),
+    ("cold-start", "6. Cold start", Layout::Metrics(COLD_START_ROWS)),
+    ("keys", "7. Key API: `/keys/query` and `/keys/claim`", Layout::Operations(KEY_OPERATIONS)),
 ];
 
 /// Reads every result file under `dir`.
@@ -134,7 +160,11 @@ fn format_value(value: f64, unit: Unit) -> String {
     match unit {
         Unit::Count => format!("{value:.0}"),
         Unit::PerSecond => format!("{value:.0}"),
+        Unit::Rate if value < 10.0 => format!("{value:.2}"),
+        Unit::Rate if value < 100.0 => format!("{value:.1}"),
+        Unit::Rate => format!("{value:.0}"),
         Unit::Ms => format!("{value:.1} ms"),
+        Unit::SecondsAsMs => format!("{:.2} ms", value * 1000.0),
         Unit::Seconds => format!("{value:.2} s"),
         Unit::Kib => format!("{value:.1} KiB"),
         Unit::Mib => format!("{:.1} MiB", value / 1024.0),
@@ -143,12 +173,14 @@ fn format_value(value: f64, unit: Unit) -> String {
     }
 }
 
-/// How many times better Tessera is than Synapse on this metric.
+/// How many times better Tessera is than Synapse on this metric; none if
+/// either is zero (a CPU time below the clock's tick has no ratio).
 fn ratio(tessera: f64, synapse: f64, better: Better) -> Option<f64> {
     match better {
-        Better::Higher if synapse > 0.0 => Some(tessera / synapse),
-        Better::Lower if tessera > 0.0 => Some(synapse / tessera),
-        _ => None,
+        _ if tessera <= 0.0 || synapse <= 0.0 => None,
+        Better::Higher => Some(tessera / synapse),
+        Better::Lower => Some(synapse / tessera),
+        Better::Neither => None,
     }
 }
 
@@ -208,151 +240,179 @@ fn table(out: &mut String, results: &Results, targets: &[String], stem: &str, ro
     }
 }
 
-/// The issue's targets, checked on Tessera with PostgreSQL.
-fn targets_section(out: &mut String, results: &Results) {
-    // A result counts only if it was measured at the issue's sizes.
-    let full_size = |stem: &str, result: &Value| {
-        let param =
-            |key: &str| result.pointer(&format!("/params/{key}")).and_then(Value::as_f64).unwrap_or(0.0);
-        match stem {
-            "steady" | "ceiling" => {
-                param("users") >= 1000.0 && (stem == "ceiling" || param("rate") >= 1000.0)
+/// The columns of an operations table: header, pointer into the
+/// operation, unit, direction.
+const OPERATION_COLUMNS: &[Row] = &[
+    ("requests", "/latency/count", Unit::Count, Better::Neither),
+    ("first request", "/first_request_ms", Unit::Ms, Better::Lower),
+    ("p50", "/latency/p50_ms", Unit::Ms, Better::Lower),
+    ("p95", "/latency/p95_ms", Unit::Ms, Better::Lower),
+    ("p99", "/latency/p99_ms", Unit::Ms, Better::Lower),
+    ("requests/s", "/requests_per_second", Unit::Rate, Better::Higher),
+    ("server CPU per request", "/server_cpu_seconds_per_request", Unit::SecondsAsMs, Better::Lower),
+    ("PostgreSQL CPU per request", "/postgres_cpu_seconds_per_request", Unit::SecondsAsMs, Better::Neither),
+    ("answer", "/response_bytes", Unit::Bytes, Better::Neither),
+];
+
+/// One row per operation and target, then per database Tessera's ratio to
+/// Synapse in each column.
+fn operations_table(
+    out: &mut String,
+    results: &Results,
+    targets: &[String],
+    stem: &str,
+    operations: &[(&str, &str)],
+) {
+    let present: Vec<&String> = targets.iter().filter(|t| results[*t].contains_key(stem)).collect();
+    let pairs: Vec<(String, String)> = pairs(targets)
+        .into_iter()
+        .filter(|(t, s)| results[t].contains_key(stem) && results[s].contains_key(stem))
+        .collect();
+    let at = |target: &str, key: &str, pointer: &str| {
+        results[target][stem].pointer(&format!("/outcome/{key}{pointer}")).and_then(Value::as_f64)
+    };
+    out.push_str("| operation | target |");
+    for (header, ..) in OPERATION_COLUMNS {
+        let _ = write!(out, " {header} |");
+    }
+    out.push('\n');
+    out.push_str(&"|---".repeat(2 + OPERATION_COLUMNS.len()));
+    out.push_str("|\n");
+    for (key, label) in operations {
+        // The request's size, as the first target measured it.
+        let size = present.first().map_or_else(String::new, |t| {
+            let users = at(t, key, "/users").unwrap_or(0.0);
+            let devices = at(t, key, "/devices").unwrap_or(0.0);
+            let plural = if users == 1.0 { "" } else { "s" };
+            format!(": {users:.0} user{plural}, {devices:.0} devices")
+        });
+        for (n, target) in present.iter().enumerate() {
+            let _ = match n {
+                0 => write!(out, "| {label}{size} | {target} |"),
+                _ => write!(out, "| | {target} |"),
+            };
+            for (_, pointer, unit, _) in OPERATION_COLUMNS {
+                let value = at(target, key, pointer);
+                let _ =
+                    write!(out, " {} |", value.map_or_else(|| "-".to_owned(), |v| format_value(v, *unit)));
             }
-            "big-room" => param("members") >= 500.0,
-            "idle" => param("connections") >= 10_000.0,
-            "catch-up" => {
-                param("rooms") >= 300.0 && param("room_size") >= 300.0 && param("messages") >= 10_000.0
+            out.push('\n');
+        }
+        for (tessera, synapse) in &pairs {
+            let db = tessera.trim_start_matches("tessera-");
+            let _ = write!(out, "| | Tessera vs Synapse ({db}) |");
+            for (_, pointer, _, better) in OPERATION_COLUMNS {
+                let (t, s) = (at(tessera, key, pointer), at(synapse, key, pointer));
+                let cell = match t.zip(s).and_then(|(t, s)| ratio(t, s, *better)) {
+                    Some(r) if r >= 1.0 => format!("{r:.1}× better"),
+                    Some(r) => format!("{:.1}× worse", 1.0 / r),
+                    None => String::new(),
+                };
+                let _ = write!(out, " {cell} |");
             }
-            _ => true,
+            out.push('\n');
         }
-    };
-    let get = |target: &str, stem: &str, pointer: &str| {
-        let result = results.get(target)?.get(stem)?;
-        full_size(stem, result).then(|| result.pointer(pointer).and_then(Value::as_f64)).flatten()
-    };
-    let pg = "tessera-postgres";
-    out.push_str("| target (Tessera on PostgreSQL) | measured | verdict |\n|---|---|---|\n");
-    let mut line = |what: &str, value: Option<f64>, shown: String, met: Option<bool>| {
-        let verdict = match (value, met) {
-            (None, _) | (_, None) => "not measured at the target's size",
-            (_, Some(true)) => "met",
-            (_, Some(false)) => "**missed**",
-        };
-        let _ = writeln!(out, "| {what} | {shown} | {verdict} |");
-    };
-    let p99 = get(pg, "steady", "/outcome/delivery_latency/p99_ms");
-    let missing = get(pg, "steady", "/outcome/deliveries_missing");
-    let rate = get(pg, "steady", "/outcome/accepted_per_second");
-    line(
-        "steady chat at 1,000 msg/s, delivery p99 ≤ 50 ms, nothing missing",
-        p99,
-        format!(
-            "{:.0} msg/s, p99 {:.1} ms, {:.0} missing",
-            rate.unwrap_or(0.0),
-            p99.unwrap_or(0.0),
-            missing.unwrap_or(0.0)
-        ),
-        p99.zip(missing).zip(rate).map(|((p, m), r)| p <= 50.0 && m == 0.0 && r >= 990.0),
-    );
-    let ceiling = get(pg, "ceiling", "/outcome/sustained_rate");
-    line(
-        "ceiling ≥ 5,000 msg/s",
-        ceiling,
-        format!("{:.0} msg/s", ceiling.unwrap_or(0.0)),
-        ceiling.map(|c| c >= 5000.0),
-    );
-    let fan_out = get(pg, "big-room", "/outcome/delivery_latency/p99_ms");
-    line(
-        "500-member fan-out p99 ≤ 100 ms",
-        fan_out,
-        format!("{:.1} ms", fan_out.unwrap_or(0.0)),
-        fan_out.map(|p| p <= 100.0),
-    );
-    let idle = get(pg, "idle", "/outcome/rss_per_connection_kib");
-    line(
-        "idle connections ≤ 20 KiB RSS each",
-        idle,
-        format!("{:.1} KiB", idle.unwrap_or(0.0)),
-        idle.map(|k| k <= 20.0),
-    );
-    // The side-by-side catch-up may run smaller (Synapse takes many minutes
-    // to build 300 rooms of 300); Tessera's run at the issue's size counts.
-    let catch_up = get(pg, "catch-up", "/outcome/initial_sync/seconds")
-        .or_else(|| get(pg, "catch-up-full", "/outcome/initial_sync/seconds"));
-    // A smaller catch-up run is still shown, with its size.
-    let smaller = results.get(pg).and_then(|r| r.get("catch-up")).filter(|_| catch_up.is_none()).map(|r| {
-        let number = |pointer: &str| r.pointer(pointer).and_then(Value::as_f64).unwrap_or(0.0);
-        format!(
-            "{:.2} s at {:.0} rooms × {:.0} members",
-            number("/outcome/initial_sync/seconds"),
-            number("/params/rooms"),
-            number("/params/room_size")
-        )
-    });
-    line(
-        "catch-up initial sync < 2 s",
-        catch_up,
-        smaller.unwrap_or_else(|| format!("{:.2} s", catch_up.unwrap_or(0.0))),
-        catch_up.map(|s| s < 2.0),
-    );
-    let synapse_ceiling = get("synapse-postgres", "ceiling", "/outcome/sustained_rate");
-    let synapse_start = get("synapse-postgres", "ceiling", "/params/start_rate");
-    // A Synapse that passed no step has a ceiling below its first step's
-    // rate: dividing by that rate gives a lower bound.
-    let times = ceiling.zip(synapse_ceiling).and_then(|(t, s)| match s > 0.0 {
-        true => Some(t / s),
-        false => synapse_start.filter(|start| *start > 0.0).map(|start| t / start),
-    });
-    let shown = match (times, synapse_ceiling, synapse_start) {
-        (Some(times), Some(s), Some(start)) if s <= 0.0 => {
-            format!("more than {times:.1}× (Synapse passed no step; its first was {start:.0} msg/s)")
+    }
+    for target in &present {
+        for (key, label) in operations {
+            let failed = results[*target][stem].pointer(&format!("/outcome/{key}/errors"));
+            if let Some(errors) = failed.and_then(Value::as_object).filter(|e| !e.is_empty()) {
+                let _ = writeln!(out, "\nErrors on {target}, {label}: `{}`", Value::Object(errors.clone()));
+            }
+            if let Some(incomplete) = at(target, key, "/incomplete").filter(|n| *n > 0.0) {
+                let _ = writeln!(out, "\nAnswers missing keys on {target}, {label}: {incomplete:.0}");
+            }
         }
-        (Some(times), _, _) => format!("{times:.1}×"),
-        (None, Some(_), _) => "Synapse passed no step, so no ratio".to_owned(),
-        (None, None, _) => "0.0×".to_owned(),
-    };
-    line("≥ 10× Synapse's ceiling", times, shown, times.map(|x| x >= 10.0));
-    let rss = get(pg, "steady", "/outcome/resources/server_rss_peak_kib");
-    let synapse_rss = get("synapse-postgres", "steady", "/outcome/resources/server_rss_peak_kib");
-    let fraction = rss.zip(synapse_rss).map(|(t, s)| t / s.max(1.0));
-    line(
-        "≤ one tenth of Synapse's RSS (steady chat peak)",
-        fraction,
-        format!("{:.2} of Synapse's", fraction.unwrap_or(0.0)),
-        fraction.map(|f| f <= 0.1),
-    );
+    }
+    if let Some(params) = present.first().and_then(|t| results[*t][stem].get("params")) {
+        let _ = writeln!(out, "\nSizes: `{params}`.");
+    }
 }
 
-/// Writes the page and its plots.
-pub fn write(results_dir: &Path, plots: &Path, doc: &Path, analysis: &Path) -> Result<(), String> {
-    let results = read(results_dir)?;
-    if results.is_empty() {
-        return Err(format!("no results under {}", results_dir.display()));
+/// One results directory's run, as the page describes it.
+struct Run {
+    dir: PathBuf,
+    /// Its `run.json` (date, commit, machine, Synapse, commands).
+    facts: Value,
+    targets: Vec<String>,
+}
+
+/// Per scenario (file stem), the runs (indices) its shown results come from.
+type Sources = BTreeMap<String, BTreeSet<usize>>;
+
+/// Reads every directory, a later one's result replacing an earlier one's.
+fn read_all(dirs: &[PathBuf]) -> Result<(Results, Vec<Run>, Sources), String> {
+    let mut results = Results::new();
+    let mut origin: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut runs = Vec::with_capacity(dirs.len());
+    for (n, dir) in dirs.iter().enumerate() {
+        let found = read(dir)?;
+        if found.is_empty() {
+            return Err(format!("no results under {}", dir.display()));
+        }
+        let facts: Value = std::fs::read_to_string(dir.join("run.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        runs.push(Run { dir: dir.clone(), facts, targets: ordered(&found) });
+        for (target, files) in found {
+            for (stem, value) in files {
+                origin.insert((target.clone(), stem.clone()), n);
+                results.entry(target.clone()).or_default().insert(stem, value);
+            }
+        }
     }
+    let mut sources = Sources::new();
+    for ((_, stem), n) in origin {
+        sources.entry(stem).or_default().insert(n);
+    }
+    Ok((results, runs, sources))
+}
+
+/// A run's date, commit, machine, Synapse version, targets and commands.
+fn run_facts(out: &mut String, run: &Run) {
+    let field = |key: &str| run.facts.get(key).and_then(Value::as_str).unwrap_or("unknown").to_owned();
+    let _ = writeln!(out, "- Date: {}", field("date"));
+    let _ = writeln!(out, "- Commit: `{}`", field("commit"));
+    let _ = writeln!(out, "- Machine: {}", field("machine"));
+    let _ = writeln!(out, "- Synapse: {}", field("synapse"));
+    let _ = writeln!(out, "- Targets: {}", run.targets.join(", "));
+    if let Some(commands) = run.facts.get("commands").and_then(Value::as_array) {
+        out.push_str("\nThe exact commands (bench/run.sh runs them all):\n\n```sh\n");
+        for command in commands.iter().filter_map(Value::as_str) {
+            let _ = writeln!(out, "{command}");
+        }
+        out.push_str("```\n");
+    }
+}
+
+/// Writes the page and its plots from the results in `results_dirs`.
+pub fn write(results_dirs: &[PathBuf], plots: &Path, doc: &Path, analysis: &Path) -> Result<(), String> {
+    let (results, runs, sources) = read_all(results_dirs)?;
     let targets = ordered(&results);
-    let run: Value = std::fs::read_to_string(results_dir.join("run.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or_default();
     std::fs::create_dir_all(plots).map_err(|e| format!("{}: {e}", plots.display()))?;
     let drawn = plot::draw_all(&results, &targets, plots)?;
 
     let mut out = String::new();
     out.push_str("# Benchmarks\n\n");
     out.push_str("Generated by `tessera-bench report` from the results in ");
-    let _ = writeln!(out, "`{}`; do not edit by hand (edit bench/analysis.md).\n", results_dir.display());
-    let field = |key: &str| run.get(key).and_then(Value::as_str).unwrap_or("unknown").to_owned();
-    let _ = writeln!(out, "- Date: {}", field("date"));
-    let _ = writeln!(out, "- Commit: `{}`", field("commit"));
-    let _ = writeln!(out, "- Machine: {}", field("machine"));
-    let _ = writeln!(out, "- Synapse: {}", field("synapse"));
-    let _ = writeln!(out, "- Targets: {}", targets.join(", "));
-    if let Some(commands) = run.get("commands").and_then(Value::as_array) {
-        out.push_str("\nThe exact commands (bench/run.sh runs them all):\n\n```sh\n");
-        for command in commands.iter().filter_map(Value::as_str) {
-            let _ = writeln!(out, "{command}");
+    let dirs: Vec<String> = runs.iter().map(|run| format!("`{}`", run.dir.display())).collect();
+    let _ = write!(out, "{}", dirs.join(" and "));
+    if let [run] = runs.as_slice() {
+        out.push_str("; do not edit by hand (edit bench/analysis.md).\n\n");
+        run_facts(&mut out, run);
+    } else {
+        out.push_str(" (a later run's result replaces an earlier one's; each section names its run); ");
+        out.push_str("do not edit by hand (edit bench/analysis.md).\n\n## Runs\n");
+        for (n, run) in runs.iter().enumerate() {
+            let stems: Vec<&str> = SCENARIOS
+                .iter()
+                .map(|s| s.0)
+                .filter(|stem| sources.get(*stem).is_some_and(|r| r.contains(&n)))
+                .collect();
+            let _ = writeln!(out, "\n### `{}`: {}\n", run.dir.display(), stems.join(", "));
+            run_facts(&mut out, run);
         }
-        out.push_str("```\n");
     }
     out.push_str(
         "\nEvery latency is measured by the tool on the same machine; every delivery is accounted for ",
@@ -361,13 +421,23 @@ pub fn write(results_dir: &Path, plots: &Path, doc: &Path, analysis: &Path) -> R
         "(expected = accepted messages × other room members). \"Tessera vs Synapse\" compares the two on ",
     );
     out.push_str("the same database: above 1× Tessera is better.\n\n## Targets\n\n");
-    targets_section(&mut out, &results);
-    for (stem, title, rows) in SCENARIOS {
+    targets::section(&mut out, &results);
+    for (stem, title, layout) in SCENARIOS {
         if !results.values().any(|r| r.contains_key(*stem)) {
             continue;
         }
         let _ = writeln!(out, "\n## {title}\n");
-        table(&mut out, &results, &targets, stem, rows);
+        if runs.len() > 1 {
+            let from: Vec<String> =
+                sources.get(*stem).into_iter().flatten().map(|n| dirs[*n].clone()).collect();
+            let _ = writeln!(out, "From the run in {}.\n", from.join(" and "));
+        }
+        match layout {
+            Layout::Metrics(rows) => table(&mut out, &results, &targets, stem, rows),
+            Layout::Operations(operations) => {
+                operations_table(&mut out, &results, &targets, stem, operations)
+            }
+        }
         for png in drawn.iter().filter(|p| p.0 == *stem) {
             let relative = relative_to(doc, &png.1);
             let _ = writeln!(out, "\n![{title}]({relative})");
@@ -394,7 +464,8 @@ mod tests {
 
     use super::*;
 
-    fn results() -> Results {
+    /// Steady chat on Tessera and Synapse with PostgreSQL.
+    pub(super) fn results() -> Results {
         let steady = |p99: f64, rate: f64| {
             json!({ "params": { "users": 1000, "rate": 1000 }, "outcome": {
             "accepted_per_second": rate, "delivery_latency": { "p99_ms": p99 }, "deliveries_missing": 0,
@@ -411,6 +482,7 @@ mod tests {
         assert_eq!(ratio(1000.0, 400.0, Better::Higher), Some(2.5));
         assert_eq!(ratio(20.0, 80.0, Better::Lower), Some(4.0));
         assert_eq!(ratio(1.0, 1.0, Better::Neither), None);
+        assert_eq!((ratio(0.01, 0.0, Better::Lower), ratio(0.0, 5.0, Better::Higher)), (None, None));
         let results = results();
         let mut out = String::new();
         table(&mut out, &results, &ordered(&results), "steady", CHAT_ROWS);
@@ -419,56 +491,62 @@ mod tests {
     }
 
     #[test]
-    fn targets_are_judged_on_tessera_with_postgres_at_full_size() {
-        let mut out = String::new();
-        targets_section(&mut out, &results());
-        assert!(out.contains(
-            "1,000 msg/s, delivery p99 ≤ 50 ms, nothing missing | 1000 msg/s, p99 20.0 ms, 0 missing | met"
-        ), "{out}");
-        assert!(out.contains("ceiling ≥ 5,000 msg/s | 0 msg/s | not measured at the target's size"), "{out}");
-
-        let mut small = results();
-        small.get_mut("tessera-postgres").unwrap().get_mut("steady").unwrap()["params"]["users"] = json!(6);
-        let mut out = String::new();
-        targets_section(&mut out, &small);
-        assert!(out.contains("nothing missing | 0 msg/s, p99 0.0 ms, 0 missing | not measured"), "{out}");
-    }
-
-    #[test]
-    fn catch_up_counts_at_full_size_alone_when_the_side_by_side_run_is_smaller() {
-        let catch_up = |rooms: u64, seconds: f64| {
-            json!({ "params": { "rooms": rooms, "room_size": rooms, "messages": 10000 },
-                    "outcome": { "initial_sync": { "seconds": seconds } } })
+    fn key_operations_show_each_target_and_the_ratio_on_each_database() {
+        let keys = |p50: f64, cpu: f64| {
+            let op = json!({ "users": 1, "devices": 100, "first_request_ms": 2.0 * p50,
+                             "latency": { "count": 50, "p50_ms": p50, "p95_ms": p50, "p99_ms": p50 },
+                             "requests_per_second": 1000.0 / p50, "server_cpu_seconds_per_request": cpu,
+                             "postgres_cpu_seconds_per_request": 0.0, "response_bytes": 2048,
+                             "incomplete": 0, "errors": {} });
+            json!({ "params": { "devices": 100 }, "outcome": { "query_user": op } })
         };
-        let mut results = results();
-        let pg = results.get_mut("tessera-postgres").unwrap();
-        pg.insert("catch-up".into(), catch_up(100, 0.3));
+        let mut results = Results::new();
+        results.entry("tessera-sqlite".into()).or_default().insert("keys".into(), keys(4.0, 0.002));
+        results.entry("synapse-sqlite".into()).or_default().insert("keys".into(), keys(2.0, 0.004));
         let mut out = String::new();
-        targets_section(&mut out, &results);
+        let operations = &KEY_OPERATIONS[..1];
+        operations_table(&mut out, &results, &ordered(&results), "keys", operations);
+        assert!(out.contains(
+            "| `/keys/query`, one user's devices: 1 user, 100 devices | tessera-sqlite | 50 | 8.0 ms | 4.0 ms \
+             | 4.0 ms | 4.0 ms | 250 | 2.00 ms | 0.00 ms | 2.0 KiB |"
+        ), "{out}");
+        assert!(out.contains("| | synapse-sqlite | 50 | 4.0 ms |"), "{out}");
         assert!(
-            out.contains("| catch-up initial sync < 2 s | 0.30 s at 100 rooms × 100 members | not measured"),
+            out.contains(
+                "| | Tessera vs Synapse (sqlite) |  | 2.0× worse | 2.0× worse | 2.0× worse | 2.0× worse \
+             | 2.0× worse | 2.0× better |  |  |"
+            ),
             "{out}"
         );
-
-        results.get_mut("tessera-postgres").unwrap().insert("catch-up-full".into(), catch_up(300, 2.5));
-        let mut out = String::new();
-        targets_section(&mut out, &results);
-        assert!(out.contains("| catch-up initial sync < 2 s | 2.50 s | **missed** |"), "{out}");
     }
 
     #[test]
-    fn a_synapse_that_passed_no_ceiling_step_bounds_the_ratio_by_its_first_step() {
-        let ceiling = |sustained: f64| json!({ "params": { "users": 1000, "start_rate": 8 }, "outcome": { "sustained_rate": sustained } });
-        let mut results = results();
-        results.get_mut("tessera-postgres").unwrap().insert("ceiling".into(), ceiling(400.0));
-        results.get_mut("synapse-postgres").unwrap().insert("ceiling".into(), ceiling(0.0));
-        let mut out = String::new();
-        targets_section(&mut out, &results);
-        assert!(out.contains("| ≥ 10× Synapse's ceiling | more than 50.0× (Synapse passed no step; its first was 8 msg/s) | met |"), "{out}");
+    fn a_later_run_replaces_an_earlier_ones_result_and_each_is_named() {
+        let root = std::env::temp_dir().join(format!("tessera-bench-report-{}", std::process::id()));
+        let write = |run: &str, target: &str, stem: &str, p99: f64| {
+            let dir = root.join(run).join(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            let result = json!({ "params": {}, "outcome": { "delivery_latency": { "p99_ms": p99 } } });
+            std::fs::write(dir.join(format!("{stem}.json")), result.to_string()).unwrap();
+        };
+        write("a", "tessera-sqlite", "steady", 10.0);
+        write("a", "tessera-sqlite", "big-room", 20.0);
+        write("b", "tessera-sqlite", "big-room", 30.0);
+        std::fs::write(root.join("b/run.json"), r#"{"date":"2026-12-07"}"#).unwrap();
+        let (results, runs, sources) = read_all(&[root.join("a"), root.join("b")]).unwrap();
+        let p99 =
+            |stem: &str| results["tessera-sqlite"][stem]["outcome"]["delivery_latency"]["p99_ms"].clone();
+        assert_eq!((p99("steady"), p99("big-room")), (json!(10.0), json!(30.0)));
+        assert_eq!(sources["steady"], BTreeSet::from([0]));
+        assert_eq!(sources["big-room"], BTreeSet::from([1]));
+        assert_eq!(runs[1].facts["date"], "2026-12-07");
 
-        results.get_mut("synapse-postgres").unwrap().insert("ceiling".into(), ceiling(80.0));
-        let mut out = String::new();
-        targets_section(&mut out, &results);
-        assert!(out.contains("| ≥ 10× Synapse's ceiling | 5.0× | **missed** |"), "{out}");
+        let doc = root.join("page.md");
+        super::write(&[root.join("a"), root.join("b")], &root.join("plots"), &doc, &root.join("none"))
+            .unwrap();
+        let page = std::fs::read_to_string(&doc).unwrap();
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(page.contains(&format!("### `{}`: big-room\n", root.join("b").display())), "{page}");
+        assert!(page.contains(&format!("From the run in `{}`.", root.join("a").display())), "{page}");
     }
 }

@@ -1,5 +1,6 @@
-//! The six scenarios, each provisioning what it needs (users with the run's
-//! own prefix, rooms it creates) and measuring one thing.
+//! Scenarios 1-6 (7, the key API's, is in `keys`), each provisioning what
+//! it needs (users with the run's own prefix, rooms it creates) and
+//! measuring one thing.
 
 use std::{
     sync::{
@@ -16,7 +17,7 @@ use tokio::sync::Semaphore;
 use crate::{
     load::{self, ChatLoad, ChatOutcome, Room, Transport},
     matrix::{Server, User},
-    measure::{Sampler, rss_kib},
+    measure::{Sampler, Watched, rss_kib},
 };
 
 /// What every scenario needs to reach the target.
@@ -24,7 +25,8 @@ use crate::{
 pub struct Target {
     pub server: Server,
     pub shared_secret: String,
-    pub server_pid: Option<u32>,
+    /// The server process and its database, for resources.
+    pub watched: Watched,
     pub transport: Transport,
     /// Unique per run: user names and transaction IDs start with it.
     pub run_id: String,
@@ -33,7 +35,7 @@ pub struct Target {
     pub warmup: Duration,
 }
 
-const PASSWORD: &str = "bench-password-1";
+pub const PASSWORD: &str = "bench-password-1";
 
 /// Registers `count` users (a few at a time: password hashing is the cost).
 pub async fn register_users(target: &Target, count: usize) -> Result<Vec<User>, String> {
@@ -62,11 +64,12 @@ pub async fn register_users(target: &Target, count: usize) -> Result<Vec<User>, 
 }
 
 /// Creates one room per member list (its first member creates, the rest
-/// join, several rooms at once).
+/// join, several rooms at once), end-to-end encrypted if `encrypted`.
 pub async fn create_rooms(
     target: &Target,
     users: &[User],
     groups: Vec<Vec<usize>>,
+    encrypted: bool,
 ) -> Result<Vec<Room>, String> {
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(8));
@@ -77,7 +80,10 @@ pub async fn create_rooms(
             let people: Vec<User> = members.iter().map(|&i| users[i].clone()).collect();
             tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-                let id = server.create_room(&people[0]).await.map_err(|e| format!("createRoom: {e}"))?;
+                let id = server
+                    .create_room(&people[0], encrypted)
+                    .await
+                    .map_err(|e| format!("createRoom: {e}"))?;
                 for person in &people[1..] {
                     server.join(person, &id).await.map_err(|e| format!("join: {e}"))?;
                 }
@@ -125,9 +131,9 @@ pub async fn chat(
     duration: Duration,
 ) -> Result<ChatOutcome, String> {
     let people = register_users(target, users).await?;
-    let rooms = create_rooms(target, &people, groups_of(users, room_size)).await?;
+    let rooms = create_rooms(target, &people, groups_of(users, room_size), false).await?;
     let load = chat_load(target, rate, duration, "chat");
-    Ok(load::run_chat(&target.server, &people, &rooms, &load, target.server_pid).await)
+    Ok(load::run_chat(&target.server, &people, &rooms, &load, &target.watched).await)
 }
 
 /// Scenario 3's answer: each step, and the highest rate that passed.
@@ -152,14 +158,14 @@ pub async fn ceiling(
     p99_limit_ms: f64,
 ) -> Result<Ceiling, String> {
     let people = register_users(target, users).await?;
-    let rooms = create_rooms(target, &people, groups_of(users, room_size)).await?;
+    let rooms = create_rooms(target, &people, groups_of(users, room_size), false).await?;
     let mut result = Ceiling { p99_limit_ms, ..Ceiling::default() };
     let mut rate = start_rate;
     let mut n = 0;
     while rate <= max_rate {
         n += 1;
         let load = chat_load(target, rate, step, &format!("ceiling{n}"));
-        let outcome = load::run_chat(&target.server, &people, &rooms, &load, target.server_pid).await;
+        let outcome = load::run_chat(&target.server, &people, &rooms, &load, &target.watched).await;
         let passed = outcome.accounted()
             && outcome.delivery_latency.p99_ms <= p99_limit_ms
             && outcome.accepted_per_second >= rate * 0.9;
@@ -203,7 +209,7 @@ pub async fn idle(target: &Target, users: usize, connections: usize, hold: Durat
     let people = register_users(target, users).await?;
     let starts = load::start_syncs(&target.server, &people, 32).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let baseline = median_rss(target.server_pid, 10).await;
+    let baseline = median_rss(target.watched.server_pid, 10).await;
     let ended = Arc::new(AtomicU64::new(0));
     let opened = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -233,7 +239,7 @@ pub async fn idle(target: &Target, users: usize, connections: usize, hold: Durat
     }
     eprintln!("[{}] {} connections open; holding", target.label, opened.load(Ordering::Acquire));
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let sampler = Sampler::start(target.server_pid);
+    let sampler = Sampler::start(&target.watched);
     tokio::time::sleep(hold).await;
     let resources = sampler.finish();
     let _ = stop_tx.send(true);
@@ -385,7 +391,7 @@ pub async fn catch_up(
 ) -> Result<CatchUp, String> {
     let people = register_users(target, room_size.max(2)).await?;
     let everyone: Vec<usize> = (0..people.len()).collect();
-    let made = create_rooms(target, &people, vec![everyone; rooms]).await?;
+    let made = create_rooms(target, &people, vec![everyone; rooms], false).await?;
     let offline = &people[0];
     let path = Server::sync_path(None, 0, CLIENT_FILTER);
     let (before, _) = target
@@ -416,7 +422,7 @@ pub async fn catch_up(
         let _ = task.await;
     }
 
-    let sampler = Sampler::start(target.server_pid);
+    let sampler = Sampler::start(&target.watched);
     let initial_sync = measure_sync(&target.server, offline, None).await?;
     let incremental_sync = measure_sync(&target.server, offline, Some(&since)).await?;
     Ok(CatchUp {
