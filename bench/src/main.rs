@@ -173,6 +173,9 @@ enum Scenario {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // reqwest's TLS (its features are shared with the server's federation
+    // client) needs rustls' process-wide crypto provider: ring.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args).await,

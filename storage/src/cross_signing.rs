@@ -77,35 +77,6 @@ impl Store {
         Ok(())
     }
 
-    /// The signatures on the user's keys made by any of `signers`.
-    pub async fn key_signatures_on(&self, target: &UserId, signers: &[&UserId]) -> Result<Vec<KeySignature>> {
-        let mut found = Vec::new();
-        for (i, signer) in signers.iter().enumerate() {
-            if signers[..i].contains(signer) {
-                continue;
-            }
-            let rows = sqlx::query(
-                "SELECT target_key, signer_key_id, signature FROM key_signatures
-                 WHERE target_user_id = $1 AND signer_user_id = $2
-                 ORDER BY target_key, signer_key_id",
-            )
-            .bind(target.as_str())
-            .bind(signer.as_str())
-            .fetch_all(&self.read)
-            .await?;
-            for row in &rows {
-                found.push(KeySignature {
-                    target_user_id: target.to_string(),
-                    target_key: row.try_get(0)?,
-                    signer_user_id: signer.to_string(),
-                    signer_key_id: row.try_get(1)?,
-                    signature: row.try_get(2)?,
-                });
-            }
-        }
-        Ok(found)
-    }
-
     /// Stores checked signatures (a signature again by the same key
     /// replaces the old one) and, at `stream_ordering`, the device-list
     /// changes they cause: `changed_users` for everyone sharing a room with
@@ -168,5 +139,120 @@ impl Store {
         .fetch_all(&self.read)
         .await?;
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+}
+
+/// `$first, …, $(first + count - 1)`: the placeholders of an `IN` list.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Users per statement in the batched reads below.
+const CHUNK: usize = 100;
+
+impl Store {
+    /// Which of the users have an account (deactivated or not).
+    pub async fn existing_users(&self, users: &[&UserId]) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for chunk in users.chunks(CHUNK) {
+            let sql =
+                format!("SELECT user_id FROM users WHERE user_id IN ({})", placeholders(1, chunk.len()));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for user in chunk {
+                query = query.bind(user.as_str());
+            }
+            for row in query.fetch_all(&self.read).await? {
+                found.push(row.try_get(0)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The identity keys of every device of the users, with the users.
+    pub async fn device_keys_of_users(
+        &self,
+        users: &[&UserId],
+    ) -> Result<Vec<(String, crate::StoredDeviceKeys)>> {
+        let mut found = Vec::new();
+        for chunk in users.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT k.user_id, k.device_id, d.display_name, k.keys_json FROM device_keys k
+                 JOIN devices d ON d.user_id = k.user_id AND d.device_id = k.device_id
+                 WHERE k.user_id IN ({}) ORDER BY k.user_id, k.device_id",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for user in chunk {
+                query = query.bind(user.as_str());
+            }
+            for row in query.fetch_all(&self.read).await? {
+                let keys = crate::StoredDeviceKeys {
+                    device_id: row.try_get(1)?,
+                    display_name: row.try_get(2)?,
+                    keys_json: row.try_get(3)?,
+                };
+                found.push((row.try_get(0)?, keys));
+            }
+        }
+        Ok(found)
+    }
+
+    /// The cross-signing keys of the users, with the users.
+    pub async fn cross_signing_keys_of_users(
+        &self,
+        users: &[&UserId],
+    ) -> Result<Vec<(String, CrossSigningKeyRow)>> {
+        let mut found = Vec::new();
+        for chunk in users.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT user_id, usage, key_id, key_json FROM cross_signing_keys WHERE user_id IN ({})
+                 ORDER BY user_id, usage",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for user in chunk {
+                query = query.bind(user.as_str());
+            }
+            for row in query.fetch_all(&self.read).await? {
+                let key = CrossSigningKeyRow {
+                    usage: row.try_get(1)?,
+                    key_id: row.try_get(2)?,
+                    key_json: row.try_get(3)?,
+                };
+                found.push((row.try_get(0)?, key));
+            }
+        }
+        Ok(found)
+    }
+
+    /// The signatures on the users' keys made by the key's owner or by
+    /// `viewer`.
+    pub async fn key_signatures_of_users(
+        &self,
+        users: &[&UserId],
+        viewer: Option<&UserId>,
+    ) -> Result<Vec<KeySignature>> {
+        let mut found = Vec::new();
+        for chunk in users.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT target_user_id, target_key, signer_user_id, signer_key_id, signature FROM key_signatures
+                 WHERE target_user_id IN ({}) AND (signer_user_id = target_user_id OR signer_user_id = $1)",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(viewer.map_or("", |v| v.as_str()));
+            for user in chunk {
+                query = query.bind(user.as_str());
+            }
+            for row in query.fetch_all(&self.read).await? {
+                found.push(KeySignature {
+                    target_user_id: row.try_get(0)?,
+                    target_key: row.try_get(1)?,
+                    signer_user_id: row.try_get(2)?,
+                    signer_key_id: row.try_get(3)?,
+                    signature: row.try_get(4)?,
+                });
+            }
+        }
+        Ok(found)
     }
 }

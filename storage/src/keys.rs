@@ -177,15 +177,14 @@ impl Store {
             .collect()
     }
 
-    /// Claims one key of `algorithm` for the device: its oldest one-time
-    /// key, deleted, or else its fallback key, kept and marked used.
-    /// Returns the key ID and JSON.
-    pub async fn claim_key(
+    /// Claims one key per (user, device, algorithm), in one transaction:
+    /// the device's oldest one-time key of the algorithm, deleted, or else
+    /// its fallback key, kept and marked used. Returns each claim's key ID
+    /// and JSON, in order.
+    pub async fn claim_keys(
         &self,
-        user_id: &UserId,
-        device_id: &DeviceId,
-        algorithm: &str,
-    ) -> Result<Option<(String, String)>> {
+        claims: &[(&UserId, &DeviceId, &str)],
+    ) -> Result<Vec<Option<(String, String)>>> {
         // One statement that picks and deletes: on PostgreSQL, concurrent
         // claims skip the rows another holds (without SKIP LOCKED the loser
         // would wait, find its row gone and hand out nothing); SQLite runs
@@ -206,25 +205,35 @@ impl Store {
                  RETURNING key_id, key_json"
             }
         };
-        let row = sqlx::query(claim)
+        // One transaction, one commit, however many devices: a client
+        // claims for everyone in a room at once.
+        let mut tx = self.write.begin().await?;
+        let mut claimed = Vec::with_capacity(claims.len());
+        for (user_id, device_id, algorithm) in claims {
+            let row = sqlx::query(claim)
+                .bind(user_id.as_str())
+                .bind(device_id.as_str())
+                .bind(algorithm)
+                .fetch_optional(&mut tx)
+                .await?;
+            if let Some(row) = row {
+                claimed.push(Some((row.try_get(0)?, row.try_get(1)?)));
+                continue;
+            }
+            let row = sqlx::query(
+                "UPDATE fallback_keys SET used = 1 WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
+                 RETURNING key_id, key_json",
+            )
             .bind(user_id.as_str())
             .bind(device_id.as_str())
             .bind(algorithm)
-            .fetch_optional(&self.write)
+            .fetch_optional(&mut tx)
             .await?;
-        if let Some(row) = row {
-            return Ok(Some((row.try_get(0)?, row.try_get(1)?)));
+            claimed
+                .push(row.map(|row| Ok::<_, StorageError>((row.try_get(0)?, row.try_get(1)?))).transpose()?);
         }
-        let row = sqlx::query(
-            "UPDATE fallback_keys SET used = 1 WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
-             RETURNING key_id, key_json",
-        )
-        .bind(user_id.as_str())
-        .bind(device_id.as_str())
-        .bind(algorithm)
-        .fetch_optional(&self.write)
-        .await?;
-        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).transpose()
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     /// Records that the user's device list changed at `stream_ordering`

@@ -25,6 +25,9 @@ const SCENARIO_LIMIT: Duration = Duration::from_secs(180);
 
 /// Runs a scenario, failing it if it is stuck (see [`SCENARIO_LIMIT`]).
 pub async fn bounded(scenario: impl std::future::Future<Output = ()>) {
+    // reqwest's TLS needs rustls' process-wide crypto provider before any
+    // client is built (the server installs it too, but may start later).
+    tessera_federation::client::install_crypto_provider();
     if tokio::time::timeout(SCENARIO_LIMIT, scenario).await.is_err() {
         panic!("the scenario was still running after {SCENARIO_LIMIT:?}: stuck");
     }

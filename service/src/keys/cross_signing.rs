@@ -253,31 +253,31 @@ impl Keys {
         }
         Ok(Ok(vec![key_signature(user, &master.key_id, &who.user_id, &user_signing.key_id, signature)]))
     }
+}
 
-    /// The user's cross-signing keys as `requester` may see them, each
-    /// with the signatures of the user and the requester merged in: the
-    /// master and self-signing keys, and the user-signing key only for the
-    /// user themself.
-    pub(super) async fn visible_signing_keys(
-        &self,
-        requester: Option<&UserId>,
-        user: &UserId,
-        signatures: &[KeySignature],
-    ) -> Result<Vec<(String, Raw<CrossSigningKey>)>> {
-        let mut visible = Vec::new();
-        for key in self.store.cross_signing_keys(user).await? {
-            if key.usage == USER_SIGNING && requester != Some(user) {
-                continue;
-            }
-            let Ok(mut object) = serde_json::from_str::<Map<String, Value>>(&key.key_json) else {
-                tracing::warn!(%user, usage = key.usage, "unreadable cross-signing key skipped");
-                continue;
-            };
-            merge_signatures(&mut object, signatures.iter().filter(|s| s.target_key == key.key_id));
-            visible.push((key.usage, super::to_raw(&object)?));
+/// A user's cross-signing keys as `requester` may see them (`None`: another
+/// server asks), each with the signatures of the user and the requester
+/// merged in: the master and self-signing keys, and the user-signing key
+/// only for the user themself.
+pub(super) fn visible_signing_keys(
+    requester: Option<&UserId>,
+    user: &UserId,
+    keys: Vec<CrossSigningKeyRow>,
+    signatures: &[KeySignature],
+) -> Result<Vec<(String, Raw<CrossSigningKey>)>> {
+    let mut visible = Vec::new();
+    for key in keys {
+        if key.usage == USER_SIGNING && requester != Some(user) {
+            continue;
         }
-        Ok(visible)
+        let Ok(mut object) = serde_json::from_str::<Map<String, Value>>(&key.key_json) else {
+            tracing::warn!(%user, usage = key.usage, "unreadable cross-signing key skipped");
+            continue;
+        };
+        merge_signatures(&mut object, signatures.iter().filter(|s| s.target_key == key.key_id));
+        visible.push((key.usage, super::to_raw(&object)?));
     }
+    Ok(visible)
 }
 
 /// The signatures of one uploaded key, or its errcode and message.

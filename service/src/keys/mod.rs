@@ -19,7 +19,9 @@ use ruma::{
     signatures::SigningKeyAlgorithm,
 };
 use serde_json::{Map, Value, json};
-use tessera_storage::{KeyUpload, NewKey, StorageError, Store};
+use tessera_storage::{
+    CrossSigningKeyRow, KeySignature, KeyUpload, NewKey, StorageError, Store, StoredDeviceKeys,
+};
 
 use crate::{
     Error, Result,
@@ -217,17 +219,33 @@ impl Keys {
         requester: Option<&UserId>,
         wanted: &BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>,
     ) -> Result<QueriedKeys> {
+        // A few statements for all the users (a client asks for everyone
+        // in a room before it first sends there), not a few per user.
+        let local: Vec<&UserId> =
+            wanted.keys().filter(|user| user.server_name() == self.server_name).map(|user| &**user).collect();
+        let existing: std::collections::HashSet<String> =
+            self.store.existing_users(&local).await?.into_iter().collect();
+        let users: Vec<&UserId> = local.into_iter().filter(|user| existing.contains(user.as_str())).collect();
+        let mut signatures: BTreeMap<String, Vec<KeySignature>> = BTreeMap::new();
+        for signature in self.store.key_signatures_of_users(&users, requester).await? {
+            signatures.entry(signature.target_user_id.clone()).or_default().push(signature);
+        }
+        let mut devices: BTreeMap<String, Vec<StoredDeviceKeys>> = BTreeMap::new();
+        for (user, keys) in self.store.device_keys_of_users(&users).await? {
+            devices.entry(user).or_default().push(keys);
+        }
+        let mut signing_keys: BTreeMap<String, Vec<CrossSigningKeyRow>> = BTreeMap::new();
+        for (user, key) in self.store.cross_signing_keys_of_users(&users).await? {
+            signing_keys.entry(user).or_default().push(key);
+        }
         let mut answer = QueriedKeys::default();
-        for (user, devices) in wanted {
-            if user.server_name() != self.server_name || self.store.get_user(user).await?.is_none() {
-                continue;
-            }
-            let signers: Vec<&UserId> = [Some(&**user), requester].into_iter().flatten().collect();
-            let signatures = self.store.key_signatures_on(user, &signers).await?;
+        for user in users {
+            let wanted_devices = &wanted[user];
+            let signatures = signatures.remove(user.as_str()).unwrap_or_default();
             let mut found = BTreeMap::new();
-            for stored in self.store.device_keys_of(user).await? {
+            for stored in devices.remove(user.as_str()).unwrap_or_default() {
                 let device_id: OwnedDeviceId = stored.device_id.into();
-                if !devices.is_empty() && !devices.contains(&device_id) {
+                if !wanted_devices.is_empty() && !wanted_devices.contains(&device_id) {
                     continue;
                 }
                 let mut keys: Map<String, Value> = match serde_json::from_str(&stored.keys_json) {
@@ -246,14 +264,17 @@ impl Keys {
                 }
                 found.insert(device_id, to_raw(&keys)?);
             }
-            answer.device_keys.insert(user.clone(), found);
-            for (usage, key) in self.visible_signing_keys(requester, user, &signatures).await? {
+            answer.device_keys.insert(user.to_owned(), found);
+            let stored_keys = signing_keys.remove(user.as_str()).unwrap_or_default();
+            for (usage, key) in
+                cross_signing::visible_signing_keys(requester, user, stored_keys, &signatures)?
+            {
                 let keys = match usage.as_str() {
                     "master" => &mut answer.master_keys,
                     "self_signing" => &mut answer.self_signing_keys,
                     _ => &mut answer.user_signing_keys,
                 };
-                keys.insert(user.clone(), key);
+                keys.insert(user.to_owned(), key);
             }
         }
         Ok(answer)
@@ -326,30 +347,34 @@ impl Keys {
         &self,
         wanted: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, ruma::OneTimeKeyAlgorithm>>,
     ) -> Result<KeysByDevice<BTreeMap<OwnedOneTimeKeyId, Raw<OneTimeKey>>>> {
+        let claims: Vec<(&UserId, &DeviceId, &str)> = wanted
+            .iter()
+            .filter(|(user, _)| user.server_name() == self.server_name)
+            .flat_map(|(user, devices)| {
+                devices.iter().map(move |(device, algorithm)| (&**user, &**device, algorithm.as_str()))
+            })
+            .collect();
+        let claimed = self.store.claim_keys(&claims).await;
+        for (user, device, _) in &claims {
+            self.device_lists.key_counts().forget_device(user.as_str(), device.as_str());
+        }
         let mut answer = KeysByDevice::default();
-        for (user, devices) in wanted {
-            if user.server_name() != self.server_name {
+        for ((user, device, _), claimed) in claims.iter().zip(claimed?) {
+            let Some((key_id, json)) = claimed else {
                 continue;
-            }
-            let mut found = BTreeMap::new();
-            for (device, algorithm) in devices {
-                let claimed = self.store.claim_key(user, device, algorithm.as_str()).await;
-                self.device_lists.key_counts().forget_device(user.as_str(), device.as_str());
-                let Some((key_id, json)) = claimed? else {
-                    continue;
-                };
-                let (Ok(key_id), Ok(key)) = (
-                    OwnedOneTimeKeyId::try_from(key_id.as_str()),
-                    serde_json::value::RawValue::from_string(json).map(Raw::from_json),
-                ) else {
-                    tracing::warn!(%user, %device, %key_id, "unreadable one-time key skipped");
-                    continue;
-                };
-                found.insert(device.clone(), BTreeMap::from([(key_id, key)]));
-            }
-            if !found.is_empty() {
-                answer.keys.insert(user.clone(), found);
-            }
+            };
+            let (Ok(key_id), Ok(key)) = (
+                OwnedOneTimeKeyId::try_from(key_id.as_str()),
+                serde_json::value::RawValue::from_string(json).map(Raw::from_json),
+            ) else {
+                tracing::warn!(%user, %device, %key_id, "unreadable one-time key skipped");
+                continue;
+            };
+            answer
+                .keys
+                .entry((*user).to_owned())
+                .or_default()
+                .insert((*device).to_owned(), BTreeMap::from([(key_id, key)]));
         }
         Ok(answer)
     }
