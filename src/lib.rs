@@ -38,7 +38,7 @@ use tessera_service::{
     push_rules::PushRules,
     rate_limit::RateLimiter,
     receipts::Receipts,
-    rooms::Rooms,
+    rooms::{Rooms, RoomsFederation},
     shared_secret::SharedSecretRegistration,
     streams::StreamAllocator,
     sync::{SyncService, SyncSources},
@@ -142,6 +142,8 @@ async fn serve_with_store(
     let notifier = Notifier::new(store.clone());
     let account_data = AccountData::new(store.clone(), streams.clone(), notifier.clone());
     let push_rules = PushRules::new(store.clone(), account_data.clone());
+    let outbox =
+        Outbox::start(store.clone(), remote.clone()).await.map_err(|e| ServeError::Storage(e.to_string()))?;
     let rooms = Rooms::new(
         store.clone(),
         signing_key.clone(),
@@ -149,6 +151,7 @@ async fn serve_with_store(
         streams.clone(),
         notifier.clone(),
         push_rules.clone(),
+        RoomsFederation { outbox: outbox.clone(), server_keys: server_keys.clone(), remote: remote.clone() },
     );
     let device_lists = DeviceLists::new(store.clone(), streams.clone(), notifier.clone(), rooms.clone());
     let accounts = Accounts::new(
@@ -172,11 +175,9 @@ async fn serve_with_store(
     let typing = Typing::new(notifier.clone());
     let receipts =
         Receipts::new(store.clone(), rooms.clone(), account_data.clone(), streams.clone(), notifier.clone());
-    let outbox =
-        Outbox::start(store.clone(), remote.clone()).await.map_err(|e| ServeError::Storage(e.to_string()))?;
     let to_device =
         ToDevice::new(store.clone(), streams.clone(), notifier.clone(), server_name.clone(), outbox.clone());
-    let transactions = Transactions::new(store.clone(), to_device.clone());
+    let transactions = Transactions::new(store.clone(), to_device.clone(), rooms.clone());
     let presence = Presence::new(store.clone(), streams.clone(), notifier.clone(), config.presence.clone());
     presence.spawn_sweeper();
     let delivery = Delivery::start(store.clone(), streams.clone(), notifier.clone(), rooms.clone());

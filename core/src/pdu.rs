@@ -123,6 +123,57 @@ impl Pdu {
         })
     }
 
+    /// Parses a PDU another server sent: the spec's size limits checked,
+    /// `unsigned` (the sender's annotations, not part of the signed event)
+    /// dropped, and the event ID computed as the room version says (read
+    /// from the JSON in versions 1 and 2, the reference hash from 3 on).
+    /// Signatures and hashes are the caller's to verify.
+    pub fn from_remote_json(
+        mut json: CanonicalJsonObject,
+        room_id: Option<&RoomId>,
+        rules: &RoomVersionRules,
+    ) -> Result<Self, EventError> {
+        use ruma::room_version_rules::EventIdFormatVersion;
+        json.remove("unsigned");
+        let size = serde_json::to_string(&json).map_err(|e| EventError::Invalid(e.to_string()))?.len();
+        if size > crate::build::MAX_PDU_BYTES {
+            return Err(EventError::TooLarge("event"));
+        }
+        let too_long = |key: &str, limit: usize| matches!(json.get(key), Some(CanonicalJsonValue::String(s)) if s.len() > limit);
+        if too_long("type", crate::build::MAX_TYPE_BYTES) {
+            return Err(EventError::TooLarge("type"));
+        }
+        if too_long("state_key", crate::build::MAX_STATE_KEY_BYTES) {
+            return Err(EventError::TooLarge("state_key"));
+        }
+        let event_id = match rules.event_id_format {
+            EventIdFormatVersion::V1 => match json.get("event_id") {
+                Some(CanonicalJsonValue::String(id)) => {
+                    EventId::parse(id.as_str()).map_err(invalid("event_id"))?
+                }
+                _ => return Err(EventError::Invalid("`event_id` is missing".into())),
+            },
+            _ => {
+                let hash = ruma::signatures::reference_hash(&json, rules)
+                    .map_err(|e| EventError::Invalid(e.to_string()))?;
+                EventId::new_v2_or_v3(&hash).map_err(|e| EventError::Invalid(e.to_string()))?
+            }
+        };
+        // Room version 12: a create event's room ID is its own hash.
+        let derived = match json.contains_key("room_id") {
+            true => None,
+            false => Some(
+                RoomId::new_v2(event_id.as_str().trim_start_matches('$'))
+                    .map_err(|e| EventError::Invalid(e.to_string()))?,
+            ),
+        };
+        let pdu = Self::from_json(event_id, derived.as_deref(), json, rules)?;
+        if room_id.is_some_and(|expected| pdu.room_id != expected) {
+            return Err(EventError::Invalid("the event belongs to another room".into()));
+        }
+        Ok(pdu)
+    }
+
     /// Whether this is a state event.
     pub fn is_state(&self) -> bool {
         self.state_key.is_some()

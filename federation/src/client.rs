@@ -7,12 +7,15 @@
 use std::{sync::Arc, time::Duration};
 
 use ruma::{
-    OwnedDeviceId, OwnedMxcUri, OwnedServerName, OwnedUserId, ServerName, UserId,
+    EventId, OwnedDeviceId, OwnedEventId, OwnedMxcUri, OwnedServerName, OwnedUserId, RoomId, RoomVersionId,
+    ServerName, UserId,
     api::{
         IncomingResponseExt, OutgoingRequest,
         federation::{
             discovery::{ServerSigningKeys, get_remote_server_keys_batch, get_server_keys},
+            event::{get_event, get_missing_events},
             keys::{claim_keys, get_keys},
+            membership::{create_join_event, prepare_join_event},
             query::get_profile_information,
             transactions::{edu::Edu, send_transaction_message},
         },
@@ -20,6 +23,7 @@ use ruma::{
     },
     serde::Raw,
 };
+use serde_json::value::RawValue as RawJsonValue;
 use tessera_core::ServerSigningKey;
 use tessera_service::federation::{BoxFuture, Remote, RemoteError};
 use tessera_service::profiles::Profile;
@@ -207,6 +211,7 @@ impl Remote for FederationClient {
         &'a self,
         destination: &'a ServerName,
         txn_id: &'a str,
+        pdus: Vec<Box<RawJsonValue>>,
         edus: Vec<Raw<Edu>>,
     ) -> BoxFuture<'a, Result<(), RemoteError>> {
         Box::pin(async move {
@@ -216,9 +221,62 @@ impl Remote for FederationClient {
                 origin,
                 ruma::MilliSecondsSinceUnixEpoch::now(),
             );
+            request.pdus = pdus;
             request.edus = edus;
             self.send(destination, request).await.map(|_| ())
         })
+    }
+
+    fn make_join<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        user_id: &'a UserId,
+        versions: Vec<RoomVersionId>,
+    ) -> BoxFuture<'a, Result<prepare_join_event::v1::Response, RemoteError>> {
+        Box::pin(async move {
+            let mut request = prepare_join_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
+            request.ver = versions;
+            self.send(server, request).await
+        })
+    }
+
+    fn send_join<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        event_id: &'a EventId,
+        pdu: Box<RawJsonValue>,
+    ) -> BoxFuture<'a, Result<create_join_event::v2::RoomState, RemoteError>> {
+        Box::pin(async move {
+            let request = create_join_event::v2::Request::new(room_id.to_owned(), event_id.to_owned(), pdu);
+            Ok(self.send(server, request).await?.room_state)
+        })
+    }
+
+    fn get_missing_events<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        earliest: Vec<OwnedEventId>,
+        latest: Vec<OwnedEventId>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<Box<RawJsonValue>>, RemoteError>> {
+        Box::pin(async move {
+            let mut request = get_missing_events::v1::Request::new(room_id.to_owned(), earliest, latest);
+            request.limit = limit.into();
+            Ok(self.send(server, request).await?.events)
+        })
+    }
+
+    fn get_event<'a>(
+        &'a self,
+        server: &'a ServerName,
+        event_id: &'a EventId,
+    ) -> BoxFuture<'a, Result<Box<RawJsonValue>, RemoteError>> {
+        Box::pin(
+            async move { Ok(self.send(server, get_event::v1::Request::new(event_id.to_owned())).await?.pdu) },
+        )
     }
 }
 

@@ -13,6 +13,7 @@ pub mod client;
 mod discovery;
 mod events;
 mod keys;
+mod membership;
 pub mod outbound;
 mod query;
 mod transactions;
@@ -52,6 +53,7 @@ fn routes() -> Router<FederationState> {
         .merge(user_keys::routes())
         .merge(transactions::routes())
         .merge(events::routes())
+        .merge(membership::routes())
 }
 
 /// Every federation route, for mounting on the client listener too (as

@@ -38,7 +38,7 @@ impl Store {
     pub async fn event_outlines(&self, room_id: &RoomId, after: i64, upto: i64) -> Result<Vec<EventOutline>> {
         let rows = sqlx::query(
             "SELECT stream_ordering, event_id, sender, event_type FROM events
-             WHERE room_id = $1 AND rejected = 0 AND stream_ordering > $2 AND stream_ordering <= $3
+             WHERE room_id = $1 AND status = 0 AND stream_ordering > $2 AND stream_ordering <= $3
              ORDER BY stream_ordering",
         )
         .bind(room_id.as_str())

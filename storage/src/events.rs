@@ -27,7 +27,10 @@ pub struct StoredEvent {
     /// are cloned out of caches for every sync that reads them.
     pub json: Arc<str>,
     pub redacted_by: Option<String>,
+    /// Refused by the authorization rules: never in state or the timeline.
     pub rejected: bool,
+    /// Where the event stands in its room ([`EventStatus`]).
+    pub status: EventStatus,
     pub state_before: i64,
     pub state_after: i64,
     pub txn_device_id: Option<String>,
@@ -83,7 +86,7 @@ impl StoredEvent {
 }
 
 const COLUMNS: &str = "stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
-     origin_server_ts, json, redacted_by, rejected, state_before, state_after, txn_device_id, txn_id";
+     origin_server_ts, json, redacted_by, status, state_before, state_after, txn_device_id, txn_id";
 
 pub(crate) fn event_from_row(row: &AnyRow) -> Result<StoredEvent> {
     event_from_row_at(row, 0)
@@ -103,13 +106,41 @@ pub(crate) fn event_from_row_at(row: &AnyRow, at: usize) -> Result<StoredEvent> 
         origin_server_ts: row.try_get(at + 7)?,
         json: row.try_get::<String, _>(at + 8)?.into(),
         redacted_by: row.try_get(at + 9)?,
-        rejected: row.try_get::<i64, _>(at + 10)? != 0,
+        rejected: row.try_get::<i64, _>(at + 10)? == EventStatus::Rejected as i64,
+        status: EventStatus::from_column(row.try_get(at + 10)?),
         state_before: row.try_get(at + 11)?,
         state_after: row.try_get(at + 12)?,
         txn_device_id: row.try_get(at + 13)?,
         txn_id: row.try_get(at + 14)?,
         parsed: Arc::default(),
     })
+}
+
+/// An event's place in its room (the `status` column).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EventStatus {
+    /// In the timeline and the DAG's state.
+    #[default]
+    Timeline = 0,
+    /// Refused by the authorization rules: kept, never in state or shown.
+    Rejected = 1,
+    /// Known (another event's auth event, state received when joining) but
+    /// not part of the timeline; its state is not known.
+    Outlier = 2,
+    /// Passed its auth events and the state before it, failed the room's
+    /// current state: kept in the DAG, not shown, not an extremity.
+    SoftFailed = 3,
+}
+
+impl EventStatus {
+    fn from_column(value: i64) -> Self {
+        match value {
+            1 => Self::Rejected,
+            2 => Self::Outlier,
+            3 => Self::SoftFailed,
+            _ => Self::Timeline,
+        }
+    }
 }
 
 /// A client transaction ID with what it is unique within: the device, and
@@ -149,6 +180,16 @@ pub struct NewEvent<'a> {
     pub relation: Option<NewRelation<'a>>,
     /// The push-rule verdicts of the local members it notifies.
     pub push_actions: &'a [crate::NewPushAction],
+    /// Where it stands: only a timeline event changes the room's
+    /// extremities, state and memberships.
+    pub status: EventStatus,
+    /// The room's whole current state after the event, when it is not the
+    /// state after the event alone (a fork, resolved; or the state a join
+    /// through another server received): current state and memberships
+    /// are replaced by it.
+    pub current_state: Option<&'a [crate::state::StateEntry]>,
+    /// Other servers to send the event to (queued in the same transaction).
+    pub destinations: &'a [&'a str],
 }
 
 /// An event's relation to another (`m.relates_to`).
@@ -169,14 +210,21 @@ impl Store {
     /// ID, all in one transaction. Returns the state group after the event.
     /// Conflict if the transaction ID was used meanwhile.
     pub async fn append_event(&self, new: NewEvent<'_>) -> Result<i64> {
-        if self.backend == Backend::Postgres && new.state_key.is_none() && new.redaction.is_none() {
+        if self.backend == Backend::Postgres
+            && new.state_key.is_none()
+            && new.redaction.is_none()
+            && new.status == EventStatus::Timeline
+            && new.current_state.is_none()
+        {
             return self.append_message_postgres(&new).await.map(|()| new.state_before);
         }
         // A redacted event leaves the cache once this write ends, however.
         let _redacted =
             new.redaction.map(|(target, _)| self.event_cache.remove_on_drop(target.as_str().to_owned()));
         let mut tx = self.write.begin().await?;
-        let state_after = match new.state_key {
+        let timeline = new.status == EventStatus::Timeline;
+        let changes_state = matches!(new.status, EventStatus::Timeline | EventStatus::SoftFailed);
+        let state_after = match new.state_key.filter(|_| changes_state) {
             Some(state_key) => {
                 state::add_state_group(
                     &mut tx,
@@ -192,8 +240,8 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth,
-                 origin_server_ts, json, state_before, state_after, txn_device_id, txn_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 origin_server_ts, json, state_before, state_after, txn_device_id, txn_id, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(new.stream_ordering)
         .bind(new.event_id.as_str())
@@ -208,6 +256,7 @@ impl Store {
         .bind(state_after)
         .bind(new.txn.map(|t| t.device_id.as_str()))
         .bind(new.txn.map(|t| t.txn_id))
+        .bind(new.status as i64)
         .execute(&mut tx)
         .await?;
         for prev in new.prev_events {
@@ -216,18 +265,31 @@ impl Store {
                 .bind(prev.as_str())
                 .execute(&mut tx)
                 .await?;
-            sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+            if timeline {
+                sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+                    .bind(new.room_id.as_str())
+                    .bind(prev.as_str())
+                    .execute(&mut tx)
+                    .await?;
+            }
+        }
+        if timeline {
+            sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
                 .bind(new.room_id.as_str())
-                .bind(prev.as_str())
+                .bind(new.event_id.as_str())
                 .execute(&mut tx)
                 .await?;
         }
-        sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
-            .bind(new.room_id.as_str())
-            .bind(new.event_id.as_str())
-            .execute(&mut tx)
-            .await?;
-        if let Some(state_key) = new.state_key {
+        for destination in new.destinations {
+            sqlx::query("INSERT INTO outbound_pdus (destination, event_id) VALUES ($1, $2)")
+                .bind(*destination)
+                .bind(new.event_id.as_str())
+                .execute(&mut tx)
+                .await?;
+        }
+        if let Some(state) = new.current_state.filter(|_| timeline) {
+            state::replace_current_state(&mut tx, new.room_id.as_str(), state, new.stream_ordering).await?;
+        } else if let Some(state_key) = new.state_key.filter(|_| timeline) {
             sqlx::query(
                 "INSERT INTO current_state (room_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = excluded.event_id",
@@ -239,7 +301,9 @@ impl Store {
             .execute(&mut tx)
             .await?;
         }
-        if let Some((user_id, membership)) = new.membership {
+        if let Some((user_id, membership)) =
+            new.membership.filter(|_| timeline && new.current_state.is_none())
+        {
             sqlx::query(
                 "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_ordering)
                  VALUES ($1, $2, $3, $4, $5)
@@ -363,6 +427,10 @@ impl Store {
              txn AS (
                  INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id)
                  SELECT $12, $10, $18, $11, $2 WHERE $11 IS NOT NULL
+             ),
+             outbound AS (
+                 INSERT INTO outbound_pdus (destination, event_id)
+                 SELECT value, $2 FROM json_array_elements_text($19::json)
              )
              SELECT 1",
         )
@@ -384,6 +452,7 @@ impl Store {
         .bind(relation.map(|r| r.rel_type))
         .bind(relation.and_then(|r| r.aggregation_key))
         .bind(new.txn.map(|t| t.scope))
+        .bind(serde_json::json!(new.destinations).to_string())
         .execute(&self.write)
         .await;
         match inserted {
@@ -421,7 +490,7 @@ impl Store {
     pub async fn last_room_event_upto(&self, room_id: &RoomId, stream: i64) -> Result<Option<(i64, i64)>> {
         let row = sqlx::query(
             "SELECT depth, stream_ordering FROM events
-             WHERE room_id = $1 AND rejected = 0 AND stream_ordering <= $2
+             WHERE room_id = $1 AND status = 0 AND stream_ordering <= $2
              ORDER BY stream_ordering DESC LIMIT 1",
         )
         .bind(room_id.as_str())
@@ -442,13 +511,13 @@ impl Store {
     ) -> Result<Vec<StoredEvent>> {
         let sql = if backwards {
             format!(
-                "SELECT {COLUMNS} FROM events WHERE room_id = $1 AND rejected = 0
+                "SELECT {COLUMNS} FROM events WHERE room_id = $1 AND status = 0
                    AND (depth < $2 OR (depth = $2 AND stream_ordering < $3))
                  ORDER BY depth DESC, stream_ordering DESC LIMIT $4"
             )
         } else {
             format!(
-                "SELECT {COLUMNS} FROM events WHERE room_id = $1 AND rejected = 0
+                "SELECT {COLUMNS} FROM events WHERE room_id = $1 AND status = 0
                    AND (depth > $2 OR (depth = $2 AND stream_ordering > $3))
                  ORDER BY depth ASC, stream_ordering ASC LIMIT $4"
             )

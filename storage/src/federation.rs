@@ -12,7 +12,54 @@ pub struct OutboundEdu {
     pub edu_json: String,
 }
 
+/// A room event waiting to be sent, with its JSON as stored.
+#[derive(Debug, Clone)]
+pub struct OutboundPdu {
+    pub seq: i64,
+    pub event_id: String,
+    pub json: String,
+}
+
 impl Store {
+    /// The destinations with room events waiting.
+    pub async fn pdu_destinations(&self) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT DISTINCT destination FROM outbound_pdus").fetch_all(&self.read).await?;
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
+    /// The oldest `limit` room events waiting for `destination`.
+    pub async fn outbound_pdus(&self, destination: &str, limit: i64) -> Result<Vec<OutboundPdu>> {
+        let rows = sqlx::query(
+            "SELECT o.seq, o.event_id, e.json FROM outbound_pdus o JOIN events e ON e.event_id = o.event_id
+             WHERE o.destination = $1 ORDER BY o.seq LIMIT $2",
+        )
+        .bind(destination)
+        .bind(limit)
+        .fetch_all(&self.write)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboundPdu { seq: row.try_get(0)?, event_id: row.try_get(1)?, json: row.try_get(2)? })
+            })
+            .collect()
+    }
+
+    /// Forgets the room events `seqs` for `destination` (see
+    /// [`Store::delete_edus`]).
+    pub async fn delete_pdus(&self, destination: &str, seqs: &[i64]) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        for seq in seqs {
+            sqlx::query("DELETE FROM outbound_pdus WHERE destination = $1 AND seq = $2")
+                .bind(destination)
+                .bind(seq)
+                .execute(&mut tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Queues EDUs (destination, JSON) in one transaction.
     pub async fn queue_edus(&self, edus: &[(&str, &str)]) -> Result<()> {
         let mut tx = self.write.begin().await?;

@@ -48,6 +48,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(18, "0018_cross_signing"),
     migration!(19, "0019_server_keys"),
     migration!(20, "0020_federation_transactions"),
+    migration!(21, "0021_remote_events"),
 ];
 
 /// The newest schema version this binary knows.

@@ -247,13 +247,13 @@ impl Store {
     ) -> Result<Option<StoredEvent>> {
         let sql = if forward {
             format!(
-                "SELECT {} FROM events WHERE room_id = $1 AND rejected = 0 AND origin_server_ts >= $2
+                "SELECT {} FROM events WHERE room_id = $1 AND status = 0 AND origin_server_ts >= $2
                  ORDER BY origin_server_ts ASC, stream_ordering ASC LIMIT 1",
                 columns("")
             )
         } else {
             format!(
-                "SELECT {} FROM events WHERE room_id = $1 AND rejected = 0 AND origin_server_ts <= $2
+                "SELECT {} FROM events WHERE room_id = $1 AND status = 0 AND origin_server_ts <= $2
                  ORDER BY origin_server_ts DESC, stream_ordering DESC LIMIT 1",
                 columns("")
             )

@@ -175,3 +175,77 @@ impl Store {
         Ok(state)
     }
 }
+
+/// One entry of a room's state, with the membership a member event sets.
+#[derive(Clone, Debug)]
+pub struct StateEntry {
+    pub event_type: String,
+    pub state_key: String,
+    pub event_id: String,
+    /// For `m.room.member`: its `membership`.
+    pub membership: Option<String>,
+}
+
+/// Replaces the room's current state, and the memberships it changes, by
+/// `state` (a fork resolved, or the state received when joining through
+/// another server). A membership whose event changed gets `stream_ordering`.
+pub(crate) async fn replace_current_state(
+    tx: &mut crate::pool::Tx,
+    room_id: &str,
+    state: &[StateEntry],
+    stream_ordering: i64,
+) -> Result<()> {
+    sqlx::query("DELETE FROM current_state WHERE room_id = $1").bind(room_id).execute(&mut *tx).await?;
+    for entry in state {
+        sqlx::query(
+            "INSERT INTO current_state (room_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(room_id)
+        .bind(&entry.event_type)
+        .bind(&entry.state_key)
+        .bind(&entry.event_id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(membership) = &entry.membership {
+            sqlx::query(
+                "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_ordering)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership,
+                     event_id = excluded.event_id, stream_ordering = excluded.stream_ordering, forgotten = 0
+                 WHERE room_memberships.event_id <> excluded.event_id",
+            )
+            .bind(room_id)
+            .bind(&entry.state_key)
+            .bind(membership)
+            .bind(&entry.event_id)
+            .bind(stream_ordering)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Writes `state` as a snapshot group `id` of the room (the state
+    /// before an event whose predecessors are not all known: a join
+    /// through another server, a gap in the DAG). `id` is a stream
+    /// position of its own, so it never meets an event's group.
+    pub async fn create_state_snapshot(&self, room_id: &str, id: i64, state: &StateMap) -> Result<i64> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO state_groups (id, room_id, parent_id, chain_entries, state_entries) VALUES ($1, $2, NULL, 0, $3)",
+        )
+        .bind(id)
+        .bind(room_id)
+        .bind(i64::try_from(state.len()).unwrap_or(i64::MAX))
+        .execute(&mut tx)
+        .await?;
+        for ((kind, key), event) in state {
+            insert_entry(&mut tx, id, kind, key, event).await?;
+        }
+        tx.commit().await?;
+        self.state_cache.insert(id, Arc::new(state.clone()), state.len());
+        Ok(id)
+    }
+}

@@ -48,7 +48,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<StoredEvent>> {
         let sql = format!(
-            "SELECT {} FROM events WHERE room_id = $1 AND rejected = 0
+            "SELECT {} FROM events WHERE room_id = $1 AND status = 0
                AND stream_ordering > $2 AND stream_ordering <= $3
              ORDER BY stream_ordering DESC LIMIT $4",
             columns("")
@@ -66,7 +66,7 @@ impl Store {
     /// The room's last event at or before a stream position.
     pub async fn last_event_upto(&self, room_id: &RoomId, upto: i64) -> Result<Option<StoredEvent>> {
         let sql = format!(
-            "SELECT {} FROM events WHERE room_id = $1 AND stream_ordering <= $2
+            "SELECT {} FROM events WHERE room_id = $1 AND status = 0 AND stream_ordering <= $2
              ORDER BY stream_ordering DESC LIMIT 1",
             columns("")
         );

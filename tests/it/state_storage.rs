@@ -37,6 +37,9 @@ async fn append_state(store: &Store, position: i64, before: i64, key: &str) -> (
             redaction: None,
             relation: None,
             push_actions: &[],
+            status: Default::default(),
+            current_state: None,
+            destinations: &[],
         })
         .await
         .expect("append");

@@ -40,8 +40,11 @@ async fn join_by_id(
     State(state): State<ClientState>,
     req: Ruma<join_room_by_id::v3::Request, GuestsAllowed>,
 ) -> Result<join_room_by_id::v3::Response> {
-    let room_id = state.rooms.resolve_room(<&ruma::RoomOrAliasId>::from(&*req.body.room_id)).await?;
-    state.rooms.join(req.identity()?, &room_id, req.body.reason.as_deref(), req.json_object()).await?;
+    let room = <&ruma::RoomOrAliasId>::from(&*req.body.room_id);
+    let room_id = state
+        .rooms
+        .join_anywhere(req.identity()?, room, &[], req.body.reason.as_deref(), req.json_object())
+        .await?;
     Ok(join_room_by_id::v3::Response::new(room_id).into())
 }
 
@@ -49,8 +52,17 @@ async fn join_by_id_or_alias(
     State(state): State<ClientState>,
     req: Ruma<join_room_by_id_or_alias::v3::Request, GuestsAllowed>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
-    let room_id = state.rooms.resolve_room(&req.body.room_id_or_alias).await?;
-    state.rooms.join(req.identity()?, &room_id, req.body.reason.as_deref(), req.json_object()).await?;
+    let body = &req.body;
+    let room_id = state
+        .rooms
+        .join_anywhere(
+            req.identity()?,
+            &body.room_id_or_alias,
+            &body.via,
+            body.reason.as_deref(),
+            req.json_object(),
+        )
+        .await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id).into())
 }
 

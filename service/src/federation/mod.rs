@@ -6,6 +6,7 @@
 //! Spec: <https://spec.matrix.org/v1.16/server-server-api/>.
 
 mod outbox;
+mod pdus;
 mod server_keys;
 mod transactions;
 
@@ -14,17 +15,21 @@ use std::{future::Future, pin::Pin};
 use std::collections::BTreeMap;
 
 use ruma::{
-    OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName, UserId,
+    EventId, OwnedDeviceId, OwnedEventId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, ServerName,
+    UserId,
     api::federation::{
         discovery::ServerSigningKeys,
         keys::{claim_keys, get_keys},
+        membership::{create_join_event, prepare_join_event},
         transactions::edu::Edu,
     },
     serde::Raw,
 };
+use serde_json::value::RawValue as RawJsonValue;
 use tessera_storage::Profile;
 
 pub use outbox::Outbox;
+pub use pdus::verify_pdu;
 pub use server_keys::{RequestAuthError, ServerKeys};
 pub use transactions::Transactions;
 
@@ -88,13 +93,50 @@ pub trait Remote: Send + Sync {
     ) -> BoxFuture<'a, Result<claim_keys::v1::Response, RemoteError>>;
 
     /// `PUT /_matrix/federation/v1/send/{txnId}` to `destination`: accepted
-    /// (the per-PDU results are not needed yet) or not.
+    /// (a PDU the destination refuses is its own business) or not.
     fn send_transaction<'a>(
         &'a self,
         destination: &'a ServerName,
         txn_id: &'a str,
+        pdus: Vec<Box<RawJsonValue>>,
         edus: Vec<Raw<Edu>>,
     ) -> BoxFuture<'a, Result<(), RemoteError>>;
+
+    /// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}` of `server`:
+    /// the room's version and the join event's template.
+    fn make_join<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        user_id: &'a UserId,
+        versions: Vec<RoomVersionId>,
+    ) -> BoxFuture<'a, Result<prepare_join_event::v1::Response, RemoteError>>;
+
+    /// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}` of `server`.
+    fn send_join<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        event_id: &'a EventId,
+        pdu: Box<RawJsonValue>,
+    ) -> BoxFuture<'a, Result<create_join_event::v2::RoomState, RemoteError>>;
+
+    /// `POST /_matrix/federation/v1/get_missing_events/{roomId}` of `server`.
+    fn get_missing_events<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        earliest: Vec<OwnedEventId>,
+        latest: Vec<OwnedEventId>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<Box<RawJsonValue>>, RemoteError>>;
+
+    /// `GET /_matrix/federation/v1/event/{eventId}` of `server`: the PDU.
+    fn get_event<'a>(
+        &'a self,
+        server: &'a ServerName,
+        event_id: &'a EventId,
+    ) -> BoxFuture<'a, Result<Box<RawJsonValue>, RemoteError>>;
 }
 
 /// A [`Remote`] that reaches nobody: for a service used without
@@ -141,9 +183,49 @@ impl Remote for NoRemote {
         &'a self,
         destination: &'a ServerName,
         _txn_id: &'a str,
+        _pdus: Vec<Box<RawJsonValue>>,
         _edus: Vec<Raw<Edu>>,
     ) -> BoxFuture<'a, Result<(), RemoteError>> {
         Box::pin(async move { Err(unreachable(destination)) })
+    }
+
+    fn make_join<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _room_id: &'a RoomId,
+        _user_id: &'a UserId,
+        _versions: Vec<RoomVersionId>,
+    ) -> BoxFuture<'a, Result<prepare_join_event::v1::Response, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    fn send_join<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _room_id: &'a RoomId,
+        _event_id: &'a EventId,
+        _pdu: Box<RawJsonValue>,
+    ) -> BoxFuture<'a, Result<create_join_event::v2::RoomState, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    fn get_missing_events<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _room_id: &'a RoomId,
+        _earliest: Vec<OwnedEventId>,
+        _latest: Vec<OwnedEventId>,
+        _limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<Box<RawJsonValue>>, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    fn get_event<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _event_id: &'a EventId,
+    ) -> BoxFuture<'a, Result<Box<RawJsonValue>, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
     }
 }
 

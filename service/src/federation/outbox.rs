@@ -1,7 +1,8 @@
-//! The outbox: EDUs for other servers, stored first (`outbound_edus`, in
-//! the transaction of the change they carry), then sent by one task per
-//! destination, in order, up to 100 (and 1 MiB) per transaction, one
-//! transaction in flight. The EDUs a destination accepted are deleted; a
+//! The outbox: room events (PDUs) and EDUs for other servers, stored first
+//! (`outbound_pdus`, `outbound_edus`, in the transaction of the change they
+//! carry), then sent by one task per destination, in order, up to 50 PDUs
+//! and 100 EDUs (and 1 MiB of EDUs) per transaction, one transaction in
+//! flight. What a destination accepted is deleted; a
 //! lasting refusal (a 4xx other than 408 and 429) drops them; any other
 //! failure is retried after a backoff that doubles from one second to ten
 //! minutes. A transaction's ID is a hash of its EDUs' queue positions, so
@@ -26,6 +27,8 @@ use super::{Remote, RemoteError};
 
 /// EDUs per transaction at most (the spec's limit).
 pub const MAX_EDUS: i64 = 100;
+/// PDUs per transaction at most (the spec's limit).
+pub const MAX_PDUS: i64 = 50;
 /// Bytes of EDUs per transaction at most (a single larger EDU goes alone).
 const MAX_BYTES: usize = 1024 * 1024;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -54,7 +57,11 @@ impl Outbox {
     pub async fn start(store: Store, remote: Arc<dyn Remote>) -> crate::Result<Self> {
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let outbox = Self { inner: Arc::new(Inner { store, remote, senders: Mutex::default(), shutdown }) };
-        for destination in outbox.inner.store.edu_destinations().await? {
+        let mut destinations = outbox.inner.store.edu_destinations().await?;
+        destinations.extend(outbox.inner.store.pdu_destinations().await?);
+        destinations.sort();
+        destinations.dedup();
+        for destination in destinations {
             match OwnedServerName::try_from(destination.as_str()) {
                 Ok(destination) => outbox.wake(&destination),
                 Err(e) => tracing::warn!(destination, error = %e, "queued EDUs for a malformed server name"),
@@ -69,7 +76,7 @@ impl Outbox {
         self.inner.shutdown.send_replace(true);
     }
 
-    /// New EDUs for `destination` are stored: its sender sends them.
+    /// New PDUs or EDUs for `destination` are stored: its sender sends them.
     pub fn wake(&self, destination: &ruma::ServerName) {
         let mut senders = self.inner.senders.lock().expect("outbox senders");
         if let Some(notify) = senders.get(destination) {
@@ -97,7 +104,14 @@ impl Outbox {
             if *shutdown.borrow() {
                 return;
             }
-            let batch = match self.inner.store.outbound_edus(destination.as_str(), MAX_EDUS).await {
+            let store = &self.inner.store;
+            let read = async {
+                Ok::<_, tessera_storage::StorageError>((
+                    store.outbound_pdus(destination.as_str(), MAX_PDUS).await?,
+                    store.outbound_edus(destination.as_str(), MAX_EDUS).await?,
+                ))
+            };
+            let (pdus, batch) = match read.await {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::warn!(%destination, error = %e, "outbox unreadable");
@@ -105,7 +119,7 @@ impl Outbox {
                     continue;
                 }
             };
-            if batch.is_empty() {
+            if batch.is_empty() && pdus.is_empty() {
                 wait_or_stop!(notify.notified());
                 continue;
             }
@@ -119,18 +133,27 @@ impl Outbox {
                 })
                 .collect();
             let seqs: Vec<i64> = batch.iter().map(|edu| edu.seq).collect();
+            let pdu_seqs: Vec<i64> = pdus.iter().map(|pdu| pdu.seq).collect();
             let edus: Vec<Raw<Edu>> = batch
                 .iter()
                 .filter_map(|edu| serde_json::value::RawValue::from_string(edu.edu_json.clone()).ok())
                 .map(Raw::from_json)
                 .collect();
-            let txn_id = transaction_id(&seqs);
-            match self.inner.remote.send_transaction(&destination, &txn_id, edus).await {
+            let pdus: Vec<Box<serde_json::value::RawValue>> = pdus
+                .into_iter()
+                .filter_map(|pdu| serde_json::value::RawValue::from_string(pdu.json).ok())
+                .collect();
+            let txn_id = transaction_id(&pdu_seqs, &seqs);
+            let forget = || async {
+                store.delete_pdus(destination.as_str(), &pdu_seqs).await?;
+                store.delete_edus(destination.as_str(), &seqs).await
+            };
+            match self.inner.remote.send_transaction(&destination, &txn_id, pdus, edus).await {
                 Ok(()) => {
                     backoff = Duration::ZERO;
-                    if let Err(e) = self.inner.store.delete_edus(destination.as_str(), &seqs).await {
-                        // Sent again later: EDUs are deduplicated by the receiver.
-                        tracing::warn!(%destination, error = %e, "sent EDUs not forgotten");
+                    if let Err(e) = forget().await {
+                        // Sent again later: the receiver deduplicates both.
+                        tracing::warn!(%destination, error = %e, "sent PDUs and EDUs not forgotten");
                     }
                 }
                 // Refused for good (not a rate limit or a timeout): retrying
@@ -138,9 +161,9 @@ impl Outbox {
                 Err(RemoteError::Status { status, ref body, .. })
                     if (400..500).contains(&status) && status != 408 && status != 429 =>
                 {
-                    tracing::warn!(%destination, status, body, count = seqs.len(), "transaction refused: EDUs dropped");
-                    if let Err(e) = self.inner.store.delete_edus(destination.as_str(), &seqs).await {
-                        tracing::warn!(%destination, error = %e, "refused EDUs not forgotten");
+                    tracing::warn!(%destination, status, body, pdus = pdu_seqs.len(), edus = seqs.len(), "transaction refused: dropped");
+                    if let Err(e) = forget().await {
+                        tracing::warn!(%destination, error = %e, "refused PDUs and EDUs not forgotten");
                     }
                 }
                 Err(e) => {
@@ -153,12 +176,18 @@ impl Outbox {
     }
 }
 
-/// The ID of the transaction carrying the EDUs queued at `seqs`.
-fn transaction_id(seqs: &[i64]) -> String {
+/// The ID of the transaction carrying the PDUs and EDUs queued at
+/// `pdu_seqs` and `edu_seqs`.
+fn transaction_id(pdu_seqs: &[i64], edu_seqs: &[i64]) -> String {
     use sha2::Digest;
     let mut hash = sha2::Sha256::new();
-    for seq in seqs {
+    for seq in pdu_seqs {
         hash.update(seq.to_be_bytes());
     }
-    format!("{}-{}", seqs.first().copied().unwrap_or_default(), hex::encode(&hash.finalize()[..8]))
+    hash.update(b"/");
+    for seq in edu_seqs {
+        hash.update(seq.to_be_bytes());
+    }
+    let first = pdu_seqs.first().or(edu_seqs.first()).copied().unwrap_or_default();
+    format!("{first}-{}", hex::encode(&hash.finalize()[..8]))
 }

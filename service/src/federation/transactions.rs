@@ -3,18 +3,32 @@
 //! its EDUs applied with the spec's origin checks (a server speaks only
 //! for its own users).
 //!
-//! Not yet here: PDUs (this server joins no other server's rooms yet, so
-//! any PDU is for a room it is not in; they are ignored and answered with
-//! no result), and the EDUs about rooms and users shared across servers
-//! (typing, receipts, presence, device-list and signing-key updates),
-//! which wait for rooms with members on several servers.
+//! PDUs go to their rooms one after another (`Rooms::receive_pdu`), each
+//! with its own result; one that fails never fails the transaction.
+//!
+//! Not yet here: the EDUs about rooms and users shared across servers
+//! (typing, receipts, presence, device-list and signing-key updates).
 //! Spec: <https://spec.matrix.org/v1.16/server-server-api/#transactions>.
 
 use ruma::{ServerName, api::federation::transactions::edu::Edu, serde::Raw};
 use serde_json::value::RawValue as RawJsonValue;
 use tessera_storage::Store;
 
-use crate::{Error, Result, now_ms, to_device::ToDevice};
+use crate::{Error, Result, now_ms, rooms::Rooms, to_device::ToDevice};
+
+/// A PDU's event ID for the transaction's answer, where it can be told:
+/// room version 1 and 2 events carry it; later ones are named by their
+/// reference hash, computed with the rules of any version from 3 on
+/// (the hash does not depend on which).
+fn event_id_of(pdu: &RawJsonValue) -> Option<String> {
+    let object: ruma::CanonicalJsonObject = serde_json::from_str(pdu.get()).ok()?;
+    if let Some(ruma::CanonicalJsonValue::String(id)) = object.get("event_id") {
+        return Some(id.clone());
+    }
+    let rules = ruma::RoomVersionId::V11.rules()?;
+    let hash = ruma::signatures::reference_hash(&object, &rules).ok()?;
+    Some(format!("${hash}"))
+}
 
 /// PDUs per transaction at most (the spec's limit).
 pub const MAX_PDUS: usize = 50;
@@ -26,11 +40,12 @@ pub const MAX_EDUS: usize = 100;
 pub struct Transactions {
     store: Store,
     to_device: ToDevice,
+    rooms: Rooms,
 }
 
 impl Transactions {
-    pub fn new(store: Store, to_device: ToDevice) -> Self {
-        Self { store, to_device }
+    pub fn new(store: Store, to_device: ToDevice, rooms: Rooms) -> Self {
+        Self { store, to_device, rooms }
     }
 
     /// Applies a transaction from `origin`; returns the answer's JSON.
@@ -51,13 +66,26 @@ impl Transactions {
         if let Some(answer) = self.store.inbound_transaction(origin.as_str(), txn_id).await? {
             return Ok(answer);
         }
-        if !pdus.is_empty() {
-            tracing::debug!(%origin, count = pdus.len(), "PDUs ignored: no rooms shared with other servers yet");
+        let mut results = serde_json::Map::new();
+        for pdu in pdus {
+            match self.rooms.receive_pdu(origin, pdu).await {
+                Ok(event_id) => {
+                    results.insert(event_id.to_string(), serde_json::json!({}));
+                }
+                Err(e @ Error::Unavailable { .. }) => return Err(e),
+                Err(e) => {
+                    let id = event_id_of(pdu);
+                    tracing::info!(%origin, event = id, error = %e, "PDU not accepted");
+                    if let Some(id) = id {
+                        results.insert(id, serde_json::json!({ "error": e.to_string() }));
+                    }
+                }
+            }
         }
         for edu in edus {
             self.apply(origin, edu).await?;
         }
-        let answer = serde_json::json!({ "pdus": {} }).to_string();
+        let answer = serde_json::json!({ "pdus": results }).to_string();
         self.store.record_inbound_transaction(origin.as_str(), txn_id, &answer, now_ms()).await?;
         Ok(answer)
     }

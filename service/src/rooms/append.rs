@@ -9,7 +9,9 @@ use ruma::{
     UserId, events::TimelineEventType,
 };
 use tessera_core::{EventError, EventTemplate, Parents, Pdu, auth, build_event, rules_for};
-use tessera_storage::{NewEvent, NewRelation, StorageError, StoredEvent, TxnKey};
+use tessera_storage::{
+    EventStatus, NewEvent, NewRelation, StorageError, StoredEvent, TxnKey, state::StateEntry,
+};
 
 use super::Rooms;
 use crate::{Error, Result};
@@ -61,14 +63,31 @@ pub(crate) fn pdu_from_stored(stored: &StoredEvent, version: &RoomVersionId) -> 
 /// and the state group after them.
 pub(crate) struct Tip {
     extremities: Vec<Pdu>,
-    state_after: i64,
+    pub(super) state_after: i64,
 }
 
 /// A built and authorised event, not yet stored.
 pub(crate) struct Prepared {
     pub pdu: Pdu,
-    version: RoomVersionId,
-    state_before: i64,
+    pub(super) version: RoomVersionId,
+    pub(super) state_before: i64,
+    /// Where it stands ([`EventStatus::Timeline`] for every local event).
+    pub(super) status: EventStatus,
+    /// For a remote event that leaves the room's state other than the
+    /// state after it (a fork resolved, a join through another server):
+    /// the room's whole current state, the forward extremities and the
+    /// state group standing for that state.
+    pub(super) resolved: Option<Resolved>,
+    /// Other servers to send it to; `None`: every other server in the
+    /// room (a local event).
+    pub(super) destinations: Option<Vec<String>>,
+}
+
+/// See [`Prepared::resolved`].
+pub(crate) struct Resolved {
+    pub current_state: Vec<StateEntry>,
+    pub extremities: Vec<Pdu>,
+    pub group: i64,
 }
 
 impl Rooms {
@@ -161,7 +180,14 @@ impl Rooms {
                 .find(|p| p.kind.to_string() == kind.to_string() && p.state_key.as_deref() == Some(key))
         })
         .map_err(event_error)?;
-        Ok(Prepared { pdu, version: version.clone(), state_before })
+        Ok(Prepared {
+            pdu,
+            version: version.clone(),
+            state_before,
+            status: EventStatus::Timeline,
+            resolved: None,
+            destinations: None,
+        })
     }
 
     /// Stores a prepared event at a new stream position. Nothing is
@@ -173,6 +199,18 @@ impl Rooms {
         redaction: Option<(&EventId, &str)>,
     ) -> Result<i64> {
         let pdu = &prepared.pdu;
+        let destinations = match &prepared.destinations {
+            Some(destinations) => destinations.clone(),
+            None => self.destinations_of(pdu).await?,
+        };
+        let destinations: Vec<&str> = destinations.iter().map(String::as_str).collect();
+        if prepared.status != EventStatus::Timeline {
+            return self.persist_out_of_timeline(prepared, &destinations).await;
+        }
+        // The servers in the room may change with a membership (or many,
+        // when a fork is resolved): read again after this event.
+        let _servers_unsettled = (pdu.kind == TimelineEventType::RoomMember || prepared.resolved.is_some())
+            .then(|| ForgetServersOnDrop { rooms: self, room: &pdu.room_id });
         let membership = match pdu.kind {
             TimelineEventType::RoomMember => {
                 let content: serde_json::Value =
@@ -237,6 +275,9 @@ impl Rooms {
             redaction,
             relation,
             push_actions: &push_actions,
+            status: EventStatus::Timeline,
+            current_state: prepared.resolved.as_ref().map(|r| r.current_state.as_slice()),
+            destinations: &destinations,
         };
         match self.store.append_event(new).await {
             Ok(state_after) => {
@@ -264,6 +305,7 @@ impl Rooms {
                     json: json.into(),
                     redacted_by: None,
                     rejected: false,
+                    status: EventStatus::Timeline,
                     state_before: prepared.state_before,
                     state_after,
                     txn_device_id: txn.map(|t| t.device_id.to_string()),
@@ -271,9 +313,16 @@ impl Rooms {
                     parsed: Default::default(),
                 };
                 self.recent.push(&pdu.room_id, stored, redaction);
-                // The event followed every extremity (`prepare`), so it is
-                // now the room's only one.
-                let tip = Tip { extremities: vec![pdu.clone()], state_after };
+                // A local event followed every extremity (`prepare`), so it
+                // is now the room's only one; a remote one says.
+                let tip = match &prepared.resolved {
+                    Some(resolved) => {
+                        // Many memberships may have changed at once.
+                        self.notifier.forget_members(&pdu.room_id);
+                        Tip { extremities: resolved.extremities.clone(), state_after: resolved.group }
+                    }
+                    None => Tip { extremities: vec![pdu.clone()], state_after },
+                };
                 crate::remember(
                     &mut self.tips.lock().unwrap_or_else(|p| p.into_inner()),
                     pdu.room_id.clone(),
@@ -294,6 +343,11 @@ impl Rooms {
                     // until the waiting request's timeout.
                     Err(e) => tracing::warn!(error = %e, "could not notify the room's members"),
                 }
+                for destination in &destinations {
+                    if let Ok(destination) = <&ruma::ServerName>::try_from(*destination) {
+                        self.federation.outbox.wake(destination);
+                    }
+                }
                 Ok(stream)
             }
             Err(StorageError::Conflict(_)) => Err(Error::new(
@@ -309,12 +363,29 @@ impl Rooms {
     /// memory once an append has set them, else from storage (not kept:
     /// a probe may read without the room's lock, and only an append under
     /// it knows the tip cannot move meanwhile).
-    async fn tip(&self, room_id: &RoomId, version: &RoomVersionId) -> Result<Arc<Tip>> {
+    pub(super) async fn tip(&self, room_id: &RoomId, version: &RoomVersionId) -> Result<Arc<Tip>> {
         if let Some(tip) = self.tips.lock().unwrap_or_else(|p| p.into_inner()).get(room_id) {
             return Ok(tip.clone());
         }
         let stored = self.store.forward_extremities(room_id).await?;
-        let state_after = stored.iter().map(|e| e.state_after).max().unwrap_or(tessera_storage::state::EMPTY);
+        let state_after = match &stored[..] {
+            [] => tessera_storage::state::EMPTY,
+            [only] => only.state_after,
+            // A fork: the state after it is the room's current state (its
+            // extremities' states resolved when the fork arrived), which
+            // gets a group of its own.
+            _ => {
+                let current: tessera_storage::state::StateMap = self
+                    .store
+                    .current_state(room_id)
+                    .await?
+                    .into_iter()
+                    .filter_map(|e| Some(((e.event_type, e.state_key?), e.event_id.to_string())))
+                    .collect();
+                let reserved = self.streams.reserve().await?;
+                self.store.create_state_snapshot(room_id.as_str(), reserved.position, &current).await?
+            }
+        };
         let extremities = stored.iter().map(|e| pdu_from_stored(e, version)).collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(Tip { extremities, state_after }))
     }
@@ -454,6 +525,19 @@ struct ForgetMembersOnDrop<'a> {
 impl Drop for ForgetMembersOnDrop<'_> {
     fn drop(&mut self) {
         self.notifier.forget_members(self.room);
+    }
+}
+
+/// Drops the room's cached server list when the append ends (however it
+/// ended): it is read again from the memberships after the event.
+struct ForgetServersOnDrop<'a> {
+    rooms: &'a Rooms,
+    room: &'a RoomId,
+}
+
+impl Drop for ForgetServersOnDrop<'_> {
+    fn drop(&mut self) {
+        self.rooms.servers.lock().unwrap_or_else(|p| p.into_inner()).remove(self.room);
     }
 }
 

@@ -351,6 +351,7 @@ mod tests {
             json: pdu.to_string().into(),
             redacted_by: None,
             rejected: false,
+            status: Default::default(),
             state_before: 1,
             state_after: 2,
             txn_device_id: Some("PHONE".into()),

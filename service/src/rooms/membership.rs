@@ -86,7 +86,11 @@ impl Rooms {
     /// of the allowed rooms and picks a local member who may invite to
     /// vouch for the join (the v8+ auth rules require one). `None` when the
     /// join needs no authorising (other join rules, or already invited).
-    async fn restricted_join_authoriser(&self, room_id: &RoomId, user: &UserId) -> Result<Option<String>> {
+    pub(super) async fn restricted_join_authoriser(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<String>> {
         let join_rules = self.state_content(room_id, "m.room.join_rules").await?;
         let rule = join_rules["join_rule"].as_str().unwrap_or_default();
         if rule != "restricted" && rule != "knock_restricted" {

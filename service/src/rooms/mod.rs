@@ -12,12 +12,14 @@ pub mod context;
 mod create;
 mod directory;
 pub mod hierarchy;
+mod joins;
 pub mod membership;
 mod push;
 pub mod read;
 mod recent;
 mod redact;
 pub mod relations;
+mod remote;
 mod unread;
 mod upgrade;
 
@@ -38,6 +40,7 @@ pub use client_event::ClientEvent;
 pub(crate) use client_event::Form;
 pub use create::CreateRoom;
 pub use read::{Direction, HistoryPage, HistoryQuery, PageToken, RoomToken};
+pub use remote::RemoteOutcome;
 
 /// The rooms service.
 #[derive(Clone)]
@@ -71,6 +74,20 @@ pub struct Rooms {
     /// Under the key "": when relations that bundle into events changed
     /// (see `client_event`).
     relation_changes: ChangeLog,
+    /// Per room, the other servers with members joined (see `remote`).
+    servers: Arc<Mutex<HashMap<OwnedRoomId, Arc<Vec<OwnedServerName>>>>>,
+    /// How rooms reach other servers.
+    federation: RoomsFederation,
+}
+
+/// What rooms need of federation: the outbox their events leave through,
+/// other servers' keys (to verify their events) and the client that asks
+/// them (joins, missing events).
+#[derive(Clone)]
+pub struct RoomsFederation {
+    pub outbox: crate::federation::Outbox,
+    pub server_keys: crate::federation::ServerKeys,
+    pub remote: Arc<dyn crate::federation::Remote>,
 }
 
 /// A user's memberships, as read at a stream position.
@@ -84,6 +101,7 @@ impl Rooms {
         streams: StreamAllocator,
         notifier: Notifier,
         push_rules: PushRules,
+        federation: RoomsFederation,
     ) -> Self {
         let server_name = signing_key.server_name().clone();
         let changes = ChangeLog::new(&streams);
@@ -109,6 +127,8 @@ impl Rooms {
             recent: Arc::default(),
             unread: Arc::default(),
             relation_changes,
+            servers: Arc::default(),
+            federation,
         }
     }
 

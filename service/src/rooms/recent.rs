@@ -201,6 +201,7 @@ mod tests {
             json: "{}".into(),
             redacted_by: None,
             rejected: false,
+            status: Default::default(),
             state_before: 0,
             state_after: 0,
             txn_device_id: None,

@@ -1,0 +1,426 @@
+//! Joining across servers (`make_join` / `send_join` v2), both sides.
+//!
+//! Resident side: `make_join` builds the join event's template at the
+//! room's tip (refused when the rules would refuse the join);
+//! `send_join` takes the signed join through the remote-event path, sends
+//! it on to the other servers in the room, and answers with the state
+//! before it and the auth chain of that state.
+//!
+//! Joining side: a user joins a room this server does not hold (or holds
+//! without anyone joined) through a server that is in it: the template
+//! is completed (content, timestamp), hashed and signed, sent, and the
+//! answer's state and auth chain verified and stored as outliers; the
+//! join is then appended on that state.
+//! Spec: <https://spec.matrix.org/v1.16/server-server-api/#joining-rooms>.
+
+use std::{collections::HashSet, sync::Arc};
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
+    OwnedServerName, RoomId, RoomVersionId, ServerName, UserId,
+    api::{error::ErrorKind, federation::membership::create_join_event::v2::RoomState},
+    events::TimelineEventType,
+    room_version_rules::EventIdFormatVersion,
+};
+use serde_json::value::RawValue as RawJsonValue;
+use tessera_core::{EventTemplate, Pdu, rules_for};
+use tessera_storage::{EventStatus, state::StateMap};
+
+use super::{
+    Rooms,
+    append::{event_error, pdu_from_stored},
+    remote::{GivenState, RemoteOutcome},
+};
+use crate::{Error, Result, auth::Identity};
+
+/// At most this many events of an auth chain are served or read.
+const MAX_AUTH_CHAIN: usize = 100_000;
+
+impl Rooms {
+    /// `GET /make_join/{roomId}/{userId}` from `origin`: the room's
+    /// version and the join event's template.
+    pub async fn make_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        versions: &[RoomVersionId],
+    ) -> Result<(RoomVersionId, serde_json::Value)> {
+        if user_id.server_name() != origin {
+            return Err(Error::forbidden("A server may only join its own users"));
+        }
+        let version = self.room_version(room_id).await?;
+        if !versions.contains(&version) {
+            return Err(Error::new(
+                400,
+                ErrorKind::IncompatibleRoomVersion(ruma::api::error::IncompatibleRoomVersionErrorData::new(
+                    version.clone(),
+                )),
+                format!("The room's version is {version}, which the joining server does not support"),
+            ));
+        }
+        if !self.has_local_members(room_id).await? {
+            return Err(Error::not_found("This server is not in the room"));
+        }
+        let mut content = serde_json::json!({ "membership": "join" });
+        if let Some(authoriser) = self.restricted_join_authoriser(room_id, user_id).await? {
+            content["join_authorised_via_users_server"] = authoriser.into();
+        }
+        let template = EventTemplate::state("m.room.member", user_id.as_str(), content);
+        // Built and checked as if it were local: a join the rules refuse is
+        // refused here already.
+        let prepared = self.prepare(Some(room_id), &version, user_id, &template).await?;
+        let mut event = prepared.pdu.json;
+        for key in ["signatures", "hashes", "event_id", "unsigned"] {
+            event.remove(key);
+        }
+        Ok((version, serde_json::to_value(event).map_err(Error::internal)?))
+    }
+
+    /// `PUT /send_join/{roomId}/{eventId}` (v2) from `origin`.
+    pub async fn send_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        pdu: &RawJsonValue,
+    ) -> Result<RoomState> {
+        let version = self.room_version(room_id).await?;
+        let object: CanonicalJsonObject =
+            serde_json::from_str(pdu.get()).map_err(|e| Error::bad_json(format!("not a PDU: {e}")))?;
+        let pdu =
+            crate::federation::verify_pdu(&self.federation.server_keys, object, Some(room_id), &version)
+                .await
+                .map_err(event_error)?;
+        if pdu.event_id != event_id {
+            return Err(Error::bad_json("The event ID does not match the event"));
+        }
+        let membership = pdu
+            .content_as::<serde_json::Value>()
+            .ok()
+            .and_then(|c| c.get("membership").and_then(|m| m.as_str()).map(str::to_owned));
+        if pdu.kind != TimelineEventType::RoomMember
+            || membership.as_deref() != Some("join")
+            || pdu.state_key.as_deref() != Some(pdu.sender.as_str())
+        {
+            return Err(Error::bad_json("Not a join event"));
+        }
+        if pdu.sender.server_name() != origin {
+            return Err(Error::forbidden("A server may only join its own users"));
+        }
+        let forward: Vec<String> = self
+            .remote_servers(room_id)
+            .await?
+            .iter()
+            .filter(|s| **s != *origin)
+            .map(|s| s.to_string())
+            .collect();
+        match self.append_remote(pdu, &version, None, forward).await? {
+            RemoteOutcome::Stored(EventStatus::Timeline) | RemoteOutcome::Known => {}
+            RemoteOutcome::Missing(_) => {
+                return Err(Error::bad_json("The join refers to events this server does not have"));
+            }
+            RemoteOutcome::Stored(_) => return Err(Error::forbidden("The join is not allowed")),
+        }
+        let join = self.store.get_event(event_id).await?.ok_or_else(|| Error::internal("join not stored"))?;
+        if join.status != EventStatus::Timeline {
+            return Err(Error::forbidden("The join is not allowed"));
+        }
+        let state = self.store.state_at_group(join.state_before).await?;
+        let state_ids: Vec<String> = state.values().cloned().collect();
+        let mut room_state = RoomState::new();
+        let mut seeds: Vec<OwnedEventId> = Vec::new();
+        for chunk in state_ids.chunks(500) {
+            for event in self.store.get_events(chunk).await? {
+                let parsed = pdu_from_stored(&event, &version)?;
+                seeds.extend(parsed.auth_events.iter().cloned());
+                room_state.state.push(raw(&event.json)?);
+            }
+        }
+        let join_pdu = pdu_from_stored(&join, &version)?;
+        seeds.extend(join_pdu.auth_events.iter().cloned());
+        for event in self.auth_chain(seeds, &version).await? {
+            room_state.auth_chain.push(raw(&event.json)?);
+        }
+        Ok(room_state)
+    }
+
+    /// Every event reachable from `seeds` through `auth_events` (the
+    /// seeds included), as stored.
+    async fn auth_chain(
+        &self,
+        seeds: Vec<OwnedEventId>,
+        version: &RoomVersionId,
+    ) -> Result<Vec<tessera_storage::StoredEvent>> {
+        let mut seen: HashSet<OwnedEventId> = HashSet::new();
+        let mut todo = seeds;
+        let mut chain = Vec::new();
+        while !todo.is_empty() && chain.len() < MAX_AUTH_CHAIN {
+            let batch: Vec<String> = todo
+                .drain(..todo.len().min(500))
+                .filter(|id| seen.insert(id.clone()))
+                .map(|id| id.to_string())
+                .collect();
+            for event in self.store.get_events(&batch).await? {
+                let parsed = pdu_from_stored(&event, version)?;
+                todo.extend(parsed.auth_events.iter().filter(|id| !seen.contains(*id)).cloned());
+                chain.push(event);
+            }
+        }
+        Ok(chain)
+    }
+
+    /// Whether a user of this server is joined to the room.
+    async fn has_local_members(&self, room_id: &RoomId) -> Result<bool> {
+        Ok(self.store.room_members(room_id).await?.iter().any(|(membership, event)| {
+            membership == "join"
+                && event
+                    .state_key
+                    .as_deref()
+                    .and_then(|k| UserId::parse(k).ok())
+                    .is_some_and(|u| u.server_name() == self.server_name)
+        }))
+    }
+
+    /// `POST /join/{roomIdOrAlias}` and `/rooms/{roomId}/join`: a local
+    /// join when a user of this server is in the room, else a join
+    /// through `via` (and the room ID's own server, for versions before
+    /// 12), trying each in turn. Returns the room's ID.
+    pub async fn join_anywhere(
+        &self,
+        who: &Identity,
+        room: &ruma::RoomOrAliasId,
+        via: &[OwnedServerName],
+        reason: Option<&str>,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<OwnedRoomId> {
+        let room_id = match <&RoomId>::try_from(room) {
+            Ok(room_id) => room_id.to_owned(),
+            Err(_) => self.resolve_room(room).await?,
+        };
+        let known = self.version_if_known(&room_id).await?.is_some();
+        let joined_here = known && self.has_local_members(&room_id).await?;
+        let invited =
+            self.store.membership(&room_id, &who.user_id).await?.is_some_and(|(m, _)| m == "invite");
+        if known && (joined_here || (invited && self.remote_servers(&room_id).await?.is_empty())) {
+            self.join(who, &room_id, reason, extra).await?;
+            return Ok(room_id);
+        }
+        let mut candidates: Vec<OwnedServerName> = via.to_vec();
+        if let Some(server) = room_id.server_name() {
+            candidates.push(server.to_owned());
+        }
+        candidates.retain(|s| *s != self.server_name);
+        let mut seen = HashSet::new();
+        candidates.retain(|s| seen.insert(s.clone()));
+        if candidates.is_empty() {
+            if known {
+                self.join(who, &room_id, reason, extra).await?;
+                return Ok(room_id);
+            }
+            return Err(Error::not_found("Unknown room: no server to join it through"));
+        }
+        let mut last = None;
+        for server in candidates.iter().take(10) {
+            match self.join_through(who, &room_id, server, reason, &extra).await {
+                Ok(()) => return Ok(room_id),
+                Err(e @ Error::Unavailable { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::info!(room = %room_id, %server, error = %e, "join through this server failed");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::not_found("Unknown room")))
+    }
+
+    /// Joins `who` to `room_id` through `server` (`make_join`, `send_join`).
+    async fn join_through(
+        &self,
+        who: &Identity,
+        room_id: &RoomId,
+        server: &ServerName,
+        reason: Option<&str>,
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
+        let remote = &self.federation.remote;
+        let supported: Vec<RoomVersionId> =
+            tessera_core::room_versions::supported().into_iter().map(|(v, _)| v).collect();
+        let answer = remote
+            .make_join(server, room_id, &who.user_id, supported)
+            .await
+            .map_err(|e| remote_failure(server, e))?;
+        let version = answer.room_version.unwrap_or(RoomVersionId::V1);
+        let rules = rules_for(&version).map_err(event_error)?;
+        let mut event: CanonicalJsonObject = serde_json::from_str(answer.event.get())
+            .map_err(|e| bad_gateway(format!("{server} sent a malformed join template: {e}")))?;
+        // The template must be this user's join in this room.
+        let text = |event: &CanonicalJsonObject, key: &str| match event.get(key) {
+            Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        if text(&event, "type").as_deref() != Some("m.room.member")
+            || text(&event, "sender").as_deref() != Some(who.user_id.as_str())
+            || text(&event, "state_key").as_deref() != Some(who.user_id.as_str())
+            || text(&event, "room_id").as_deref() != Some(room_id.as_str())
+        {
+            return Err(bad_gateway(format!("{server} sent a join template for something else")));
+        }
+        let mut content = self.profile_content(&who.user_id).await?;
+        if let serde_json::Value::Object(fields) = &mut content {
+            for (key, value) in extra {
+                if !matches!(
+                    key.as_str(),
+                    "membership" | "third_party_signed" | "join_authorised_via_users_server"
+                ) {
+                    fields.insert(key.clone(), value.clone());
+                }
+            }
+            if let Some(CanonicalJsonValue::Object(template)) = event.get("content")
+                && let Some(CanonicalJsonValue::String(authoriser)) =
+                    template.get("join_authorised_via_users_server")
+            {
+                fields.insert("join_authorised_via_users_server".into(), authoriser.clone().into());
+            }
+        }
+        content["membership"] = "join".into();
+        if let Some(reason) = reason {
+            content["reason"] = reason.into();
+        }
+        let content = CanonicalJsonValue::try_from(content).map_err(|e| Error::bad_json(e.to_string()))?;
+        event.insert("content".into(), content);
+        let now = i64::try_from(u64::from(MilliSecondsSinceUnixEpoch::now().0)).unwrap_or(i64::MAX);
+        event.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(now.try_into().unwrap_or_default()),
+        );
+        event.insert("origin".into(), CanonicalJsonValue::String(self.server_name.to_string()));
+        for key in ["signatures", "hashes", "unsigned", "event_id"] {
+            event.remove(key);
+        }
+        if rules.event_id_format == EventIdFormatVersion::V1 {
+            event.insert(
+                "event_id".into(),
+                CanonicalJsonValue::String(EventId::new_v1(&self.server_name).to_string()),
+            );
+        }
+        self.signing_key.hash_and_sign_event(&mut event, &rules.redaction).map_err(event_error)?;
+        let join = Pdu::from_remote_json(event.clone(), Some(room_id), &rules).map_err(event_error)?;
+        let json = serde_json::value::to_raw_value(&event).map_err(Error::internal)?;
+        let answer = remote
+            .send_join(server, room_id, &join.event_id, json)
+            .await
+            .map_err(|e| remote_failure(server, e))?;
+
+        // The resident server's copy, if it co-signed the join (restricted rooms).
+        let join = match &answer.event {
+            Some(signed) => {
+                let object: CanonicalJsonObject =
+                    serde_json::from_str(signed.get()).map_err(|e| bad_gateway(e.to_string()))?;
+                let signed = crate::federation::verify_pdu(
+                    &self.federation.server_keys,
+                    object,
+                    Some(room_id),
+                    &version,
+                )
+                .await
+                .map_err(|e| bad_gateway(format!("{server} sent a bad signed join: {e}")))?;
+                if signed.event_id != join.event_id {
+                    return Err(bad_gateway(format!("{server} sent back another join event")));
+                }
+                signed
+            }
+            None => join,
+        };
+        let mut state_events = Vec::new();
+        for json in &answer.state {
+            if let Some(pdu) = self.verified(json, room_id, &version).await {
+                state_events.push(pdu);
+            }
+        }
+        let mut context = state_events.clone();
+        for json in &answer.auth_chain {
+            if let Some(pdu) = self.verified(json, room_id, &version).await {
+                context.push(pdu);
+            }
+        }
+        let create = state_events
+            .iter()
+            .find(|e| e.kind == TimelineEventType::RoomCreate && e.state_key.as_deref() == Some(""))
+            .ok_or_else(|| bad_gateway(format!("{server} sent a room state without its create event")))?;
+        match self.store.create_room(room_id, &version, &create.sender, false).await {
+            Ok(()) | Err(tessera_storage::StorageError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.store_outliers(context, &version).await?;
+        // The state: the events held now, not rejected.
+        let ids: Vec<String> = state_events.iter().map(|e| e.event_id.to_string()).collect();
+        let mut state = StateMap::new();
+        for chunk in ids.chunks(500) {
+            for event in self.store.get_events(chunk).await? {
+                if !event.rejected
+                    && let Some(key) = event.state_key.clone()
+                {
+                    state.insert((event.event_type.clone(), key), event.event_id.to_string());
+                }
+            }
+        }
+        let reserved = self.streams.reserve().await?;
+        let group = self.store.create_state_snapshot(room_id.as_str(), reserved.position, &state).await?;
+        drop(reserved);
+        let given = GivenState { group, state: Arc::new(state) };
+        match self.append_remote(join, &version, Some(given), Vec::new()).await? {
+            RemoteOutcome::Stored(EventStatus::Timeline) | RemoteOutcome::Known => Ok(()),
+            RemoteOutcome::Missing(ids) => {
+                Err(bad_gateway(format!("{server} did not send {} auth events of the join", ids.len())))
+            }
+            RemoteOutcome::Stored(_) => Err(Error::forbidden("The room's rules refuse the join")),
+        }
+    }
+
+    /// A PDU of the room from a `send_join` answer, verified; `None` (and
+    /// logged) if it is not.
+    async fn verified(&self, json: &RawJsonValue, room_id: &RoomId, version: &RoomVersionId) -> Option<Pdu> {
+        let object: CanonicalJsonObject = serde_json::from_str(json.get()).ok()?;
+        match crate::federation::verify_pdu(&self.federation.server_keys, object, Some(room_id), version)
+            .await
+        {
+            Ok(pdu) => Some(pdu),
+            Err(e) => {
+                tracing::info!(room = %room_id, error = %e, "event of a join's state refused");
+                None
+            }
+        }
+    }
+}
+
+fn raw(json: &str) -> Result<Box<RawJsonValue>> {
+    RawJsonValue::from_string(json.to_owned()).map_err(Error::internal)
+}
+
+fn bad_gateway(message: String) -> Error {
+    Error::new(502, ErrorKind::Unknown, message)
+}
+
+/// A remote server's refusal or failure, for the client: its own error
+/// where it answered one (403, 404, …), else 502.
+fn remote_failure(server: &ServerName, e: crate::federation::RemoteError) -> Error {
+    use crate::federation::RemoteError;
+    match e {
+        RemoteError::Status { status, body, .. } if (400..500).contains(&status) => {
+            let errcode: Option<String> = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("errcode").and_then(|c| c.as_str()).map(str::to_owned));
+            match errcode.as_deref() {
+                Some("M_FORBIDDEN") => Error::forbidden(format!("{server} refused the join")),
+                Some("M_INCOMPATIBLE_ROOM_VERSION") | Some("M_UNSUPPORTED_ROOM_VERSION") => Error::new(
+                    400,
+                    ErrorKind::UnsupportedRoomVersion,
+                    format!("{server} says the room's version is not supported here"),
+                ),
+                _ => Error::not_found(format!("{server} does not know the room")),
+            }
+        }
+        other => bad_gateway(format!("{server} could not be asked: {other}")),
+    }
+}

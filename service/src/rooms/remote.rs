@@ -1,0 +1,632 @@
+//! Events from other servers into a room's DAG: the same authorization
+//! code and storage path as local appends, with the two things only
+//! remote events bring: forks (several forward extremities, whose states
+//! are resolved with the room version's state resolution) and the three
+//! checks of the spec in order: against the event's auth events (failing:
+//! rejected), against the state before it (rejected), against the room's
+//! current state (soft-failed: kept in the DAG, not shown, not an
+//! extremity). The caller has verified signatures and hashes
+//! (`federation::verify_pdu`).
+//! Spec: <https://spec.matrix.org/v1.16/server-server-api/#checks-performed-on-receipt-of-a-pdu>.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use ruma::{
+    EventId, OwnedEventId, OwnedServerName, RoomId, RoomVersionId, events::TimelineEventType,
+    room_version_rules::RoomVersionRules,
+};
+use tessera_core::{Pdu, auth, rules_for, state_res};
+use tessera_storage::{EventStatus, StoredEvent, state::StateEntry, state::StateMap};
+
+use super::{
+    Rooms,
+    append::{Prepared, Resolved, event_error, pdu_from_stored},
+};
+use crate::{Error, Result};
+
+/// What became of a remote event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RemoteOutcome {
+    /// Stored with this status.
+    Stored(EventStatus),
+    /// Already held.
+    Known,
+    /// Its auth events, or all its previous events, are not held: these.
+    Missing(Vec<OwnedEventId>),
+}
+
+/// The state before a remote event when its predecessors are not held:
+/// the state a join through another server received, as a group.
+pub(crate) struct GivenState {
+    pub group: i64,
+    pub state: Arc<StateMap>,
+}
+
+impl Rooms {
+    /// The other servers with members joined to the room (cached until a
+    /// membership changes).
+    pub async fn remote_servers(&self, room_id: &RoomId) -> Result<Arc<Vec<OwnedServerName>>> {
+        if let Some(servers) = self.servers.lock().unwrap_or_else(|p| p.into_inner()).get(room_id) {
+            return Ok(servers.clone());
+        }
+        let mut servers = BTreeSet::new();
+        for (membership, event) in self.store.room_members(room_id).await? {
+            if membership == "join"
+                && let Some(user) = event.state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok())
+                && user.server_name() != self.server_name
+            {
+                servers.insert(user.server_name().to_owned());
+            }
+        }
+        let servers = Arc::new(servers.into_iter().collect::<Vec<_>>());
+        crate::remember(
+            &mut self.servers.lock().unwrap_or_else(|p| p.into_inner()),
+            room_id.to_owned(),
+            servers.clone(),
+        );
+        Ok(servers)
+    }
+
+    /// Where a local event goes: every other server in the room, and for
+    /// a membership event the target's server too (a kicked or banned
+    /// user's server hears of it).
+    pub(super) async fn destinations_of(&self, pdu: &Pdu) -> Result<Vec<String>> {
+        let mut destinations: Vec<String> =
+            self.remote_servers(&pdu.room_id).await?.iter().map(|s| s.to_string()).collect();
+        if pdu.kind == TimelineEventType::RoomMember
+            && let Some(target) = pdu.state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok())
+            && target.server_name() != self.server_name
+            && !destinations.iter().any(|d| d == target.server_name().as_str())
+        {
+            destinations.push(target.server_name().to_string());
+        }
+        Ok(destinations)
+    }
+
+    /// Appends a verified event from another server. `given`: the state
+    /// before it, when its predecessors are not held (a join); `forward`:
+    /// other servers to send it on to (a join this server let in).
+    pub(crate) async fn append_remote(
+        &self,
+        pdu: Pdu,
+        version: &RoomVersionId,
+        given: Option<GivenState>,
+        forward: Vec<String>,
+    ) -> Result<RemoteOutcome> {
+        let rules = rules_for(version).map_err(event_error)?;
+        let room_id = pdu.room_id.clone();
+        let lock = self.room_lock(&room_id);
+        let _guard = lock.lock().await;
+        if self.store.get_event(&pdu.event_id).await?.is_some() {
+            return Ok(RemoteOutcome::Known);
+        }
+
+        // 1. Against its auth events, which must all be held.
+        let auth_ids: Vec<String> = pdu.auth_events.iter().map(|id| id.to_string()).collect();
+        let auth_stored = self.store.get_events(&auth_ids).await?;
+        let missing: Vec<OwnedEventId> = pdu
+            .auth_events
+            .iter()
+            .filter(|id| !auth_stored.iter().any(|e| e.event_id == **id))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Ok(RemoteOutcome::Missing(missing));
+        }
+        let auth_events =
+            auth_stored.iter().map(|e| pdu_from_stored(e, version)).collect::<Result<Vec<_>>>()?;
+        let create = match auth_events.iter().find(|e| e.kind == TimelineEventType::RoomCreate) {
+            Some(create) => Some(create.clone()),
+            None if pdu.kind == TimelineEventType::RoomCreate => None,
+            // Room version 12 leaves it out of `auth_events`: its ID is
+            // the room's.
+            None => {
+                let id = format!("${}", room_id.as_str().trim_start_matches('!'));
+                let stored = match EventId::parse(&id) {
+                    Ok(id) if room_id.server_name().is_none() => self.store.get_event(&id).await?,
+                    _ => self.store.current_state_event(&room_id, "m.room.create", "").await?,
+                };
+                stored.map(|stored| pdu_from_stored(&stored, version)).transpose()?
+            }
+        };
+        let auth_refs: Vec<&Pdu> = auth_events.iter().collect();
+        let mut status = EventStatus::Timeline;
+        if auth_events.iter().any(|e| e.rejected)
+            || auth::check_against_auth_events(&pdu, &rules, &auth_refs, create.as_ref()).is_err()
+        {
+            status = EventStatus::Rejected;
+        }
+
+        // 2. Against the state before it.
+        let old_extremities = self.store.forward_extremities(&room_id).await?;
+        let (state_before, before) = match given {
+            Some(given) => (given.group, given.state),
+            None => match self.state_before_remote(&pdu, &rules).await? {
+                Ok(found) => found,
+                Err(missing) => return Ok(RemoteOutcome::Missing(missing)),
+            },
+        };
+        if status == EventStatus::Timeline && !self.passes_state(&pdu, &rules, &before, version).await? {
+            status = EventStatus::Rejected;
+        }
+
+        // 3. Against the current state (unless it is the room's state
+        // already: it extends the only extremity).
+        let extends_tip = old_extremities.len() == 1 && old_extremities[0].state_after == state_before;
+        if status == EventStatus::Timeline && !extends_tip && !old_extremities.is_empty() {
+            let current = self.store.state_at_group(self.tip(&room_id, version).await?.state_after).await?;
+            if !self.passes_state(&pdu, &rules, &current, version).await? {
+                status = EventStatus::SoftFailed;
+            }
+        }
+
+        // The room's extremities and current state after it.
+        let mut resolved = None;
+        if status == EventStatus::Timeline && !extends_tip {
+            let mut after = StateMap::clone(&before);
+            if let Some(key) = &pdu.state_key {
+                after.insert((pdu.kind.to_string(), key.clone()), pdu.event_id.to_string());
+            }
+            let others: Vec<&StoredEvent> =
+                old_extremities.iter().filter(|e| !pdu.prev_events.contains(&e.event_id)).collect();
+            let mut states = vec![after];
+            for other in &others {
+                states.push(StateMap::clone(&*self.store.state_at_group(other.state_after).await?));
+            }
+            let current = self.resolve(&states, &rules, version).await?;
+            let mut extremities = vec![pdu.clone()];
+            for other in others {
+                extremities.push(pdu_from_stored(other, version)?);
+            }
+            let reserved = self.streams.reserve().await?;
+            let group =
+                self.store.create_state_snapshot(room_id.as_str(), reserved.position, &current).await?;
+            drop(reserved);
+            resolved = Some(Resolved {
+                current_state: self.state_entries(&current, Some(&prepared_pdu_membership(&pdu))).await?,
+                extremities,
+                group,
+            });
+        }
+        let prepared = Prepared {
+            pdu,
+            version: version.clone(),
+            state_before,
+            status,
+            resolved,
+            destinations: Some(forward),
+        };
+        if status == EventStatus::Timeline {
+            self.persist(&prepared, None, None).await?;
+        } else {
+            let destinations: Vec<&str> =
+                prepared.destinations.iter().flatten().map(String::as_str).collect();
+            self.persist_out_of_timeline(&prepared, &destinations).await?;
+        }
+        Ok(RemoteOutcome::Stored(status))
+    }
+
+    /// The state before a remote event: the state after its previous
+    /// events that are held in the timeline, resolved if they differ.
+    /// Previous events not held are passed over (a gap); if none is held,
+    /// they are what is missing.
+    async fn state_before_remote(
+        &self,
+        pdu: &Pdu,
+        rules: &RoomVersionRules,
+    ) -> Result<std::result::Result<(i64, Arc<StateMap>), Vec<OwnedEventId>>> {
+        let version = self.room_version(&pdu.room_id).await?;
+        let ids: Vec<String> = pdu.prev_events.iter().map(|id| id.to_string()).collect();
+        let prevs: Vec<StoredEvent> = self
+            .store
+            .get_events(&ids)
+            .await?
+            .into_iter()
+            .filter(|e| e.room_id == pdu.room_id.as_str() && e.status != EventStatus::Outlier)
+            .collect();
+        if prevs.is_empty() {
+            if pdu.kind == TimelineEventType::RoomCreate {
+                return Ok(Ok((tessera_storage::state::EMPTY, Arc::default())));
+            }
+            return Ok(Err(pdu.prev_events.clone()));
+        }
+        let mut groups: Vec<i64> = prevs.iter().map(|e| e.state_after).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        if let [group] = groups[..] {
+            return Ok(Ok((group, self.store.state_at_group(group).await?)));
+        }
+        let mut states = Vec::with_capacity(groups.len());
+        for group in groups {
+            states.push(StateMap::clone(&*self.store.state_at_group(group).await?));
+        }
+        let resolved = self.resolve(&states, rules, &version).await?;
+        let reserved = self.streams.reserve().await?;
+        let group =
+            self.store.create_state_snapshot(pdu.room_id.as_str(), reserved.position, &resolved).await?;
+        drop(reserved);
+        Ok(Ok((group, Arc::new(resolved))))
+    }
+
+    /// Whether `pdu` passes the rules against `state`.
+    async fn passes_state(
+        &self,
+        pdu: &Pdu,
+        rules: &RoomVersionRules,
+        state: &StateMap,
+        version: &RoomVersionId,
+    ) -> Result<bool> {
+        let Ok(types) =
+            auth::auth_types(&pdu.kind, &pdu.sender, pdu.state_key.as_deref(), &pdu.content, rules)
+        else {
+            return Ok(false);
+        };
+        let mut ids: Vec<String> = types
+            .iter()
+            .filter_map(|(kind, key)| state.get(&(kind.to_string(), key.clone())).cloned())
+            .collect();
+        if let Some(create) = state.get(&("m.room.create".to_owned(), String::new())) {
+            ids.push(create.clone());
+        }
+        let events = self.store.get_events(&ids).await?;
+        let events = events.iter().map(|e| pdu_from_stored(e, version)).collect::<Result<Vec<_>>>()?;
+        Ok(auth::check_against_state(pdu, rules, |kind, key| {
+            events
+                .iter()
+                .find(|e| e.kind.to_string() == kind.to_string() && e.state_key.as_deref() == Some(key))
+        })
+        .is_ok())
+    }
+
+    /// Resolves room states with the room version's algorithm; every event
+    /// of their auth chains must be held.
+    async fn resolve(
+        &self,
+        states: &[StateMap],
+        rules: &RoomVersionRules,
+        version: &RoomVersionId,
+    ) -> Result<StateMap> {
+        if states.windows(2).all(|pair| pair[0] == pair[1]) {
+            return Ok(states.first().cloned().unwrap_or_default());
+        }
+        // Load every event the resolution may look at: the states' events
+        // and their auth chains.
+        let mut known: HashMap<OwnedEventId, Pdu> = HashMap::new();
+        let mut todo: Vec<String> = states.iter().flat_map(|s| s.values().cloned()).collect();
+        while !todo.is_empty() {
+            todo.retain(|id| EventId::parse(id.as_str()).is_ok_and(|id| !known.contains_key(&id)));
+            todo.sort();
+            todo.dedup();
+            let batch: Vec<String> = todo.drain(..todo.len().min(500)).collect();
+            if batch.is_empty() {
+                break;
+            }
+            for stored in self.store.get_events(&batch).await? {
+                let pdu = pdu_from_stored(&stored, version)?;
+                todo.extend(
+                    pdu.auth_events.iter().filter(|id| !known.contains_key(*id)).map(|id| id.to_string()),
+                );
+                known.insert(pdu.event_id.clone(), pdu);
+            }
+            if known.len() > 200_000 {
+                return Err(Error::internal("state resolution over more than 200,000 events"));
+            }
+        }
+        let maps: Vec<state_res::StateMap> = states
+            .iter()
+            .map(|state| {
+                state
+                    .iter()
+                    .filter_map(|((kind, key), id)| {
+                        Some(((kind.as_str().into(), key.clone()), EventId::parse(id.as_str()).ok()?))
+                    })
+                    .collect()
+            })
+            .collect();
+        let resolved =
+            state_res::resolve_states(rules, &maps, |id| known.get(id).cloned()).map_err(event_error)?;
+        Ok(resolved.into_iter().map(|((kind, key), id)| ((kind.to_string(), key), id.to_string())).collect())
+    }
+
+    /// A state as storage rows, with each member event's membership.
+    /// `pending`: an event not stored yet (the one being appended), with
+    /// its membership.
+    pub(super) async fn state_entries(
+        &self,
+        state: &StateMap,
+        pending: Option<&(String, Option<String>)>,
+    ) -> Result<Vec<StateEntry>> {
+        let member_ids: Vec<String> =
+            state.iter().filter(|((kind, _), _)| kind == "m.room.member").map(|(_, id)| id.clone()).collect();
+        let mut memberships = HashMap::new();
+        if let Some((id, membership)) = pending {
+            memberships.insert(id.clone(), membership.clone());
+        }
+        for chunk in member_ids.chunks(500) {
+            for event in self.store.get_events(chunk).await? {
+                let membership = event
+                    .content()
+                    .and_then(|c| c.get("membership"))
+                    .and_then(|m| m.as_str())
+                    .map(str::to_owned);
+                memberships.insert(event.event_id.to_string(), membership);
+            }
+        }
+        Ok(state
+            .iter()
+            .map(|((kind, key), id)| StateEntry {
+                event_type: kind.clone(),
+                state_key: key.clone(),
+                event_id: id.clone(),
+                membership: memberships.get(id).cloned().flatten(),
+            })
+            .collect())
+    }
+
+    /// Stores an event outside the timeline (rejected, soft-failed or an
+    /// outlier): the row and its edges, nothing a client sees.
+    pub(super) async fn persist_out_of_timeline(
+        &self,
+        prepared: &Prepared,
+        destinations: &[&str],
+    ) -> Result<i64> {
+        let pdu = &prepared.pdu;
+        let json = serde_json::to_string(&pdu.json).map_err(Error::internal)?;
+        let event_type = pdu.kind.to_string();
+        let position = self.streams.reserve().await?;
+        let new = tessera_storage::NewEvent {
+            stream_ordering: position.position,
+            event_id: &pdu.event_id,
+            room_id: &pdu.room_id,
+            sender: &pdu.sender,
+            event_type: &event_type,
+            state_key: pdu.state_key.as_deref(),
+            depth: i64::try_from(pdu.depth).unwrap_or(i64::MAX),
+            origin_server_ts: i64::try_from(u64::from(pdu.origin_server_ts.0)).unwrap_or(i64::MAX),
+            json: &json,
+            prev_events: &pdu.prev_events,
+            state_before: prepared.state_before,
+            membership: None,
+            txn: None,
+            redaction: None,
+            relation: None,
+            push_actions: &[],
+            status: prepared.status,
+            current_state: None,
+            destinations,
+        };
+        self.store.append_event(new).await?;
+        Ok(position.position)
+    }
+
+    /// Stores events another server sent as context (a join's state and
+    /// auth chain), oldest first, each checked against its auth events
+    /// (rejected if it fails): outliers, outside the timeline.
+    pub(crate) async fn store_outliers(&self, events: Vec<Pdu>, version: &RoomVersionId) -> Result<()> {
+        let rules = rules_for(version).map_err(event_error)?;
+        let mut events = events;
+        events.sort_by_key(|e| e.depth);
+        let mut held: HashMap<OwnedEventId, Pdu> = HashMap::new();
+        for mut pdu in events {
+            if held.contains_key(&pdu.event_id) {
+                continue;
+            }
+            if let Some(stored) = self.store.get_event(&pdu.event_id).await? {
+                held.insert(pdu.event_id.clone(), pdu_from_stored(&stored, version)?);
+                continue;
+            }
+            let mut auth_events = Vec::new();
+            for id in &pdu.auth_events {
+                match held.get(id) {
+                    Some(event) => auth_events.push(event.clone()),
+                    None => {
+                        if let Some(stored) = self.store.get_event(id).await? {
+                            auth_events.push(pdu_from_stored(&stored, version)?);
+                        }
+                    }
+                }
+            }
+            let create =
+                auth_events.iter().find(|e| e.kind == TimelineEventType::RoomCreate).cloned().or_else(|| {
+                    held.values()
+                        .find(|e| e.kind == TimelineEventType::RoomCreate && e.room_id == pdu.room_id)
+                        .cloned()
+                });
+            let refs: Vec<&Pdu> = auth_events.iter().collect();
+            let complete = auth_events.len() == pdu.auth_events.len();
+            let status = if complete
+                && !auth_events.iter().any(|e| e.rejected)
+                && auth::check_against_auth_events(&pdu, &rules, &refs, create.as_ref()).is_ok()
+            {
+                EventStatus::Outlier
+            } else {
+                EventStatus::Rejected
+            };
+            pdu.rejected = status == EventStatus::Rejected;
+            let prepared = Prepared {
+                pdu,
+                version: version.clone(),
+                state_before: tessera_storage::state::EMPTY,
+                status,
+                resolved: None,
+                destinations: Some(Vec::new()),
+            };
+            self.persist_out_of_timeline(&prepared, &[]).await?;
+            held.insert(prepared.pdu.event_id.clone(), prepared.pdu);
+        }
+        Ok(())
+    }
+}
+
+/// An event's ID and, for a member event, its membership.
+fn prepared_pdu_membership(pdu: &Pdu) -> (String, Option<String>) {
+    let membership = (pdu.kind == TimelineEventType::RoomMember)
+        .then(|| pdu.content_as::<serde_json::Value>().ok())
+        .flatten()
+        .and_then(|c| c.get("membership").and_then(|m| m.as_str()).map(str::to_owned));
+    (pdu.event_id.to_string(), membership)
+}
+
+/// How many events one `get_missing_events` asks for.
+const MISSING_EVENTS_LIMIT: u32 = 20;
+/// How many missing auth events are fetched one by one at most.
+const MAX_FETCHED_AUTH_EVENTS: usize = 50;
+
+impl Rooms {
+    /// The room's version, if this server holds the room.
+    pub async fn version_if_known(&self, room_id: &RoomId) -> Result<Option<RoomVersionId>> {
+        match self.room_version(room_id).await {
+            Ok(version) => Ok(Some(version)),
+            Err(Error::Matrix { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A PDU received from `origin` (`PUT /send`): verified, its missing
+    /// predecessors fetched from `origin` (`/get_missing_events`) and its
+    /// missing auth events too (`/event`), then appended. An error is
+    /// this PDU's alone (the transaction goes on).
+    pub async fn receive_pdu(
+        &self,
+        origin: &ruma::ServerName,
+        json: &serde_json::value::RawValue,
+    ) -> Result<OwnedEventId> {
+        let object: ruma::CanonicalJsonObject =
+            serde_json::from_str(json.get()).map_err(|e| Error::bad_json(format!("not a PDU: {e}")))?;
+        let room_id = match object.get("room_id") {
+            Some(ruma::CanonicalJsonValue::String(id)) => {
+                RoomId::parse(id.as_str()).map_err(|e| Error::bad_json(e.to_string()))?
+            }
+            _ => return Err(Error::bad_json("the PDU has no room ID")),
+        };
+        let version = self
+            .version_if_known(&room_id)
+            .await?
+            .ok_or_else(|| Error::not_found("This server is not in the room"))?;
+        let pdu =
+            crate::federation::verify_pdu(&self.federation.server_keys, object, Some(&room_id), &version)
+                .await
+                .map_err(event_error)?;
+        let event_id = pdu.event_id.clone();
+        match self.append_remote(pdu.clone(), &version, None, Vec::new()).await? {
+            RemoteOutcome::Missing(_) => {}
+            RemoteOutcome::Stored(EventStatus::Rejected) => {
+                return Err(Error::forbidden("The event was rejected"));
+            }
+            _ => return Ok(event_id),
+        }
+        // Fetch what is missing once, then try again.
+        self.fetch_missing(origin, &pdu, &version).await?;
+        match self.append_remote(pdu, &version, None, Vec::new()).await? {
+            RemoteOutcome::Missing(ids) => Err(Error::new(
+                400,
+                ruma::api::error::ErrorKind::Unknown,
+                format!("{} events it depends on could not be fetched", ids.len()),
+            )),
+            RemoteOutcome::Stored(EventStatus::Rejected) => Err(Error::forbidden("The event was rejected")),
+            _ => Ok(event_id),
+        }
+    }
+
+    /// Fetches from `origin` the previous events of `pdu` this server lacks
+    /// (between its forward extremities and `pdu`), appending them oldest
+    /// first, and the auth events it lacks, as outliers.
+    async fn fetch_missing(
+        &self,
+        origin: &ruma::ServerName,
+        pdu: &Pdu,
+        version: &RoomVersionId,
+    ) -> Result<()> {
+        let remote = &self.federation.remote;
+        let ids: Vec<String> = pdu.prev_events.iter().map(|id| id.to_string()).collect();
+        let held = self.store.get_events(&ids).await?;
+        if held.len() < ids.len() {
+            let earliest: Vec<OwnedEventId> =
+                self.store.forward_extremities(&pdu.room_id).await?.into_iter().map(|e| e.event_id).collect();
+            match remote
+                .get_missing_events(
+                    origin,
+                    &pdu.room_id,
+                    earliest,
+                    vec![pdu.event_id.clone()],
+                    MISSING_EVENTS_LIMIT,
+                )
+                .await
+            {
+                Ok(events) => {
+                    let mut verified = Vec::new();
+                    for json in events.iter().take(MISSING_EVENTS_LIMIT as usize) {
+                        let Ok(object) = serde_json::from_str::<ruma::CanonicalJsonObject>(json.get()) else {
+                            continue;
+                        };
+                        match crate::federation::verify_pdu(
+                            &self.federation.server_keys,
+                            object,
+                            Some(&pdu.room_id),
+                            version,
+                        )
+                        .await
+                        {
+                            Ok(event) => verified.push(event),
+                            Err(e) => tracing::info!(%origin, error = %e, "missing event refused"),
+                        }
+                    }
+                    verified.sort_by_key(|e| e.depth);
+                    for event in verified {
+                        let outcome = self.append_remote(event.clone(), version, None, Vec::new()).await?;
+                        if let RemoteOutcome::Missing(auth) = outcome {
+                            self.fetch_auth_events(origin, &auth, version).await?;
+                            self.append_remote(event, version, None, Vec::new()).await?;
+                        }
+                    }
+                }
+                Err(e) => tracing::info!(%origin, error = %e, "missing events not fetched"),
+            }
+        }
+        let ids: Vec<String> = pdu.auth_events.iter().map(|id| id.to_string()).collect();
+        let held = self.store.get_events(&ids).await?;
+        let missing: Vec<OwnedEventId> =
+            pdu.auth_events.iter().filter(|id| !held.iter().any(|e| e.event_id == **id)).cloned().collect();
+        self.fetch_auth_events(origin, &missing, version).await
+    }
+
+    /// Fetches events (and, transitively, their own missing auth events)
+    /// from `origin` and stores them as outliers.
+    async fn fetch_auth_events(
+        &self,
+        origin: &ruma::ServerName,
+        ids: &[OwnedEventId],
+        version: &RoomVersionId,
+    ) -> Result<()> {
+        let mut todo: Vec<OwnedEventId> = ids.to_vec();
+        let mut fetched: Vec<Pdu> = Vec::new();
+        while let Some(id) = todo.pop() {
+            if fetched.len() >= MAX_FETCHED_AUTH_EVENTS {
+                break;
+            }
+            if fetched.iter().any(|e| e.event_id == id) || self.store.get_event(&id).await?.is_some() {
+                continue;
+            }
+            let json = match self.federation.remote.get_event(origin, &id).await {
+                Ok(json) => json,
+                Err(e) => {
+                    tracing::info!(%origin, event = %id, error = %e, "auth event not fetched");
+                    continue;
+                }
+            };
+            let Ok(object) = serde_json::from_str::<ruma::CanonicalJsonObject>(json.get()) else { continue };
+            match crate::federation::verify_pdu(&self.federation.server_keys, object, None, version).await {
+                Ok(event) if event.event_id == id => {
+                    todo.extend(event.auth_events.iter().cloned());
+                    fetched.push(event);
+                }
+                Ok(_) => tracing::info!(%origin, event = %id, "fetched event has another ID"),
+                Err(e) => tracing::info!(%origin, event = %id, error = %e, "fetched auth event refused"),
+            }
+        }
+        self.store_outliers(fetched, version).await
+    }
+}
