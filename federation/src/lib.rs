@@ -15,6 +15,7 @@ mod events;
 mod keys;
 pub mod outbound;
 mod query;
+mod room_reads;
 mod transactions;
 mod user_keys;
 mod version;
@@ -52,6 +53,7 @@ fn routes() -> Router<FederationState> {
         .merge(user_keys::routes())
         .merge(transactions::routes())
         .merge(events::routes())
+        .merge(room_reads::routes())
 }
 
 /// Every federation route, for mounting on the client listener too (as

@@ -20,6 +20,7 @@ mod directory;
 mod discovery;
 mod errors;
 mod federation;
+mod federation_reads;
 mod hierarchy;
 mod input_limits;
 mod join_rules;
