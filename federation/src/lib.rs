@@ -1,12 +1,14 @@
 //! tessera-federation: the Server-Server API.
 //!
-//! Inbound: the key server and notary (`/_matrix/key/v2/*`), and
-//! `/_matrix/federation/v1/version`; requests signed with `X-Matrix` are
-//! verified by `tessera_web`'s extractor before a handler runs. Outbound:
-//! the signed HTTPS client ([`client::FederationClient`], the service's
-//! `Remote`), with server-name resolution (`discovery`) and the address
-//! rules (`outbound`). Room transport arrives with the rest of the
-//! federation issue.
+//! Inbound: the key server and notary (`/_matrix/key/v2/*`), `/version`,
+//! queries about this server's users (profiles, device keys), transactions
+//! (`/send`: room events and EDUs), joins (`/make_join`, `/send_join`) and
+//! the room reads (`/event`, `/state`, `/state_ids`, `/event_auth`,
+//! `/backfill`, `/get_missing_events`, `/timestamp_to_event`); requests
+//! signed with `X-Matrix` are verified by `tessera_web`'s extractor before
+//! a handler runs. Outbound: the signed HTTPS client
+//! ([`client::FederationClient`], the service's `Remote`), with
+//! server-name resolution (`discovery`) and the address rules (`outbound`).
 //! Spec: <https://spec.matrix.org/v1.16/server-server-api/>.
 
 pub mod client;
@@ -16,6 +18,7 @@ mod keys;
 mod membership;
 pub mod outbound;
 mod query;
+mod room_reads;
 mod transactions;
 mod user_keys;
 mod version;
@@ -54,6 +57,7 @@ fn routes() -> Router<FederationState> {
         .merge(transactions::routes())
         .merge(events::routes())
         .merge(membership::routes())
+        .merge(room_reads::routes())
 }
 
 /// Every federation route, for mounting on the client listener too (as

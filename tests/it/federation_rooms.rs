@@ -13,7 +13,8 @@ use crate::{
 
 both_backends!(
     a_remote_room_is_joined_and_messages_flow_both_ways,
-    events_sent_while_a_server_is_down_arrive_after_it_restarts
+    events_sent_while_a_server_is_down_arrive_after_it_restarts,
+    forged_and_unauthorised_events_are_refused
 );
 
 /// Syncs from `since` until the room's timeline has an event that `want`
@@ -137,4 +138,160 @@ async fn events_sent_while_a_server_is_down_arrive_after_it_restarts(backend: Ba
         .collect();
     seen.sort();
     assert_eq!(seen, ["while away 0", "while away 1", "while away 2"], "each once, none lost");
+}
+
+/// A PDU built and signed with `key`, in the room on A: `sender`'s event
+/// from `template`, after the event `prev`, with the auth events named;
+/// the events are read from A over federation as `asker`.
+async fn forge(
+    a: &crate::harness::TestServer,
+    asker: &tessera_core::ServerSigningKey,
+    key: &tessera_core::ServerSigningKey,
+    room_id: &str,
+    template: tessera_core::EventTemplate,
+    sender: &str,
+    (prev, auth): (&str, &[String]),
+) -> serde_json::Map<String, Value> {
+    let fetch = |id: String| async move {
+        let answer = crate::federation::signed_get(
+            a,
+            &format!("/_matrix/federation/v1/event/{}", encode(&id)),
+            asker,
+            a.server_name(),
+        )
+        .await
+        .ok();
+        let json: ruma::CanonicalJsonObject =
+            serde_json::from_value(answer["pdus"][0].clone()).expect("PDU from A");
+        let rules = ruma::RoomVersionId::V12.rules().expect("rules");
+        tessera_core::Pdu::from_remote_json(json, None, &rules).expect("parse")
+    };
+    let prev = fetch(prev.to_owned()).await;
+    let mut auth_events = Vec::new();
+    for id in auth {
+        auth_events.push(fetch(id.clone()).await);
+    }
+    let room = ruma::RoomId::parse(room_id).expect("room");
+    let auth_refs: Vec<&tessera_core::Pdu> = auth_events.iter().collect();
+    let parents =
+        tessera_core::Parents { room_id: Some(&room), prev_events: &[&prev], auth_events: &auth_refs };
+    let sender = ruma::UserId::parse(sender).expect("sender");
+    let pdu = tessera_core::build_event(
+        &template,
+        &ruma::RoomVersionId::V12,
+        &sender,
+        &parents,
+        ruma::MilliSecondsSinceUnixEpoch::now(),
+        key,
+    )
+    .expect("build");
+    serde_json::from_value(serde_json::to_value(&pdu.json).expect("json")).expect("object")
+}
+
+async fn forged_and_unauthorised_events_are_refused(backend: Backend) {
+    let (_ca, a, b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let bob_id = bob.user_id.clone().expect("user");
+    let room_id = alice.create_room(json!({ "preset": "public_chat", "room_version": "12" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}?server_name={}", encode(&room_id), encode(a.server_name())),
+        json!({}),
+    )
+    .await
+    .ok();
+    let b_key = crate::federation::server_key(&b);
+    let state = alice.get(&format!("/_matrix/client/v3/rooms/{}/state", encode(&room_id))).await.ok();
+    let state_id = |kind: &str, key: &str| {
+        state
+            .as_array()
+            .expect("state")
+            .iter()
+            .find(|e| e["type"] == kind && e["state_key"] == key)
+            .expect("state event")["event_id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    };
+    let levels = state_id("m.room.power_levels", "");
+    let bob_member = state_id("m.room.member", &bob_id);
+    let send = |txn: &'static str, pdus: Vec<Value>| {
+        let (a, key) = (&a, &b_key);
+        async move {
+            let body = json!({ "origin": key.server_name().as_str(), "origin_server_ts": 1, "pdus": pdus, "edus": [] });
+            let path = format!("/_matrix/federation/v1/send/{txn}");
+            crate::federation::signed_request(
+                a,
+                reqwest::Method::PUT,
+                &path,
+                Some(body),
+                key,
+                a.server_name(),
+            )
+            .await
+        }
+    };
+    let auth = vec![levels.clone(), bob_member.clone()];
+    let message = |body: &str| {
+        tessera_core::EventTemplate::message("m.room.message", json!({ "msgtype": "m.text", "body": body }))
+    };
+
+    // A good event first: accepted and shown.
+    let good = forge(&a, &b_key, &b_key, &room_id, message("genuine"), &bob_id, (&bob_member, &auth)).await;
+    let answer = send("t1", vec![Value::Object(good.clone())]).await.ok();
+    let results = answer["pdus"].as_object().expect("results").clone();
+    assert_eq!(results.len(), 1, "{answer}");
+    assert_eq!(results.values().next(), Some(&json!({})), "{answer}");
+    let good_id = results.keys().next().expect("id").clone();
+
+    // Changed after signing: kept only in its redacted form.
+    let mut tampered =
+        forge(&a, &b_key, &b_key, &room_id, message("original"), &bob_id, (&good_id, &auth)).await;
+    tampered.insert("content".into(), json!({ "msgtype": "m.text", "body": "changed" }));
+    // Signed by a key B never published: refused.
+    let stranger = tessera_core::ServerSigningKey::generate(b_key.server_name().clone()).expect("key").0;
+    let unsigned =
+        forge(&a, &b_key, &stranger, &room_id, message("stranger"), &bob_id, (&good_id, &auth)).await;
+    // In the name of A's user, signed by B only: refused.
+    let alice_id = alice.user_id.clone().expect("user");
+    let impostor =
+        forge(&a, &b_key, &b_key, &room_id, message("impostor"), &alice_id, (&good_id, &auth)).await;
+    // Bob giving himself power he does not have: rejected by the rules.
+    let grab =
+        tessera_core::EventTemplate::state("m.room.power_levels", "", json!({ "users": { &bob_id: 100 } }));
+    let grab = forge(&a, &b_key, &b_key, &room_id, grab, &bob_id, (&good_id, &auth)).await;
+    let answer = send(
+        "t2",
+        vec![Value::Object(tampered), Value::Object(unsigned), Value::Object(impostor), Value::Object(grab)],
+    )
+    .await
+    .ok();
+    let errors =
+        answer["pdus"].as_object().expect("results").values().filter(|r| r.get("error").is_some()).count();
+    assert_eq!(errors, 3, "the stranger, the impostor and the power grab fail: {answer}");
+
+    let bodies: Vec<Value> = alice
+        .all_messages(&encode(&room_id), 50)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| e["content"]["body"].clone())
+        .collect();
+    assert_eq!(bodies, [json!("genuine"), Value::Null], "the tampered event is shown redacted, nothing else");
+    let levels = alice
+        .get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", encode(&room_id)))
+        .await
+        .ok();
+    assert!(levels["users"][&bob_id].is_null(), "{levels}");
+
+    // The same transaction again: the same answer, nothing applied twice.
+    let again = send("t1", vec![Value::Object(good)]).await.ok();
+    assert_eq!(again["pdus"][&good_id], json!({}));
+    let count = alice
+        .all_messages(&encode(&room_id), 50)
+        .await
+        .iter()
+        .filter(|e| e["content"]["body"] == "genuine")
+        .count();
+    assert_eq!(count, 1);
 }

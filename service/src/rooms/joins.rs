@@ -16,7 +16,7 @@
 use std::{collections::HashSet, sync::Arc};
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
+    CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedRoomId,
     OwnedServerName, RoomId, RoomVersionId, ServerName, UserId,
     api::{error::ErrorKind, federation::membership::create_join_event::v2::RoomState},
     events::TimelineEventType,
@@ -28,13 +28,10 @@ use tessera_storage::{EventStatus, state::StateMap};
 
 use super::{
     Rooms,
-    append::{event_error, pdu_from_stored},
+    append::event_error,
     remote::{GivenState, RemoteOutcome},
 };
 use crate::{Error, Result, auth::Identity};
-
-/// At most this many events of an auth chain are served or read.
-const MAX_AUTH_CHAIN: usize = 100_000;
 
 impl Rooms {
     /// `GET /make_join/{roomId}/{userId}` from `origin`: the room's
@@ -128,46 +125,19 @@ impl Rooms {
         }
         let state = self.store.state_at_group(join.state_before).await?;
         let state_ids: Vec<String> = state.values().cloned().collect();
-        let mut room_state = RoomState::new();
-        let mut seeds: Vec<OwnedEventId> = Vec::new();
+        let mut state_events = Vec::with_capacity(state_ids.len());
         for chunk in state_ids.chunks(500) {
-            for event in self.store.get_events(chunk).await? {
-                let parsed = pdu_from_stored(&event, &version)?;
-                seeds.extend(parsed.auth_events.iter().cloned());
-                room_state.state.push(raw(&event.json)?);
-            }
+            state_events.extend(self.store.get_events(chunk).await?.into_iter().filter(|e| !e.rejected));
         }
-        let join_pdu = pdu_from_stored(&join, &version)?;
-        seeds.extend(join_pdu.auth_events.iter().cloned());
-        for event in self.auth_chain(seeds, &version).await? {
+        let mut room_state = RoomState::new();
+        for event in &state_events {
+            room_state.state.push(raw(&event.json)?);
+        }
+        state_events.push(join);
+        for event in self.auth_chain(&version, room_id, &state_events).await? {
             room_state.auth_chain.push(raw(&event.json)?);
         }
         Ok(room_state)
-    }
-
-    /// Every event reachable from `seeds` through `auth_events` (the
-    /// seeds included), as stored.
-    async fn auth_chain(
-        &self,
-        seeds: Vec<OwnedEventId>,
-        version: &RoomVersionId,
-    ) -> Result<Vec<tessera_storage::StoredEvent>> {
-        let mut seen: HashSet<OwnedEventId> = HashSet::new();
-        let mut todo = seeds;
-        let mut chain = Vec::new();
-        while !todo.is_empty() && chain.len() < MAX_AUTH_CHAIN {
-            let batch: Vec<String> = todo
-                .drain(..todo.len().min(500))
-                .filter(|id| seen.insert(id.clone()))
-                .map(|id| id.to_string())
-                .collect();
-            for event in self.store.get_events(&batch).await? {
-                let parsed = pdu_from_stored(&event, version)?;
-                todo.extend(parsed.auth_events.iter().filter(|id| !seen.contains(*id)).cloned());
-                chain.push(event);
-            }
-        }
-        Ok(chain)
     }
 
     /// Whether a user of this server is joined to the room.

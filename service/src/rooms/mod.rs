@@ -11,6 +11,7 @@ mod client_event;
 pub mod context;
 mod create;
 mod directory;
+mod federation_reads;
 pub mod hierarchy;
 mod joins;
 pub mod membership;
@@ -39,6 +40,7 @@ use crate::{
 pub use client_event::ClientEvent;
 pub(crate) use client_event::Form;
 pub use create::CreateRoom;
+pub use federation_reads::{RawPdu, StateAt};
 pub use read::{Direction, HistoryPage, HistoryQuery, PageToken, RoomToken};
 pub use remote::RemoteOutcome;
 

@@ -443,40 +443,8 @@ impl Rooms {
     ) -> Result<StoredEvent> {
         let not_found = || Error::not_found("Event not found");
         let event = self.store.get_event(event_id).await?.filter(|e| !e.rejected).ok_or_else(not_found)?;
-        let visibility = self
-            .store
-            .state_entry_at(event.state_before, "m.room.history_visibility", "")
-            .await?
-            .and_then(|e| history_visibility_of(&e))
-            .unwrap_or_else(|| "shared".to_owned());
-        if visibility == "world_readable" {
-            return Ok(event);
-        }
-        let of_origin = |key: &str| UserId::parse(key).is_ok_and(|user| user.server_name() == origin);
-        let state = self.store.state_at_group(event.state_after).await?;
-        let members: Vec<String> = state
-            .iter()
-            .filter(|((kind, key), _)| kind == "m.room.member" && of_origin(key))
-            .map(|(_, id)| id.clone())
-            .collect();
-        for member in self.store.get_events(&members).await? {
-            match membership_of_event(&member).as_deref() {
-                Some("join") => return Ok(event),
-                Some("invite") if visibility == "invited" => return Ok(event),
-                _ => {}
-            }
-        }
-        if visibility == "shared" {
-            let room_id = RoomId::parse(&event.room_id).map_err(Error::internal)?;
-            let now = self.store.room_members(&room_id).await?;
-            let joined_now = now.iter().any(|(membership, member)| {
-                membership == "join" && member.state_key.as_deref().is_some_and(of_origin)
-            });
-            if joined_now {
-                return Ok(event);
-            }
-        }
-        Err(not_found())
+        let mut view = super::federation_reads::ServerView::new(origin);
+        if self.server_may_see(&mut view, &event).await? { Ok(event) } else { Err(not_found()) }
     }
 
     /// `GET /rooms/{roomId}/messages`.
