@@ -89,8 +89,8 @@ async fn a_remote_room_is_joined_and_messages_flow_both_ways(backend: Backend) {
     alice.send_text(&room_id, "hello from A").await;
     let (event, bob_since) = sync_until(&bob, &room_id, Some(&bob_since), text("hello from A")).await;
     assert_eq!(event["sender"], alice_id.as_str());
-    bob.send_text(&room_id, "hello from B").await;
-    let (event, _) = sync_until(&alice, &room_id, Some(&alice_since), text("hello from B")).await;
+    let from_b = bob.send_text(&room_id, "hello from B").await;
+    let (event, alice_since) = sync_until(&alice, &room_id, Some(&alice_since), text("hello from B")).await;
     assert_eq!(event["sender"], bob_id.as_str());
 
     // State changes travel too.
@@ -105,6 +105,16 @@ async fn a_remote_room_is_joined_and_messages_flow_both_ways(backend: Backend) {
     let topic =
         bob.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", encode(&room_id))).await.ok();
     assert_eq!(topic["topic"], "t");
+
+    // Bob redacts his message: Alice's server redacts it too.
+    let redact = format!("/_matrix/client/v3/rooms/{}/redact/{}/r1", encode(&room_id), encode(&from_b));
+    bob.put(&redact, json!({})).await.ok();
+    sync_until(&alice, &room_id, Some(&alice_since), |e| e["type"] == "m.room.redaction").await;
+    let seen = alice
+        .get(&format!("/_matrix/client/v3/rooms/{}/event/{}", encode(&room_id), encode(&from_b)))
+        .await
+        .ok();
+    assert_eq!(seen["content"], json!({}), "{seen}");
 }
 
 async fn events_sent_while_a_server_is_down_arrive_after_it_restarts(backend: Backend) {

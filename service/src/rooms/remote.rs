@@ -200,13 +200,73 @@ impl Rooms {
             destinations: Some(forward),
         };
         if status == EventStatus::Timeline {
-            self.persist(&prepared, None, None).await?;
+            let redaction = match &prepared.pdu.redacts {
+                Some(target) => {
+                    self.remote_redaction(&prepared.pdu, target, &before, create.as_ref(), version).await?
+                }
+                None => None,
+            };
+            let redaction = redaction.as_ref().map(|(target, json)| (&**target, json.as_str()));
+            self.persist(&prepared, None, redaction).await?;
         } else {
             let destinations: Vec<&str> =
                 prepared.destinations.iter().flatten().map(String::as_str).collect();
             self.persist_out_of_timeline(&prepared, &destinations).await?;
         }
         Ok(RemoteOutcome::Stored(status))
+    }
+
+    /// What a remote redaction does to its target: the target's redacted
+    /// JSON, if the target is held (in this room) and the redaction's
+    /// sender may redact it — its own event, one of its server's users'
+    /// (the spec lets a server redact its own users' events), or with the
+    /// `redact` level in the state before the redaction. Otherwise the
+    /// redaction is kept and the target left as it is (it may arrive later:
+    /// not yet applied then).
+    async fn remote_redaction(
+        &self,
+        redaction: &Pdu,
+        target: &EventId,
+        before: &StateMap,
+        create: Option<&Pdu>,
+        version: &RoomVersionId,
+    ) -> Result<Option<(OwnedEventId, String)>> {
+        let rules = rules_for(version).map_err(event_error)?;
+        let Some(stored) =
+            self.store.get_event(target).await?.filter(|e| e.room_id == redaction.room_id.as_str())
+        else {
+            return Ok(None);
+        };
+        if stored.redacted_by.is_some() {
+            return Ok(None);
+        }
+        let target_pdu = pdu_from_stored(&stored, version)?;
+        let allowed = target_pdu.sender.server_name() == redaction.sender.server_name() || {
+            let levels = match before.get(&("m.room.power_levels".to_owned(), String::new())) {
+                Some(id) => {
+                    match self.store.get_event(&EventId::parse(id.as_str()).map_err(Error::internal)?).await?
+                    {
+                        Some(stored) => Some(pdu_from_stored(&stored, version)?),
+                        None => None,
+                    }
+                }
+                None => None,
+            };
+            create.is_some_and(|create| {
+                tessera_core::power::may_redact(
+                    &redaction.sender,
+                    &target_pdu.sender,
+                    create,
+                    levels.as_ref(),
+                    &rules,
+                )
+            })
+        };
+        if !allowed {
+            return Ok(None);
+        }
+        let redacted = target_pdu.redacted_json(&rules).map_err(event_error)?;
+        Ok(Some((target.to_owned(), serde_json::to_string(&redacted).map_err(Error::internal)?)))
     }
 
     /// The state before a remote event: the state after its previous
