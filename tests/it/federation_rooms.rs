@@ -14,7 +14,8 @@ use crate::{
 both_backends!(
     a_remote_room_is_joined_and_messages_flow_both_ways,
     events_sent_while_a_server_is_down_arrive_after_it_restarts,
-    forged_and_unauthorised_events_are_refused
+    forged_and_unauthorised_events_are_refused,
+    concurrent_state_changes_resolve_alike_on_both_servers
 );
 
 /// Syncs from `since` until the room's timeline has an event that `want`
@@ -304,4 +305,75 @@ async fn forged_and_unauthorised_events_are_refused(backend: Backend) {
         .filter(|e| e["content"]["body"] == "genuine")
         .count();
     assert_eq!(count, 1);
+}
+
+/// The room's topic as `client`'s server holds it now.
+async fn topic_of(client: &TestClient, room_id: &str) -> Value {
+    client.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", encode(room_id))).await.body["topic"].clone()
+}
+
+async fn concurrent_state_changes_resolve_alike_on_both_servers(backend: Backend) {
+    let (_ca, mut a, b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let bob_id = bob.user_id.clone().expect("user");
+    let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}?server_name={}", encode(&room_id), encode(a.server_name())),
+        json!({}),
+    )
+    .await
+    .ok();
+    let levels = json!({ "users": { &bob_id: 100 } });
+    alice
+        .put(&format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", encode(&room_id)), levels)
+        .await
+        .ok();
+    sync_until(&bob, &room_id, None, |e| e["type"] == "m.room.power_levels").await;
+
+    // A is away while Bob changes the topic; back, Alice changes it before
+    // Bob's change reaches her (B's outbox waits out its backoff): the
+    // two changes are concurrent, each server holding its own first.
+    a.stop().await.expect("A stops");
+    let topic = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", encode(&room_id));
+    bob.put(&topic, json!({ "topic": "from B" })).await.ok();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    a.restart().await;
+    let mut alice = alice.clone();
+    alice.base = a.base.clone();
+    alice.put(&topic, json!({ "topic": "from A" })).await.ok();
+
+    // Both servers end up with the same topic, the resolution of the fork.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (on_a, on_b) = (topic_of(&alice, &room_id).await, topic_of(&bob, &room_id).await);
+        let both_seen = {
+            let events = alice.all_messages(&encode(&room_id), 100).await;
+            let topics: Vec<&Value> = events
+                .iter()
+                .filter(|e| e["type"] == "m.room.topic")
+                .map(|e| &e["content"]["topic"])
+                .collect();
+            topics.contains(&&json!("from A")) && topics.contains(&&json!("from B"))
+        };
+        if both_seen && on_a == on_b {
+            assert!(on_a == "from A" || on_a == "from B", "{on_a}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "A holds {on_a}, B holds {on_b}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // A message after the fork joins both branches, and each side shows it.
+    alice.send_text(&room_id, "after the fork").await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !bob
+        .all_messages(&encode(&room_id), 100)
+        .await
+        .iter()
+        .any(|e| e["content"]["body"] == "after the fork")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the message after the fork never reached B");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(topic_of(&alice, &room_id).await, topic_of(&bob, &room_id).await);
 }

@@ -176,7 +176,7 @@ impl Rooms {
             for other in &others {
                 states.push(StateMap::clone(&*self.store.state_at_group(other.state_after).await?));
             }
-            let current = self.resolve(&states, &rules, version).await?;
+            let current = self.resolve(&states, &rules, version, Some(&pdu)).await?;
             let mut extremities = vec![pdu.clone()];
             for other in others {
                 extremities.push(pdu_from_stored(other, version)?);
@@ -303,7 +303,7 @@ impl Rooms {
         for group in groups {
             states.push(StateMap::clone(&*self.store.state_at_group(group).await?));
         }
-        let resolved = self.resolve(&states, rules, &version).await?;
+        let resolved = self.resolve(&states, rules, &version, None).await?;
         let reserved = self.streams.reserve().await?;
         let group =
             self.store.create_state_snapshot(pdu.room_id.as_str(), reserved.position, &resolved).await?;
@@ -343,11 +343,14 @@ impl Rooms {
 
     /// Resolves room states with the room version's algorithm; every event
     /// of their auth chains must be held.
+    /// `pending`: an event of the states not stored yet (the one being
+    /// appended).
     async fn resolve(
         &self,
         states: &[StateMap],
         rules: &RoomVersionRules,
         version: &RoomVersionId,
+        pending: Option<&Pdu>,
     ) -> Result<StateMap> {
         if states.windows(2).all(|pair| pair[0] == pair[1]) {
             return Ok(states.first().cloned().unwrap_or_default());
@@ -356,6 +359,10 @@ impl Rooms {
         // and their auth chains.
         let mut known: HashMap<OwnedEventId, Pdu> = HashMap::new();
         let mut todo: Vec<String> = states.iter().flat_map(|s| s.values().cloned()).collect();
+        if let Some(pdu) = pending {
+            todo.extend(pdu.auth_events.iter().map(|id| id.to_string()));
+            known.insert(pdu.event_id.clone(), pdu.clone());
+        }
         while !todo.is_empty() {
             todo.retain(|id| EventId::parse(id.as_str()).is_ok_and(|id| !known.contains_key(&id)));
             todo.sort();
