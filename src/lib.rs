@@ -172,12 +172,13 @@ async fn serve_with_store(
         server_name.clone(),
     );
     let profiles = Profiles::new(store.clone(), rooms.clone(), remote.clone(), server_name.clone());
-    let typing = Typing::new(notifier.clone());
+    let typing = Typing::new(notifier.clone(), rooms.clone());
     let receipts =
         Receipts::new(store.clone(), rooms.clone(), account_data.clone(), streams.clone(), notifier.clone());
     let to_device =
         ToDevice::new(store.clone(), streams.clone(), notifier.clone(), server_name.clone(), outbox.clone());
-    let transactions = Transactions::new(store.clone(), to_device.clone(), rooms.clone());
+    let transactions =
+        Transactions::new(store.clone(), to_device.clone(), rooms.clone(), typing.clone(), receipts.clone());
     let presence = Presence::new(store.clone(), streams.clone(), notifier.clone(), config.presence.clone());
     presence.spawn_sweeper();
     let delivery = Delivery::start(store.clone(), streams.clone(), notifier.clone(), rooms.clone());

@@ -66,33 +66,94 @@ impl Receipts {
                         .await
                         .map_err(|_| Error::invalid_param("Unknown thread"))?;
                 }
-                let position = self.streams.reserve().await?;
-                // Recorded before writing (see `ChangeLog`).
-                self.changes.record(room.as_str(), position.position);
-                // Dropped before the position is released.
-                let storing = self.rooms.storing_receipt(&who.user_id, room);
-                self.store
-                    .put_receipt(NewReceipt {
-                        room_id: room,
-                        user_id: &who.user_id,
-                        receipt_type: kind,
-                        thread_id: thread.unwrap_or_default(),
-                        event_id: event_id.as_str(),
-                        ts: now_ms(),
-                        stream_ordering: position.position,
-                    })
+                let ts = now_ms();
+                self.store_receipt(room, &who.user_id, kind, thread.unwrap_or_default(), event_id, ts)
                     .await?;
-                drop(storing);
-                drop(position);
                 if kind == "m.read" {
-                    self.notifier.room_changed(room, None).await
-                } else {
-                    self.notifier.user_changed(&who.user_id);
-                    Ok(())
+                    let mut data = json!({ "ts": ts });
+                    if let Some(thread) = thread {
+                        data["thread_id"] = thread.into();
+                    }
+                    let edu = json!({ "edu_type": "m.receipt", "content": { room.as_str(): { "m.read": {
+                        who.user_id.as_str(): { "event_ids": [event_id], "data": data },
+                    } } } });
+                    self.rooms.send_edu_to_room(room, &edu).await?;
                 }
+                Ok(())
             }
             other => Err(Error::invalid_param(format!("Unknown receipt type {other}"))),
         }
+    }
+
+    /// Stores a receipt and tells the room's (or, for a private one, the
+    /// user's) syncs.
+    async fn store_receipt(
+        &self,
+        room: &RoomId,
+        user: &ruma::UserId,
+        kind: &str,
+        thread: &str,
+        event_id: &EventId,
+        ts: i64,
+    ) -> Result<()> {
+        let position = self.streams.reserve().await?;
+        // Recorded before writing (see `ChangeLog`).
+        self.changes.record(room.as_str(), position.position);
+        // Dropped before the position is released.
+        let storing = self.rooms.storing_receipt(user, room);
+        self.store
+            .put_receipt(NewReceipt {
+                room_id: room,
+                user_id: user,
+                receipt_type: kind,
+                thread_id: thread,
+                event_id: event_id.as_str(),
+                ts,
+                stream_ordering: position.position,
+            })
+            .await?;
+        drop(storing);
+        drop(position);
+        if kind == "m.read" {
+            self.notifier.room_changed(room, None).await
+        } else {
+            self.notifier.user_changed(user);
+            Ok(())
+        }
+    }
+
+    /// Another server's `m.receipt` EDU: each public receipt of one of its
+    /// users joined to the room is stored (the last event named; a
+    /// timestamp in the future is taken as now).
+    pub async fn receive(
+        &self,
+        origin: &ruma::ServerName,
+        content: &ruma::api::federation::transactions::edu::ReceiptContent,
+    ) -> Result<()> {
+        for (room, map) in &content.receipts {
+            for (user, receipt) in &map.read {
+                if user.server_name() != origin
+                    || !self.rooms.is_joined(room, user).await?
+                    || !self.rooms.server_allowed(room, origin).await?
+                {
+                    tracing::debug!(%origin, %user, %room, "receipt EDU ignored");
+                    continue;
+                }
+                let Some(event_id) = receipt.event_ids.last() else { continue };
+                let ts = receipt
+                    .data
+                    .ts
+                    .and_then(|ts| i64::try_from(u64::from(ts.0)).ok())
+                    .map_or_else(now_ms, |ts| ts.min(now_ms()));
+                let thread = match &receipt.data.thread {
+                    ruma::events::receipt::ReceiptThread::Main => "main".to_owned(),
+                    ruma::events::receipt::ReceiptThread::Thread(root) => root.to_string(),
+                    _ => String::new(),
+                };
+                self.store_receipt(room, user, "m.read", &thread, event_id, ts).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether the room may have receipts after stream position `after`.

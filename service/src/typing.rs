@@ -16,7 +16,7 @@ use std::{
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
-use crate::{Result, notifier::Notifier};
+use crate::{Result, notifier::Notifier, rooms::Rooms};
 
 /// The longest a client may ask to be shown typing without renewing.
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
@@ -34,16 +34,50 @@ struct Inner {
     rooms: HashMap<OwnedRoomId, RoomTyping>,
 }
 
+/// How long another server's typing notice lasts unless renewed or
+/// stopped (the EDU carries no timeout).
+pub const REMOTE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Who is typing where. Cheap to clone.
 #[derive(Clone)]
 pub struct Typing {
     inner: Arc<Mutex<Inner>>,
     notifier: Notifier,
+    rooms: Rooms,
 }
 
 impl Typing {
-    pub fn new(notifier: Notifier) -> Self {
-        Self { inner: Arc::default(), notifier }
+    pub fn new(notifier: Notifier, rooms: Rooms) -> Self {
+        Self { inner: Arc::default(), notifier, rooms }
+    }
+
+    /// A local user's typing notice: shown here and sent to the room's
+    /// other servers as an `m.typing` EDU.
+    pub async fn set_local(&self, room: &RoomId, user: &UserId, typing: Option<Duration>) -> Result<()> {
+        self.set(room, user, typing).await?;
+        let edu = serde_json::json!({ "edu_type": "m.typing", "content": {
+            "room_id": room, "user_id": user, "typing": typing.is_some(),
+        } });
+        self.rooms.send_edu_to_room(room, &edu).await
+    }
+
+    /// Another server's `m.typing` EDU: applied if the user is of that
+    /// server and joined to the room.
+    pub async fn receive(
+        &self,
+        origin: &ruma::ServerName,
+        room: &RoomId,
+        user: &UserId,
+        typing: bool,
+    ) -> Result<()> {
+        if user.server_name() != origin
+            || !self.rooms.is_joined(room, user).await?
+            || !self.rooms.server_allowed(room, origin).await?
+        {
+            tracing::debug!(%origin, %user, %room, "typing EDU ignored");
+            return Ok(());
+        }
+        self.set(room, user, typing.then_some(REMOTE_TIMEOUT)).await
     }
 
     /// The serial of the latest change anywhere.

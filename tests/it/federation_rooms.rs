@@ -15,7 +15,9 @@ both_backends!(
     a_remote_room_is_joined_and_messages_flow_both_ways,
     events_sent_while_a_server_is_down_arrive_after_it_restarts,
     forged_and_unauthorised_events_are_refused,
-    concurrent_state_changes_resolve_alike_on_both_servers
+    concurrent_state_changes_resolve_alike_on_both_servers,
+    typing_and_receipts_cross_servers,
+    a_server_the_acl_bans_is_refused
 );
 
 /// Syncs from `since` until the room's timeline has an event that `want`
@@ -376,4 +378,130 @@ async fn concurrent_state_changes_resolve_alike_on_both_servers(backend: Backend
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(topic_of(&alice, &room_id).await, topic_of(&bob, &room_id).await);
+}
+
+/// Syncs from `since` until the room's ephemeral events have one that
+/// `want` accepts.
+async fn ephemeral_until(
+    client: &TestClient,
+    room_id: &str,
+    since: &str,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut since = since.to_owned();
+    loop {
+        let sync = client.get(&format!("/_matrix/client/v3/sync?timeout=2000&since={since}")).await.ok();
+        let events =
+            sync["rooms"]["join"][room_id]["ephemeral"]["events"].as_array().cloned().unwrap_or_default();
+        if let Some(event) = events.into_iter().find(|e| want(e)) {
+            return event;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the awaited ephemeral event never arrived: {sync}");
+        since = sync["next_batch"].as_str().expect("token").to_owned();
+    }
+}
+
+async fn typing_and_receipts_cross_servers(backend: Backend) {
+    let (_ca, a, b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let (alice_id, bob_id) = (alice.user_id.clone().expect("user"), bob.user_id.clone().expect("user"));
+    let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}?server_name={}", encode(&room_id), encode(a.server_name())),
+        json!({}),
+    )
+    .await
+    .ok();
+    let (_, bob_since) = sync_until(&bob, &room_id, None, |e| e["type"] == "m.room.member").await;
+    let alice_since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+
+    // Alice types: Bob's server shows it.
+    let typing = format!("/_matrix/client/v3/rooms/{}/typing/{}", encode(&room_id), encode(&alice_id));
+    alice.put(&typing, json!({ "typing": true, "timeout": 20000 })).await.ok();
+    ephemeral_until(&bob, &room_id, &bob_since, |e| {
+        e["type"] == "m.typing"
+            && e["content"]["user_ids"].as_array().is_some_and(|u| u.contains(&json!(alice_id)))
+    })
+    .await;
+
+    // Bob reads Alice's message: Alice's server shows his receipt.
+    let message = alice.send_text(&room_id, "read me").await;
+    sync_until(&bob, &room_id, Some(&bob_since), text("read me")).await;
+    let receipt =
+        format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", encode(&room_id), encode(&message));
+    bob.post(&receipt, json!({})).await.ok();
+    let event = ephemeral_until(&alice, &room_id, &alice_since, |e| {
+        e["type"] == "m.receipt" && e["content"][&message]["m.read"][&bob_id].is_object()
+    })
+    .await;
+    assert!(event["content"][&message]["m.read"][&bob_id]["ts"].is_i64(), "{event}");
+}
+
+async fn a_server_the_acl_bans_is_refused(backend: Backend) {
+    let (_ca, a, b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let bob_id = bob.user_id.clone().expect("user");
+    let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}?server_name={}", encode(&room_id), encode(a.server_name())),
+        json!({}),
+    )
+    .await
+    .ok();
+    let b_key = crate::federation::server_key(&b);
+    let state = alice.get(&format!("/_matrix/client/v3/rooms/{}/state", encode(&room_id))).await.ok();
+    let state_id = |kind: &str, key: &str| {
+        state
+            .as_array()
+            .expect("state")
+            .iter()
+            .find(|e| e["type"] == kind && e["state_key"] == key)
+            .expect("state event")["event_id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    };
+    let (levels, bob_member) = (state_id("m.room.power_levels", ""), state_id("m.room.member", &bob_id));
+    let auth = vec![levels, bob_member.clone()];
+    let message = tessera_core::EventTemplate::message(
+        "m.room.message",
+        json!({ "msgtype": "m.text", "body": "banned" }),
+    );
+    let pdu = forge(&a, &b_key, &b_key, &room_id, message, &bob_id, (&bob_member, &auth)).await;
+
+    // Server names are compared without their port: every test server is
+    // `localhost`, so this bans B (and A, whose own users are not affected).
+    let acl = json!({ "allow": ["*"], "deny": ["localhost"], "allow_ip_literals": false });
+    alice
+        .put(&format!("/_matrix/client/v3/rooms/{}/state/m.room.server_acl/", encode(&room_id)), acl)
+        .await
+        .ok();
+    alice.send_text(&room_id, "still speaking locally").await;
+
+    let body = json!({ "origin": b.server_name(), "origin_server_ts": 1, "pdus": [pdu], "edus": [] });
+    let answer = crate::federation::signed_request(
+        &a,
+        reqwest::Method::PUT,
+        "/_matrix/federation/v1/send/acl1",
+        Some(body),
+        &b_key,
+        a.server_name(),
+    )
+    .await
+    .ok();
+    let results = answer["pdus"].as_object().expect("results");
+    assert!(results.values().all(|r| r["error"].is_string()), "{answer}");
+    let bodies: Vec<Value> = alice
+        .all_messages(&encode(&room_id), 50)
+        .await
+        .into_iter()
+        .map(|e| e["content"]["body"].clone())
+        .collect();
+    assert!(!bodies.contains(&json!("banned")), "{bodies:?}");
+    let path =
+        format!("/_matrix/federation/v1/state_ids/{}?event_id={}", encode(&room_id), encode(&bob_member));
+    crate::federation::signed_get(&a, &path, &b_key, a.server_name()).await.assert_error(403, "M_FORBIDDEN");
 }

@@ -25,6 +25,6 @@ async fn typing(
         TypingState::Yes(info) => Some(info.timeout),
         _ => None,
     };
-    state.typing.set(&body.room_id, &me.user_id, timeout).await?;
+    state.typing.set_local(&body.room_id, &me.user_id, timeout).await?;
     Ok(create_typing_event::v3::Response::new().into())
 }

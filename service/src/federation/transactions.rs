@@ -6,15 +6,15 @@
 //! PDUs go to their rooms one after another (`Rooms::receive_pdu`), each
 //! with its own result; one that fails never fails the transaction.
 //!
-//! Not yet here: the EDUs about rooms and users shared across servers
-//! (typing, receipts, presence, device-list and signing-key updates).
+//! EDUs applied: to-device messages, typing and public read receipts.
+//! Not yet: presence, device-list and signing-key updates.
 //! Spec: <https://spec.matrix.org/v1.16/server-server-api/#transactions>.
 
 use ruma::{ServerName, api::federation::transactions::edu::Edu, serde::Raw};
 use serde_json::value::RawValue as RawJsonValue;
 use tessera_storage::Store;
 
-use crate::{Error, Result, now_ms, rooms::Rooms, to_device::ToDevice};
+use crate::{Error, Result, now_ms, receipts::Receipts, rooms::Rooms, to_device::ToDevice, typing::Typing};
 
 /// A PDU's event ID for the transaction's answer, where it can be told:
 /// room version 1 and 2 events carry it; later ones are named by their
@@ -41,11 +41,13 @@ pub struct Transactions {
     store: Store,
     to_device: ToDevice,
     rooms: Rooms,
+    typing: Typing,
+    receipts: Receipts,
 }
 
 impl Transactions {
-    pub fn new(store: Store, to_device: ToDevice, rooms: Rooms) -> Self {
-        Self { store, to_device, rooms }
+    pub fn new(store: Store, to_device: ToDevice, rooms: Rooms, typing: Typing, receipts: Receipts) -> Self {
+        Self { store, to_device, rooms, typing, receipts }
     }
 
     /// Applies a transaction from `origin`; returns the answer's JSON.
@@ -93,6 +95,10 @@ impl Transactions {
     async fn apply(&self, origin: &ServerName, edu: &Raw<Edu>) -> Result<()> {
         match edu.deserialize() {
             Ok(Edu::DirectToDevice(content)) => self.to_device.receive(origin, &content).await,
+            Ok(Edu::Typing(content)) => {
+                self.typing.receive(origin, &content.room_id, &content.user_id, content.typing).await
+            }
+            Ok(Edu::Receipt(content)) => self.receipts.receive(origin, &content).await,
             Ok(other) => {
                 tracing::debug!(%origin, edu = ?std::mem::discriminant(&other), "EDU not applied yet");
                 Ok(())

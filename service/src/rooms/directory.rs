@@ -360,7 +360,7 @@ impl Rooms {
         Ok(())
     }
 
-    async fn is_joined(&self, room_id: &RoomId, user: &UserId) -> Result<bool> {
+    pub(crate) async fn is_joined(&self, room_id: &RoomId, user: &UserId) -> Result<bool> {
         Ok(self.store.membership(room_id, user).await?.is_some_and(|(m, _)| m == "join"))
     }
 

@@ -209,6 +209,7 @@ impl Rooms {
     /// joined to it or it is world-readable now.
     async fn check_server_in_room(&self, view: &mut ServerView<'_>, room_id: &RoomId) -> Result<()> {
         self.room_version(room_id).await?;
+        self.check_server_acl(room_id, view.origin).await?;
         if self.server_joined_now(view, room_id).await? {
             return Ok(());
         }
@@ -231,6 +232,9 @@ impl Rooms {
         event_id: &EventId,
     ) -> Result<StoredEvent> {
         let mut view = ServerView::new(origin);
+        if self.version_if_known(room_id).await?.is_some() {
+            self.check_server_acl(room_id, origin).await?;
+        }
         let event = self.event_in_room(room_id, event_id).await?.filter(|e| !e.rejected);
         match event {
             Some(event) => {

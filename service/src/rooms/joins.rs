@@ -47,6 +47,7 @@ impl Rooms {
             return Err(Error::forbidden("A server may only join its own users"));
         }
         let version = self.room_version(room_id).await?;
+        self.check_server_acl(room_id, origin).await?;
         if !versions.contains(&version) {
             return Err(Error::new(
                 400,
@@ -83,6 +84,7 @@ impl Rooms {
         pdu: &RawJsonValue,
     ) -> Result<RoomState> {
         let version = self.room_version(room_id).await?;
+        self.check_server_acl(room_id, origin).await?;
         let object: CanonicalJsonObject =
             serde_json::from_str(pdu.get()).map_err(|e| Error::bad_json(format!("not a PDU: {e}")))?;
         let pdu =

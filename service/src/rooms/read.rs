@@ -443,6 +443,10 @@ impl Rooms {
     ) -> Result<StoredEvent> {
         let not_found = || Error::not_found("Event not found");
         let event = self.store.get_event(event_id).await?.filter(|e| !e.rejected).ok_or_else(not_found)?;
+        let room_id = RoomId::parse(&event.room_id).map_err(Error::internal)?;
+        if !self.server_allowed(&room_id, origin).await? {
+            return Err(not_found());
+        }
         let mut view = super::federation_reads::ServerView::new(origin);
         if self.server_may_see(&mut view, &event).await? { Ok(event) } else { Err(not_found()) }
     }

@@ -573,6 +573,7 @@ impl Rooms {
             .version_if_known(&room_id)
             .await?
             .ok_or_else(|| Error::not_found("This server is not in the room"))?;
+        self.check_server_acl(&room_id, origin).await?;
         let pdu =
             crate::federation::verify_pdu(&self.federation.server_keys, object, Some(&room_id), &version)
                 .await
@@ -695,5 +696,49 @@ impl Rooms {
             }
         }
         self.store_outliers(fetched, version).await
+    }
+}
+
+impl Rooms {
+    /// Queues an EDU about the room (typing, a receipt) for every other
+    /// server with a member joined, and wakes their senders.
+    pub(crate) async fn send_edu_to_room(&self, room_id: &RoomId, edu: &serde_json::Value) -> Result<()> {
+        let servers = self.remote_servers(room_id).await?;
+        if servers.is_empty() {
+            return Ok(());
+        }
+        let json = edu.to_string();
+        let rows: Vec<(&str, &str)> = servers.iter().map(|s| (s.as_str(), json.as_str())).collect();
+        self.store.queue_edus(&rows).await?;
+        for server in servers.iter() {
+            self.federation.outbox.wake(server);
+        }
+        Ok(())
+    }
+}
+
+impl Rooms {
+    /// Whether the room's `m.room.server_acl` (current state) lets `server`
+    /// take part: no ACL lets everyone; an unreadable one nobody but this
+    /// server.
+    pub async fn server_allowed(&self, room_id: &RoomId, server: &ruma::ServerName) -> Result<bool> {
+        let Some(acl) = self.store.current_state_event(room_id, "m.room.server_acl", "").await? else {
+            return Ok(true);
+        };
+        let content = acl.content().cloned().and_then(|c| {
+            serde_json::from_value::<ruma::events::room::server_acl::RoomServerAclEventContent>(c).ok()
+        });
+        Ok(match content {
+            Some(content) => content.is_allowed(server),
+            None => server == self.server_name,
+        })
+    }
+
+    /// 403 unless the room's server ACL lets `server` take part.
+    pub(crate) async fn check_server_acl(&self, room_id: &RoomId, server: &ruma::ServerName) -> Result<()> {
+        match self.server_allowed(room_id, server).await? {
+            true => Ok(()),
+            false => Err(Error::forbidden("The room's server ACL bans this server")),
+        }
     }
 }
