@@ -17,7 +17,8 @@ both_backends!(
     forged_and_unauthorised_events_are_refused,
     concurrent_state_changes_resolve_alike_on_both_servers,
     typing_and_receipts_cross_servers,
-    a_server_the_acl_bans_is_refused
+    a_server_the_acl_bans_is_refused,
+    leaving_and_kicks_reach_the_other_server
 );
 
 /// Syncs from `since` until the room's timeline has an event that `want`
@@ -504,4 +505,46 @@ async fn a_server_the_acl_bans_is_refused(backend: Backend) {
     let path =
         format!("/_matrix/federation/v1/state_ids/{}?event_id={}", encode(&room_id), encode(&bob_member));
     crate::federation::signed_get(&a, &path, &b_key, a.server_name()).await.assert_error(403, "M_FORBIDDEN");
+}
+
+async fn leaving_and_kicks_reach_the_other_server(backend: Backend) {
+    let (_ca, a, b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let carol = b.register("carol", "pw").await;
+    let (bob_id, carol_id) = (bob.user_id.clone().expect("user"), carol.user_id.clone().expect("user"));
+    let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let join =
+        format!("/_matrix/client/v3/join/{}?server_name={}", encode(&room_id), encode(a.server_name()));
+    bob.post(&join, json!({})).await.ok();
+    // Carol joins through her own server, which is in the room now.
+    carol.post(&format!("/_matrix/client/v3/join/{}", encode(&room_id)), json!({})).await.ok();
+    let alice_since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    let member = |who: &str| {
+        let who = who.to_owned();
+        move |e: &Value| e["type"] == "m.room.member" && e["state_key"] == who.as_str()
+    };
+    // Carol's join went from B to A; Bob leaves, and A sees both.
+    sync_until(&alice, &room_id, Some(&alice_since), member(&carol_id)).await;
+    bob.post(&format!("/_matrix/client/v3/rooms/{}/leave", encode(&room_id)), json!({})).await.ok();
+    let (event, _) = sync_until(&alice, &room_id, Some(&alice_since), member(&bob_id)).await;
+    assert_eq!(event["content"]["membership"], "leave");
+
+    // Alice kicks Carol: B hears of it.
+    let carol_since = carol.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+    alice
+        .post(&format!("/_matrix/client/v3/rooms/{}/kick", encode(&room_id)), json!({ "user_id": carol_id }))
+        .await
+        .ok();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let sync = carol.get(&format!("/_matrix/client/v3/sync?timeout=2000&since={carol_since}")).await.ok();
+        if sync["rooms"]["leave"][&room_id].is_object() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "Carol's server never heard of the kick");
+    }
+    let members =
+        alice.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", encode(&room_id))).await.ok();
+    assert_eq!(members["joined"].as_object().map(|m| m.len()), Some(1), "{members}");
 }
