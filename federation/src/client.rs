@@ -13,7 +13,7 @@ use ruma::{
         IncomingResponseExt, OutgoingRequest,
         federation::{
             discovery::{ServerSigningKeys, get_remote_server_keys_batch, get_server_keys},
-            event::{get_event, get_missing_events},
+            event::{get_event, get_missing_events, get_room_state},
             keys::{claim_keys, get_keys},
             membership::{create_join_event, prepare_join_event},
             query::get_profile_information,
@@ -277,6 +277,17 @@ impl Remote for FederationClient {
         Box::pin(
             async move { Ok(self.send(server, get_event::v1::Request::new(event_id.to_owned())).await?.pdu) },
         )
+    }
+
+    fn room_state<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        event_id: &'a EventId,
+    ) -> BoxFuture<'a, Result<get_room_state::v1::Response, RemoteError>> {
+        Box::pin(async move {
+            self.send(server, get_room_state::v1::Request::new(event_id.to_owned(), room_id.to_owned())).await
+        })
     }
 }
 

@@ -18,7 +18,8 @@ both_backends!(
     concurrent_state_changes_resolve_alike_on_both_servers,
     typing_and_receipts_cross_servers,
     a_server_the_acl_bans_is_refused,
-    leaving_and_kicks_reach_the_other_server
+    leaving_and_kicks_reach_the_other_server,
+    a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge
 );
 
 /// Syncs from `since` until the room's timeline has an event that `want`
@@ -547,4 +548,71 @@ async fn leaving_and_kicks_reach_the_other_server(backend: Backend) {
     let members =
         alice.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", encode(&room_id))).await.ok();
     assert_eq!(members["joined"].as_object().map(|m| m.len()), Some(1), "{members}");
+}
+
+async fn a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge(backend: Backend) {
+    let (_ca, a, mut b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}?server_name={}", encode(&room_id), encode(a.server_name())),
+        json!({}),
+    )
+    .await
+    .ok();
+    sync_until(&bob, &room_id, None, |e| e["type"] == "m.room.member").await;
+
+    // B is away while A sends more than one /get_missing_events brings,
+    // and A's queue for B is lost: B must bridge the gap.
+    b.stop().await.expect("B stops");
+    for n in 0..30 {
+        alice.send_text(&room_id, &format!("gap {n}")).await;
+    }
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&a.database_url()).await.expect("connect to A's database");
+    sqlx::query("DELETE FROM outbound_pdus").execute(&pool).await.expect("forget A's queue");
+    pool.close().await;
+    b.restart().await;
+    let mut bob = bob.clone();
+    bob.base = b.base.clone();
+    alice
+        .put(
+            &format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", encode(&room_id)),
+            json!({ "topic": "past the gap" }),
+        )
+        .await
+        .ok();
+    alice.send_text(&room_id, "after the gap").await;
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let bodies: Vec<Value> = bob
+            .all_messages(&encode(&room_id), 100)
+            .await
+            .into_iter()
+            .map(|e| e["content"]["body"].clone())
+            .collect();
+        if bodies.contains(&json!("after the gap")) {
+            assert!(bodies.contains(&json!("gap 29")), "the events just before it were fetched: {bodies:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "B never took the event after the gap: {bodies:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let topic =
+        bob.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", encode(&room_id))).await.ok();
+    assert_eq!(topic["topic"], "past the gap");
+    // And B's own events reach A again.
+    bob.send_text(&room_id, "from B after the gap").await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !alice
+        .all_messages(&encode(&room_id), 100)
+        .await
+        .iter()
+        .any(|e| e["content"]["body"] == "from B after the gap")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "A never took B's event");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -19,6 +19,7 @@ use ruma::{
     UserId,
     api::federation::{
         discovery::ServerSigningKeys,
+        event::get_room_state,
         keys::{claim_keys, get_keys},
         membership::{create_join_event, prepare_join_event},
         transactions::edu::Edu,
@@ -137,6 +138,15 @@ pub trait Remote: Send + Sync {
         server: &'a ServerName,
         event_id: &'a EventId,
     ) -> BoxFuture<'a, Result<Box<RawJsonValue>, RemoteError>>;
+
+    /// `GET /_matrix/federation/v1/state/{roomId}?event_id=` of `server`:
+    /// the state before the event and its auth chain, as PDUs.
+    fn room_state<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        event_id: &'a EventId,
+    ) -> BoxFuture<'a, Result<get_room_state::v1::Response, RemoteError>>;
 }
 
 /// A [`Remote`] that reaches nobody: for a service used without
@@ -225,6 +235,15 @@ impl Remote for NoRemote {
         server: &'a ServerName,
         _event_id: &'a EventId,
     ) -> BoxFuture<'a, Result<Box<RawJsonValue>, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    fn room_state<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _room_id: &'a RoomId,
+        _event_id: &'a EventId,
+    ) -> BoxFuture<'a, Result<get_room_state::v1::Response, RemoteError>> {
         Box::pin(async move { Err(unreachable(server)) })
     }
 }

@@ -13,7 +13,7 @@
 //! join is then appended on that state.
 //! Spec: <https://spec.matrix.org/v1.16/server-server-api/#joining-rooms>.
 
-use std::{collections::HashSet, sync::Arc};
+use std::collections::HashSet;
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedRoomId,
@@ -24,13 +24,9 @@ use ruma::{
 };
 use serde_json::value::RawValue as RawJsonValue;
 use tessera_core::{EventTemplate, Pdu, rules_for};
-use tessera_storage::{EventStatus, state::StateMap};
+use tessera_storage::EventStatus;
 
-use super::{
-    Rooms,
-    append::event_error,
-    remote::{GivenState, RemoteOutcome},
-};
+use super::{Rooms, append::event_error, remote::RemoteOutcome};
 use crate::{Error, Result, auth::Identity};
 
 impl Rooms {
@@ -304,64 +300,25 @@ impl Rooms {
             }
             None => join,
         };
-        let mut state_events = Vec::new();
-        for json in &answer.state {
-            if let Some(pdu) = self.verified(json, room_id, &version).await {
-                state_events.push(pdu);
-            }
-        }
-        let mut context = state_events.clone();
-        for json in &answer.auth_chain {
-            if let Some(pdu) = self.verified(json, room_id, &version).await {
-                context.push(pdu);
-            }
-        }
-        let create = state_events
-            .iter()
-            .find(|e| e.kind == TimelineEventType::RoomCreate && e.state_key.as_deref() == Some(""))
+        let create = answer.state.iter().find_map(|json| {
+            let event: serde_json::Value = serde_json::from_str(json.get()).ok()?;
+            (event["type"] == "m.room.create" && event["state_key"] == "")
+                .then(|| event["sender"].as_str().and_then(|s| UserId::parse(s).ok()))
+                .flatten()
+        });
+        let create = create
             .ok_or_else(|| bad_gateway(format!("{server} sent a room state without its create event")))?;
-        match self.store.create_room(room_id, &version, &create.sender, false).await {
+        match self.store.create_room(room_id, &version, &create, false).await {
             Ok(()) | Err(tessera_storage::StorageError::Conflict(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        self.store_outliers(context, &version).await?;
-        // The state: the events held now, not rejected.
-        let ids: Vec<String> = state_events.iter().map(|e| e.event_id.to_string()).collect();
-        let mut state = StateMap::new();
-        for chunk in ids.chunks(500) {
-            for event in self.store.get_events(chunk).await? {
-                if !event.rejected
-                    && let Some(key) = event.state_key.clone()
-                {
-                    state.insert((event.event_type.clone(), key), event.event_id.to_string());
-                }
-            }
-        }
-        let reserved = self.streams.reserve().await?;
-        let group = self.store.create_state_snapshot(room_id.as_str(), reserved.position, &state).await?;
-        drop(reserved);
-        let given = GivenState { group, state: Arc::new(state) };
+        let given = self.store_received_state(room_id, &version, &answer.state, &answer.auth_chain).await?;
         match self.append_remote(join, &version, Some(given), Vec::new()).await? {
             RemoteOutcome::Stored(EventStatus::Timeline) | RemoteOutcome::Known => Ok(()),
             RemoteOutcome::Missing(ids) => {
                 Err(bad_gateway(format!("{server} did not send {} auth events of the join", ids.len())))
             }
             RemoteOutcome::Stored(_) => Err(Error::forbidden("The room's rules refuse the join")),
-        }
-    }
-
-    /// A PDU of the room from a `send_join` answer, verified; `None` (and
-    /// logged) if it is not.
-    async fn verified(&self, json: &RawJsonValue, room_id: &RoomId, version: &RoomVersionId) -> Option<Pdu> {
-        let object: CanonicalJsonObject = serde_json::from_str(json.get()).ok()?;
-        match crate::federation::verify_pdu(&self.federation.server_keys, object, Some(room_id), version)
-            .await
-        {
-            Ok(pdu) => Some(pdu),
-            Err(e) => {
-                tracing::info!(room = %room_id, error = %e, "event of a join's state refused");
-                None
-            }
         }
     }
 }

@@ -121,22 +121,17 @@ impl Rooms {
         let create = match auth_events.iter().find(|e| e.kind == TimelineEventType::RoomCreate) {
             Some(create) => Some(create.clone()),
             None if pdu.kind == TimelineEventType::RoomCreate => None,
-            // Room version 12 leaves it out of `auth_events`: its ID is
-            // the room's.
-            None => {
-                let id = format!("${}", room_id.as_str().trim_start_matches('!'));
-                let stored = match EventId::parse(&id) {
-                    Ok(id) if room_id.server_name().is_none() => self.store.get_event(&id).await?,
-                    _ => self.store.current_state_event(&room_id, "m.room.create", "").await?,
-                };
-                stored.map(|stored| pdu_from_stored(&stored, version)).transpose()?
-            }
+            // Room version 12 leaves it out of `auth_events`.
+            None => self.room_create_event(&room_id, version).await?,
         };
         let auth_refs: Vec<&Pdu> = auth_events.iter().collect();
         let mut status = EventStatus::Timeline;
-        if auth_events.iter().any(|e| e.rejected)
-            || auth::check_against_auth_events(&pdu, &rules, &auth_refs, create.as_ref()).is_err()
-        {
+        let against_auth = match auth_events.iter().any(|e| e.rejected) {
+            true => Err(tessera_core::EventError::AuthRejected("an auth event was rejected".into())),
+            false => auth::check_against_auth_events(&pdu, &rules, &auth_refs, create.as_ref()),
+        };
+        if let Err(e) = against_auth {
+            tracing::info!(event = %pdu.event_id, error = %e, "remote event rejected by its auth events");
             status = EventStatus::Rejected;
         }
 
@@ -150,6 +145,7 @@ impl Rooms {
             },
         };
         if status == EventStatus::Timeline && !self.passes_state(&pdu, &rules, &before, version).await? {
+            tracing::info!(event = %pdu.event_id, "remote event rejected by the state before it");
             status = EventStatus::Rejected;
         }
 
@@ -159,6 +155,7 @@ impl Rooms {
         if status == EventStatus::Timeline && !extends_tip && !old_extremities.is_empty() {
             let current = self.store.state_at_group(self.tip(&room_id, version).await?.state_after).await?;
             if !self.passes_state(&pdu, &rules, &current, version).await? {
+                tracing::info!(event = %pdu.event_id, "remote event soft-failed by the current state");
                 status = EventStatus::SoftFailed;
             }
         }
@@ -269,6 +266,22 @@ impl Rooms {
         Ok(Some((target.to_owned(), serde_json::to_string(&redacted).map_err(Error::internal)?)))
     }
 
+    /// The room's create event, if held: found by its ID where the room
+    /// ID is derived from it (version 12), else in the current state.
+    async fn room_create_event(&self, room_id: &RoomId, version: &RoomVersionId) -> Result<Option<Pdu>> {
+        let stored = match room_id.server_name() {
+            None => {
+                let id = format!("${}", room_id.as_str().trim_start_matches('!'));
+                match EventId::parse(&id) {
+                    Ok(id) => self.store.get_event(&id).await?,
+                    Err(_) => None,
+                }
+            }
+            Some(_) => self.store.current_state_event(room_id, "m.room.create", "").await?,
+        };
+        stored.map(|stored| pdu_from_stored(&stored, version)).transpose()
+    }
+
     /// The state before a remote event: the state after its previous
     /// events that are held in the timeline, resolved if they differ.
     /// Previous events not held are passed over (a gap); if none is held,
@@ -285,7 +298,13 @@ impl Rooms {
             .get_events(&ids)
             .await?
             .into_iter()
-            .filter(|e| e.room_id == pdu.room_id.as_str() && e.status != EventStatus::Outlier)
+            // Events held without a state (outliers, and those rejected
+            // as outliers) do not count.
+            .filter(|e| {
+                e.room_id == pdu.room_id.as_str()
+                    && e.status != EventStatus::Outlier
+                    && !(e.status == EventStatus::Rejected && e.state_after == tessera_storage::state::EMPTY)
+            })
             .collect();
         if prevs.is_empty() {
             if pdu.kind == TimelineEventType::RoomCreate {
@@ -333,12 +352,15 @@ impl Rooms {
         }
         let events = self.store.get_events(&ids).await?;
         let events = events.iter().map(|e| pdu_from_stored(e, version)).collect::<Result<Vec<_>>>()?;
-        Ok(auth::check_against_state(pdu, rules, |kind, key| {
+        let verdict = auth::check_against_state(pdu, rules, |kind, key| {
             events
                 .iter()
                 .find(|e| e.kind.to_string() == kind.to_string() && e.state_key.as_deref() == Some(key))
-        })
-        .is_ok())
+        });
+        if let Err(e) = &verdict {
+            tracing::debug!(event = %pdu.event_id, error = %e, state = state.len(), "refused by a state");
+        }
+        Ok(verdict.is_ok())
     }
 
     /// Resolves room states with the room version's algorithm; every event
@@ -588,7 +610,11 @@ impl Rooms {
         }
         // Fetch what is missing once, then try again.
         self.fetch_missing(origin, &pdu, &version).await?;
-        match self.append_remote(pdu, &version, None, Vec::new()).await? {
+        let outcome = match self.append_remote(pdu.clone(), &version, None, Vec::new()).await? {
+            RemoteOutcome::Missing(_) => self.append_across_gap(origin, pdu, &version).await?,
+            outcome => outcome,
+        };
+        match outcome {
             RemoteOutcome::Missing(ids) => Err(Error::new(
                 400,
                 ruma::api::error::ErrorKind::Unknown,
@@ -647,7 +673,11 @@ impl Rooms {
                         let outcome = self.append_remote(event.clone(), version, None, Vec::new()).await?;
                         if let RemoteOutcome::Missing(auth) = outcome {
                             self.fetch_auth_events(origin, &auth, version).await?;
-                            self.append_remote(event, version, None, Vec::new()).await?;
+                            if let RemoteOutcome::Missing(_) =
+                                self.append_remote(event.clone(), version, None, Vec::new()).await?
+                            {
+                                self.append_across_gap(origin, event, version).await?;
+                            }
                         }
                     }
                 }
@@ -739,6 +769,88 @@ impl Rooms {
         match self.server_allowed(room_id, server).await? {
             true => Ok(()),
             false => Err(Error::forbidden("The room's server ACL bans this server")),
+        }
+    }
+
+    /// A room state another server sent (a join's answer, `/state` for a
+    /// gap): its events and auth chain verified and stored as outliers,
+    /// and the state (the events held, not rejected) written as a
+    /// snapshot group.
+    pub(super) async fn store_received_state(
+        &self,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+        state: &[Box<serde_json::value::RawValue>],
+        auth_chain: &[Box<serde_json::value::RawValue>],
+    ) -> Result<GivenState> {
+        let mut state_events = Vec::new();
+        for json in state {
+            if let Some(pdu) = self.verified(json, room_id, version).await {
+                state_events.push(pdu);
+            }
+        }
+        let mut context = state_events.clone();
+        for json in auth_chain {
+            if let Some(pdu) = self.verified(json, room_id, version).await {
+                context.push(pdu);
+            }
+        }
+        self.store_outliers(context, version).await?;
+        let ids: Vec<String> = state_events.iter().map(|e| e.event_id.to_string()).collect();
+        let mut state = StateMap::new();
+        for chunk in ids.chunks(500) {
+            for event in self.store.get_events(chunk).await? {
+                if !event.rejected
+                    && let Some(key) = event.state_key.clone()
+                {
+                    state.insert((event.event_type.clone(), key), event.event_id.to_string());
+                }
+            }
+        }
+        let reserved = self.streams.reserve().await?;
+        let group = self.store.create_state_snapshot(room_id.as_str(), reserved.position, &state).await?;
+        drop(reserved);
+        Ok(GivenState { group, state: Arc::new(state) })
+    }
+
+    /// Appends `pdu`, whose previous events cannot be had, on the state
+    /// before it as `origin` gives it (`/state`): a gap in the DAG here.
+    async fn append_across_gap(
+        &self,
+        origin: &ruma::ServerName,
+        pdu: Pdu,
+        version: &RoomVersionId,
+    ) -> Result<RemoteOutcome> {
+        let answer = match self.federation.remote.room_state(origin, &pdu.room_id, &pdu.event_id).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::info!(%origin, event = %pdu.event_id, error = %e, "state across a gap not fetched");
+                return Ok(RemoteOutcome::Missing(pdu.prev_events.clone()));
+            }
+        };
+        let given =
+            self.store_received_state(&pdu.room_id, version, &answer.pdus, &answer.auth_chain).await?;
+        tracing::info!(%origin, event = %pdu.event_id, state = given.state.len(), "appended across a gap in the DAG");
+        self.append_remote(pdu, version, Some(given), Vec::new()).await
+    }
+
+    /// A PDU of the room from a state answer (`send_join`, `/state`), verified; `None` (and
+    /// logged) if it is not.
+    async fn verified(
+        &self,
+        json: &serde_json::value::RawValue,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+    ) -> Option<Pdu> {
+        let object: ruma::CanonicalJsonObject = serde_json::from_str(json.get()).ok()?;
+        match crate::federation::verify_pdu(&self.federation.server_keys, object, Some(room_id), version)
+            .await
+        {
+            Ok(pdu) => Some(pdu),
+            Err(e) => {
+                tracing::info!(room = %room_id, error = %e, "event of a join's state refused");
+                None
+            }
         }
     }
 }
