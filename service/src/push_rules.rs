@@ -31,6 +31,9 @@ pub struct PushRules {
     store: Store,
     account_data: AccountData,
     cache: Arc<Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>>,
+    /// Per user: one change of their rule set at a time (each reads the
+    /// whole set, changes it and writes it back).
+    edits: Arc<Mutex<HashMap<OwnedUserId, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// Rule sets kept in memory at most (the cache starts over past it).
@@ -38,7 +41,18 @@ const CACHED_RULESETS: usize = 50_000;
 
 impl PushRules {
     pub fn new(store: Store, account_data: AccountData) -> Self {
-        Self { store, account_data, cache: Arc::default() }
+        Self { store, account_data, cache: Arc::default(), edits: Arc::default() }
+    }
+
+    /// The lock that serialises changes to `user`'s rule set (without it,
+    /// two concurrent changes each write back what they read and one is
+    /// lost).
+    fn edit_lock(&self, user: &UserId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut edits = self.edits.lock().unwrap_or_else(|p| p.into_inner());
+        if edits.len() >= CACHED_RULESETS {
+            edits.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        edits.entry(user.to_owned()).or_default().clone()
     }
 
     /// The user's rule set for evaluation, from the cache when it has it.
@@ -109,6 +123,8 @@ impl PushRules {
                 push::MAX_PATTERN_BYTES
             )));
         }
+        let lock = self.edit_lock(&who.user_id);
+        let _editing = lock.lock().await;
         let mut ruleset = self.ruleset(&who.user_id).await?;
         let replaces = ruleset.get(rule.kind(), rule.rule_id()).is_some();
         if !replaces && push::user_rule_count(&ruleset) >= push::MAX_USER_RULES {
@@ -126,6 +142,8 @@ impl PushRules {
 
     /// `DELETE /pushrules/global/{kind}/{ruleId}`: user-defined rules only.
     pub async fn delete(&self, who: &Identity, kind: RuleKind, rule_id: &str) -> Result<()> {
+        let lock = self.edit_lock(&who.user_id);
+        let _editing = lock.lock().await;
         let mut ruleset = self.ruleset(&who.user_id).await?;
         ruleset.remove(kind, rule_id).map_err(|e| match e {
             RemovePushRuleError::NotFound => not_found(),
@@ -141,6 +159,8 @@ impl PushRules {
         rule_id: &str,
         enabled: bool,
     ) -> Result<()> {
+        let lock = self.edit_lock(&who.user_id);
+        let _editing = lock.lock().await;
         let mut ruleset = self.ruleset(&who.user_id).await?;
         ruleset.set_enabled(kind, rule_id, enabled).map_err(|_| not_found())?;
         self.save(&who.user_id, &ruleset).await
@@ -153,6 +173,8 @@ impl PushRules {
         rule_id: &str,
         actions: Vec<Action>,
     ) -> Result<()> {
+        let lock = self.edit_lock(&who.user_id);
+        let _editing = lock.lock().await;
         let mut ruleset = self.ruleset(&who.user_id).await?;
         ruleset.set_actions(kind, rule_id, actions).map_err(|_| not_found())?;
         self.save(&who.user_id, &ruleset).await
@@ -164,6 +186,8 @@ impl PushRules {
     /// the old room whose ID names it (the new copy is named after the new
     /// room). Rules the user already has for the new room are kept.
     pub async fn copy_room_rules(&self, user: &UserId, old: &RoomId, new: &RoomId) -> Result<()> {
+        let lock = self.edit_lock(user);
+        let _editing = lock.lock().await;
         let mut ruleset = self.ruleset(user).await?;
         let mut copies = Vec::new();
         if let Some(rule) = ruleset.room.iter().find(|r| r.enabled && r.rule_id == old) {

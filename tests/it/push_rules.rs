@@ -7,7 +7,11 @@ use crate::{
     harness::{Backend, TestServer},
 };
 
-both_backends!(push_rules_start_as_the_defaults_and_change, one_members_rule_cannot_stop_a_room);
+both_backends!(
+    push_rules_start_as_the_defaults_and_change,
+    one_members_rule_cannot_stop_a_room,
+    concurrent_rule_changes_are_all_kept
+);
 
 fn rule<'a>(rules: &'a Value, kind: &str, id: &str) -> Option<&'a Value> {
     rules["global"][kind].as_array()?.iter().find(|r| r["rule_id"] == id)
@@ -103,4 +107,20 @@ async fn one_members_rule_cannot_stop_a_room(backend: Backend) {
         }
     }
     panic!("more than 100 rules of one's own were accepted");
+}
+
+async fn concurrent_rule_changes_are_all_kept(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let puts = (0..10).map(|n| {
+        let alice = alice.clone();
+        async move {
+            let path = format!("/_matrix/client/v3/pushrules/global/room/!room{n}:tessera.test");
+            alice.put(&path, json!({ "actions": [] })).await.ok();
+        }
+    });
+    futures_util::future::join_all(puts).await;
+    let rules = alice.get("/_matrix/client/v3/pushrules/").await.ok();
+    let room_rules = rules["global"]["room"].as_array().expect("room rules");
+    assert_eq!(room_rules.len(), 10, "every rule written at once is kept: {room_rules:?}");
 }
