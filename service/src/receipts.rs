@@ -202,7 +202,13 @@ impl Receipts {
                 data["thread_id"] = receipt.thread_id.clone().into();
             }
             let by_type = content.entry(receipt.event_id).or_insert_with(|| json!({}));
-            by_type[receipt.receipt_type.as_str()][receipt.user_id.as_str()] = data;
+            let slot = &mut by_type[receipt.receipt_type.as_str()][receipt.user_id.as_str()];
+            // One receipt per user, type and event: an unthreaded one wins
+            // over a threaded one for the same event (MSC4102).
+            let unthreaded_held = slot.is_object() && slot.get("thread_id").is_none();
+            if !unthreaded_held {
+                *slot = data;
+            }
         }
         Ok((!content.is_empty()).then(|| json!({ "type": "m.receipt", "content": content })))
     }

@@ -40,6 +40,13 @@ async fn receipts_reach_members_and_private_ones_stay_private(backend: Backend) 
     // An initial sync carries the room's latest receipts too.
     let initial = receipts(&bob.sync(None, "").await, &room);
     assert!(initial[&message]["m.read"]["@alice:tessera.test"].is_object());
+
+    // A threaded receipt for the same event does not hide the unthreaded
+    // one (MSC4102): clients see the unthreaded receipt.
+    alice.post(&receipt("m.read"), json!({ "thread_id": "main" })).await.ok();
+    let initial = receipts(&bob.sync(None, "").await, &room);
+    let shown = &initial[&message]["m.read"]["@alice:tessera.test"];
+    assert!(shown.is_object() && shown.get("thread_id").is_none(), "{initial}");
 }
 
 async fn read_markers_and_errors(backend: Backend) {
