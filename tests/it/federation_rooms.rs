@@ -52,6 +52,20 @@ async fn sync_until(
     }
 }
 
+/// `client` joins the room through server `a` (`?server_name=`).
+async fn join_through(client: &TestClient, a: &crate::harness::TestServer, room_id: &str) -> Value {
+    let path = format!("/_matrix/client/v3/join/{}?server_name={}", encode(room_id), encode(a.server_name()));
+    client.post(&path, json!({})).await.ok()
+}
+
+/// The event ID of a current state event, as `client`'s server holds it.
+async fn state_event_id(client: &TestClient, room_id: &str, kind: &str, key: &str) -> String {
+    let state = client.get(&format!("/_matrix/client/v3/rooms/{}/state", encode(room_id))).await.ok();
+    let event =
+        state.as_array().expect("state").iter().find(|e| e["type"] == kind && e["state_key"] == key).cloned();
+    event.expect("state event")["event_id"].as_str().expect("id").to_owned()
+}
+
 fn text(body: &str) -> impl Fn(&Value) -> bool + '_ {
     move |e: &Value| e["type"] == "m.room.message" && e["content"]["body"] == body
 }
@@ -65,13 +79,7 @@ async fn a_remote_room_is_joined_and_messages_flow_both_ways(backend: Backend) {
     alice.send_text(&room_id, "before Bob").await;
 
     // Bob joins through Alice's server.
-    let joined = bob
-        .post(
-            &format!("/_matrix/client/v3/join/{}?server_name={}", encode(&room_id), encode(a.server_name())),
-            json!({}),
-        )
-        .await
-        .ok();
+    let joined = join_through(&bob, &a, &room_id).await;
     assert_eq!(joined["room_id"], room_id.as_str());
 
     // Bob's server holds the room's state: its name, Alice and Bob joined.
@@ -127,12 +135,7 @@ async fn events_sent_while_a_server_is_down_arrive_after_it_restarts(backend: Ba
     let alice = a.register("alice", "pw").await;
     let bob = b.register("bob", "pw").await;
     let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.post(
-        &format!("/_matrix/client/v3/join/{}?server_name={}", encode(&room_id), encode(a.server_name())),
-        json!({}),
-    )
-    .await
-    .ok();
+    join_through(&bob, &a, &room_id).await;
     let (_, since) = sync_until(&bob, &room_id, None, |e| e["type"] == "m.room.member").await;
 
     b.stop().await.expect("B stops");
@@ -209,27 +212,10 @@ async fn forged_and_unauthorised_events_are_refused(backend: Backend) {
     let bob = b.register("bob", "pw").await;
     let bob_id = bob.user_id.clone().expect("user");
     let room_id = alice.create_room(json!({ "preset": "public_chat", "room_version": "12" })).await;
-    bob.post(
-        &format!("/_matrix/client/v3/join/{}?server_name={}", encode(&room_id), encode(a.server_name())),
-        json!({}),
-    )
-    .await
-    .ok();
+    join_through(&bob, &a, &room_id).await;
     let b_key = crate::federation::server_key(&b);
-    let state = alice.get(&format!("/_matrix/client/v3/rooms/{}/state", encode(&room_id))).await.ok();
-    let state_id = |kind: &str, key: &str| {
-        state
-            .as_array()
-            .expect("state")
-            .iter()
-            .find(|e| e["type"] == kind && e["state_key"] == key)
-            .expect("state event")["event_id"]
-            .as_str()
-            .expect("id")
-            .to_owned()
-    };
-    let levels = state_id("m.room.power_levels", "");
-    let bob_member = state_id("m.room.member", &bob_id);
+    let levels = state_event_id(&alice, &room_id, "m.room.power_levels", "").await;
+    let bob_member = state_event_id(&alice, &room_id, "m.room.member", &bob_id).await;
     let send = |txn: &'static str, pdus: Vec<Value>| {
         let (a, key) = (&a, &b_key);
         async move {
@@ -322,12 +308,7 @@ async fn concurrent_state_changes_resolve_alike_on_both_servers(backend: Backend
     let bob = b.register("bob", "pw").await;
     let bob_id = bob.user_id.clone().expect("user");
     let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.post(
-        &format!("/_matrix/client/v3/join/{}?server_name={}", encode(&room_id), encode(a.server_name())),
-        json!({}),
-    )
-    .await
-    .ok();
+    join_through(&bob, &a, &room_id).await;
     let levels = json!({ "users": { &bob_id: 100 } });
     alice
         .put(&format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", encode(&room_id)), levels)
@@ -410,12 +391,7 @@ async fn typing_and_receipts_cross_servers(backend: Backend) {
     let bob = b.register("bob", "pw").await;
     let (alice_id, bob_id) = (alice.user_id.clone().expect("user"), bob.user_id.clone().expect("user"));
     let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.post(
-        &format!("/_matrix/client/v3/join/{}?server_name={}", encode(&room_id), encode(a.server_name())),
-        json!({}),
-    )
-    .await
-    .ok();
+    join_through(&bob, &a, &room_id).await;
     let (_, bob_since) = sync_until(&bob, &room_id, None, |e| e["type"] == "m.room.member").await;
     let alice_since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
 
@@ -447,26 +423,10 @@ async fn a_server_the_acl_bans_is_refused(backend: Backend) {
     let bob = b.register("bob", "pw").await;
     let bob_id = bob.user_id.clone().expect("user");
     let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.post(
-        &format!("/_matrix/client/v3/join/{}?server_name={}", encode(&room_id), encode(a.server_name())),
-        json!({}),
-    )
-    .await
-    .ok();
+    join_through(&bob, &a, &room_id).await;
     let b_key = crate::federation::server_key(&b);
-    let state = alice.get(&format!("/_matrix/client/v3/rooms/{}/state", encode(&room_id))).await.ok();
-    let state_id = |kind: &str, key: &str| {
-        state
-            .as_array()
-            .expect("state")
-            .iter()
-            .find(|e| e["type"] == kind && e["state_key"] == key)
-            .expect("state event")["event_id"]
-            .as_str()
-            .expect("id")
-            .to_owned()
-    };
-    let (levels, bob_member) = (state_id("m.room.power_levels", ""), state_id("m.room.member", &bob_id));
+    let levels = state_event_id(&alice, &room_id, "m.room.power_levels", "").await;
+    let bob_member = state_event_id(&alice, &room_id, "m.room.member", &bob_id).await;
     let auth = vec![levels, bob_member.clone()];
     let message = tessera_core::EventTemplate::message(
         "m.room.message",
@@ -515,9 +475,7 @@ async fn leaving_and_kicks_reach_the_other_server(backend: Backend) {
     let carol = b.register("carol", "pw").await;
     let (bob_id, carol_id) = (bob.user_id.clone().expect("user"), carol.user_id.clone().expect("user"));
     let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
-    let join =
-        format!("/_matrix/client/v3/join/{}?server_name={}", encode(&room_id), encode(a.server_name()));
-    bob.post(&join, json!({})).await.ok();
+    join_through(&bob, &a, &room_id).await;
     // Carol joins through her own server, which is in the room now.
     carol.post(&format!("/_matrix/client/v3/join/{}", encode(&room_id)), json!({})).await.ok();
     let alice_since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
@@ -555,12 +513,7 @@ async fn a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge(backend: Backend
     let alice = a.register("alice", "pw").await;
     let bob = b.register("bob", "pw").await;
     let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.post(
-        &format!("/_matrix/client/v3/join/{}?server_name={}", encode(&room_id), encode(a.server_name())),
-        json!({}),
-    )
-    .await
-    .ok();
+    join_through(&bob, &a, &room_id).await;
     sync_until(&bob, &room_id, None, |e| e["type"] == "m.room.member").await;
 
     // B is away while A sends more than one /get_missing_events brings,
