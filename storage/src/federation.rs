@@ -48,16 +48,8 @@ impl Store {
     /// Forgets the room events `seqs` for `destination` (see
     /// [`Store::delete_edus`]).
     pub async fn delete_pdus(&self, destination: &str, seqs: &[i64]) -> Result<()> {
-        let mut tx = self.write.begin().await?;
-        for seq in seqs {
-            sqlx::query("DELETE FROM outbound_pdus WHERE destination = $1 AND seq = $2")
-                .bind(destination)
-                .bind(seq)
-                .execute(&mut tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.delete_queued("DELETE FROM outbound_pdus WHERE destination = $1 AND seq = $2", destination, seqs)
+            .await
     }
 
     /// Queues EDUs (destination, JSON) in one transaction.
@@ -91,13 +83,16 @@ impl Store {
     /// those: on PostgreSQL a lower `seq` may commit after a higher one was
     /// read, and must still be sent.
     pub async fn delete_edus(&self, destination: &str, seqs: &[i64]) -> Result<()> {
+        self.delete_queued("DELETE FROM outbound_edus WHERE destination = $1 AND seq = $2", destination, seqs)
+            .await
+    }
+
+    /// Runs `delete` (one queue's row by destination and `seq`) for each
+    /// of `seqs`, in one transaction.
+    async fn delete_queued(&self, delete: &'static str, destination: &str, seqs: &[i64]) -> Result<()> {
         let mut tx = self.write.begin().await?;
         for seq in seqs {
-            sqlx::query("DELETE FROM outbound_edus WHERE destination = $1 AND seq = $2")
-                .bind(destination)
-                .bind(seq)
-                .execute(&mut tx)
-                .await?;
+            sqlx::query(delete).bind(destination).bind(seq).execute(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -375,13 +375,7 @@ impl Rooms {
             // extremities' states resolved when the fork arrived), which
             // gets a group of its own.
             _ => {
-                let current: tessera_storage::state::StateMap = self
-                    .store
-                    .current_state(room_id)
-                    .await?
-                    .into_iter()
-                    .filter_map(|e| Some(((e.event_type, e.state_key?), e.event_id.to_string())))
-                    .collect();
+                let current = self.current_state_map(room_id).await?;
                 let reserved = self.streams.reserve().await?;
                 self.store.create_state_snapshot(room_id.as_str(), reserved.position, &current).await?
             }

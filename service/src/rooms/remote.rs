@@ -153,7 +153,12 @@ impl Rooms {
         // already: it extends the only extremity).
         let extends_tip = old_extremities.len() == 1 && old_extremities[0].state_after == state_before;
         if status == EventStatus::Timeline && !extends_tip && !old_extremities.is_empty() {
-            let current = self.store.state_at_group(self.tip(&room_id, version).await?.state_after).await?;
+            // The room's state now: after its only extremity (a cached
+            // group), or as resolved into `current_state` for a fork.
+            let current = match &old_extremities[..] {
+                [only] => self.store.state_at_group(only.state_after).await?,
+                _ => Arc::new(self.current_state_map(&room_id).await?),
+            };
             if !self.passes_state(&pdu, &rules, &current, version).await? {
                 tracing::info!(event = %pdu.event_id, "remote event soft-failed by the current state");
                 status = EventStatus::SoftFailed;
@@ -264,6 +269,17 @@ impl Rooms {
         }
         let redacted = target_pdu.redacted_json(&rules).map_err(event_error)?;
         Ok(Some((target.to_owned(), serde_json::to_string(&redacted).map_err(Error::internal)?)))
+    }
+
+    /// The room's current state as a map (from `current_state`).
+    pub(super) async fn current_state_map(&self, room_id: &RoomId) -> Result<StateMap> {
+        Ok(self
+            .store
+            .current_state(room_id)
+            .await?
+            .into_iter()
+            .filter_map(|e| Some(((e.event_type, e.state_key?), e.event_id.to_string())))
+            .collect())
     }
 
     /// The room's create event, if held: found by its ID where the room
