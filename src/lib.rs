@@ -27,7 +27,7 @@ use tessera_service::{
     auth::Authenticator,
     delivery::Delivery,
     devices::Devices,
-    federation::{Outbox, Remote, ServerKeys, Transactions},
+    federation::{EduReceivers, Outbox, Remote, ServerKeys, Transactions},
     key_backup::KeyBackup,
     keys::{DeviceLists, Keys},
     notifications::Notifications,
@@ -177,9 +177,24 @@ async fn serve_with_store(
         Receipts::new(store.clone(), rooms.clone(), account_data.clone(), streams.clone(), notifier.clone());
     let to_device =
         ToDevice::new(store.clone(), streams.clone(), notifier.clone(), server_name.clone(), outbox.clone());
-    let transactions =
-        Transactions::new(store.clone(), to_device.clone(), rooms.clone(), typing.clone(), receipts.clone());
-    let presence = Presence::new(store.clone(), streams.clone(), notifier.clone(), config.presence.clone());
+    let presence = Presence::new(
+        store.clone(),
+        streams.clone(),
+        notifier.clone(),
+        rooms.clone(),
+        config.presence.clone(),
+    );
+    let transactions = Transactions::new(
+        store.clone(),
+        rooms.clone(),
+        EduReceivers {
+            to_device: to_device.clone(),
+            typing: typing.clone(),
+            receipts: receipts.clone(),
+            presence: presence.clone(),
+            device_lists: device_lists.clone(),
+        },
+    );
     presence.spawn_sweeper();
     let delivery = Delivery::start(store.clone(), streams.clone(), notifier.clone(), rooms.clone());
     let sync = SyncService::new(

@@ -8,6 +8,13 @@
 //! one write. The shown state is derived from timestamps (online → idle →
 //! unavailable, no sync → offline); a sweeper records those transitions so
 //! incremental syncs learn about them.
+//!
+//! Over federation: a local user's change goes as an `m.presence` EDU to
+//! every server with a user sharing a room with them, and again every
+//! [`FEDERATION_PING`] while they stay online; other servers' users are
+//! taken as their server says (a server speaks only for its own users)
+//! and shown offline when it has said nothing for [`FEDERATION_TIMEOUT_MS`].
+//! Spec: <https://spec.matrix.org/v1.16/server-server-api/#presence>.
 
 use std::{
     collections::HashMap,
@@ -18,13 +25,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ruma::{OwnedUserId, UserId};
+use ruma::{
+    OwnedServerName, OwnedUserId, ServerName, UserId, api::federation::transactions::edu::PresenceContent,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tessera_storage::{PresenceRow, Store};
 
 use crate::{
-    Error, Result, auth::Identity, changes::ChangeLog, notifier::Notifier, now_ms, streams::StreamAllocator,
+    Error, Result, auth::Identity, changes::ChangeLog, notifier::Notifier, now_ms, rooms::Rooms,
+    streams::StreamAllocator,
 };
 
 /// Presence configuration.
@@ -58,6 +68,12 @@ pub struct PresenceView {
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// Active within this long counts as `currently_active`.
 const CURRENTLY_ACTIVE_MS: i64 = 60_000;
+/// A local user who stays online is announced to other servers again
+/// this often (Synapse's interval), so theirs never time them out.
+pub const FEDERATION_PING: Duration = Duration::from_secs(25 * 60);
+/// Another server's user of whom it has said nothing for this long shows
+/// as offline (Synapse's timeout).
+pub const FEDERATION_TIMEOUT_MS: i64 = 30 * 60 * 1000;
 
 /// The presence service. Cheap to clone.
 #[derive(Clone)]
@@ -65,6 +81,8 @@ pub struct Presence {
     store: Store,
     streams: StreamAllocator,
     notifier: Notifier,
+    rooms: Rooms,
+    server_name: OwnedServerName,
     settings: PresenceSettings,
     /// Per user: when a sync last checked the stored presence, and the
     /// state it asked for. Any presence write drops the user's entry.
@@ -74,6 +92,8 @@ pub struct Presence {
     writes: Arc<AtomicU64>,
     /// The position of the last presence change of anyone (key "").
     changes: ChangeLog,
+    /// Per local user, when their presence last went to other servers.
+    federated: Arc<Mutex<HashMap<OwnedUserId, Instant>>>,
 }
 
 impl Presence {
@@ -81,10 +101,23 @@ impl Presence {
         store: Store,
         streams: StreamAllocator,
         notifier: Notifier,
+        rooms: Rooms,
         settings: PresenceSettings,
     ) -> Self {
         let changes = ChangeLog::new(&streams);
-        Self { store, streams, notifier, settings, touched: Arc::default(), writes: Arc::default(), changes }
+        let server_name = rooms.server_name().to_owned();
+        Self {
+            store,
+            streams,
+            notifier,
+            rooms,
+            server_name,
+            settings,
+            touched: Arc::default(),
+            writes: Arc::default(),
+            changes,
+            federated: Arc::default(),
+        }
     }
 
     /// `PUT /presence/{userId}/status`.
@@ -179,6 +212,9 @@ impl Presence {
             self.write(&row).await?;
         } else {
             self.store.touch_presence_sync(user, now).await?;
+            if let Some(row) = previous.filter(|_| self.federation_ping_due(user)) {
+                self.federate(&row, now).await;
+            }
         }
         if self.writes.load(Ordering::SeqCst) == writes {
             let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
@@ -215,6 +251,72 @@ impl Presence {
         Ok(events)
     }
 
+    /// An `m.presence` EDU from `origin`: each update about one of its own
+    /// users who is in a room here is stored as that server says.
+    pub async fn receive(&self, origin: &ServerName, content: &PresenceContent) -> Result<()> {
+        if !self.settings.enabled {
+            return Ok(());
+        }
+        let now = now_ms();
+        for update in &content.push {
+            if update.user_id.server_name() != origin {
+                tracing::info!(%origin, user = %update.user_id, "presence about another server's user dropped");
+                continue;
+            }
+            if self.store.rooms_with_membership(&update.user_id, "join").await?.is_empty() {
+                continue;
+            }
+            let ago = i64::try_from(u64::from(update.last_active_ago)).unwrap_or(i64::MAX);
+            let row = PresenceRow {
+                user_id: update.user_id.to_string(),
+                state: update.presence.to_string(),
+                status_msg: update.status_msg.clone(),
+                last_active_ts: now.saturating_sub(ago),
+                last_sync_ts: now,
+            };
+            self.write(&row).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a local user's presence has not gone to other servers for
+    /// [`FEDERATION_PING`].
+    fn federation_ping_due(&self, user: &UserId) -> bool {
+        self.federated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .is_none_or(|at| at.elapsed() >= FEDERATION_PING)
+    }
+
+    /// Sends a local user's presence to every server with a user sharing a
+    /// room with them. A failure to queue it is logged: presence is
+    /// advisory, and the next change or ping sends it again.
+    async fn federate(&self, row: &PresenceRow, now: i64) {
+        let Ok(user) = UserId::parse(&row.user_id) else { return };
+        if user.server_name() != self.server_name {
+            return;
+        }
+        crate::remember(
+            &mut self.federated.lock().unwrap_or_else(|p| p.into_inner()),
+            user.clone(),
+            Instant::now(),
+        );
+        let mut update = self.event(row, now)["content"].take();
+        update["user_id"] = row.user_id.as_str().into();
+        if update.get("last_active_ago").is_none() {
+            update["last_active_ago"] = 0.into();
+        }
+        let edu = json!({ "edu_type": "m.presence", "content": { "push": [update] } });
+        let sent = match self.rooms.servers_sharing_with(&user).await {
+            Ok(servers) => self.rooms.send_edu(&servers, &edu).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(%user, error = %e, "presence not sent to other servers");
+        }
+    }
+
     fn event(&self, row: &PresenceRow, now: i64) -> Value {
         let view = self.view(row, now);
         let mut content = json!({ "presence": view.state, "currently_active": view.currently_active });
@@ -233,7 +335,13 @@ impl Presence {
         let now = now_ms();
         let idle = i64::try_from(self.settings.idle_timeout_ms).unwrap_or(i64::MAX);
         let gone = i64::try_from(self.settings.offline_timeout_ms).unwrap_or(i64::MAX);
-        for row in self.store.stale_presence(now.saturating_sub(idle), now.saturating_sub(gone)).await? {
+        let local_suffix = format!(":{}", self.server_name);
+        let remote_gone = now.saturating_sub(FEDERATION_TIMEOUT_MS);
+        let stale = self
+            .store
+            .stale_presence(now.saturating_sub(idle), now.saturating_sub(gone), &local_suffix, remote_gone)
+            .await?;
+        for row in stale {
             let shown = self.view(&row, now).state;
             if shown != row.state {
                 self.write(&PresenceRow { state: shown, ..row }).await?;
@@ -269,7 +377,10 @@ impl Presence {
     fn view(&self, row: &PresenceRow, now: i64) -> PresenceView {
         let idle = i64::try_from(self.settings.idle_timeout_ms).unwrap_or(i64::MAX);
         let gone = i64::try_from(self.settings.offline_timeout_ms).unwrap_or(i64::MAX);
+        let remote = !row.user_id.ends_with(&format!(":{}", self.server_name));
         let state = match row.state.as_str() {
+            "online" | "unavailable" if remote && now - row.last_sync_ts > FEDERATION_TIMEOUT_MS => "offline",
+            other if remote => other,
             "online" | "unavailable" if now - row.last_sync_ts > gone => "offline",
             "online" if now - row.last_active_ts > idle => "unavailable",
             other => other,
@@ -298,6 +409,7 @@ impl Presence {
             // Only the user's own syncs are woken; others read it lazily.
             self.notifier.user_changed(&user);
         }
+        self.federate(row, now_ms()).await;
         Ok(())
     }
 }

@@ -278,6 +278,18 @@ impl Store {
         Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
     }
 
+    /// The position of the user's last device-list change before `position`.
+    pub async fn device_list_change_before(&self, user_id: &UserId, position: i64) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT MAX(stream_ordering) FROM device_list_changes WHERE user_id = $1 AND stream_ordering < $2",
+        )
+        .bind(user_id.as_str())
+        .bind(position)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?)
+    }
+
     /// Everyone sharing a joined room with the user, the user included if
     /// they are in any.
     pub async fn users_sharing_rooms(&self, user_id: &UserId) -> Result<Vec<String>> {

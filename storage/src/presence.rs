@@ -103,15 +103,29 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// Users shown online or unavailable whose timestamps say otherwise by now.
-    pub async fn stale_presence(&self, idle_before: i64, gone_before: i64) -> Result<Vec<PresenceRow>> {
+    /// Users shown online or unavailable whose timestamps say otherwise by
+    /// now: local users (IDs ending in `local_suffix`, `:server.name`) by
+    /// their activity and syncs, other servers' users by when their server
+    /// last told us (`remote_gone_before`).
+    pub async fn stale_presence(
+        &self,
+        idle_before: i64,
+        gone_before: i64,
+        local_suffix: &str,
+        remote_gone_before: i64,
+    ) -> Result<Vec<PresenceRow>> {
         let rows = sqlx::query(
             "SELECT user_id, state, status_msg, last_active_ts, last_sync_ts FROM presence
-             WHERE (state = 'online' AND (last_active_ts < $1 OR last_sync_ts < $2))
-                OR (state = 'unavailable' AND last_sync_ts < $2)",
+             WHERE state IN ('online', 'unavailable') AND CASE WHEN user_id LIKE $3
+                 THEN (state = 'online' AND last_active_ts < $1) OR last_sync_ts < $2
+                 ELSE last_sync_ts < $4 END",
         )
         .bind(idle_before)
         .bind(gone_before)
+        // Server names hold neither `%` nor `_` (letters, digits, `-`, `.`,
+        // `:` and brackets), so the suffix needs no escaping.
+        .bind(format!("%{local_suffix}"))
+        .bind(remote_gone_before)
         .fetch_all(&self.read)
         .await?;
         rows.iter().map(presence_from_row).collect()

@@ -17,6 +17,7 @@ both_backends!(
     forged_and_unauthorised_events_are_refused,
     concurrent_state_changes_resolve_alike_on_both_servers,
     typing_and_receipts_cross_servers,
+    presence_and_device_changes_cross_servers,
     a_server_the_acl_bans_is_refused,
     leaving_and_kicks_reach_the_other_server,
     a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge
@@ -415,6 +416,89 @@ async fn typing_and_receipts_cross_servers(backend: Backend) {
     })
     .await;
     assert!(event["content"][&message]["m.read"][&bob_id]["ts"].is_i64(), "{event}");
+}
+
+/// Syncs from `since` until the top-level section `pick` chooses from the
+/// sync has what `want` accepts; returns that sync.
+async fn sync_section_until(
+    client: &TestClient,
+    since: &str,
+    pick: impl Fn(&Value) -> Value,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut since = since.to_owned();
+    loop {
+        let sync = client.get(&format!("/_matrix/client/v3/sync?timeout=2000&since={since}")).await.ok();
+        if want(&pick(&sync)) {
+            return sync;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the awaited change never arrived: {sync}");
+        since = sync["next_batch"].as_str().expect("token").to_owned();
+    }
+}
+
+async fn presence_and_device_changes_cross_servers(backend: Backend) {
+    let (_ca, a, b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let (alice_id, bob_id) = (alice.user_id.clone().expect("user"), bob.user_id.clone().expect("user"));
+    let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+    join_through(&bob, &a, &room_id).await;
+    let (_, bob_since) = sync_until(&bob, &room_id, None, |e| e["type"] == "m.room.member").await;
+    let alice_since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
+
+    // Alice sets a status: Bob's server shows it, as Alice's server said.
+    let status = format!("/_matrix/client/v3/presence/{}/status", encode(&alice_id));
+    alice.put(&status, json!({ "presence": "unavailable", "status_msg": "lunch" })).await.ok();
+    let presence = |sync: &Value| sync["presence"]["events"].clone();
+    let sync = sync_section_until(&bob, &bob_since, presence, |events| {
+        events.as_array().is_some_and(|events| {
+            events.iter().any(|e| e["sender"] == alice_id && e["content"]["status_msg"] == "lunch")
+        })
+    })
+    .await;
+    let event = sync["presence"]["events"]
+        .as_array()
+        .and_then(|events| events.iter().find(|e| e["sender"] == alice_id).cloned())
+        .expect("presence");
+    assert_eq!(event["content"]["presence"], "unavailable", "{event}");
+    let seen = bob.get(&status).await.ok();
+    assert_eq!(seen["presence"], "unavailable", "{seen}");
+    assert_eq!(seen["status_msg"], "lunch", "{seen}");
+
+    // Bob uploads keys for his device: Alice's client is told his device
+    // list changed, and her key query (through server B) finds them.
+    let device = bob.device_id.clone().expect("device");
+    let signer = crate::keys::DeviceSigner::new(&bob);
+    bob.post("/_matrix/client/v3/keys/upload", json!({ "device_keys": signer.device_keys() })).await.ok();
+    let changed = |sync: &Value| sync["device_lists"]["changed"].clone();
+    sync_section_until(&alice, &alice_since, changed, |users| {
+        users.as_array().is_some_and(|users| users.contains(&json!(bob_id)))
+    })
+    .await;
+    let query =
+        alice.post("/_matrix/client/v3/keys/query", json!({ "device_keys": { &bob_id: [] } })).await.ok();
+    assert!(query["device_keys"][&bob_id][&device].is_object(), "{query}");
+
+    // A server speaks only for its own users: B's word on Alice is dropped.
+    let edu = json!({ "edu_type": "m.presence", "content": { "push": [{
+        "user_id": alice_id, "presence": "online", "status_msg": "forged", "last_active_ago": 0,
+    }] } });
+    let body = json!({ "origin": b.server_name(), "origin_server_ts": 1, "pdus": [], "edus": [edu] });
+    let b_key = crate::federation::server_key(&b);
+    crate::federation::signed_request(
+        &a,
+        reqwest::Method::PUT,
+        "/_matrix/federation/v1/send/forged-presence",
+        Some(body),
+        &b_key,
+        a.server_name(),
+    )
+    .await
+    .ok();
+    let own = alice.get(&status).await.ok();
+    assert_eq!(own["status_msg"], "lunch", "{own}");
 }
 
 async fn a_server_the_acl_bans_is_refused(backend: Backend) {

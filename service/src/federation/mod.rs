@@ -32,7 +32,7 @@ use tessera_storage::Profile;
 pub use outbox::Outbox;
 pub use pdus::verify_pdu;
 pub use server_keys::{RequestAuthError, ServerKeys};
-pub use transactions::Transactions;
+pub use transactions::{EduReceivers, Transactions};
 
 /// A boxed future, as [`Remote`]'s methods return (the trait is used as
 /// `dyn Remote`).

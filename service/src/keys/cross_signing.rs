@@ -91,7 +91,9 @@ impl Keys {
         let position = self.device_lists.reserve().await?;
         self.store.upload_cross_signing_keys(&who.user_id, &new, position.position).await?;
         drop(position);
-        self.device_lists.wake(&who.user_id).await
+        self.device_lists.wake(&who.user_id).await?;
+        self.device_lists.send_signing_keys(&who.user_id).await;
+        Ok(())
     }
 
     /// `POST /keys/signatures/upload`: stores each signature that verifies
@@ -150,9 +152,19 @@ impl Keys {
             others_signed.iter().map(|other| (&*who.user_id, *other)).collect();
         let position = self.device_lists.reserve().await?;
         self.store.store_key_signatures(&accepted, &changed, &private, position.position).await?;
+        let at = position.position;
         drop(position);
         if own_keys_signed {
             self.device_lists.wake(&who.user_id).await?;
+            // Other servers hear of the signed devices and master key.
+            let own = accepted.iter().filter(|s| s.target_user_id == who.user_id.as_str());
+            let (keys, devices): (Vec<_>, Vec<_>) = own.partition(|s| s.target_key.starts_with("ed25519:"));
+            let mut devices: Vec<&str> = devices.iter().map(|s| s.target_key.as_str()).collect();
+            devices.dedup();
+            self.device_lists.send_device_keys(&who.user_id, &devices, at).await;
+            if !keys.is_empty() {
+                self.device_lists.send_signing_keys(&who.user_id).await;
+            }
         } else {
             self.device_lists.wake_user_only(&who.user_id);
         }

@@ -13,9 +13,10 @@
 
 use std::collections::BTreeSet;
 
-use ruma::{OwnedUserId, RoomId, UserId};
+use ruma::{OwnedServerName, OwnedUserId, RoomId, UserId};
 use tessera_storage::Store;
 
+use super::federated::DeviceSnapshot;
 use crate::{Error, Result, changes::ChangeLog, notifier::Notifier, rooms::Rooms, streams::StreamAllocator};
 
 /// A device-list change recorded ahead of its write (see
@@ -24,14 +25,40 @@ pub struct PendingDeviceChange {
     lists: DeviceLists,
     user: OwnedUserId,
     position: crate::streams::Reserved,
+    /// For a local user sharing rooms with other servers: those servers
+    /// and the devices before the change, to tell them what changed.
+    news: Option<(Vec<OwnedServerName>, DeviceSnapshot)>,
 }
 
 impl PendingDeviceChange {
-    /// The write is done (or failed): releases the position and wakes the
-    /// syncs concerned. A failure to wake them is logged, not answered:
-    /// the change is recorded, and their next sync reports it.
-    pub async fn finish(self) {
-        let Self { lists, user, position } = self;
+    /// The change's stream position.
+    pub fn position(&self) -> i64 {
+        self.position.position
+    }
+
+    /// The write is done (or failed): releases the position, wakes the
+    /// syncs concerned and tells other servers what changed. A failure to
+    /// wake or tell them is logged, not answered: the change is recorded,
+    /// and their next sync (or the next update's `prev_id`) reports it.
+    pub async fn finish(mut self) {
+        let news = self.news.take();
+        let (lists, user, at) = (self.lists.clone(), self.user.clone(), self.position.position);
+        self.release().await;
+        if let Some((servers, before)) = news {
+            match lists.device_snapshot(&user).await {
+                Ok(after) => {
+                    let changed = super::federated::changed_devices(&before, &after);
+                    lists.send_device_news(&user, &servers, changed, at).await;
+                }
+                Err(e) => tracing::warn!(%user, error = %e, "device-list change not sent to other servers"),
+            }
+        }
+    }
+
+    /// Releases the position and wakes the syncs concerned; other servers
+    /// are not told.
+    pub(super) async fn release(self) {
+        let Self { lists, user, position, .. } = self;
         lists.key_counts.forget_user(user.as_str());
         drop(position);
         if let Err(e) = lists.wake(&user).await {
@@ -81,11 +108,29 @@ impl DeviceLists {
     /// the write cannot lose it; a write that fails leaves an extra change,
     /// which only makes clients re-query.
     pub async fn begin_device_change(&self, user: &UserId) -> Result<PendingDeviceChange> {
+        let servers = self.news_destinations(user).await?;
+        let before = if servers.is_empty() { None } else { Some(self.device_snapshot(user).await?) };
+        let mut pending = self.record_change(user).await?;
+        pending.news = before.map(|before| (servers, before));
+        Ok(pending)
+    }
+
+    /// Records a change of `user`'s device list at a new position, held
+    /// until [`PendingDeviceChange::finish`]; other servers are not told.
+    pub(super) async fn record_change(&self, user: &UserId) -> Result<PendingDeviceChange> {
         let position = self.streams.reserve().await?;
         // Noted before the position is released (see `ChangeLog`).
         self.changes.record("", position.position);
         self.store.record_device_list_change(user, position.position).await?;
-        Ok(PendingDeviceChange { lists: self.clone(), user: user.to_owned(), position })
+        Ok(PendingDeviceChange { lists: self.clone(), user: user.to_owned(), position, news: None })
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(super) fn rooms(&self) -> &Rooms {
+        &self.rooms
     }
 
     pub(super) fn key_counts(&self) -> &super::counts::KeyCountCache {

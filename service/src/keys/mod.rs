@@ -7,6 +7,7 @@
 mod counts;
 mod cross_signing;
 mod device_lists;
+mod federated;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -132,10 +133,14 @@ impl Keys {
             Err(StorageError::Conflict(message)) => return Err(Error::invalid_param(message)),
             other => other?,
         };
+        let at = position.as_ref().map(|p| p.position);
         drop(position);
         self.device_lists.key_counts().forget_device(who.user_id.as_str(), who.device_id.as_str());
         if changed {
             self.device_lists.wake(&who.user_id).await?;
+            if let Some(at) = at {
+                self.device_lists.send_device_keys(&who.user_id, &[who.device_id.as_str()], at).await;
+            }
         }
         Ok(self.counts(&who.user_id, &who.device_id).await?.one_time_keys.clone())
     }

@@ -15,7 +15,7 @@ use std::{
 };
 
 use ruma::{
-    EventId, OwnedEventId, OwnedServerName, RoomId, RoomVersionId, events::TimelineEventType,
+    EventId, OwnedEventId, OwnedServerName, RoomId, RoomVersionId, UserId, events::TimelineEventType,
     room_version_rules::RoomVersionRules,
 };
 use tessera_core::{Pdu, auth, rules_for, state_res};
@@ -55,7 +55,7 @@ impl Rooms {
         let mut servers = BTreeSet::new();
         for (membership, event) in self.store.room_members(room_id).await? {
             if membership == "join"
-                && let Some(user) = event.state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok())
+                && let Some(user) = event.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
                 && user.server_name() != self.server_name
             {
                 servers.insert(user.server_name().to_owned());
@@ -77,7 +77,7 @@ impl Rooms {
         let mut destinations: Vec<String> =
             self.remote_servers(&pdu.room_id).await?.iter().map(|s| s.to_string()).collect();
         if pdu.kind == TimelineEventType::RoomMember
-            && let Some(target) = pdu.state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok())
+            && let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
             && target.server_name() != self.server_name
             && !destinations.iter().any(|d| d == target.server_name().as_str())
         {
@@ -750,13 +750,32 @@ impl Rooms {
     /// server with a member joined, and wakes their senders.
     pub(crate) async fn send_edu_to_room(&self, room_id: &RoomId, edu: &serde_json::Value) -> Result<()> {
         let servers = self.remote_servers(room_id).await?;
+        self.send_edu(&servers, edu).await
+    }
+
+    /// The other servers with a user who shares a joined room with `user`:
+    /// where news of the user's presence and devices goes.
+    pub async fn servers_sharing_with(&self, user: &UserId) -> Result<Vec<OwnedServerName>> {
+        let mut servers = BTreeSet::new();
+        for other in self.store.users_sharing_rooms(user).await? {
+            if let Ok(other) = UserId::parse(&other)
+                && other.server_name() != self.server_name
+            {
+                servers.insert(other.server_name().to_owned());
+            }
+        }
+        Ok(servers.into_iter().collect())
+    }
+
+    /// Queues an EDU for each of `servers` and wakes their senders.
+    pub(crate) async fn send_edu(&self, servers: &[OwnedServerName], edu: &serde_json::Value) -> Result<()> {
         if servers.is_empty() {
             return Ok(());
         }
         let json = edu.to_string();
         let rows: Vec<(&str, &str)> = servers.iter().map(|s| (s.as_str(), json.as_str())).collect();
         self.store.queue_edus(&rows).await?;
-        for server in servers.iter() {
+        for server in servers {
             self.federation.outbox.wake(server);
         }
         Ok(())
