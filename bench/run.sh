@@ -10,7 +10,9 @@
 #
 # Environment:
 #   TARGETS     targets to run (default: all four)
-#   SCENARIOS   steady big-room ceiling idle catch-up keys cold-start (default: all)
+#   SCENARIOS   steady big-room ceiling idle catch-up keys cold-start federation
+#               (default: all; federation runs a pair of each target, see
+#               start_pair_member)
 #   SIZES       full (the sizes) or smoke
 #   RESULTS     results directory (default bench/results/<UTC date>)
 #   REPORT_ALSO earlier results directories the page keeps (space-separated):
@@ -34,7 +36,7 @@ readonly PORT=18008
 readonly SECRET=tessera-bench-secret
 readonly PG=(-h 127.0.0.1 -p 5432 -U postgres)
 TARGETS=${TARGETS:-"tessera-sqlite tessera-postgres synapse-sqlite synapse-postgres"}
-SCENARIOS=${SCENARIOS:-"steady big-room ceiling idle catch-up keys cold-start"}
+SCENARIOS=${SCENARIOS:-"steady big-room ceiling idle catch-up keys cold-start federation"}
 SIZES=${SIZES:-full}
 RESULTS=${RESULTS:-bench/results/$(date -u +%Y-%m-%d)}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -60,12 +62,14 @@ sizes() {
 	full:idle) echo "--users 1000 --connections 10000 --seconds 60" ;;
 	full:catch-up) echo "--rooms 300 --room-size 300 --messages 10000" ;;
 	full:keys) echo "--devices 100 --members 500 --query-rounds 200 --claim-rounds 50" ;;
+	full:federation) echo "--users 100 --room-size 4 --rate 500 --seconds 60" ;;
 	smoke:steady) echo "--users 6 --room-size 3 --rate 20 --seconds 2" ;;
 	smoke:big-room) echo "--members 8 --rate 10 --seconds 2" ;;
 	smoke:ceiling) echo "--users 6 --room-size 3 --start-rate 20 --max-rate 45 --step-seconds 2" ;;
 	smoke:idle) echo "--users 4 --connections 20 --seconds 2" ;;
 	smoke:catch-up) echo "--rooms 3 --room-size 3 --messages 30" ;;
 	smoke:keys) echo "--devices 4 --members 5 --query-rounds 3 --claim-rounds 3" ;;
+	smoke:federation) echo "--users 4 --room-size 4 --rate 20 --seconds 2" ;;
 	*) echo "" ;;
 	esac
 }
@@ -142,8 +146,91 @@ bench() {
 	"$BIN/tessera-bench" run "$@"
 }
 
+# The federating pair's ports: client API, then federation (TLS), of A and B.
+readonly PAIR_PORTS=(18008 18448 18009 18449)
+readonly CA_DIR=$WORK/federation-ca
+
+# start_pair_member TARGET INSTANCE CLIENT_PORT FEDERATION_PORT — starts one
+# server of a federating pair (server name localhost:FEDERATION_PORT,
+# certificate from the test CA, federation to loopback allowed); prints
+# its PID.
+start_pair_member() {
+	local target=$1 instance=$2 client=$3 federation=$4
+	case $target in
+	tessera-*)
+		local dir=$WORK/$target-$instance db=tessera_bench_$instance
+		rm -rf "$dir"
+		mkdir -p "$dir"
+		bench/federation-ca.sh "$CA_DIR" "tessera-$instance"
+		local env=(TESSERA_SERVER_NAME="localhost:$federation" TESSERA_LISTEN="127.0.0.1:$client"
+			TESSERA_FEDERATION_LISTEN="127.0.0.1:$federation" TESSERA_LOG=warn
+			TESSERA_TLS_CERTIFICATE="$CA_DIR/tessera-$instance.pem" TESSERA_TLS_PRIVATE_KEY="$CA_DIR/tessera-$instance.key"
+			TESSERA_FEDERATION_TRUSTED_CA="$CA_DIR/ca.pem" TESSERA_OUTBOUND_ALLOWED_RANGES=127.0.0.0/8
+			TESSERA_REGISTRATION_SHARED_SECRET=$SECRET TESSERA_RATE_LIMITS_GENERAL_PER_SECOND=0
+			TESSERA_RATE_LIMITS_LOGIN_PER_SECOND=0 TESSERA_RATE_LIMITS_REGISTRATION_PER_SECOND=0
+			TESSERA_RATE_LIMITS_FAILED_LOGIN_PER_SECOND=0 TESSERA_DATA_DIR="$dir")
+		if [[ $target == tessera-postgres ]]; then
+			dropdb "${PG[@]}" --if-exists --force "$db"
+			createdb "${PG[@]}" "$db"
+			env+=(TESSERA_DATABASE_URL="postgres://postgres@127.0.0.1/$db")
+		fi
+		echo "== $(date -u +%FT%TZ) starting $SERVER ($instance)" >>"$WORK/$target-$instance.log"
+		env "${env[@]}" "$SERVER" >>"$WORK/$target-$instance.log" 2>&1 &
+		local pid=$!
+		for _ in $(seq 1 600); do
+			curl -sf "http://127.0.0.1:$client/_matrix/client/versions" >/dev/null && break
+			sleep 0.1
+		done
+		echo "$pid"
+		;;
+	synapse-*)
+		FEDERATION_CA_DIR=$CA_DIR bench/synapse.sh start-federating "${target#synapse-}" "$client" "$federation" "$instance"
+		;;
+	esac
+}
+
+# stop_pair_member TARGET INSTANCE PID
+stop_pair_member() {
+	local target=$1 instance=$2 pid=$3
+	case $target in
+	tessera-*)
+		kill -TERM "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+		;;
+	synapse-*) bench/synapse.sh stop "${target#synapse-}" "$instance" ;;
+	esac
+}
+
+# run_federation TARGET — scenario 8 on a fresh pair of TARGET's servers
+# (and for Tessera again with its WebSocket channel).
+run_federation() {
+	local target=$1 a b transport
+	local transports=(long-poll)
+	if [[ $target == tessera-* ]]; then
+		transports+=(web-socket)
+	fi
+	for transport in "${transports[@]}"; do
+		a=$(start_pair_member "$target" a "${PAIR_PORTS[0]}" "${PAIR_PORTS[1]}")
+		b=$(start_pair_member "$target" b "${PAIR_PORTS[2]}" "${PAIR_PORTS[3]}")
+		local args=(--url "http://127.0.0.1:${PAIR_PORTS[0]}" --url-b "http://127.0.0.1:${PAIR_PORTS[2]}"
+			--target "$target" --out "$RESULTS" --server-pid "$a" --server-pid-b "$b" --transport "$transport")
+		case $target in
+		tessera-postgres) args+=(--postgres-database tessera_bench_a --postgres-database-b tessera_bench_b) ;;
+		synapse-postgres) args+=(--postgres-database synapse_bench_a --postgres-database-b synapse_bench_b) ;;
+		esac
+		# shellcheck disable=SC2046 # the size flags are separate words
+		bench "${args[@]}" federation $(sizes federation) >/dev/null || log "$target federation failed"
+		stop_pair_member "$target" a "$a"
+		stop_pair_member "$target" b "$b"
+	done
+}
+
 run_scenario() {
 	local target=$1 scenario=$2 pid
+	if [[ $scenario == federation ]]; then
+		run_federation "$target"
+		return
+	fi
 	if curl -s -o /dev/null "http://127.0.0.1:$PORT/"; then
 		# A server left over from an interrupted run would be measured
 		# instead of the fresh one (which cannot bind the port).

@@ -32,6 +32,33 @@ pub enum Transport {
     WebSocket,
 }
 
+/// Where each user lives: every user on one server, or, for two servers
+/// federating, users from `split` on the second.
+#[derive(Clone)]
+pub struct Homes {
+    servers: Vec<Server>,
+    split: usize,
+}
+
+impl Homes {
+    pub fn one(server: &Server) -> Self {
+        Self { servers: vec![server.clone()], split: usize::MAX }
+    }
+
+    pub fn two(a: &Server, b: &Server, split: usize) -> Self {
+        Self { servers: vec![a.clone(), b.clone()], split }
+    }
+
+    /// 0 or 1: the user's server.
+    pub fn index(&self, user: usize) -> usize {
+        usize::from(user >= self.split && self.servers.len() > 1)
+    }
+
+    pub fn of(&self, user: usize) -> &Server {
+        &self.servers[self.index(user)]
+    }
+}
+
 /// A room and its members (the first created it).
 #[derive(Clone, Debug)]
 pub struct Room {
@@ -82,6 +109,14 @@ pub struct ChatOutcome {
     pub deliveries_received: u64,
     pub deliveries_missing: u64,
     pub deliveries_duplicated: u64,
+    /// Two servers: the deliveries to a member of the other server than
+    /// the sender's (also counted in `delivery_latency`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_server_delivery_latency: Option<Percentiles>,
+    /// Two servers: the second server's resources (`resources` are the
+    /// first's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources_b: Option<Resources>,
     /// Sync responses (long-poll answers or WebSocket frames) the members
     /// received, and how many of them carried no benchmark message: a
     /// server that answers with nothing new makes its clients ask again.
@@ -103,6 +138,7 @@ impl ChatOutcome {
 /// Per-message bookkeeping shared by the sender and the syncers.
 struct Ledger {
     start: Instant,
+    homes: Homes,
     /// Microseconds after `start` at which the send began, plus one (0: unsent).
     sent_at: Vec<AtomicU64>,
     /// Index of the sending user, plus one.
@@ -116,10 +152,11 @@ struct Ledger {
 }
 
 impl Ledger {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, homes: Homes) -> Self {
         let zeros32 = || (0..capacity).map(|_| AtomicU32::new(0)).collect();
         Self {
             start: Instant::now(),
+            homes,
             sent_at: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
             sender: zeros32(),
             expected: zeros32(),
@@ -135,17 +172,21 @@ impl Ledger {
         *self.errors.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_default() += 1;
     }
 
-    /// Records that `user` received message `id`; its latency if it counts.
-    fn receive(&self, user: usize, id: u64, now: Instant) -> Option<u32> {
+    /// Records that `user` received message `id`; its latency if it
+    /// counts, and whether it crossed from one server to the other.
+    fn receive(&self, user: usize, id: u64, now: Instant) -> Option<(u32, bool)> {
         let id = usize::try_from(id).ok().filter(|id| *id < self.sent_at.len())?;
         let sent = self.sent_at[id].load(Ordering::Acquire);
-        if sent == 0 || self.sender[id].load(Ordering::Acquire) as usize == user + 1 {
+        let sender = self.sender[id].load(Ordering::Acquire) as usize;
+        if sent == 0 || sender == user + 1 {
             return None;
         }
         self.received[id].fetch_add(1, Ordering::AcqRel);
         self.delivered.fetch_add(1, Ordering::Relaxed);
         let since_start = u64::try_from(now.duration_since(self.start).as_micros()).unwrap_or(u64::MAX);
-        Some(u32::try_from(since_start.saturating_sub(sent - 1)).unwrap_or(u32::MAX))
+        let latency = u32::try_from(since_start.saturating_sub(sent - 1)).unwrap_or(u32::MAX);
+        let cross = sender > 0 && self.homes.index(sender - 1) != self.homes.index(user);
+        Some((latency, cross))
     }
 }
 
@@ -157,14 +198,14 @@ pub struct SyncStart {
     pub filter: String,
 }
 
-/// Stores [`FILTER`] for each of `users` and runs their first syncs (at
-/// most `parallel` users at once), as Element does before it long-polls
-/// with the filter's ID.
-pub async fn start_syncs(server: &Server, users: &[User], parallel: usize) -> Vec<Option<SyncStart>> {
+/// Stores [`FILTER`] for each of `users` (each on its server) and runs
+/// their first syncs (at most `parallel` users at once), as Element does
+/// before it long-polls with the filter's ID.
+pub async fn start_syncs(users: &[(Server, User)], parallel: usize) -> Vec<Option<SyncStart>> {
     let gate = Arc::new(Semaphore::new(parallel));
     let tasks: Vec<_> = users
         .iter()
-        .map(|user| {
+        .map(|(server, user)| {
             let (server, user, gate) = (server.clone(), user.clone(), gate.clone());
             tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await.ok()?;
@@ -184,23 +225,27 @@ pub async fn start_syncs(server: &Server, users: &[User], parallel: usize) -> Ve
     starts
 }
 
-/// Runs the chat load over `rooms` of `users` and measures it.
+/// Runs the chat load over `rooms` of `users` (each on its server of
+/// `homes`) and measures it: the server of `watched`, and with two
+/// servers the second's (`watched_b`) too.
 pub async fn run_chat(
-    server: &Server,
+    homes: &Homes,
     users: &[User],
     rooms: &[Room],
     load: &ChatLoad,
     watched: &Watched,
+    watched_b: Option<&Watched>,
 ) -> ChatOutcome {
     let capacity = (load.rate * load.duration.as_secs_f64() * 1.2) as usize + 100;
-    let ledger = Arc::new(Ledger::new(capacity));
+    let ledger = Arc::new(Ledger::new(capacity, homes.clone()));
 
     // Everyone in a room syncs, from a token taken before the first send.
     let mut syncing: Vec<usize> = rooms.iter().flat_map(|r| r.members.iter().copied()).collect();
     syncing.sort_unstable();
     syncing.dedup();
-    let chosen: Vec<User> = syncing.iter().map(|&i| users[i].clone()).collect();
-    let starts = start_syncs(server, &chosen, 32).await;
+    let chosen: Vec<(Server, User)> =
+        syncing.iter().map(|&i| (homes.of(i).clone(), users[i].clone())).collect();
+    let starts = start_syncs(&chosen, 32).await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut syncers = Vec::with_capacity(syncing.len());
     for (&index, start) in syncing.iter().zip(starts) {
@@ -209,7 +254,7 @@ pub async fn run_chat(
             continue;
         };
         let task = Syncer {
-            server: server.clone(),
+            server: homes.of(index).clone(),
             user: users[index].clone(),
             index,
             ledger: ledger.clone(),
@@ -224,6 +269,7 @@ pub async fn run_chat(
     tokio::time::sleep(load.warmup).await;
 
     let sampler = Sampler::start(watched);
+    let sampler_b = watched_b.map(Sampler::start);
     let send_latencies = Arc::new(Mutex::new(Vec::<u32>::with_capacity(capacity)));
     let accepted = Arc::new(AtomicU64::new(0));
     let in_flight = Arc::new(Semaphore::new(load.max_in_flight));
@@ -256,7 +302,8 @@ pub async fn run_chat(
             ledger.sender[slot].store(u32::try_from(sender_index + 1).unwrap_or(0), Ordering::Release);
             let at = u64::try_from(ledger.start.elapsed().as_micros()).unwrap_or(u64::MAX);
             ledger.sent_at[slot].store(at + 1, Ordering::Release);
-            let (server, user, room_id) = (server.clone(), users[sender_index].clone(), room.id.clone());
+            let (server, user, room_id) =
+                (homes.of(sender_index).clone(), users[sender_index].clone(), room.id.clone());
             let (ledger, latencies, accepted) = (ledger.clone(), send_latencies.clone(), accepted.clone());
             let expected = expected_of[&room_index];
             let txn = format!("{}-{id}", load.run_id);
@@ -291,12 +338,18 @@ pub async fn run_chat(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let resources = sampler.finish();
+    let resources_b = sampler_b.map(Sampler::finish);
     let _ = stop_tx.send(true);
     progress.abort();
-    let mut delivery = Vec::new();
+    let (mut delivery, mut cross) = (Vec::new(), Vec::new());
     for syncer in syncers {
-        if let Ok(mut latencies) = syncer.await {
-            delivery.append(&mut latencies);
+        if let Ok(latencies) = syncer.await {
+            for (latency, crossed) in latencies {
+                delivery.push(latency);
+                if crossed {
+                    cross.push(latency);
+                }
+            }
         }
     }
     eprintln!();
@@ -328,6 +381,8 @@ pub async fn run_chat(
         deliveries_received: received,
         deliveries_missing: missing,
         deliveries_duplicated: duplicated,
+        cross_server_delivery_latency: (homes.servers.len() > 1).then(|| Percentiles::of(cross)),
+        resources_b,
         sync_responses: ledger.sync_responses.load(Ordering::Acquire),
         sync_responses_without_messages: ledger.sync_responses_without_messages.load(Ordering::Acquire),
         errors,
@@ -373,8 +428,9 @@ struct Syncer {
 }
 
 impl Syncer {
-    /// Syncs until stopped; returns the delivery latencies it measured.
-    async fn run(mut self, mut since: String) -> Vec<u32> {
+    /// Syncs until stopped; returns the delivery latencies it measured,
+    /// each with whether it crossed servers.
+    async fn run(mut self, mut since: String) -> Vec<(u32, bool)> {
         let mut latencies = Vec::new();
         while !*self.stop.borrow() {
             let result = match self.transport {
@@ -395,7 +451,12 @@ impl Syncer {
         latencies
     }
 
-    fn absorb(&self, body: &[u8], since: &mut String, latencies: &mut Vec<u32>) -> Result<(), String> {
+    fn absorb(
+        &self,
+        body: &[u8],
+        since: &mut String,
+        latencies: &mut Vec<(u32, bool)>,
+    ) -> Result<(), String> {
         let now = Instant::now();
         let body: SyncBody = serde_json::from_slice(body).map_err(|_| "sync_bad_json".to_owned())?;
         let mut messages = 0;
@@ -418,7 +479,7 @@ impl Syncer {
     }
 
     /// One long-poll (or nothing, if stopped meanwhile).
-    async fn poll(&mut self, since: &mut String, latencies: &mut Vec<u32>) -> Result<(), String> {
+    async fn poll(&mut self, since: &mut String, latencies: &mut Vec<(u32, bool)>) -> Result<(), String> {
         let path = Server::sync_path(Some(since), POLL_TIMEOUT_MS, &self.filter);
         let request = self.server.call_bytes(reqwest::Method::GET, &path, Some(&self.user.token), None);
         let body = tokio::select! {
@@ -429,7 +490,7 @@ impl Syncer {
     }
 
     /// One WebSocket connection, read until it closes (or until stopped).
-    async fn socket(&mut self, since: &mut String, latencies: &mut Vec<u32>) -> Result<(), String> {
+    async fn socket(&mut self, since: &mut String, latencies: &mut Vec<(u32, bool)>) -> Result<(), String> {
         let url = self.server.sync_ws_url(since, &self.filter, &self.user.token);
         let (mut socket, _) =
             tokio_tungstenite::connect_async(url).await.map_err(|_| "ws_connect".to_owned())?;

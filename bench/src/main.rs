@@ -68,6 +68,15 @@ struct RunArgs {
     /// process counts).
     #[arg(long)]
     postgres_database: Option<String>,
+    /// Scenario 8: the second server's client API base URL (127.0.0.1 only).
+    #[arg(long)]
+    url_b: Option<String>,
+    /// Scenario 8: PID of the second server's process.
+    #[arg(long)]
+    server_pid_b: Option<u32>,
+    /// Scenario 8: the second server's PostgreSQL database.
+    #[arg(long)]
+    postgres_database_b: Option<String>,
     /// The server's registration shared secret.
     #[arg(long, env = "BENCH_SHARED_SECRET", default_value = "tessera-bench-secret")]
     shared_secret: String,
@@ -161,6 +170,19 @@ enum Scenario {
         #[arg(long, default_value_t = 50)]
         claim_rounds: usize,
     },
+    /// 8: two federating servers (`--url` and `--url-b`): `users` on each,
+    /// in rooms of `room_size` with members of both, both sides sending;
+    /// cross-server delivery latency and each server's resources.
+    Federation {
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        #[arg(long, default_value_t = 4)]
+        room_size: usize,
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// 6: server start to first answered /versions, and idle RSS. Starts the
     /// server itself with `command` (through `sh -c`) and stops it after.
     ColdStart {
@@ -191,8 +213,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> Result<(), String> {
-    if !args.url.starts_with("http://127.0.0.1") && !args.url.starts_with("http://localhost") {
-        return Err(format!("{} is not on 127.0.0.1: the benchmark only runs on loopback", args.url));
+    for url in std::iter::once(&args.url).chain(&args.url_b) {
+        if !url.starts_with("http://127.0.0.1") && !url.starts_with("http://localhost") {
+            return Err(format!("{url} is not on 127.0.0.1: the benchmark only runs on loopback"));
+        }
     }
     let run_id = format!(
         "b{}",
@@ -254,6 +278,31 @@ async fn run(args: RunArgs) -> Result<(), String> {
                                  "query_rounds": query_rounds, "claim_rounds": claim_rounds });
             let accounted = outcome.accounted();
             ("keys", scenarios::record("keys", params, outcome), accounted)
+        }
+        Scenario::Federation { users, room_size, rate, seconds } => {
+            let url_b = args.url_b.as_deref().ok_or("the federation scenario needs --url-b")?;
+            let target_b = Target {
+                server: Server::new(url_b),
+                watched: Watched {
+                    server_pid: args.server_pid_b,
+                    postgres_database: args.postgres_database_b.clone(),
+                },
+                label: format!("{} B", args.target),
+                ..target.clone()
+            };
+            let outcome = scenarios::federation(
+                &target,
+                &target_b,
+                users,
+                room_size,
+                rate,
+                Duration::from_secs(seconds),
+            )
+            .await?;
+            let params = json!({ "users_per_server": users, "room_size": room_size, "rate": rate,
+                                 "seconds": seconds });
+            let accounted = outcome.accounted();
+            ("federation", scenarios::record("federation", params, outcome), accounted)
         }
         Scenario::ColdStart { command, settle_seconds } => {
             let outcome =

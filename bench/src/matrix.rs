@@ -190,7 +190,15 @@ impl Server {
     }
 
     pub async fn join(&self, user: &User, room_id: &str) -> CallResult<()> {
-        let path = format!("/_matrix/client/v3/join/{}", encode(room_id));
+        self.join_via(user, room_id, None).await
+    }
+
+    /// Joins, through server `via` when the room is on another server.
+    pub async fn join_via(&self, user: &User, room_id: &str, via: Option<&str>) -> CallResult<()> {
+        let mut path = format!("/_matrix/client/v3/join/{}", encode(room_id));
+        if let Some(via) = via {
+            path.push_str(&format!("?server_name={}", encode(via)));
+        }
         self.call(reqwest::Method::POST, &path, Some(&user.token), Some(&json!({}))).await.map(drop)
     }
 

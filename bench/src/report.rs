@@ -64,6 +64,30 @@ const CHAT_ROWS: &[Row] = &[
     ("benchmark tool CPU seconds", "/outcome/resources/tool_cpu_seconds", Unit::Seconds, Better::Neither),
 ];
 
+const FEDERATION_ROWS: &[Row] = &[
+    ("messages accepted per second", "/outcome/accepted_per_second", Unit::PerSecond, Better::Higher),
+    ("send latency p99", "/outcome/send_latency/p99_ms", Unit::Ms, Better::Lower),
+    ("cross-server delivery p50", "/outcome/cross_server_delivery_latency/p50_ms", Unit::Ms, Better::Lower),
+    ("cross-server delivery p95", "/outcome/cross_server_delivery_latency/p95_ms", Unit::Ms, Better::Lower),
+    ("cross-server delivery p99", "/outcome/cross_server_delivery_latency/p99_ms", Unit::Ms, Better::Lower),
+    ("cross-server delivery max", "/outcome/cross_server_delivery_latency/max_ms", Unit::Ms, Better::Lower),
+    ("all deliveries p99", "/outcome/delivery_latency/p99_ms", Unit::Ms, Better::Lower),
+    ("deliveries expected", "/outcome/deliveries_expected", Unit::Count, Better::Neither),
+    ("deliveries missing", "/outcome/deliveries_missing", Unit::Count, Better::Neither),
+    ("server A RSS peak", "/outcome/resources/server_rss_peak_kib", Unit::Mib, Better::Lower),
+    ("server B RSS peak", "/outcome/resources_b/server_rss_peak_kib", Unit::Mib, Better::Lower),
+    ("server A CPU seconds", "/outcome/resources/server_cpu_seconds", Unit::Seconds, Better::Lower),
+    ("server B CPU seconds", "/outcome/resources_b/server_cpu_seconds", Unit::Seconds, Better::Lower),
+    ("PostgreSQL CPU seconds (A)", "/outcome/resources/postgres_cpu_seconds", Unit::Seconds, Better::Neither),
+    (
+        "PostgreSQL CPU seconds (B)",
+        "/outcome/resources_b/postgres_cpu_seconds",
+        Unit::Seconds,
+        Better::Neither,
+    ),
+    ("benchmark tool CPU seconds", "/outcome/resources/tool_cpu_seconds", Unit::Seconds, Better::Neither),
+];
+
 const CEILING_ROWS: &[Row] = &[
     ("highest sustained rate (msg/s)", "/outcome/sustained_rate", Unit::PerSecond, Better::Higher),
     ("p99 limit", "/outcome/p99_limit_ms", Unit::Ms, Better::Neither),
@@ -123,6 +147,12 @@ const SCENARIOS: &[(&str, &str, Layout)] = &[
     ("catch-up-full", "5b. Catch-up at the issue's size, Tessera alone", Layout::Metrics(CATCH_UP_ROWS)),
     ("cold-start", "6. Cold start", Layout::Metrics(COLD_START_ROWS)),
     ("keys", "7. Key API: `/keys/query` and `/keys/claim`", Layout::Operations(KEY_OPERATIONS)),
+    ("federation", "8. Two servers federating (each target is a pair)", Layout::Metrics(FEDERATION_ROWS)),
+    (
+        "federation-ws",
+        "8b. Two servers federating, Tessera's WebSocket channel",
+        Layout::Metrics(FEDERATION_ROWS),
+    ),
 ];
 
 /// Reads every result file under `dir`.

@@ -133,7 +133,66 @@ pub async fn chat(
     let people = register_users(target, users).await?;
     let rooms = create_rooms(target, &people, groups_of(users, room_size), false).await?;
     let load = chat_load(target, rate, duration, "chat");
-    Ok(load::run_chat(&target.server, &people, &rooms, &load, &target.watched).await)
+    Ok(load::run_chat(&load::Homes::one(&target.server), &people, &rooms, &load, &target.watched, None).await)
+}
+
+/// Scenario 8: two servers federating. `users` on each server, in rooms of
+/// `room_size` whose members alternate between the servers; each room is
+/// created on the first server and joined from the second through it
+/// (`/join?server_name=`); members of both servers send.
+pub async fn federation(
+    target: &Target,
+    target_b: &Target,
+    users: usize,
+    room_size: usize,
+    rate: f64,
+    duration: Duration,
+) -> Result<ChatOutcome, String> {
+    let mut people = register_users(target, users).await?;
+    people.extend(register_users(target_b, users).await?);
+    let homes = load::Homes::two(&target.server, &target_b.server, users);
+    let server_a =
+        people[0].id.split_once(':').map(|(_, server)| server.to_owned()).ok_or("no server name")?;
+    // Room r holds A's users r*k.. and B's users r*k.., interleaved.
+    let per_side = (room_size / 2).max(1);
+    let groups: Vec<Vec<usize>> = (0..users / per_side)
+        .map(|r| (0..per_side).flat_map(|i| [r * per_side + i, users + r * per_side + i]).collect())
+        .collect();
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(8));
+    let tasks: Vec<_> = groups
+        .into_iter()
+        .map(|members| {
+            let (homes, gate, server_a) = (homes.clone(), gate.clone(), server_a.clone());
+            let people: Vec<(usize, User)> = members.iter().map(|&i| (i, people[i].clone())).collect();
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
+                let (creator, first) = (people[0].0, &people[0].1);
+                let id = homes
+                    .of(creator)
+                    .create_room(first, false)
+                    .await
+                    .map_err(|e| format!("createRoom: {e}"))?;
+                for (index, person) in &people[1..] {
+                    let via = (homes.index(*index) == 1).then_some(server_a.as_str());
+                    homes.of(*index).join_via(person, &id, via).await.map_err(|e| format!("join: {e}"))?;
+                }
+                Ok::<_, String>(Room { id, members })
+            })
+        })
+        .collect();
+    let mut rooms = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        rooms.push(task.await.map_err(|e| e.to_string())??);
+    }
+    eprintln!(
+        "[{}] created {} rooms across servers in {:.1}s",
+        target.label,
+        rooms.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let load = chat_load(target, rate, duration, "federation");
+    Ok(load::run_chat(&homes, &people, &rooms, &load, &target.watched, Some(&target_b.watched)).await)
 }
 
 /// Scenario 3's answer: each step, and the highest rate that passed.
@@ -165,7 +224,9 @@ pub async fn ceiling(
     while rate <= max_rate {
         n += 1;
         let load = chat_load(target, rate, step, &format!("ceiling{n}"));
-        let outcome = load::run_chat(&target.server, &people, &rooms, &load, &target.watched).await;
+        let outcome =
+            load::run_chat(&load::Homes::one(&target.server), &people, &rooms, &load, &target.watched, None)
+                .await;
         let passed = outcome.accounted()
             && outcome.delivery_latency.p99_ms <= p99_limit_ms
             && outcome.accepted_per_second >= rate * 0.9;
@@ -207,7 +268,8 @@ pub struct Idle {
 /// per access token) for `hold`; RSS per connection.
 pub async fn idle(target: &Target, users: usize, connections: usize, hold: Duration) -> Result<Idle, String> {
     let people = register_users(target, users).await?;
-    let starts = load::start_syncs(&target.server, &people, 32).await;
+    let people_at: Vec<_> = people.iter().map(|p| (target.server.clone(), p.clone())).collect();
+    let starts = load::start_syncs(&people_at, 32).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = median_rss(target.watched.server_pid, 10).await;
     let ended = Arc::new(AtomicU64::new(0));

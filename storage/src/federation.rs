@@ -48,8 +48,7 @@ impl Store {
     /// Forgets the room events `seqs` for `destination` (see
     /// [`Store::delete_edus`]).
     pub async fn delete_pdus(&self, destination: &str, seqs: &[i64]) -> Result<()> {
-        self.delete_queued("DELETE FROM outbound_pdus WHERE destination = $1 AND seq = $2", destination, seqs)
-            .await
+        self.delete_queued("outbound_pdus", destination, seqs).await
     }
 
     /// Queues EDUs (destination, JSON) in one transaction.
@@ -83,18 +82,17 @@ impl Store {
     /// those: on PostgreSQL a lower `seq` may commit after a higher one was
     /// read, and must still be sent.
     pub async fn delete_edus(&self, destination: &str, seqs: &[i64]) -> Result<()> {
-        self.delete_queued("DELETE FROM outbound_edus WHERE destination = $1 AND seq = $2", destination, seqs)
-            .await
+        self.delete_queued("outbound_edus", destination, seqs).await
     }
 
-    /// Runs `delete` (one queue's row by destination and `seq`) for each
-    /// of `seqs`, in one transaction.
-    async fn delete_queued(&self, delete: &'static str, destination: &str, seqs: &[i64]) -> Result<()> {
-        let mut tx = self.write.begin().await?;
-        for seq in seqs {
-            sqlx::query(delete).bind(destination).bind(seq).execute(&mut tx).await?;
+    /// Deletes the rows `seqs` of `destination` from a queue (`table`), in
+    /// one statement: the sequence numbers are integers, written into it.
+    async fn delete_queued(&self, table: &'static str, destination: &str, seqs: &[i64]) -> Result<()> {
+        for chunk in seqs.chunks(500) {
+            let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            let sql = format!("DELETE FROM {table} WHERE destination = $1 AND seq IN ({list})");
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(destination).execute(&self.write).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 

@@ -18,6 +18,7 @@ pub(super) fn section(out: &mut String, results: &Results) {
                 param("users") >= 1000.0 && (stem == "ceiling" || param("rate") >= 1000.0)
             }
             "big-room" => param("members") >= 500.0,
+            "federation" => param("rate") >= 500.0,
             "idle" => param("connections") >= 10_000.0,
             "catch-up" => {
                 param("rooms") >= 300.0 && param("room_size") >= 300.0 && param("messages") >= 10_000.0
@@ -93,6 +94,20 @@ pub(super) fn section(out: &mut String, results: &Results) {
         catch_up,
         smaller.unwrap_or_else(|| format!("{:.2} s", catch_up.unwrap_or(0.0))),
         catch_up.map(|s| s < 2.0),
+    );
+    let across = get(pg, "federation", "/outcome/cross_server_delivery_latency/p99_ms");
+    let across_missing = get(pg, "federation", "/outcome/deliveries_missing");
+    let across_rate = get(pg, "federation", "/outcome/accepted_per_second");
+    line(
+        "two servers: 500 msg/s across, cross-server delivery p99 ≤ 100 ms, nothing missing",
+        across,
+        format!(
+            "{:.0} msg/s, p99 {:.1} ms, {:.0} missing",
+            across_rate.unwrap_or(0.0),
+            across.unwrap_or(0.0),
+            across_missing.unwrap_or(0.0)
+        ),
+        across.zip(across_missing).zip(across_rate).map(|((p, m), r)| p <= 100.0 && m == 0.0 && r >= 495.0),
     );
     let synapse_ceiling = get("synapse-postgres", "ceiling", "/outcome/sustained_rate");
     let synapse_start = get("synapse-postgres", "ceiling", "/params/start_rate");

@@ -85,7 +85,9 @@ pub(crate) struct Prepared {
 
 /// See [`Prepared::resolved`].
 pub(crate) struct Resolved {
-    pub current_state: Vec<StateEntry>,
+    /// The room's whole current state, or `None` when it stays as it was
+    /// (a message on one side of a fork whose states agree).
+    pub current_state: Option<Vec<StateEntry>>,
     pub extremities: Vec<Pdu>,
     pub group: i64,
 }
@@ -209,7 +211,8 @@ impl Rooms {
         }
         // The servers in the room may change with a membership (or many,
         // when a fork is resolved): read again after this event.
-        let _servers_unsettled = (pdu.kind == TimelineEventType::RoomMember || prepared.resolved.is_some())
+        let state_replaced = prepared.resolved.as_ref().is_some_and(|r| r.current_state.is_some());
+        let _servers_unsettled = (pdu.kind == TimelineEventType::RoomMember || state_replaced)
             .then(|| ForgetServersOnDrop { rooms: self, room: &pdu.room_id });
         let membership = match pdu.kind {
             TimelineEventType::RoomMember => {
@@ -276,7 +279,7 @@ impl Rooms {
             relation,
             push_actions: &push_actions,
             status: EventStatus::Timeline,
-            current_state: prepared.resolved.as_ref().map(|r| r.current_state.as_slice()),
+            current_state: prepared.resolved.as_ref().and_then(|r| r.current_state.as_deref()),
             destinations: &destinations,
         };
         match self.store.append_event(new).await {
@@ -317,8 +320,10 @@ impl Rooms {
                 // is now the room's only one; a remote one says.
                 let tip = match &prepared.resolved {
                     Some(resolved) => {
-                        // Many memberships may have changed at once.
-                        self.notifier.forget_members(&pdu.room_id);
+                        if state_replaced {
+                            // Many memberships may have changed at once.
+                            self.notifier.forget_members(&pdu.room_id);
+                        }
                         Tip { extremities: resolved.extremities.clone(), state_after: resolved.group }
                     }
                     None => Tip { extremities: vec![pdu.clone()], state_after },

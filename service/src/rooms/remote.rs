@@ -152,17 +152,19 @@ impl Rooms {
         // 3. Against the current state (unless it is the room's state
         // already: it extends the only extremity).
         let extends_tip = old_extremities.len() == 1 && old_extremities[0].state_after == state_before;
-        if status == EventStatus::Timeline && !extends_tip && !old_extremities.is_empty() {
-            // The room's state now: after its only extremity (a cached
-            // group), or as resolved into `current_state` for a fork.
-            let current = match &old_extremities[..] {
-                [only] => self.store.state_at_group(only.state_after).await?,
-                _ => Arc::new(self.current_state_map(&room_id).await?),
-            };
-            if !self.passes_state(&pdu, &rules, &current, version).await? {
-                tracing::info!(event = %pdu.event_id, "remote event soft-failed by the current state");
-                status = EventStatus::SoftFailed;
-            }
+        let forks = status == EventStatus::Timeline && !extends_tip && !old_extremities.is_empty();
+        // The room's state now: after its only extremity (a cached group),
+        // or as resolved into `current_state` for a fork.
+        let room_now = match &old_extremities[..] {
+            _ if !forks => None,
+            [only] => Some(self.store.state_at_group(only.state_after).await?),
+            _ => Some(Arc::new(self.current_state_map(&room_id).await?)),
+        };
+        if let Some(current) = &room_now
+            && !self.passes_state(&pdu, &rules, current, version).await?
+        {
+            tracing::info!(event = %pdu.event_id, "remote event soft-failed by the current state");
+            status = EventStatus::SoftFailed;
         }
 
         // The room's extremities and current state after it.
@@ -183,14 +185,34 @@ impl Rooms {
             for other in others {
                 extremities.push(pdu_from_stored(other, version)?);
             }
-            let reserved = self.streams.reserve().await?;
-            let group =
-                self.store.create_state_snapshot(room_id.as_str(), reserved.position, &current).await?;
-            drop(reserved);
-            resolved = Some(Resolved {
-                current_state: self.state_entries(&current, Some(&prepared_pdu_membership(&pdu))).await?,
-                extremities,
-                group,
+            // A message on one side of a fork whose sides' states agree (the
+            // common case: both servers chatting at once) changes no state:
+            // no new group, and the room's current state stays.
+            let unchanged = pdu.state_key.is_none() && current == *before;
+            resolved = Some(if unchanged {
+                let kept = room_now.as_deref() == Some(&current);
+                Resolved {
+                    current_state: match kept {
+                        true => None,
+                        false => {
+                            Some(self.state_entries(&current, Some(&prepared_pdu_membership(&pdu))).await?)
+                        }
+                    },
+                    extremities,
+                    group: state_before,
+                }
+            } else {
+                let reserved = self.streams.reserve().await?;
+                let group =
+                    self.store.create_state_snapshot(room_id.as_str(), reserved.position, &current).await?;
+                drop(reserved);
+                Resolved {
+                    current_state: Some(
+                        self.state_entries(&current, Some(&prepared_pdu_membership(&pdu))).await?,
+                    ),
+                    extremities,
+                    group,
+                }
             });
         }
         let prepared = Prepared {
@@ -335,9 +357,15 @@ impl Rooms {
             return Ok(Ok((group, self.store.state_at_group(group).await?)));
         }
         let mut states = Vec::with_capacity(groups.len());
-        for group in groups {
-            states.push(StateMap::clone(&*self.store.state_at_group(group).await?));
+        for group in &groups {
+            states.push(self.store.state_at_group(*group).await?);
         }
+        // Different groups standing for the same state (each side of a
+        // fork of messages gets its own): no resolution, no new group.
+        if states.windows(2).all(|pair| pair[0] == pair[1]) {
+            return Ok(Ok((groups[0], states.swap_remove(0))));
+        }
+        let states: Vec<StateMap> = states.iter().map(|state| StateMap::clone(state)).collect();
         let resolved = self.resolve(&states, rules, &version, None).await?;
         let reserved = self.streams.reserve().await?;
         let group =
