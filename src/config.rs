@@ -36,6 +36,11 @@ pub struct Config {
     pub outbound_allowed_ranges: String,
     /// Comma-separated notary servers asked for keys a server cannot give.
     pub trusted_key_servers: String,
+    /// Comma-separated servers this one federates with, and no other
+    /// (empty: every server); see `federation::ServerPolicy`.
+    pub federation_allowed_servers: String,
+    /// Comma-separated servers this one never federates with.
+    pub federation_denied_servers: String,
     /// Keys, the SQLite database and (later) media live here.
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://...`; SQLite under `data_dir` if unset.
@@ -122,6 +127,8 @@ impl Default for Config {
             federation_trusted_ca: None,
             outbound_allowed_ranges: String::new(),
             trusted_key_servers: String::new(),
+            federation_allowed_servers: String::new(),
+            federation_denied_servers: String::new(),
             data_dir: PathBuf::from("./tessera-data"),
             database_url: None,
             database_max_connections: pool.max_connections,
@@ -163,6 +170,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("TESSERA_FEDERATION_TRUSTED_CA", "federation_trusted_ca"),
     ("TESSERA_OUTBOUND_ALLOWED_RANGES", "outbound_allowed_ranges"),
     ("TESSERA_TRUSTED_KEY_SERVERS", "trusted_key_servers"),
+    ("TESSERA_FEDERATION_ALLOWED_SERVERS", "federation_allowed_servers"),
+    ("TESSERA_FEDERATION_DENIED_SERVERS", "federation_denied_servers"),
     ("TESSERA_DATA_DIR", "data_dir"),
     ("TESSERA_DATABASE_URL", "database_url"),
     ("TESSERA_DATABASE_MAX_CONNECTIONS", "database_max_connections"),
@@ -297,6 +306,14 @@ impl Config {
                     .map_err(|e| ConfigError::Invalid(format!("trusted_key_servers {name:?}: {e}")))
             })
             .collect()
+    }
+
+    /// The servers this one federates with.
+    pub fn server_policy(&self) -> tessera_service::federation::ServerPolicy {
+        tessera_service::federation::ServerPolicy::new(
+            &self.federation_allowed_servers,
+            &self.federation_denied_servers,
+        )
     }
 
     /// The validated default room version.

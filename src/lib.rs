@@ -124,6 +124,7 @@ async fn serve_with_store(
         remote.clone(),
         signing_key.clone(),
         config.trusted_key_servers().map_err(|e| ServeError::Tls(e.to_string()))?,
+        config.server_policy(),
     );
 
     let rate_limiter = RateLimiter::new(config.rate_limits.clone());
@@ -327,7 +328,8 @@ fn federation_client(config: &Config, key: Arc<ServerSigningKey>) -> Result<Fede
         None => None,
     };
     let ranges = OutboundRules::parse_ranges(&config.outbound_allowed_ranges).map_err(ServeError::Tls)?;
-    let settings = ClientSettings { trusted_ca_pem, rules: OutboundRules::new(ranges) };
+    let settings =
+        ClientSettings { trusted_ca_pem, rules: OutboundRules::new(ranges), servers: config.server_policy() };
     FederationClient::new(key, settings).map_err(|e| ServeError::Tls(e.to_string()))
 }
 

@@ -43,6 +43,8 @@ pub struct ClientSettings {
     /// PEM certificates trusted besides the system's roots.
     pub trusted_ca_pem: Option<Vec<u8>>,
     pub rules: OutboundRules,
+    /// The servers this one federates with (none other is asked).
+    pub servers: tessera_service::federation::ServerPolicy,
 }
 
 /// The signed HTTPS client. Cheap to clone.
@@ -55,6 +57,7 @@ struct Inner {
     http: reqwest::Client,
     discovery: Discovery,
     rules: OutboundRules,
+    servers: tessera_service::federation::ServerPolicy,
     key: Arc<ServerSigningKey>,
 }
 
@@ -81,7 +84,8 @@ impl FederationClient {
         }
         let http = builder.build().map_err(|e| ClientError(e.to_string()))?;
         let discovery = Discovery::new(http.clone(), settings.rules.clone());
-        Ok(Self { inner: Arc::new(Inner { http, discovery, rules: settings.rules, key }) })
+        let servers = settings.servers;
+        Ok(Self { inner: Arc::new(Inner { http, discovery, rules: settings.rules, servers, key }) })
     }
 
     /// Sends `request` to `destination`, signed when the endpoint asks for
@@ -98,6 +102,12 @@ impl FederationClient {
     {
         let server = || destination.to_owned();
         let malformed = |cause: String| RemoteError::Malformed { server: server(), cause };
+        if !self.inner.servers.permits(destination) {
+            return Err(RemoteError::NotAllowed {
+                server: server(),
+                reason: "federation with this server is not allowed by this server's configuration".into(),
+            });
+        }
         let target = self.inner.discovery.resolve(destination).await?;
         let (mut parts, body) = request
             .try_into_http_request_inner(&target.base_url, ())

@@ -19,6 +19,7 @@ both_backends!(
     typing_and_receipts_cross_servers,
     presence_and_device_changes_cross_servers,
     a_server_the_acl_bans_is_refused,
+    a_server_the_operator_denies_is_neither_answered_nor_asked,
     leaving_and_kicks_reach_the_other_server,
     a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge
 );
@@ -550,6 +551,44 @@ async fn a_server_the_acl_bans_is_refused(backend: Backend) {
     let path =
         format!("/_matrix/federation/v1/state_ids/{}?event_id={}", encode(&room_id), encode(&bob_member));
     crate::federation::signed_get(&a, &path, &b_key, a.server_name()).await.assert_error(403, "M_FORBIDDEN");
+}
+
+async fn a_server_the_operator_denies_is_neither_answered_nor_asked(backend: Backend) {
+    let ca = crate::harness::TestCa::new();
+    let b = crate::harness::TestServer::start_federating(backend, &ca).await;
+    let denied = b.server_name().to_owned();
+    let a = crate::harness::TestServer::start_federating_with(backend, &ca, |c| {
+        c.federation_denied_servers = format!("example.org, {denied}");
+    })
+    .await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+
+    // B's signed requests are refused as forbidden, whatever they ask.
+    let b_key = crate::federation::server_key(&b);
+    let path = format!("/_matrix/federation/v1/state_ids/{}?event_id=%24x", encode(&room_id));
+    let answer = crate::federation::signed_get(&a, &path, &b_key, a.server_name()).await;
+    answer.assert_error(403, "M_FORBIDDEN");
+    let join = format!(
+        "/_matrix/federation/v1/make_join/{}/{}",
+        encode(&room_id),
+        encode(bob.user_id.as_deref().expect("user"))
+    );
+    let answer = crate::federation::signed_get(&a, &join, &b_key, a.server_name()).await;
+    answer.assert_error(403, "M_FORBIDDEN");
+
+    // Bob cannot join through A, and Alice's server never asks B: her
+    // join of a room on B fails without B hearing of her.
+    let through_a =
+        format!("/_matrix/client/v3/join/{}?server_name={}", encode(&room_id), encode(a.server_name()));
+    assert!(bob.post(&through_a, json!({})).await.status >= 400);
+    let b_room = bob.create_room(json!({ "preset": "public_chat" })).await;
+    let through_b = format!("/_matrix/client/v3/join/{}?server_name={}", encode(&b_room), encode(&denied));
+    let answer = alice.post(&through_b, json!({})).await;
+    assert!(answer.status >= 400, "{}", answer.body);
+    let members = bob.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", encode(&b_room))).await.ok();
+    assert_eq!(members["joined"].as_object().map(|m| m.len()), Some(1), "{members}");
 }
 
 async fn leaving_and_kicks_reach_the_other_server(backend: Backend) {

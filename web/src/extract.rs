@@ -274,7 +274,10 @@ async fn verify_origin(
     let auth = XMatrix::extract_from_http_headers(&parts.headers)
         .map_err(|e| unauthorized(&format!("Missing or malformed X-Matrix authorization: {e}")))?;
     let request = http::Request::from_parts(parts.clone(), body.as_ref());
-    server_keys.authenticate(&auth, &request).await?.map_err(|e| unauthorized(&e.to_string()))
+    server_keys.authenticate(&auth, &request).await?.map_err(|e| match e {
+        tessera_service::federation::RequestAuthError::NotAllowed(_) => Error::forbidden(e.to_string()),
+        e => unauthorized(&e.to_string()),
+    })
 }
 
 fn unauthorized(message: &str) -> Error {

@@ -7,6 +7,7 @@
 
 mod outbox;
 mod pdus;
+mod policy;
 mod server_keys;
 mod transactions;
 
@@ -31,6 +32,7 @@ use tessera_storage::Profile;
 
 pub use outbox::Outbox;
 pub use pdus::verify_pdu;
+pub use policy::ServerPolicy;
 pub use server_keys::{RequestAuthError, ServerKeys};
 pub use transactions::{EduReceivers, Transactions};
 

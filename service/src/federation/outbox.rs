@@ -166,6 +166,14 @@ impl Outbox {
                         tracing::warn!(%destination, error = %e, "refused PDUs and EDUs not forgotten");
                     }
                 }
+                // Not to be contacted (the operator's server list, or no
+                // public address): nothing queued for it will ever go.
+                Err(RemoteError::NotAllowed { ref reason, .. }) => {
+                    tracing::warn!(%destination, reason, pdus = pdu_seqs.len(), edus = seqs.len(), "destination not allowed: transaction dropped");
+                    if let Err(e) = forget().await {
+                        tracing::warn!(%destination, error = %e, "dropped PDUs and EDUs not forgotten");
+                    }
+                }
                 Err(e) => {
                     backoff = (backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
                     tracing::info!(%destination, error = %e, retry_in = ?backoff, "transaction not delivered");

@@ -61,6 +61,8 @@ pub enum RequestAuthError {
     UnknownKey { origin: OwnedServerName, key: String },
     #[error("the signature does not verify")]
     BadSignature,
+    #[error("federation with {0} is not allowed by this server")]
+    NotAllowed(OwnedServerName),
 }
 
 /// The server-key store. Cheap to clone.
@@ -75,6 +77,8 @@ struct Inner {
     own: Arc<ServerSigningKey>,
     /// Servers asked for keys a server does not give itself.
     notaries: Vec<OwnedServerName>,
+    /// The servers this one federates with.
+    policy: super::ServerPolicy,
     /// Each server's keys, as in storage.
     known: Mutex<HashMap<OwnedServerName, Arc<Vec<ServerKeyRow>>>>,
     /// Per server: one fetch at a time, and when the last one started.
@@ -87,9 +91,17 @@ impl ServerKeys {
         remote: Arc<dyn Remote>,
         own: Arc<ServerSigningKey>,
         notaries: Vec<OwnedServerName>,
+        policy: super::ServerPolicy,
     ) -> Self {
-        let inner =
-            Inner { store, remote, own, notaries, known: Mutex::default(), fetches: Mutex::default() };
+        let inner = Inner {
+            store,
+            remote,
+            own,
+            notaries,
+            policy,
+            known: Mutex::default(),
+            fetches: Mutex::default(),
+        };
         Self { inner: Arc::new(inner) }
     }
 
@@ -141,6 +153,9 @@ impl ServerKeys {
         }
         if auth.origin == us {
             return Ok(Err(RequestAuthError::FromThisServer));
+        }
+        if !self.inner.policy.permits(&auth.origin) {
+            return Ok(Err(RequestAuthError::NotAllowed(auth.origin.clone())));
         }
         let Some(key) = self.verify_key(&auth.origin, auth.key.as_str(), now_ms()).await? else {
             return Ok(Err(RequestAuthError::UnknownKey {
