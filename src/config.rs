@@ -41,6 +41,9 @@ pub struct Config {
     pub federation_allowed_servers: String,
     /// Comma-separated servers this one never federates with.
     pub federation_denied_servers: String,
+    /// The nameserver asked for federation's SRV records (`IP:port`); the
+    /// system's first (`/etc/resolv.conf`) when unset.
+    pub federation_dns_server: Option<SocketAddr>,
     /// Keys, the SQLite database and (later) media live here.
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://...`; SQLite under `data_dir` if unset.
@@ -129,6 +132,7 @@ impl Default for Config {
             trusted_key_servers: String::new(),
             federation_allowed_servers: String::new(),
             federation_denied_servers: String::new(),
+            federation_dns_server: None,
             data_dir: PathBuf::from("./tessera-data"),
             database_url: None,
             database_max_connections: pool.max_connections,
@@ -172,6 +176,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("TESSERA_TRUSTED_KEY_SERVERS", "trusted_key_servers"),
     ("TESSERA_FEDERATION_ALLOWED_SERVERS", "federation_allowed_servers"),
     ("TESSERA_FEDERATION_DENIED_SERVERS", "federation_denied_servers"),
+    ("TESSERA_FEDERATION_DNS_SERVER", "federation_dns_server"),
     ("TESSERA_DATA_DIR", "data_dir"),
     ("TESSERA_DATABASE_URL", "database_url"),
     ("TESSERA_DATABASE_MAX_CONNECTIONS", "database_max_connections"),

@@ -328,8 +328,12 @@ fn federation_client(config: &Config, key: Arc<ServerSigningKey>) -> Result<Fede
         None => None,
     };
     let ranges = OutboundRules::parse_ranges(&config.outbound_allowed_ranges).map_err(ServeError::Tls)?;
-    let settings =
-        ClientSettings { trusted_ca_pem, rules: OutboundRules::new(ranges), servers: config.server_policy() };
+    let settings = ClientSettings {
+        trusted_ca_pem,
+        rules: OutboundRules::new(ranges),
+        servers: config.server_policy(),
+        dns_server: config.federation_dns_server,
+    };
     FederationClient::new(key, settings).map_err(|e| ServeError::Tls(e.to_string()))
 }
 

@@ -45,6 +45,8 @@ pub struct ClientSettings {
     pub rules: OutboundRules,
     /// The servers this one federates with (none other is asked).
     pub servers: tessera_service::federation::ServerPolicy,
+    /// The nameserver asked for SRV records (the system's when `None`).
+    pub dns_server: Option<std::net::SocketAddr>,
 }
 
 /// The signed HTTPS client. Cheap to clone.
@@ -69,12 +71,13 @@ pub struct ClientError(String);
 impl FederationClient {
     pub fn new(key: Arc<ServerSigningKey>, settings: ClientSettings) -> Result<Self, ClientError> {
         install_crypto_provider();
+        let routes = crate::discovery::SrvRoutes::default();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .redirect(redirects(settings.rules.clone()))
             .user_agent(concat!("Tessera/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(FilteringResolver { rules: settings.rules.clone() }));
+            .dns_resolver(Arc::new(FilteringResolver { rules: settings.rules.clone(), routes: routes.clone() }));
         if let Some(pem) = &settings.trusted_ca_pem {
             for certificate in
                 reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ClientError(e.to_string()))?
@@ -83,7 +86,8 @@ impl FederationClient {
             }
         }
         let http = builder.build().map_err(|e| ClientError(e.to_string()))?;
-        let discovery = Discovery::new(http.clone(), settings.rules.clone());
+        let srv = crate::srv::SrvResolver::new(settings.dns_server);
+        let discovery = Discovery::new(http.clone(), settings.rules.clone(), srv, routes);
         let servers = settings.servers;
         Ok(Self { inner: Arc::new(Inner { http, discovery, rules: settings.rules, servers, key }) })
     }

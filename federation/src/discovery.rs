@@ -7,11 +7,15 @@
 //!    server: its IP literal, or its host and port, or its host on 8448;
 //!    Host the delegated name. Cached per its `Cache-Control` (a day by
 //!    default, two at most); a failure for an hour.
-//! 4. Otherwise the hostname on 8448; Host the hostname.
-//!
-//! SRV records (`_matrix-fed._tcp`, `_matrix._tcp`) are not looked up yet:
-//! a server that publishes only SRV and no `.well-known` is reached on
-//! 8448 of its name.
+//!    A delegated name without a port is looked up as in 4 and 5.
+//! 4. The SRV records `_matrix-fed._tcp.<hostname>`, then the deprecated
+//!    `_matrix._tcp.<hostname>` (`srv`): their target and port; Host and
+//!    certificate name the hostname. The URL then carries the hostname
+//!    without a port, and the client's resolver ([`SrvRoutes`], read by
+//!    `outbound::FilteringResolver`) answers the target's addresses with
+//!    the record's port. Kept for the records' TTL (an hour at least, a
+//!    day at most); none found, for an hour.
+//! 5. Otherwise the hostname on 8448; Host the hostname.
 //! Spec: <https://spec.matrix.org/v1.16/server-server-api/#resolving-server-names>.
 
 use std::{
@@ -24,7 +28,15 @@ use std::{
 use ruma::{OwnedServerName, ServerName};
 use tessera_service::federation::RemoteError;
 
-use crate::outbound::OutboundRules;
+use crate::{outbound::OutboundRules, srv::SrvResolver};
+
+/// Hostnames reached through an SRV record: the record's target and port.
+/// Shared by [`Discovery`], which writes it, and the client's resolver.
+pub type SrvRoutes = std::sync::Arc<Mutex<HashMap<String, (String, u16)>>>;
+
+const SRV_MIN_TTL: Duration = Duration::from_secs(60 * 60);
+const SRV_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+const SRV_FAILURE_TTL: Duration = Duration::from_secs(60 * 60);
 
 const DEFAULT_PORT: u16 = 8448;
 const WELL_KNOWN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -46,16 +58,20 @@ pub struct Destination {
     pub host_header: String,
 }
 
-/// The resolver, with its `.well-known` cache.
+/// The resolver, with its `.well-known` and SRV caches.
 pub struct Discovery {
     http: reqwest::Client,
     rules: OutboundRules,
     well_known: Mutex<HashMap<OwnedServerName, (Option<OwnedServerName>, Instant)>>,
+    srv: SrvResolver,
+    /// Per hostname: its SRV target and port, or none, until when.
+    srv_cache: Mutex<HashMap<String, (Option<(String, u16)>, Instant)>>,
+    routes: SrvRoutes,
 }
 
 impl Discovery {
-    pub fn new(http: reqwest::Client, rules: OutboundRules) -> Self {
-        Self { http, rules, well_known: Mutex::default() }
+    pub fn new(http: reqwest::Client, rules: OutboundRules, srv: SrvResolver, routes: SrvRoutes) -> Self {
+        Self { http, rules, well_known: Mutex::default(), srv, srv_cache: Mutex::default(), routes }
     }
 
     /// Where to send requests for `server`.
@@ -68,13 +84,57 @@ impl Discovery {
             if let Some(destination) = self.direct(server, &delegated)? {
                 return Ok(destination);
             }
-            let delegated_host = delegated.host();
-            return Ok(Destination {
-                base_url: format!("https://{delegated_host}:{DEFAULT_PORT}"),
-                host_header: delegated_host.to_owned(),
-            });
+            return Ok(self.by_hostname(delegated.host()).await);
         }
-        Ok(Destination { base_url: format!("https://{host}:{DEFAULT_PORT}"), host_header: host.to_owned() })
+        Ok(self.by_hostname(host).await)
+    }
+
+    /// Steps 4 and 5 for a hostname without a port.
+    async fn by_hostname(&self, host: &str) -> Destination {
+        let base_url = match self.srv_target(host).await {
+            Some(_) => format!("https://{host}"),
+            None => format!("https://{host}:{DEFAULT_PORT}"),
+        };
+        Destination { base_url, host_header: host.to_owned() }
+    }
+
+    /// The hostname's SRV target (cached), recorded in the routes the
+    /// client's resolver reads.
+    async fn srv_target(&self, host: &str) -> Option<(String, u16)> {
+        let cached = self.srv_cache.lock().expect("SRV cache").get(host).cloned();
+        let target = match cached {
+            Some((target, expires)) if expires > Instant::now() => target,
+            _ => {
+                let mut found = None;
+                for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
+                    found = self.srv.lookup(&format!("{service}.{host}")).await;
+                    if found.is_some() {
+                        break;
+                    }
+                }
+                let ttl = found.as_ref().map_or(SRV_FAILURE_TTL, |t| t.ttl.clamp(SRV_MIN_TTL, SRV_MAX_TTL));
+                let target = found.map(|t| (t.host, t.port));
+                let mut cache = self.srv_cache.lock().expect("SRV cache");
+                if cache.len() >= MAX_CACHED {
+                    cache.clear();
+                }
+                cache.insert(host.to_owned(), (target.clone(), Instant::now() + ttl));
+                target
+            }
+        };
+        let mut routes = self.routes.lock().expect("SRV routes");
+        match &target {
+            Some(target) => {
+                if routes.len() >= MAX_CACHED {
+                    routes.clear();
+                }
+                routes.insert(host.to_owned(), target.clone());
+            }
+            None => {
+                routes.remove(host);
+            }
+        }
+        target
     }
 
     /// Steps 1 and 2 for `name` (the server name, or its delegation): an
@@ -171,7 +231,7 @@ mod tests {
     fn discovery(allowed: &str) -> Discovery {
         let rules = OutboundRules::new(OutboundRules::parse_ranges(allowed).unwrap());
         crate::client::install_crypto_provider();
-        Discovery::new(reqwest::Client::new(), rules)
+        Discovery::new(reqwest::Client::new(), rules, SrvResolver::new(None), SrvRoutes::default())
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ mod membership;
 pub mod outbound;
 mod query;
 mod room_reads;
+mod srv;
 mod transactions;
 mod user_keys;
 mod version;

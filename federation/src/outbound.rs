@@ -100,16 +100,22 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 /// The DNS resolver of the outbound client: the system's, keeping only the
-/// addresses the rules permit (a name with none left fails to resolve).
+/// addresses the rules permit (a name with none left fails to resolve). A
+/// hostname reached through an SRV record (`routes`) resolves to its
+/// target's addresses with the record's port (a URL without a port keeps
+/// the port the resolver gives).
 pub struct FilteringResolver {
     pub rules: OutboundRules,
+    pub routes: crate::discovery::SrvRoutes,
 }
 
 impl Resolve for FilteringResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let rules = self.rules.clone();
+        let route = self.routes.lock().expect("SRV routes").get(name.as_str()).cloned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let (host, port) = route.unwrap_or_else(|| (name.as_str().to_owned(), 0));
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port)).await?.collect();
             let permitted: Vec<SocketAddr> =
                 found.into_iter().filter(|addr| rules.permits(addr.ip())).collect();
             if permitted.is_empty() {

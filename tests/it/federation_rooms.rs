@@ -20,6 +20,7 @@ both_backends!(
     presence_and_device_changes_cross_servers,
     a_server_the_acl_bans_is_refused,
     a_server_the_operator_denies_is_neither_answered_nor_asked,
+    a_server_found_through_its_srv_record_is_reached,
     leaving_and_kicks_reach_the_other_server,
     a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge
 );
@@ -589,6 +590,62 @@ async fn a_server_the_operator_denies_is_neither_answered_nor_asked(backend: Bac
     assert!(answer.status >= 400, "{}", answer.body);
     let members = bob.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", encode(&b_room))).await.ok();
     assert_eq!(members["joined"].as_object().map(|m| m.len()), Some(1), "{members}");
+}
+
+/// A nameserver on loopback that answers every SRV query with one record:
+/// `localhost` on `port`. Returns its address and how many it answered.
+async fn srv_nameserver(port: u16) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind DNS");
+    let addr = socket.local_addr().expect("DNS address");
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    tokio::spawn(async move {
+        let mut buffer = [0u8; 512];
+        while let Ok((read, from)) = socket.recv_from(&mut buffer).await {
+            let query = &buffer[..read];
+            // The question ends after its name's zero byte, type and class.
+            let Some(end) = query[12..].iter().position(|b| *b == 0).map(|at| 12 + at + 5) else { continue };
+            let mut answer = query[..end].to_vec();
+            answer[2] = 0x81;
+            answer[3] = 0x80;
+            answer[6..8].copy_from_slice(&1u16.to_be_bytes());
+            answer.extend_from_slice(&[0xc0, 12, 0, 33, 0, 1, 0, 0, 0x0e, 0x10]);
+            let mut data = vec![0, 10, 0, 5];
+            data.extend_from_slice(&port.to_be_bytes());
+            data.extend_from_slice(b"\x09localhost\x00");
+            answer.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            answer.extend_from_slice(&data);
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = socket.send_to(&answer, from).await;
+        }
+    });
+    (addr, asked)
+}
+
+async fn a_server_found_through_its_srv_record_is_reached(backend: Backend) {
+    // B is named `localhost`, with no port: only its SRV record (served by
+    // A's nameserver) says where its federation listener is.
+    let ca = crate::harness::TestCa::new();
+    let b = crate::harness::TestServer::start_federating_with(backend, &ca, |c| {
+        c.server_name = "localhost".into();
+    })
+    .await;
+    let port = b.federation_port();
+    let (nameserver, asked) = srv_nameserver(port).await;
+    let a = crate::harness::TestServer::start_federating_with(backend, &ca, |c| {
+        c.federation_dns_server = Some(nameserver);
+    })
+    .await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let room_id = bob.create_room(json!({ "preset": "public_chat" })).await;
+    bob.send_text(&room_id, "hello from the SRV target").await;
+
+    let joined = join_through(&alice, &b, &room_id).await;
+    assert_eq!(joined["room_id"], room_id.as_str(), "{joined}");
+    assert!(asked.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the nameserver was asked");
+    alice.send_text(&room_id, "hello back").await;
+    sync_until(&bob, &room_id, None, text("hello back")).await;
 }
 
 async fn leaving_and_kicks_reach_the_other_server(backend: Backend) {

@@ -313,6 +313,11 @@ impl TestServer {
         server
     }
 
+    /// The federation listener's port.
+    pub fn federation_port(&self) -> u16 {
+        self.config.federation_listen.expect("a federating server").port()
+    }
+
     /// The server's name.
     pub fn server_name(&self) -> &str {
         &self.config.server_name
