@@ -139,7 +139,7 @@ bench() {
 	local line="tessera-bench run $*"
 	log "$line"
 	# shellcheck disable=SC2016 # the $ placeholders are literal text
-	line=$(sed -E 's/--server-pid [0-9]+/--server-pid $PID/; s/--postgres-database [a-z_]+/--postgres-database $DB/; s/--target (tessera|synapse)-(sqlite|postgres) (.*--transport)/--target $TARGET \3/' <<<"$line")
+	line=$(sed -E 's/--server-pid [0-9]+/--server-pid $PID/; s/--server-pid-b [0-9]+/--server-pid-b $PID_B/; s/--postgres-database [a-z_]+/--postgres-database $DB/; s/--postgres-database-b [a-z_]+/--postgres-database-b $DB_B/; s/--target (tessera|synapse)-(sqlite|postgres) (.*--transport)/--target $TARGET \3/' <<<"$line")
 	if [[ " ${COMMANDS[*]} " != *" $line "* ]]; then
 		COMMANDS+=("$line")
 	fi

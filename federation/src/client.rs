@@ -77,7 +77,10 @@ impl FederationClient {
             .timeout(REQUEST_TIMEOUT)
             .redirect(redirects(settings.rules.clone()))
             .user_agent(concat!("Tessera/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(FilteringResolver { rules: settings.rules.clone(), routes: routes.clone() }));
+            .dns_resolver(Arc::new(FilteringResolver {
+                rules: settings.rules.clone(),
+                routes: routes.clone(),
+            }));
         if let Some(pem) = &settings.trusted_ca_pem {
             for certificate in
                 reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ClientError(e.to_string()))?

@@ -16,6 +16,7 @@
 //!    the record's port. Kept for the records' TTL (an hour at least, a
 //!    day at most); none found, for an hour.
 //! 5. Otherwise the hostname on 8448; Host the hostname.
+//!
 //! Spec: <https://spec.matrix.org/v1.16/server-server-api/#resolving-server-names>.
 
 use std::{
@@ -33,6 +34,9 @@ use crate::{outbound::OutboundRules, srv::SrvResolver};
 /// Hostnames reached through an SRV record: the record's target and port.
 /// Shared by [`Discovery`], which writes it, and the client's resolver.
 pub type SrvRoutes = std::sync::Arc<Mutex<HashMap<String, (String, u16)>>>;
+
+/// A hostname's SRV target and port (or none), and until when it holds.
+type SrvCached = (Option<(String, u16)>, Instant);
 
 const SRV_MIN_TTL: Duration = Duration::from_secs(60 * 60);
 const SRV_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -65,7 +69,7 @@ pub struct Discovery {
     well_known: Mutex<HashMap<OwnedServerName, (Option<OwnedServerName>, Instant)>>,
     srv: SrvResolver,
     /// Per hostname: its SRV target and port, or none, until when.
-    srv_cache: Mutex<HashMap<String, (Option<(String, u16)>, Instant)>>,
+    srv_cache: Mutex<HashMap<String, SrvCached>>,
     routes: SrvRoutes,
 }
 

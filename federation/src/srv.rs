@@ -120,7 +120,8 @@ fn query(id: u16, name: &str) -> Result<Vec<u8>, String> {
 /// The SRV records of an answer to query `id`.
 fn parse(id: u16, packet: &[u8]) -> Result<Vec<Record>, String> {
     let short = || "truncated answer".to_owned();
-    let u16_at = |at: usize| packet.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or_else(short);
+    let u16_at =
+        |at: usize| packet.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or_else(short);
     if u16_at(0)? != id {
         return Err("answer to another query".into());
     }
@@ -142,7 +143,10 @@ fn parse(id: u16, packet: &[u8]) -> Result<Vec<Record>, String> {
     for _ in 0..answers {
         at = skip_name(packet, at)?;
         let (kind, class) = (u16_at(at)?, u16_at(at + 2)?);
-        let ttl = packet.get(at + 4..at + 8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or_else(short)?;
+        let ttl = packet
+            .get(at + 4..at + 8)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(short)?;
         let length = usize::from(u16_at(at + 8)?);
         let data = at + 10;
         if packet.len() < data + length {
@@ -153,7 +157,11 @@ fn parse(id: u16, packet: &[u8]) -> Result<Vec<Record>, String> {
             records.push(Record {
                 priority: u16_at(data)?,
                 weight: u16_at(data + 2)?,
-                target: SrvTarget { host: target, port: u16_at(data + 4)?, ttl: Duration::from_secs(ttl.into()) },
+                target: SrvTarget {
+                    host: target,
+                    port: u16_at(data + 4)?,
+                    ttl: Duration::from_secs(ttl.into()),
+                },
             });
         }
         at = data + length;
@@ -252,7 +260,8 @@ mod tests {
     #[test]
     fn answers_are_read_through_compression_and_the_best_record_is_chosen() {
         let question = query(7, "_matrix-fed._tcp.example.org").unwrap();
-        let packet = answer(&question, &[(20, 0, 8448, "backup.example.org"), (10, 5, 443, "hs.example.org")]);
+        let packet =
+            answer(&question, &[(20, 0, 8448, "backup.example.org"), (10, 5, 443, "hs.example.org")]);
         let records = parse(7, &packet).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].target.host, "backup.example.org");
@@ -262,9 +271,21 @@ mod tests {
         assert_eq!((chosen.host.as_str(), chosen.port), ("backup.example.org", 8448));
         assert_eq!(chosen.ttl, Duration::from_secs(300));
         let chosen = choose(vec![
-            Record { priority: 20, weight: 9, target: SrvTarget { host: "b".into(), port: 1, ttl: Duration::ZERO } },
-            Record { priority: 10, weight: 1, target: SrvTarget { host: "c".into(), port: 2, ttl: Duration::ZERO } },
-            Record { priority: 10, weight: 5, target: SrvTarget { host: "d".into(), port: 3, ttl: Duration::ZERO } },
+            Record {
+                priority: 20,
+                weight: 9,
+                target: SrvTarget { host: "b".into(), port: 1, ttl: Duration::ZERO },
+            },
+            Record {
+                priority: 10,
+                weight: 1,
+                target: SrvTarget { host: "c".into(), port: 2, ttl: Duration::ZERO },
+            },
+            Record {
+                priority: 10,
+                weight: 5,
+                target: SrvTarget { host: "d".into(), port: 3, ttl: Duration::ZERO },
+            },
         ]);
         assert_eq!(chosen.unwrap().host, "d");
     }
