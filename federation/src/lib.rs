@@ -12,6 +12,7 @@
 //! Spec: <https://spec.matrix.org/v1.16/server-server-api/>.
 
 pub mod client;
+mod directory;
 mod discovery;
 mod events;
 mod keys;
@@ -59,6 +60,7 @@ fn routes() -> Router<FederationState> {
         .merge(events::routes())
         .merge(membership::routes())
         .merge(room_reads::routes())
+        .merge(directory::routes())
 }
 
 /// Every federation route, for mounting on the client listener too (as

@@ -1,5 +1,6 @@
 //! Room reads over federation: `/state_ids`, `/state`, `/event_auth`,
-//! `/backfill`, `/get_missing_events` and `/timestamp_to_event`, asked of
+//! `/backfill`, `/get_missing_events`, `/timestamp_to_event` and the
+//! public room directory (`/publicRooms`), asked of
 //! server A by server B. No room has members on two servers yet, so B is
 //! let in by a world-readable room, and kept out of one that is not.
 
@@ -19,6 +20,8 @@ both_backends!(
     backfill_and_missing_events_walk_prev_events,
     timestamp_to_event_answers_servers,
     servers_not_in_a_room_are_refused,
+    the_public_room_directory_is_served_to_servers,
+    a_space_is_shown_to_servers_as_they_may_see_it,
 );
 
 /// Server A with Alice in a room that is world-readable from its
@@ -288,4 +291,65 @@ async fn servers_not_in_a_room_are_refused(backend: Backend) {
         .await
         .expect("sent");
     assert_eq!(unsigned.status().as_u16(), 401);
+}
+
+async fn the_public_room_directory_is_served_to_servers(backend: Backend) {
+    let setup = Setup::new(backend, "11").await;
+    let listed = setup
+        .alice
+        .create_room(json!({ "preset": "public_chat", "visibility": "public", "name": "Listed lounge" }))
+        .await;
+    let answer = setup.get("/_matrix/federation/v1/publicRooms?limit=10").await.ok();
+    let chunk = answer["chunk"].as_array().unwrap_or_else(|| panic!("a chunk: {answer}"));
+    assert_eq!(chunk.len(), 1, "only the published room: {answer}");
+    assert_eq!(chunk[0]["room_id"], listed.as_str());
+    assert_eq!(chunk[0]["name"], "Listed lounge");
+    assert_eq!(chunk[0]["join_rule"], "public");
+    assert_eq!(chunk[0]["num_joined_members"], 1);
+
+    let filtered = json!({ "limit": 10, "filter": { "generic_search_term": "lounge" } });
+    let answer = setup.post("/_matrix/federation/v1/publicRooms", filtered).await.ok();
+    assert_eq!(answer["chunk"][0]["room_id"], listed.as_str(), "{answer}");
+    let none = json!({ "filter": { "generic_search_term": "nothing like it" } });
+    let answer = setup.post("/_matrix/federation/v1/publicRooms", none).await.ok();
+    assert_eq!(answer["chunk"], json!([]), "{answer}");
+
+    // Unsigned: refused.
+    let unsigned = setup.a.client().get("/_matrix/federation/v1/publicRooms").await;
+    unsigned.assert_error(401, "M_UNAUTHORIZED");
+}
+
+async fn a_space_is_shown_to_servers_as_they_may_see_it(backend: Backend) {
+    let setup = Setup::new(backend, "11").await;
+    let alice = &setup.alice;
+    let space = alice
+        .create_room(
+            json!({ "preset": "public_chat", "name": "Space", "creation_content": { "type": "m.space" } }),
+        )
+        .await;
+    let open = alice.create_room(json!({ "preset": "public_chat", "name": "Open" })).await;
+    let closed = alice.create_room(json!({ "preset": "private_chat", "name": "Closed" })).await;
+    for child in [&open, &closed] {
+        let path =
+            format!("/_matrix/client/v3/rooms/{}/state/m.space.child/{}", encode(&space), encode(child));
+        alice.put(&path, json!({ "via": [setup.a.server_name()] })).await.ok();
+    }
+
+    let answer = setup.get(&format!("/_matrix/federation/v1/hierarchy/{}", encode(&space))).await.ok();
+    assert_eq!(answer["room"]["room_id"], space.as_str(), "{answer}");
+    assert_eq!(answer["room"]["room_type"], "m.space");
+    assert_eq!(answer["room"]["children_state"].as_array().map(Vec::len), Some(2), "{answer}");
+    let children: Vec<&str> = answer["children"]
+        .as_array()
+        .expect("children")
+        .iter()
+        .filter_map(|c| c["room_id"].as_str())
+        .collect();
+    assert_eq!(children, vec![open.as_str()], "{answer}");
+    assert_eq!(answer["children"][0]["name"], "Open");
+    assert_eq!(answer["inaccessible_children"], json!([closed]), "{answer}");
+
+    // A room the server may not see is answered as one not known.
+    let path = format!("/_matrix/federation/v1/hierarchy/{}", encode(&closed));
+    setup.get(&path).await.assert_error(404, "M_NOT_FOUND");
 }

@@ -25,7 +25,7 @@ pub mod slow_body;
 pub use error::WebError;
 pub use extract::{ClientIp, Gate, GuestPolicy, GuestsAllowed, LogoutAllowed, NoGuests, Ruma, TokenPolicy};
 pub use json::JsonBody;
-pub use response::RumaResponse;
+pub use response::{RumaResponse, public_rooms_json};
 
 /// What a handler returns.
 pub type Result<T, E = WebError> = std::result::Result<RumaResponse<T>, E>;

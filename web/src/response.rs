@@ -24,3 +24,20 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
         }
     }
 }
+
+/// A `/publicRooms` answer (client or federation) as JSON with every
+/// entry's `join_rule`. ruma leaves it out when it is `public` (the spec's
+/// meaning of an absent one), but clients and Complement read it as
+/// Synapse writes it, always present.
+pub fn public_rooms_json(response: impl OutgoingResponse) -> Result<axum::Json<serde_json::Value>, WebError> {
+    let response = response
+        .try_into_http_response::<Vec<u8>>()
+        .map_err(|e| Error::internal(format!("response serialisation: {e}")))?;
+    let mut body: serde_json::Value = serde_json::from_slice(response.body()).map_err(Error::internal)?;
+    for entry in body.get_mut("chunk").and_then(serde_json::Value::as_array_mut).into_iter().flatten() {
+        if let Some(entry) = entry.as_object_mut() {
+            entry.entry("join_rule").or_insert_with(|| "public".into());
+        }
+    }
+    Ok(axum::Json(body))
+}

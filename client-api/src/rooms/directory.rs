@@ -6,18 +6,12 @@
 
 use axum::{Json, Router, extract::State};
 use ruma::{
-    api::{
-        OutgoingResponse, OutgoingResponseExt,
-        client::{
-            alias::{create_alias, delete_alias, get_alias},
-            directory::{
-                get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility,
-            },
-            room::{Visibility, aliases},
-        },
+    api::client::{
+        alias::{create_alias, delete_alias, get_alias},
+        directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
+        room::{Visibility, aliases},
     },
     directory::{Filter, RoomNetwork},
-    room::JoinRuleKind,
 };
 use serde_json::Value;
 use tessera_service::Error;
@@ -117,7 +111,7 @@ async fn public_rooms(
     response.next_batch = page.next_batch;
     response.prev_batch = page.prev_batch;
     response.total_room_count_estimate = page.total_room_count_estimate;
-    with_join_rules(response)
+    tessera_web::public_rooms_json(response)
 }
 
 /// `POST /publicRooms`.
@@ -141,21 +135,5 @@ async fn public_rooms_filtered(
     response.next_batch = page.next_batch;
     response.prev_batch = page.prev_batch;
     response.total_room_count_estimate = page.total_room_count_estimate;
-    with_join_rules(response)
-}
-
-/// A `/publicRooms` page with every entry's `join_rule`. ruma leaves it out
-/// when it is `public` (the spec's meaning of an absent one), but clients
-/// and Complement read it as Synapse writes it, always present.
-fn with_join_rules(response: impl OutgoingResponse) -> std::result::Result<Json<Value>, WebError> {
-    let response = response
-        .try_into_http_response::<Vec<u8>>()
-        .map_err(|e| Error::internal(format!("response serialisation: {e}")))?;
-    let mut body: Value = serde_json::from_slice(response.body()).map_err(Error::internal)?;
-    for entry in body.get_mut("chunk").and_then(Value::as_array_mut).into_iter().flatten() {
-        if let Some(entry) = entry.as_object_mut() {
-            entry.entry("join_rule").or_insert_with(|| JoinRuleKind::Public.as_str().into());
-        }
-    }
-    Ok(Json(body))
+    tessera_web::public_rooms_json(response)
 }

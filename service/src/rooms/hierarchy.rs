@@ -1,11 +1,12 @@
 //! `GET /v1/rooms/{roomId}/hierarchy`: a space and the rooms under it,
 //! depth first, each with its summary and, for spaces, its `m.space.child`
-//! events.
+//! events; and for other servers `GET /_matrix/federation/v1/hierarchy`,
+//! a room and its direct children.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv1roomsroomidhierarchy>.
 
 use std::collections::HashSet;
 
-use ruma::{OwnedRoomId, RoomId, directory::PublicRoomsChunk, room::RoomType};
+use ruma::{OwnedRoomId, RoomId, ServerName, directory::PublicRoomsChunk, room::RoomType};
 use serde_json::{Value, json};
 
 use super::Rooms;
@@ -16,6 +17,25 @@ pub struct HierarchyRoom {
     pub summary: PublicRoomsChunk,
     /// The room's `m.space.child` events, stripped as the spec shows them.
     pub children_state: Vec<Value>,
+}
+
+/// A space as another server sees it
+/// (`GET /_matrix/federation/v1/hierarchy/{roomId}`).
+pub struct ServerHierarchy {
+    /// The room's summary (with `allowed_room_ids` for a restricted room)
+    /// and, for a space, its `m.space.child` events.
+    pub room: (Value, Vec<Value>),
+    /// The summaries of its children the server may see.
+    pub children: Vec<Value>,
+    /// Its children known here that the server may not see.
+    pub inaccessible_children: Vec<OwnedRoomId>,
+}
+
+/// How open a room is (see [`Rooms::may_peek`]).
+struct Openness {
+    join_rules: Value,
+    join_rule: String,
+    world_readable: bool,
 }
 
 /// What `/hierarchy` asks for.
@@ -107,6 +127,35 @@ impl Rooms {
         {
             return Ok(true);
         }
+        let openness = self.openness(room_id).await?;
+        if openness.world_readable
+            || matches!(openness.join_rule.as_str(), "public" | "knock" | "knock_restricted")
+        {
+            return Ok(true);
+        }
+        Ok(openness.join_rule == "restricted"
+            && self.in_an_allowed_room(&openness.join_rules, &who.user_id).await?)
+    }
+
+    /// Whether server `origin` may see a room's summary: it has a member
+    /// joined, or the room is public, knockable, world-readable or
+    /// restricted (its summary then lists the rooms that admit, for the
+    /// server to check its user against), as Synapse decides; never when
+    /// the room's server ACL bans it.
+    async fn server_may_peek(&self, origin: &ServerName, room_id: &RoomId) -> Result<bool> {
+        if !self.server_allowed(room_id, origin).await? {
+            return Ok(false);
+        }
+        if self.remote_servers(room_id).await?.iter().any(|server| server == origin) {
+            return Ok(true);
+        }
+        let openness = self.openness(room_id).await?;
+        Ok(openness.world_readable
+            || matches!(openness.join_rule.as_str(), "public" | "knock" | "knock_restricted" | "restricted"))
+    }
+
+    /// The room's join rules and whether it is world-readable.
+    async fn openness(&self, room_id: &RoomId) -> Result<Openness> {
         let content = |kind: &'static str| async move {
             let event = self.store.current_state_event(room_id, kind, "").await?;
             Ok::<_, Error>(
@@ -114,14 +163,70 @@ impl Rooms {
             )
         };
         let join_rules = content("m.room.join_rules").await?.unwrap_or_else(|| json!({}));
-        let join_rule = join_rules.get("join_rule").and_then(Value::as_str).unwrap_or("public");
+        let join_rule = join_rules.get("join_rule").and_then(Value::as_str).unwrap_or("public").to_owned();
         let visibility = content("m.room.history_visibility").await?;
         let world_readable =
             visibility.as_ref().and_then(|c| c["history_visibility"].as_str()) == Some("world_readable");
-        if world_readable || matches!(join_rule, "public" | "knock" | "knock_restricted") {
-            return Ok(true);
+        Ok(Openness { join_rules, join_rule, world_readable })
+    }
+
+    /// `GET /_matrix/federation/v1/hierarchy/{roomId}` by `origin`: the
+    /// room and its direct children as the server may see them; 404 for a
+    /// room it may not see, as for one not known here.
+    pub async fn hierarchy_for_server(
+        &self,
+        origin: &ServerName,
+        root: &RoomId,
+        suggested_only: bool,
+    ) -> Result<ServerHierarchy> {
+        if self.room_version(root).await.is_err() || !self.server_may_peek(origin, root).await? {
+            return Err(Error::not_found("Room not found"));
         }
-        Ok(join_rule == "restricted" && self.in_an_allowed_room(&join_rules, &who.user_id).await?)
+        let summary = self.summary_for_server(root).await?;
+        let is_space = summary["room_type"] == RoomType::Space.as_str();
+        let children_state =
+            if is_space { self.space_children(root, suggested_only).await? } else { Vec::new() };
+        let mut children = Vec::new();
+        let mut inaccessible_children = Vec::new();
+        for (child, _) in &children_state {
+            if self.room_version(child).await.is_err() {
+                continue; // not known here: the asking server tries elsewhere
+            }
+            if self.server_may_peek(origin, child).await? {
+                children.push(self.summary_for_server(child).await?);
+            } else {
+                inaccessible_children.push(child.clone());
+            }
+        }
+        Ok(ServerHierarchy {
+            room: (summary, children_state.into_iter().map(|(_, e)| e).collect()),
+            children,
+            inaccessible_children,
+        })
+    }
+
+    /// A room's summary for another server: the directory entry, with the
+    /// rooms that admit to it when it is restricted.
+    async fn summary_for_server(&self, room_id: &RoomId) -> Result<Value> {
+        let joined = self.store.joined_member_count(room_id).await?;
+        let mut entries = self.directory_entries(vec![(room_id.to_owned(), joined)]).await?;
+        let (_, entry) = entries.pop().ok_or_else(|| Error::internal("no directory entry"))?;
+        let mut summary = serde_json::to_value(&entry).map_err(Error::internal)?;
+        let openness = self.openness(room_id).await?;
+        summary["join_rule"] = openness.join_rule.as_str().into();
+        if matches!(openness.join_rule.as_str(), "restricted" | "knock_restricted") {
+            let allowed: Vec<&str> = openness
+                .join_rules
+                .get("allow")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|entry| entry["type"] == "m.room_membership")
+                .filter_map(|entry| entry["room_id"].as_str())
+                .collect();
+            summary["allowed_room_ids"] = json!(allowed);
+        }
+        Ok(summary)
     }
 
     /// A space's children in the spec's order (`order`, then when added,
