@@ -306,6 +306,17 @@ impl Remote for FederationClient {
             self.send(server, get_room_state::v1::Request::new(event_id.to_owned(), room_id.to_owned())).await
         })
     }
+
+    fn public_rooms<'a>(
+        &'a self,
+        server: &'a ServerName,
+        request: ruma::api::federation::directory::get_public_rooms_filtered::v1::Request,
+    ) -> BoxFuture<
+        'a,
+        Result<ruma::api::federation::directory::get_public_rooms_filtered::v1::Response, RemoteError>,
+    > {
+        Box::pin(async move { self.send(server, request).await })
+    }
 }
 
 /// Redirects are followed (for `.well-known`, which may redirect) only to

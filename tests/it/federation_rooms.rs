@@ -21,6 +21,7 @@ both_backends!(
     a_server_the_acl_bans_is_refused,
     a_server_the_operator_denies_is_neither_answered_nor_asked,
     a_server_found_through_its_srv_record_is_reached,
+    another_servers_room_directory_is_listed,
     leaving_and_kicks_reach_the_other_server,
     a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge
 );
@@ -646,6 +647,29 @@ async fn a_server_found_through_its_srv_record_is_reached(backend: Backend) {
     assert!(asked.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the nameserver was asked");
     alice.send_text(&room_id, "hello back").await;
     sync_until(&bob, &room_id, None, text("hello back")).await;
+}
+
+async fn another_servers_room_directory_is_listed(backend: Backend) {
+    let (_ca, a, b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let listed = alice
+        .create_room(json!({ "preset": "public_chat", "visibility": "public", "name": "Over there" }))
+        .await;
+    let path = format!("/_matrix/client/v3/publicRooms?server={}", encode(a.server_name()));
+    let page = bob.get(&path).await.ok();
+    assert_eq!(page["chunk"][0]["room_id"], listed.as_str(), "{page}");
+    assert_eq!(page["chunk"][0]["name"], "Over there");
+    let filtered = bob
+        .post(
+            &format!("/_matrix/client/v3/publicRooms?server={}", encode(a.server_name())),
+            json!({ "filter": { "generic_search_term": "there" } }),
+        )
+        .await
+        .ok();
+    assert_eq!(filtered["chunk"][0]["room_id"], listed.as_str(), "{filtered}");
+    // And Bob joins it from there.
+    join_through(&bob, &a, &listed).await;
 }
 
 async fn leaving_and_kicks_reach_the_other_server(backend: Backend) {

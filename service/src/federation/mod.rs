@@ -19,6 +19,7 @@ use ruma::{
     EventId, OwnedDeviceId, OwnedEventId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, ServerName,
     UserId,
     api::federation::{
+        directory::get_public_rooms_filtered,
         discovery::ServerSigningKeys,
         event::get_room_state,
         keys::{claim_keys, get_keys},
@@ -134,6 +135,14 @@ pub trait Remote: Send + Sync {
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<Box<RawJsonValue>>, RemoteError>>;
 
+    /// `POST /_matrix/federation/v1/publicRooms` of `server`: a page of its
+    /// room directory.
+    fn public_rooms<'a>(
+        &'a self,
+        server: &'a ServerName,
+        request: get_public_rooms_filtered::v1::Request,
+    ) -> BoxFuture<'a, Result<get_public_rooms_filtered::v1::Response, RemoteError>>;
+
     /// `GET /_matrix/federation/v1/event/{eventId}` of `server`: the PDU.
     fn get_event<'a>(
         &'a self,
@@ -237,6 +246,14 @@ impl Remote for NoRemote {
         server: &'a ServerName,
         _event_id: &'a EventId,
     ) -> BoxFuture<'a, Result<Box<RawJsonValue>, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    fn public_rooms<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _request: get_public_rooms_filtered::v1::Request,
+    ) -> BoxFuture<'a, Result<get_public_rooms_filtered::v1::Response, RemoteError>> {
         Box::pin(async move { Err(unreachable(server)) })
     }
 

@@ -199,8 +199,40 @@ impl Rooms {
         Ok(())
     }
 
+    /// Another server's directory, asked of it (`/publicRooms` over
+    /// federation, its tokens passed through): 502 if it cannot be asked.
+    async fn remote_public_rooms(
+        &self,
+        server: &ServerName,
+        network: &RoomNetwork,
+        filter: &Filter,
+        since: Option<&str>,
+        limit: Option<UInt>,
+    ) -> Result<PublicRoomsPage> {
+        use ruma::api::federation::directory::get_public_rooms_filtered;
+        let mut request = get_public_rooms_filtered::v1::Request::new();
+        request.limit = limit;
+        request.since = since.filter(|s| !s.is_empty()).map(str::to_owned);
+        request.filter = filter.clone();
+        request.room_network = network.clone();
+        let answer = self.federation.remote.public_rooms(server, request).await.map_err(|e| {
+            tracing::info!(%server, error = %e, "remote room directory not read");
+            Error::new(
+                502,
+                ruma::api::error::ErrorKind::Unknown,
+                format!("{server}'s room directory could not be read"),
+            )
+        })?;
+        Ok(PublicRoomsPage {
+            chunk: answer.chunk,
+            next_batch: answer.next_batch,
+            prev_batch: answer.prev_batch,
+            total_room_count_estimate: answer.total_room_count_estimate,
+        })
+    }
+
     /// `GET/POST /publicRooms`: a page of the published rooms, most joined
-    /// members first, then by room ID.
+    /// members first, then by room ID; another server's, asked of it.
     pub async fn public_rooms(
         &self,
         server: Option<&ServerName>,
@@ -209,11 +241,13 @@ impl Rooms {
         since: Option<&str>,
         limit: Option<UInt>,
     ) -> Result<PublicRoomsPage> {
+        if let Some(server) = server.filter(|s| *s != self.server_name) {
+            return self.remote_public_rooms(server, network, filter, since, limit).await;
+        }
         let since = since.filter(|s| !s.is_empty()).map(Since::parse).transpose()?;
-        // Another server's directory needs federation, and third-party
-        // networks need application services; we have neither yet, so
-        // those directories are empty (the spec lists no error here).
-        if server.is_some_and(|s| s != self.server_name) || matches!(network, RoomNetwork::ThirdParty(_)) {
+        // Third-party networks need application services, which we do not
+        // have yet: their directories are empty (the spec lists no error).
+        if matches!(network, RoomNetwork::ThirdParty(_)) {
             return Ok(PublicRoomsPage { total_room_count_estimate: Some(UInt::MIN), ..Default::default() });
         }
         let limit = limit
