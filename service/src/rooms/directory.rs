@@ -200,7 +200,7 @@ impl Rooms {
     }
 
     /// Another server's directory, asked of it (`/publicRooms` over
-    /// federation, its tokens passed through): 502 if it cannot be asked.
+    /// federation, its tokens passed through): 404 if it cannot be asked.
     async fn remote_public_rooms(
         &self,
         server: &ServerName,
@@ -215,13 +215,12 @@ impl Rooms {
         request.since = since.filter(|s| !s.is_empty()).map(str::to_owned);
         request.filter = filter.clone();
         request.room_network = network.clone();
+        // A server that cannot be asked is answered as one with no directory
+        // (404): the name comes from the client, often mistyped, and a 5xx
+        // would blame this server.
         let answer = self.federation.remote.public_rooms(server, request).await.map_err(|e| {
             tracing::info!(%server, error = %e, "remote room directory not read");
-            Error::new(
-                502,
-                ruma::api::error::ErrorKind::Unknown,
-                format!("{server}'s room directory could not be read"),
-            )
+            Error::not_found(format!("{server}'s room directory could not be read"))
         })?;
         Ok(PublicRoomsPage {
             chunk: answer.chunk,
