@@ -83,6 +83,8 @@ async fn wrong_credentials_are_forbidden(backend: Backend) {
     // No `type` at all: a missing parameter (ruma's parser meant to say so
     // but panicked; the edge now checks it first).
     client.post("/_matrix/client/v3/login", json!({})).await.assert_error(400, "M_MISSING_PARAM");
+    // Nor with no body at all (read as `{}`; it reached the parser).
+    client.post_raw("/_matrix/client/v3/login", "").await.assert_error(400, "M_MISSING_PARAM");
 }
 
 async fn login_token_is_single_use(backend: Backend) {
