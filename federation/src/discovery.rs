@@ -105,7 +105,7 @@ impl Discovery {
     /// The hostname's SRV target (cached), recorded in the routes the
     /// client's resolver reads.
     async fn srv_target(&self, host: &str) -> Option<(String, u16)> {
-        let cached = self.srv_cache.lock().expect("SRV cache").get(host).cloned();
+        let cached = self.srv_cache.lock().unwrap_or_else(|p| p.into_inner()).get(host).cloned();
         let target = match cached {
             Some((target, expires)) if expires > Instant::now() => target,
             _ => {
@@ -118,7 +118,7 @@ impl Discovery {
                 }
                 let ttl = found.as_ref().map_or(SRV_FAILURE_TTL, |t| t.ttl.clamp(SRV_MIN_TTL, SRV_MAX_TTL));
                 let target = found.map(|t| (t.host, t.port));
-                let mut cache = self.srv_cache.lock().expect("SRV cache");
+                let mut cache = self.srv_cache.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.len() >= MAX_CACHED {
                     cache.clear();
                 }
@@ -126,7 +126,7 @@ impl Discovery {
                 target
             }
         };
-        let mut routes = self.routes.lock().expect("SRV routes");
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         match &target {
             Some(target) => {
                 if routes.len() >= MAX_CACHED {
@@ -170,7 +170,8 @@ impl Discovery {
 
     /// The server its `.well-known` delegates to, if any (cached).
     async fn delegation(&self, server: &ServerName) -> Option<OwnedServerName> {
-        if let Some((delegated, expires)) = self.well_known.lock().expect("well-known cache").get(server)
+        if let Some((delegated, expires)) =
+            self.well_known.lock().unwrap_or_else(|p| p.into_inner()).get(server)
             && *expires > Instant::now()
         {
             return delegated.clone();
@@ -183,7 +184,7 @@ impl Discovery {
             }
         };
         {
-            let mut cache = self.well_known.lock().expect("well-known cache");
+            let mut cache = self.well_known.lock().unwrap_or_else(|p| p.into_inner());
             if cache.len() >= MAX_CACHED {
                 // Bounded: made-up names cannot grow it for ever.
                 cache.clear();

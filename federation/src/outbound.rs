@@ -112,7 +112,7 @@ pub struct FilteringResolver {
 impl Resolve for FilteringResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let rules = self.rules.clone();
-        let route = self.routes.lock().expect("SRV routes").get(name.as_str()).cloned();
+        let route = self.routes.lock().unwrap_or_else(|p| p.into_inner()).get(name.as_str()).cloned();
         Box::pin(async move {
             let (host, port) = route.unwrap_or_else(|| (name.as_str().to_owned(), 0));
             let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port)).await?.collect();
