@@ -7,16 +7,19 @@
 use std::{sync::Arc, time::Duration};
 
 use ruma::{
-    EventId, OwnedDeviceId, OwnedEventId, OwnedMxcUri, OwnedServerName, OwnedUserId, RoomId, RoomVersionId,
-    ServerName, UserId,
+    EventId, OwnedDeviceId, OwnedEventId, OwnedMxcUri, OwnedServerName, OwnedUserId, RoomAliasId, RoomId,
+    RoomVersionId, ServerName, UserId,
     api::{
         IncomingResponseExt, OutgoingRequest,
         federation::{
             discovery::{ServerSigningKeys, get_remote_server_keys_batch, get_server_keys},
             event::{get_event, get_missing_events, get_room_state},
             keys::{claim_keys, get_keys},
-            membership::{create_join_event, prepare_join_event},
-            query::get_profile_information,
+            membership::{
+                create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
+                prepare_knock_event, prepare_leave_event,
+            },
+            query::{get_profile_information, get_room_information},
             transactions::{edu::Edu, send_transaction_message},
         },
         path_builder::PathBuilder,
@@ -316,6 +319,75 @@ impl Remote for FederationClient {
         Result<ruma::api::federation::directory::get_public_rooms_filtered::v1::Response, RemoteError>,
     > {
         Box::pin(async move { self.send(server, request).await })
+    }
+
+    fn make_leave<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        user_id: &'a UserId,
+    ) -> BoxFuture<'a, Result<prepare_leave_event::v1::Response, RemoteError>> {
+        Box::pin(async move {
+            self.send(server, prepare_leave_event::v1::Request::new(room_id.to_owned(), user_id.to_owned()))
+                .await
+        })
+    }
+
+    fn send_leave<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        event_id: &'a EventId,
+        pdu: Box<RawJsonValue>,
+    ) -> BoxFuture<'a, Result<(), RemoteError>> {
+        Box::pin(async move {
+            let request = create_leave_event::v2::Request::new(room_id.to_owned(), event_id.to_owned(), pdu);
+            self.send(server, request).await.map(|_| ())
+        })
+    }
+
+    fn make_knock<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        user_id: &'a UserId,
+        versions: Vec<RoomVersionId>,
+    ) -> BoxFuture<'a, Result<prepare_knock_event::v1::Response, RemoteError>> {
+        Box::pin(async move {
+            let mut request = prepare_knock_event::v1::Request::new(room_id.to_owned(), user_id.to_owned());
+            request.ver = versions;
+            self.send(server, request).await
+        })
+    }
+
+    fn send_knock<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        event_id: &'a EventId,
+        pdu: Box<RawJsonValue>,
+    ) -> BoxFuture<'a, Result<create_knock_event::v1::Response, RemoteError>> {
+        Box::pin(async move {
+            let request = create_knock_event::v1::Request::new(room_id.to_owned(), event_id.to_owned(), pdu);
+            self.send(server, request).await
+        })
+    }
+
+    fn invite<'a>(
+        &'a self,
+        server: &'a ServerName,
+        request: create_invite::v2::Request,
+    ) -> BoxFuture<'a, Result<Box<RawJsonValue>, RemoteError>> {
+        Box::pin(async move { Ok(self.send(server, request).await?.event) })
+    }
+
+    fn query_alias<'a>(
+        &'a self,
+        alias: &'a RoomAliasId,
+    ) -> BoxFuture<'a, Result<get_room_information::v1::Response, RemoteError>> {
+        Box::pin(async move {
+            self.send(alias.server_name(), get_room_information::v1::Request::new(alias.to_owned())).await
+        })
     }
 }
 

@@ -169,7 +169,10 @@ pub struct NewEvent<'a> {
     pub prev_events: &'a [OwnedEventId],
     /// The state group before the event ([`state::EMPTY`] for a create event).
     pub state_before: i64,
-    /// For a membership event: the target user and membership.
+    /// For a membership event: the target user and membership. Written
+    /// for a timeline event, and for an outlier: the out-of-band
+    /// membership of a local user in a room this server takes no part in
+    /// (an invite received, a knock sent, their rejection or rescinding).
     pub membership: Option<(&'a str, &'a str)>,
     /// The sending device's transaction ID, for idempotent sends.
     pub txn: Option<TxnKey<'a>>,
@@ -301,8 +304,9 @@ impl Store {
             .execute(&mut tx)
             .await?;
         }
+        let out_of_band = new.status == EventStatus::Outlier;
         if let Some((user_id, membership)) =
-            new.membership.filter(|_| timeline && new.current_state.is_none())
+            new.membership.filter(|_| (timeline && new.current_state.is_none()) || out_of_band)
         {
             sqlx::query(
                 "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_ordering)

@@ -70,8 +70,11 @@ async fn knock(
     State(state): State<ClientState>,
     req: Ruma<knock_room::v3::Request>,
 ) -> Result<knock_room::v3::Response> {
-    let room_id = state.rooms.resolve_room(&req.body.room_id_or_alias).await?;
-    state.rooms.knock(req.identity()?, &room_id, req.body.reason.as_deref()).await?;
+    let body = &req.body;
+    let room_id = state
+        .rooms
+        .knock_anywhere(req.identity()?, &body.room_id_or_alias, &body.via, body.reason.as_deref())
+        .await?;
     Ok(knock_room::v3::Response::new(room_id).into())
 }
 

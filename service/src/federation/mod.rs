@@ -16,14 +16,18 @@ use std::{future::Future, pin::Pin};
 use std::collections::BTreeMap;
 
 use ruma::{
-    EventId, OwnedDeviceId, OwnedEventId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, ServerName,
-    UserId,
+    EventId, OwnedDeviceId, OwnedEventId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId, RoomVersionId,
+    ServerName, UserId,
     api::federation::{
         directory::get_public_rooms_filtered,
         discovery::ServerSigningKeys,
         event::get_room_state,
         keys::{claim_keys, get_keys},
-        membership::{create_join_event, prepare_join_event},
+        membership::{
+            create_invite, create_join_event, create_knock_event, prepare_join_event, prepare_knock_event,
+            prepare_leave_event,
+        },
+        query::get_room_information,
         transactions::edu::Edu,
     },
     serde::Raw,
@@ -158,6 +162,56 @@ pub trait Remote: Send + Sync {
         room_id: &'a RoomId,
         event_id: &'a EventId,
     ) -> BoxFuture<'a, Result<get_room_state::v1::Response, RemoteError>>;
+
+    /// `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}` of `server`.
+    fn make_leave<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        user_id: &'a UserId,
+    ) -> BoxFuture<'a, Result<prepare_leave_event::v1::Response, RemoteError>>;
+
+    /// `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}` of `server`.
+    fn send_leave<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        event_id: &'a EventId,
+        pdu: Box<RawJsonValue>,
+    ) -> BoxFuture<'a, Result<(), RemoteError>>;
+
+    /// `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}` of `server`.
+    fn make_knock<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        user_id: &'a UserId,
+        versions: Vec<RoomVersionId>,
+    ) -> BoxFuture<'a, Result<prepare_knock_event::v1::Response, RemoteError>>;
+
+    /// `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}` of
+    /// `server`: the room's stripped state.
+    fn send_knock<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        event_id: &'a EventId,
+        pdu: Box<RawJsonValue>,
+    ) -> BoxFuture<'a, Result<create_knock_event::v1::Response, RemoteError>>;
+
+    /// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}` of the
+    /// invited user's server: the invite with that server's signature.
+    fn invite<'a>(
+        &'a self,
+        server: &'a ServerName,
+        request: create_invite::v2::Request,
+    ) -> BoxFuture<'a, Result<Box<RawJsonValue>, RemoteError>>;
+
+    /// `GET /_matrix/federation/v1/query/directory` of the alias's server.
+    fn query_alias<'a>(
+        &'a self,
+        alias: &'a RoomAliasId,
+    ) -> BoxFuture<'a, Result<get_room_information::v1::Response, RemoteError>>;
 }
 
 /// A [`Remote`] that reaches nobody: for a service used without
@@ -264,6 +318,60 @@ impl Remote for NoRemote {
         _event_id: &'a EventId,
     ) -> BoxFuture<'a, Result<get_room_state::v1::Response, RemoteError>> {
         Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    fn make_leave<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _room_id: &'a RoomId,
+        _user_id: &'a UserId,
+    ) -> BoxFuture<'a, Result<prepare_leave_event::v1::Response, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    fn send_leave<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _room_id: &'a RoomId,
+        _event_id: &'a EventId,
+        _pdu: Box<RawJsonValue>,
+    ) -> BoxFuture<'a, Result<(), RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    fn make_knock<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _room_id: &'a RoomId,
+        _user_id: &'a UserId,
+        _versions: Vec<RoomVersionId>,
+    ) -> BoxFuture<'a, Result<prepare_knock_event::v1::Response, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    fn send_knock<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _room_id: &'a RoomId,
+        _event_id: &'a EventId,
+        _pdu: Box<RawJsonValue>,
+    ) -> BoxFuture<'a, Result<create_knock_event::v1::Response, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    fn invite<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _request: create_invite::v2::Request,
+    ) -> BoxFuture<'a, Result<Box<RawJsonValue>, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    fn query_alias<'a>(
+        &'a self,
+        alias: &'a RoomAliasId,
+    ) -> BoxFuture<'a, Result<get_room_information::v1::Response, RemoteError>> {
+        Box::pin(async move { Err(unreachable(alias.server_name())) })
     }
 }
 

@@ -99,16 +99,24 @@ impl Rooms {
         }
     }
 
-    /// `GET /directory/room/{roomAlias}`: the room and the servers that know
-    /// it. Remote aliases would be asked of their server over federation
-    /// (a later issue); until then only local ones resolve.
+    /// `GET /directory/room/{roomAlias}`: the room and the servers to join
+    /// it through. Another server's alias is asked of it
+    /// (`/query/directory`).
     pub async fn get_alias(&self, alias: &RoomAliasId) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+        if alias.server_name() != self.server_name {
+            return self.remote_alias(alias).await;
+        }
         let (room_id, _) = self
             .store
             .get_alias(alias)
             .await?
             .ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
-        Ok((room_id, vec![self.server_name.clone()]))
+        // The servers to join through: this one, and the others in the room.
+        let mut servers = vec![self.server_name.clone()];
+        if self.version_if_known(&room_id).await?.is_some() {
+            servers.extend(self.remote_servers(&room_id).await?.iter().cloned());
+        }
+        Ok((room_id, servers))
     }
 
     /// `DELETE /directory/room/{roomAlias}`. If the alias was advertised in

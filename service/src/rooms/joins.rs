@@ -39,30 +39,48 @@ impl Rooms {
         user_id: &UserId,
         versions: &[RoomVersionId],
     ) -> Result<(RoomVersionId, serde_json::Value)> {
+        self.membership_template(origin, room_id, user_id, "join", Some(versions)).await
+    }
+
+    /// The template of `user_id`'s `membership` (join, leave or knock)
+    /// that `origin` asked for (`make_join`, `make_leave`, `make_knock`),
+    /// with the room's version. `versions`: those the asking server
+    /// supports, where the request says. Built and checked as if it were
+    /// local, so a change the rules refuse is refused here already.
+    pub(super) async fn membership_template(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        membership: &str,
+        versions: Option<&[RoomVersionId]>,
+    ) -> Result<(RoomVersionId, serde_json::Value)> {
         if user_id.server_name() != origin {
-            return Err(Error::forbidden("A server may only join its own users"));
+            return Err(Error::forbidden("A server may only ask for its own users"));
         }
         let version = self.room_version(room_id).await?;
         self.check_server_acl(room_id, origin).await?;
-        if !versions.contains(&version) {
+        if let Some(versions) = versions
+            && !versions.contains(&version)
+        {
             return Err(Error::new(
                 400,
                 ErrorKind::IncompatibleRoomVersion(ruma::api::error::IncompatibleRoomVersionErrorData::new(
                     version.clone(),
                 )),
-                format!("The room's version is {version}, which the joining server does not support"),
+                format!("The room's version is {version}, which the asking server does not support"),
             ));
         }
         if !self.has_local_members(room_id).await? {
             return Err(Error::not_found("This server is not in the room"));
         }
-        let mut content = serde_json::json!({ "membership": "join" });
-        if let Some(authoriser) = self.restricted_join_authoriser(room_id, user_id).await? {
+        let mut content = serde_json::json!({ "membership": membership });
+        if membership == "join"
+            && let Some(authoriser) = self.restricted_join_authoriser(room_id, user_id).await?
+        {
             content["join_authorised_via_users_server"] = authoriser.into();
         }
         let template = EventTemplate::state("m.room.member", user_id.as_str(), content);
-        // Built and checked as if it were local: a join the rules refuse is
-        // refused here already.
         let prepared = self.prepare(Some(room_id), &version, user_id, &template).await?;
         let mut event = prepared.pdu.json;
         for key in ["signatures", "hashes", "event_id", "unsigned"] {
@@ -79,48 +97,8 @@ impl Rooms {
         event_id: &EventId,
         pdu: &RawJsonValue,
     ) -> Result<RoomState> {
-        let version = self.room_version(room_id).await?;
-        self.check_server_acl(room_id, origin).await?;
-        let object: CanonicalJsonObject =
-            serde_json::from_str(pdu.get()).map_err(|e| Error::bad_json(format!("not a PDU: {e}")))?;
-        let pdu =
-            crate::federation::verify_pdu(&self.federation.server_keys, object, Some(room_id), &version)
-                .await
-                .map_err(event_error)?;
-        if pdu.event_id != event_id {
-            return Err(Error::bad_json("The event ID does not match the event"));
-        }
-        let membership = pdu
-            .content_as::<serde_json::Value>()
-            .ok()
-            .and_then(|c| c.get("membership").and_then(|m| m.as_str()).map(str::to_owned));
-        if pdu.kind != TimelineEventType::RoomMember
-            || membership.as_deref() != Some("join")
-            || pdu.state_key.as_deref() != Some(pdu.sender.as_str())
-        {
-            return Err(Error::bad_json("Not a join event"));
-        }
-        if pdu.sender.server_name() != origin {
-            return Err(Error::forbidden("A server may only join its own users"));
-        }
-        let forward: Vec<String> = self
-            .remote_servers(room_id)
-            .await?
-            .iter()
-            .filter(|s| **s != *origin)
-            .map(|s| s.to_string())
-            .collect();
-        match self.append_remote(pdu, &version, None, forward).await? {
-            RemoteOutcome::Stored(EventStatus::Timeline) | RemoteOutcome::Known => {}
-            RemoteOutcome::Missing(_) => {
-                return Err(Error::bad_json("The join refers to events this server does not have"));
-            }
-            RemoteOutcome::Stored(_) => return Err(Error::forbidden("The join is not allowed")),
-        }
-        let join = self.store.get_event(event_id).await?.ok_or_else(|| Error::internal("join not stored"))?;
-        if join.status != EventStatus::Timeline {
-            return Err(Error::forbidden("The join is not allowed"));
-        }
+        let (version, join, cosigned) =
+            self.accept_membership(origin, room_id, event_id, pdu, "join").await?;
         let state = self.store.state_at_group(join.state_before).await?;
         let state_ids: Vec<String> = state.values().cloned().collect();
         let mut state_events = Vec::with_capacity(state_ids.len());
@@ -131,6 +109,9 @@ impl Rooms {
         for event in &state_events {
             room_state.state.push(raw(&event.json)?);
         }
+        if cosigned {
+            room_state.event = Some(raw(&join.json)?);
+        }
         state_events.push(join);
         for event in self.auth_chain(&version, room_id, &state_events).await? {
             room_state.auth_chain.push(raw(&event.json)?);
@@ -138,8 +119,90 @@ impl Rooms {
         Ok(room_state)
     }
 
+    /// A signed membership event of one of `origin`'s users (`send_join`,
+    /// `send_leave`, `send_knock`): verified, appended to the room through
+    /// the remote-event path and sent on to the room's other servers.
+    /// A restricted join that names a user of this server as its
+    /// authoriser is co-signed first (the rules need that server's
+    /// signature). Returns the room's version, the event as stored, and
+    /// whether this server signed it.
+    pub(super) async fn accept_membership(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        pdu: &RawJsonValue,
+        membership: &str,
+    ) -> Result<(RoomVersionId, tessera_storage::StoredEvent, bool)> {
+        let version = self.room_version(room_id).await?;
+        self.check_server_acl(room_id, origin).await?;
+        let mut object: CanonicalJsonObject =
+            serde_json::from_str(pdu.get()).map_err(|e| Error::bad_json(format!("not a PDU: {e}")))?;
+        let authoriser = match object.get("content") {
+            Some(CanonicalJsonValue::Object(content)) if membership == "join" => {
+                match content.get("join_authorised_via_users_server") {
+                    Some(CanonicalJsonValue::String(user)) => UserId::parse(user).ok(),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let cosign = authoriser.is_some_and(|user| user.server_name() == self.server_name);
+        if cosign {
+            let rules = rules_for(&version).map_err(event_error)?;
+            let hashes = object.get("hashes").cloned();
+            self.signing_key.hash_and_sign_event(&mut object, &rules.redaction).map_err(event_error)?;
+            if object.get("hashes") != hashes.as_ref() {
+                return Err(Error::bad_json("The join's content hash is wrong"));
+            }
+        }
+        let pdu =
+            crate::federation::verify_pdu(&self.federation.server_keys, object, Some(room_id), &version)
+                .await
+                .map_err(event_error)?;
+        if pdu.event_id != event_id {
+            return Err(Error::bad_json("The event ID does not match the event"));
+        }
+        let found = pdu
+            .content_as::<serde_json::Value>()
+            .ok()
+            .and_then(|c| c.get("membership").and_then(|m| m.as_str()).map(str::to_owned));
+        if pdu.kind != TimelineEventType::RoomMember
+            || found.as_deref() != Some(membership)
+            || pdu.state_key.as_deref() != Some(pdu.sender.as_str())
+        {
+            return Err(Error::bad_json(format!("Not a {membership} event")));
+        }
+        if pdu.sender.server_name() != origin {
+            return Err(Error::forbidden("A server may only send its own users' memberships"));
+        }
+        let forward: Vec<String> = self
+            .remote_servers(room_id)
+            .await?
+            .iter()
+            .filter(|s| **s != *origin)
+            .map(|s| s.to_string())
+            .collect();
+        let refused = || Error::forbidden(format!("The {membership} is not allowed"));
+        match self.append_remote(pdu, &version, None, forward).await? {
+            RemoteOutcome::Stored(EventStatus::Timeline) | RemoteOutcome::Known => {}
+            RemoteOutcome::Missing(_) => {
+                return Err(Error::bad_json(format!(
+                    "The {membership} refers to events this server does not have"
+                )));
+            }
+            RemoteOutcome::Stored(_) => return Err(refused()),
+        }
+        let stored =
+            self.store.get_event(event_id).await?.ok_or_else(|| Error::internal("event not stored"))?;
+        if stored.status != EventStatus::Timeline {
+            return Err(refused());
+        }
+        Ok((version, stored, cosign))
+    }
+
     /// Whether a user of this server is joined to the room.
-    async fn has_local_members(&self, room_id: &RoomId) -> Result<bool> {
+    pub(super) async fn has_local_members(&self, room_id: &RoomId) -> Result<bool> {
         Ok(self.store.room_members(room_id).await?.iter().any(|(membership, event)| {
             membership == "join"
                 && event
@@ -162,10 +225,7 @@ impl Rooms {
         reason: Option<&str>,
         extra: serde_json::Map<String, serde_json::Value>,
     ) -> Result<OwnedRoomId> {
-        let room_id = match <&RoomId>::try_from(room) {
-            Ok(room_id) => room_id.to_owned(),
-            Err(_) => self.resolve_room(room).await?,
-        };
+        let (room_id, alias_servers) = self.resolve_anywhere(room).await?;
         let known = self.version_if_known(&room_id).await?.is_some();
         let joined_here = known && self.has_local_members(&room_id).await?;
         let invited =
@@ -175,6 +235,13 @@ impl Rooms {
             return Ok(room_id);
         }
         let mut candidates: Vec<OwnedServerName> = via.to_vec();
+        // An invite held out of band: its sender's server is in the room.
+        if let Some(invite) = self.out_of_band_membership(&room_id, &who.user_id).await?
+            && let Ok(inviter) = UserId::parse(&invite.sender)
+        {
+            candidates.push(inviter.server_name().to_owned());
+        }
+        candidates.extend(alias_servers);
         if let Some(server) = room_id.server_name() {
             candidates.push(server.to_owned());
         }
@@ -219,21 +286,6 @@ impl Rooms {
             .await
             .map_err(|e| remote_failure(server, e))?;
         let version = answer.room_version.unwrap_or(RoomVersionId::V1);
-        let rules = rules_for(&version).map_err(event_error)?;
-        let mut event: CanonicalJsonObject = serde_json::from_str(answer.event.get())
-            .map_err(|e| bad_gateway(format!("{server} sent a malformed join template: {e}")))?;
-        // The template must be this user's join in this room.
-        let text = |event: &CanonicalJsonObject, key: &str| match event.get(key) {
-            Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
-            _ => None,
-        };
-        if text(&event, "type").as_deref() != Some("m.room.member")
-            || text(&event, "sender").as_deref() != Some(who.user_id.as_str())
-            || text(&event, "state_key").as_deref() != Some(who.user_id.as_str())
-            || text(&event, "room_id").as_deref() != Some(room_id.as_str())
-        {
-            return Err(bad_gateway(format!("{server} sent a join template for something else")));
-        }
         let mut content = self.profile_content(&who.user_id).await?;
         if let serde_json::Value::Object(fields) = &mut content {
             for (key, value) in extra {
@@ -244,37 +296,12 @@ impl Rooms {
                     fields.insert(key.clone(), value.clone());
                 }
             }
-            if let Some(CanonicalJsonValue::Object(template)) = event.get("content")
-                && let Some(CanonicalJsonValue::String(authoriser)) =
-                    template.get("join_authorised_via_users_server")
-            {
-                fields.insert("join_authorised_via_users_server".into(), authoriser.clone().into());
-            }
         }
-        content["membership"] = "join".into();
         if let Some(reason) = reason {
             content["reason"] = reason.into();
         }
-        let content = CanonicalJsonValue::try_from(content).map_err(|e| Error::bad_json(e.to_string()))?;
-        event.insert("content".into(), content);
-        let now = i64::try_from(u64::from(MilliSecondsSinceUnixEpoch::now().0)).unwrap_or(i64::MAX);
-        event.insert(
-            "origin_server_ts".into(),
-            CanonicalJsonValue::Integer(now.try_into().unwrap_or_default()),
-        );
-        event.insert("origin".into(), CanonicalJsonValue::String(self.server_name.to_string()));
-        for key in ["signatures", "hashes", "unsigned", "event_id"] {
-            event.remove(key);
-        }
-        if rules.event_id_format == EventIdFormatVersion::V1 {
-            event.insert(
-                "event_id".into(),
-                CanonicalJsonValue::String(EventId::new_v1(&self.server_name).to_string()),
-            );
-        }
-        self.signing_key.hash_and_sign_event(&mut event, &rules.redaction).map_err(event_error)?;
-        let join = Pdu::from_remote_json(event.clone(), Some(room_id), &rules).map_err(event_error)?;
-        let json = serde_json::value::to_raw_value(&event).map_err(Error::internal)?;
+        let (join, json) =
+            self.complete_template(server, room_id, &who.user_id, "join", &version, &answer.event, content)?;
         let answer = remote
             .send_join(server, room_id, &join.event_id, json)
             .await
@@ -321,19 +348,89 @@ impl Rooms {
             RemoteOutcome::Stored(_) => Err(Error::forbidden("The room's rules refuse the join")),
         }
     }
+
+    /// Completes the template of `user`'s membership that `server` made
+    /// (`make_join`, `make_leave`, `make_knock`): checked to be that
+    /// user's `membership` in this room, given `content` (with, for a
+    /// join, the authoriser the template names), the
+    /// time, and this server's hashes and signature. Returns the event and
+    /// its JSON to send.
+    #[allow(clippy::too_many_arguments)] // the template's coordinates, each checked
+    pub(super) fn complete_template(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        user: &UserId,
+        membership: &str,
+        version: &RoomVersionId,
+        template: &RawJsonValue,
+        mut content: serde_json::Value,
+    ) -> Result<(Pdu, Box<RawJsonValue>)> {
+        let rules = rules_for(version).map_err(event_error)?;
+        let mut event: CanonicalJsonObject = serde_json::from_str(template.get())
+            .map_err(|e| bad_gateway(format!("{server} sent a malformed template: {e}")))?;
+        let text = |event: &CanonicalJsonObject, key: &str| match event.get(key) {
+            Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let template_content = match event.get("content") {
+            Some(CanonicalJsonValue::Object(content)) => content.clone(),
+            _ => Default::default(),
+        };
+        let asked = matches!(
+            template_content.get("membership"),
+            Some(CanonicalJsonValue::String(m)) if m == membership
+        );
+        if text(&event, "type").as_deref() != Some("m.room.member")
+            || text(&event, "sender").as_deref() != Some(user.as_str())
+            || text(&event, "state_key").as_deref() != Some(user.as_str())
+            || text(&event, "room_id").as_deref() != Some(room_id.as_str())
+            || !asked
+        {
+            return Err(bad_gateway(format!("{server} sent a template for something else")));
+        }
+        if membership == "join"
+            && let Some(CanonicalJsonValue::String(authoriser)) =
+                template_content.get("join_authorised_via_users_server")
+        {
+            content["join_authorised_via_users_server"] = authoriser.clone().into();
+        }
+        content["membership"] = membership.into();
+        let content = CanonicalJsonValue::try_from(content).map_err(|e| Error::bad_json(e.to_string()))?;
+        event.insert("content".into(), content);
+        let now = i64::try_from(u64::from(MilliSecondsSinceUnixEpoch::now().0)).unwrap_or(i64::MAX);
+        event.insert(
+            "origin_server_ts".into(),
+            CanonicalJsonValue::Integer(now.try_into().unwrap_or_default()),
+        );
+        event.insert("origin".into(), CanonicalJsonValue::String(self.server_name.to_string()));
+        for key in ["signatures", "hashes", "unsigned", "event_id"] {
+            event.remove(key);
+        }
+        if rules.event_id_format == EventIdFormatVersion::V1 {
+            event.insert(
+                "event_id".into(),
+                CanonicalJsonValue::String(EventId::new_v1(&self.server_name).to_string()),
+            );
+        }
+        self.signing_key.hash_and_sign_event(&mut event, &rules.redaction).map_err(event_error)?;
+        let pdu = Pdu::from_remote_json(event.clone(), Some(room_id), &rules).map_err(event_error)?;
+        let json = serde_json::value::to_raw_value(&event).map_err(Error::internal)?;
+        Ok((pdu, json))
+    }
 }
 
-fn raw(json: &str) -> Result<Box<RawJsonValue>> {
+pub(super) fn raw(json: &str) -> Result<Box<RawJsonValue>> {
     RawJsonValue::from_string(json.to_owned()).map_err(Error::internal)
 }
 
-fn bad_gateway(message: String) -> Error {
+pub(super) fn bad_gateway(message: String) -> Error {
     Error::new(502, ErrorKind::Unknown, message)
 }
 
 /// A remote server's refusal or failure, for the client: its own error
 /// where it answered one (403, 404, …), else 502.
-fn remote_failure(server: &ServerName, e: crate::federation::RemoteError) -> Error {
+pub(super) fn remote_failure(server: &ServerName, e: crate::federation::RemoteError) -> Error {
     use crate::federation::RemoteError;
     match e {
         RemoteError::Status { status, body, .. } if (400..500).contains(&status) => {
@@ -341,7 +438,7 @@ fn remote_failure(server: &ServerName, e: crate::federation::RemoteError) -> Err
                 .ok()
                 .and_then(|v| v.get("errcode").and_then(|c| c.as_str()).map(str::to_owned));
             match errcode.as_deref() {
-                Some("M_FORBIDDEN") => Error::forbidden(format!("{server} refused the join")),
+                Some("M_FORBIDDEN") => Error::forbidden(format!("{server} refused")),
                 Some("M_INCOMPATIBLE_ROOM_VERSION") | Some("M_UNSUPPORTED_ROOM_VERSION") => Error::new(
                     400,
                     ErrorKind::UnsupportedRoomVersion,

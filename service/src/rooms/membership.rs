@@ -3,7 +3,7 @@
 //! version's authorization rules decide who may do what.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#room-membership>.
 
-use ruma::{OwnedRoomId, RoomId, RoomOrAliasId, UserId};
+use ruma::{RoomId, UserId};
 use serde_json::{Value, json};
 use tessera_core::EventTemplate;
 
@@ -21,24 +21,6 @@ pub enum Change {
 }
 
 impl Rooms {
-    /// Resolves a room ID or alias to a room this server knows.
-    pub async fn resolve_room(&self, room: &RoomOrAliasId) -> Result<OwnedRoomId> {
-        let room_id = match <&RoomId>::try_from(room) {
-            Ok(room_id) => room_id.to_owned(),
-            Err(alias) => {
-                let id = self
-                    .store
-                    .resolve_alias(alias.as_str())
-                    .await?
-                    .ok_or_else(|| Error::not_found("Unknown room alias"))?;
-                RoomId::parse(id).map_err(Error::internal)?
-            }
-        };
-        // Joining remote rooms needs federation (a later issue).
-        self.room_version(&room_id).await?;
-        Ok(room_id)
-    }
-
     /// `POST /join/{roomIdOrAlias}` and `/rooms/{roomId}/join`. `extra` is
     /// the rest of the request body, kept in the member event's content as
     /// Synapse does (a display name for this room, custom keys); the
@@ -177,6 +159,16 @@ impl Rooms {
         target: &UserId,
         reason: Option<&str>,
     ) -> Result<()> {
+        if change == Change::Leave
+            && let Some(current) = self.out_of_band_membership(room_id, target).await?
+        {
+            // An invite or knock of a room this server takes no part in.
+            let pending = current.content().and_then(|c| c["membership"].as_str()).map(str::to_owned);
+            if !matches!(pending.as_deref(), Some("invite" | "knock")) {
+                return Err(Error::forbidden("You are not in this room"));
+            }
+            return self.leave_remote(target, room_id, &current, reason).await;
+        }
         self.room_version(room_id).await?;
         let mut content = match change {
             Change::Invite => {
@@ -215,6 +207,9 @@ impl Rooms {
         }
         if let Some(reason) = reason {
             content["reason"] = reason.into();
+        }
+        if change == Change::Invite && target.server_name() != self.server_name {
+            return self.invite_remote(&who.user_id, room_id, target, content).await;
         }
         self.send_member(room_id, &who.user_id, target, content).await
     }

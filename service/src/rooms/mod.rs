@@ -21,6 +21,7 @@ mod recent;
 mod redact;
 pub mod relations;
 mod remote;
+mod remote_membership;
 mod unread;
 mod upgrade;
 
@@ -43,6 +44,7 @@ pub use create::CreateRoom;
 pub use federation_reads::{RawPdu, StateAt};
 pub use read::{Direction, HistoryPage, HistoryQuery, PageToken, RoomToken};
 pub use remote::RemoteOutcome;
+pub(crate) use remote_membership::OUTSIDER_STATE;
 
 /// The rooms service.
 #[derive(Clone)]

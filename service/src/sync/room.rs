@@ -9,29 +9,17 @@ use ruma::{
     api::client::filter::{FilterDefinition, LazyLoadOptions, RoomEventFilter},
 };
 use serde_json::{Value, json};
-use tessera_storage::StoredEvent;
+use tessera_storage::{EventStatus, StoredEvent};
 
 use super::SyncService;
 use crate::{
     Error, Result,
     auth::Identity,
-    rooms::{ClientEvent, Form, PageToken},
+    rooms::{ClientEvent, Form, OUTSIDER_STATE, PageToken},
 };
 
 /// Timeline length when the filter sets none (Synapse's default).
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
-
-/// The state an invited user sees before joining (the spec's recommended
-/// stripped state).
-const INVITE_STATE: [&str; 7] = [
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-    "m.room.topic",
-];
 
 /// A joined room's section.
 pub struct JoinedRoom {
@@ -224,12 +212,23 @@ impl RoomSync<'_> {
         let store = &self.sync.store;
         let mut events = Vec::new();
         let mut sender = None;
-        for kind in INVITE_STATE {
+        let membership = store.membership_event(&room, &self.who.user_id).await?;
+        if let Some(membership) = membership.as_ref().filter(|m| m.status == EventStatus::Outlier) {
+            // Held out of band: the state that came with the invite or knock.
+            let pdu: Value = serde_json::from_str(&membership.json).map_err(Error::internal)?;
+            let unsigned = &pdu["unsigned"];
+            let given = unsigned.get("invite_room_state").or_else(|| unsigned.get("knock_room_state"));
+            let mut state: Vec<Value> = given.and_then(Value::as_array).cloned().unwrap_or_default();
+            state.retain(|e| !(e["type"] == "m.room.member" && e["state_key"] == self.who.user_id.as_str()));
+            state.extend(stripped(membership));
+            return Ok((state, Some(membership.sender.clone())));
+        }
+        for kind in OUTSIDER_STATE {
             if let Some(event) = store.current_state_event(&room, kind, "").await? {
                 events.push(event);
             }
         }
-        if let Some(membership) = store.membership_event(&room, &self.who.user_id).await? {
+        if let Some(membership) = membership {
             sender = Some(membership.sender.clone());
             if membership.sender != self.who.user_id.as_str()
                 && let Ok(other) = UserId::parse(&membership.sender)
