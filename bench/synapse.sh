@@ -29,6 +29,8 @@
 #   SYNAPSE_VERSION       matrix-synapse version to install (default below)
 #   BENCH_SHARED_SECRET   registration_shared_secret (default tessera-bench-secret)
 #   PYTHON                interpreter used to create the venv (default python3)
+#   SYNAPSE_LOG_LEVEL     level of DIR/homeserver.log (default WARNING; the
+#                         interop test uses INFO to see every request)
 #   FEDERATION_CA_DIR     test CA for start-federating (default
 #                         $BENCH_DIR/federation-ca); Tessera can trust the
 #                         same DIR/ca.pem via TESSERA_FEDERATION_TRUSTED_CA
@@ -61,6 +63,7 @@ readonly VENV="${SYNAPSE_VENV:-$BENCH_DIR/synapse-venv}"
 readonly SYNAPSE_VERSION="${SYNAPSE_VERSION:-1.163.2}"
 readonly SHARED_SECRET="${BENCH_SHARED_SECRET:-tessera-bench-secret}"
 readonly PYTHON="${PYTHON:-python3}"
+readonly LOG_LEVEL="${SYNAPSE_LOG_LEVEL:-WARNING}"
 readonly SERVER_NAME=bench.test
 readonly PG_DB=synapse_bench
 readonly PG_ARGS=(-h 127.0.0.1 -p 5432 -U postgres)
@@ -190,9 +193,9 @@ reset_postgres() {
 		--template=template0 "$name" >&2
 }
 
-# write_log_config DIR — write DIR/log.config: WARNING and above to
-# DIR/homeserver.log only (nothing on stdout), so logging does not weigh on
-# the measurements.
+# write_log_config DIR — write DIR/log.config: WARNING and above (or
+# $SYNAPSE_LOG_LEVEL) to DIR/homeserver.log only (nothing on stdout), so
+# logging does not weigh on the measurements.
 write_log_config() {
 	local dir="$1"
 	cat >"$dir/log.config" <<EOF
@@ -210,7 +213,7 @@ loggers:
   synapse.storage.SQL:
     level: WARNING
 root:
-  level: WARNING
+  level: $LOG_LEVEL
   handlers: [file]
 disable_existing_loggers: false
 EOF

@@ -12,6 +12,7 @@ use ruma::{
     api::{
         IncomingResponseExt, OutgoingRequest,
         federation::{
+            backfill::get_backfill,
             discovery::{ServerSigningKeys, get_remote_server_keys_batch, get_server_keys},
             event::{get_event, get_missing_events, get_room_state},
             keys::{claim_keys, get_keys},
@@ -387,6 +388,19 @@ impl Remote for FederationClient {
     ) -> BoxFuture<'a, Result<get_room_information::v1::Response, RemoteError>> {
         Box::pin(async move {
             self.send(alias.server_name(), get_room_information::v1::Request::new(alias.to_owned())).await
+        })
+    }
+
+    fn backfill<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        from: Vec<OwnedEventId>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<get_backfill::v1::Response, RemoteError>> {
+        Box::pin(async move {
+            let request = get_backfill::v1::Request::new(room_id.to_owned(), from, limit.into());
+            self.send(server, request).await
         })
     }
 }

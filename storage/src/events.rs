@@ -193,6 +193,11 @@ pub struct NewEvent<'a> {
     pub current_state: Option<&'a [crate::state::StateEntry]>,
     /// Other servers to send the event to (queued in the same transaction).
     pub destinations: &'a [&'a str],
+    /// Older than the room's timeline here (backfilled from another
+    /// server, at a negative stream position): in the timeline, but
+    /// changing no extremities, current state or memberships. An outlier
+    /// of the same ID becomes this event.
+    pub historical: bool,
 }
 
 /// An event's relation to another (`m.relates_to`).
@@ -218,15 +223,29 @@ impl Store {
             && new.redaction.is_none()
             && new.status == EventStatus::Timeline
             && new.current_state.is_none()
+            && !new.historical
         {
             return self.append_message_postgres(&new).await.map(|()| new.state_before);
         }
-        // A redacted event leaves the cache once this write ends, however.
+        // A redacted event leaves the cache once this write ends, however;
+        // so does an outlier that a historical event replaces.
         let _redacted =
             new.redaction.map(|(target, _)| self.event_cache.remove_on_drop(target.as_str().to_owned()));
+        let _promoted =
+            new.historical.then(|| self.event_cache.remove_on_drop(new.event_id.as_str().to_owned()));
         let mut tx = self.write.begin().await?;
-        let timeline = new.status == EventStatus::Timeline;
+        // Whether the event moves the room on: extremities, current state.
+        let timeline = new.status == EventStatus::Timeline && !new.historical;
         let changes_state = matches!(new.status, EventStatus::Timeline | EventStatus::SoftFailed);
+        let on_conflict = match new.historical {
+            true => {
+                "ON CONFLICT (event_id) DO UPDATE SET stream_ordering = excluded.stream_ordering,
+                     status = excluded.status, state_before = excluded.state_before,
+                     state_after = excluded.state_after
+                 WHERE events.status = 2"
+            }
+            false => "",
+        };
         let state_after = match new.state_key.filter(|_| changes_state) {
             Some(state_key) => {
                 state::add_state_group(
@@ -241,11 +260,11 @@ impl Store {
             }
             None => new.state_before,
         };
-        sqlx::query(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth,
                  origin_server_ts, json, state_before, state_after, txn_device_id, txn_id, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) {on_conflict}"
+        )))
         .bind(new.stream_ordering)
         .bind(new.event_id.as_str())
         .bind(new.room_id.as_str())
@@ -262,12 +281,14 @@ impl Store {
         .bind(new.status as i64)
         .execute(&mut tx)
         .await?;
+        let edge = match new.historical {
+            true => {
+                "INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            }
+            false => "INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)",
+        };
         for prev in new.prev_events {
-            sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2)")
-                .bind(new.event_id.as_str())
-                .bind(prev.as_str())
-                .execute(&mut tx)
-                .await?;
+            sqlx::query(edge).bind(new.event_id.as_str()).bind(prev.as_str()).execute(&mut tx).await?;
             if timeline {
                 sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
                     .bind(new.room_id.as_str())
@@ -467,6 +488,14 @@ impl Store {
             }
             other => other.map(|_| ()).map_err(Into::into),
         }
+    }
+
+    /// The lowest stream position an event holds, or 0 if none is below
+    /// it: backfilled history takes the positions below.
+    pub async fn lowest_stream_ordering(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT MIN(stream_ordering) FROM events").fetch_one(&self.read).await?;
+        let lowest: Option<i64> = row.try_get(0)?;
+        Ok(lowest.unwrap_or(0).min(0))
     }
 
     /// The event a device's transaction ID produced in its scope, if any.

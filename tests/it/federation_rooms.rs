@@ -23,7 +23,8 @@ both_backends!(
     a_server_found_through_its_srv_record_is_reached,
     another_servers_room_directory_is_listed,
     leaving_and_kicks_reach_the_other_server,
-    a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge
+    a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge,
+    history_from_before_a_late_join_is_backfilled
 );
 
 /// Syncs from `since` until the room's timeline has an event that `want`
@@ -772,4 +773,77 @@ async fn a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge(backend: Backend
         assert!(tokio::time::Instant::now() < deadline, "A never took B's event");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+async fn history_from_before_a_late_join_is_backfilled(backend: Backend) {
+    let (_ca, a, b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let room_id = alice
+        .create_room(json!({ "preset": "public_chat", "initial_state": [{
+            "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": "shared" },
+        }] }))
+        .await;
+    for n in 0..30 {
+        alice.send_text(&room_id, &format!("early {n}")).await;
+        if n == 10 {
+            let secret = alice.send_text(&room_id, "secret").await;
+            let redact =
+                format!("/_matrix/client/v3/rooms/{}/redact/{}/r1", encode(&room_id), encode(&secret));
+            alice.put(&redact, json!({})).await.ok();
+        }
+    }
+    join_through(&bob, &a, &room_id).await;
+    let (_, since) = sync_until(&bob, &room_id, None, |e| e["type"] == "m.room.member").await;
+
+    // Paging back from the end, past Bob's join, reaches A's history.
+    let mut bodies = Vec::new();
+    let mut types = Vec::new();
+    let mut from: Option<String> = None;
+    for _ in 0..20 {
+        let from_param = from.as_ref().map(|f| format!("&from={f}")).unwrap_or_default();
+        let page = bob
+            .get(&format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=15{from_param}",
+                encode(&room_id)
+            ))
+            .await
+            .ok();
+        for event in page["chunk"].as_array().expect("chunk") {
+            types.push(event["type"].as_str().unwrap_or_default().to_owned());
+            if event["type"] == "m.room.message" {
+                bodies.push(event["content"]["body"].as_str().unwrap_or("(redacted)").to_owned());
+            }
+        }
+        match page["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..30)
+        .rev()
+        .flat_map(|n| {
+            let mut these = vec![format!("early {n}")];
+            if n == 10 {
+                these.insert(0, "(redacted)".to_owned());
+            }
+            these
+        })
+        .collect();
+    assert_eq!(bodies, expected, "all of the history, newest first, the redacted one redacted");
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("m.room.create"),
+        "back to the room's start: {types:?}"
+    );
+
+    // The backfilled history is old news: no sync delivers it.
+    let sync = bob.get(&format!("/_matrix/client/v3/sync?timeout=0&since={since}")).await.ok();
+    let events =
+        sync["rooms"]["join"][&room_id]["timeline"]["events"].as_array().cloned().unwrap_or_default();
+    assert!(events.iter().all(|e| e["type"] != "m.room.message"), "{sync}");
+    // And reading it again asks nobody: the same page.
+    let again = bob.all_messages(&encode(&room_id), 100).await;
+    let again: Vec<&str> = again.iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert_eq!(again.len(), 30, "{again:?}");
 }

@@ -1,7 +1,9 @@
 //! End-to-end encryption with a real encrypting client (matrix-sdk with
 //! its crypto, as in Element X): two users in an encrypted room read each
 //! other's messages; a device logged in later reads the history through
-//! recovery and key backup and is cross-signed; a user verifies another.
+//! recovery and key backup and is cross-signed; a user verifies another;
+//! users of two servers read each other's messages (keys queried and
+//! claimed, room keys sent as to-device messages, all over federation).
 //! The server only ever holds ciphertext.
 
 use std::time::Duration;
@@ -26,6 +28,7 @@ use crate::{
 
 both_backends!(
     two_users_read_each_others_encrypted_messages,
+    users_on_two_servers_read_each_others_encrypted_messages,
     a_later_device_reads_history_through_key_backup_and_is_cross_signed,
     a_user_verifies_another_with_cross_signing
 );
@@ -90,6 +93,55 @@ async fn two_users_read_each_others_encrypted_messages(backend: Backend) {
     assert_eq!(stored["type"], "m.room.encrypted", "{stored}");
     assert_eq!(stored["content"]["algorithm"], "m.megolm.v1.aes-sha2");
     assert!(!stored.to_string().contains("secret hello"), "{stored}");
+}
+
+async fn users_on_two_servers_read_each_others_encrypted_messages(backend: Backend) {
+    let (_ca, a, b) = crate::federation::two_servers(backend).await;
+    let mut alice = SdkClient::login(&a, "alice").await;
+    let mut bob = SdkClient::login(&b, "bob").await;
+    // Alice invites Bob, of the other server, to her encrypted room.
+    let alice_room = encrypted_room(&alice, vec![bob.user_id()]).await;
+    let room_id = alice_room.room_id().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while bob.client.get_room(&room_id).is_none_or(|room| room.state() != matrix_sdk::RoomState::Invited) {
+        assert!(tokio::time::Instant::now() < deadline, "Bob's sync never showed the invite");
+        sleep(Duration::from_millis(200)).await;
+    }
+    let bob_room = bob.client.join_room_by_id(&room_id).await.expect("Bob joins through Alice's server");
+    // Alice's server has Bob's join before she encrypts for him.
+    let raw_alice = raw_client(&a, "alice").await;
+    let members = format!("/_matrix/client/v3/rooms/{}/joined_members", encode(room_id.as_str()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !raw_alice.get(&members).await.ok()["joined"][bob.user_id().as_str()].is_object() {
+        assert!(tokio::time::Instant::now() < deadline, "Bob's join never reached Alice's server");
+        sleep(Duration::from_millis(200)).await;
+    }
+
+    let hello = send_text(&alice_room, "a secret across servers").await;
+    let from_alice = alice.user_id();
+    let body = bob
+        .wait_for("alice's encrypted message from the other server, decrypted", |seen| match seen {
+            Seen::Message { sender, body, event_id } if sender == from_alice && event_id == hello => {
+                Some(body)
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(body, "a secret across servers");
+    let reply = send_text(&bob_room, "a secret reply across servers").await;
+    let from_bob = bob.user_id();
+    let body = alice
+        .wait_for("bob's encrypted reply from the other server, decrypted", |seen| match seen {
+            Seen::Message { sender, body, event_id } if sender == from_bob && event_id == reply => Some(body),
+            _ => None,
+        })
+        .await;
+    assert_eq!(body, "a secret reply across servers");
+    // Bob's server holds only ciphertext too.
+    let raw_bob = raw_client(&b, "bob").await;
+    let stored = stored_event(&raw_bob, &room_id, hello.as_str()).await;
+    assert_eq!(stored["type"], "m.room.encrypted", "{stored}");
+    assert!(!stored.to_string().contains("secret across"), "{stored}");
 }
 
 async fn a_later_device_reads_history_through_key_backup_and_is_cross_signed(backend: Backend) {

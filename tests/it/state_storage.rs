@@ -40,6 +40,7 @@ async fn append_state(store: &Store, position: i64, before: i64, key: &str) -> (
             status: Default::default(),
             current_state: None,
             destinations: &[],
+            historical: false,
         })
         .await
         .expect("append");

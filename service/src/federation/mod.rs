@@ -19,6 +19,7 @@ use ruma::{
     EventId, OwnedDeviceId, OwnedEventId, OwnedServerName, OwnedUserId, RoomAliasId, RoomId, RoomVersionId,
     ServerName, UserId,
     api::federation::{
+        backfill::get_backfill,
         directory::get_public_rooms_filtered,
         discovery::ServerSigningKeys,
         event::get_room_state,
@@ -212,6 +213,16 @@ pub trait Remote: Send + Sync {
         &'a self,
         alias: &'a RoomAliasId,
     ) -> BoxFuture<'a, Result<get_room_information::v1::Response, RemoteError>>;
+
+    /// `GET /_matrix/federation/v1/backfill/{roomId}` of `server`: the
+    /// events `from` and before them, as PDUs, not yet verified.
+    fn backfill<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        from: Vec<OwnedEventId>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<get_backfill::v1::Response, RemoteError>>;
 }
 
 /// A [`Remote`] that reaches nobody: for a service used without
@@ -372,6 +383,16 @@ impl Remote for NoRemote {
         alias: &'a RoomAliasId,
     ) -> BoxFuture<'a, Result<get_room_information::v1::Response, RemoteError>> {
         Box::pin(async move { Err(unreachable(alias.server_name())) })
+    }
+
+    fn backfill<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _room_id: &'a RoomId,
+        _from: Vec<OwnedEventId>,
+        _limit: u32,
+    ) -> BoxFuture<'a, Result<get_backfill::v1::Response, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
     }
 }
 

@@ -48,6 +48,16 @@ pub(crate) fn event_error(e: EventError) -> Error {
 }
 
 /// Parses a stored event into a PDU for the room's version.
+/// An event's relation to another, from its content's `m.relates_to`.
+pub(super) fn relation_of(content: &serde_json::Value) -> Option<NewRelation<'_>> {
+    let relates_to = content.get("m.relates_to")?;
+    Some(NewRelation {
+        relates_to: relates_to.get("event_id")?.as_str()?,
+        rel_type: relates_to.get("rel_type")?.as_str()?,
+        aggregation_key: relates_to.get("key").and_then(|k| k.as_str()),
+    })
+}
+
 pub(crate) fn pdu_from_stored(stored: &StoredEvent, version: &RoomVersionId) -> Result<Pdu> {
     let rules = rules_for(version).map_err(event_error)?;
     let json: CanonicalJsonObject =
@@ -224,18 +234,7 @@ impl Rooms {
         };
         let json = serde_json::to_string(&pdu.json).map_err(Error::internal)?;
         let content: serde_json::Value = pdu.content_as().map_err(|e| Error::bad_json(e.to_string()))?;
-        let relates_to = content.get("m.relates_to");
-        let relation = match (
-            relates_to.and_then(|r| r.get("rel_type")).and_then(|r| r.as_str()),
-            relates_to.and_then(|r| r.get("event_id")).and_then(|r| r.as_str()),
-        ) {
-            (Some(rel_type), Some(relates_to)) => Some(NewRelation {
-                relates_to,
-                rel_type,
-                aggregation_key: content["m.relates_to"].get("key").and_then(|k| k.as_str()),
-            }),
-            _ => None,
-        };
+        let relation = relation_of(&content);
         let has_relation = relation.is_some();
         let push_actions = self.push_actions(pdu, &prepared.version).await?;
         let position = self.streams.reserve().await?;
@@ -281,6 +280,7 @@ impl Rooms {
             status: EventStatus::Timeline,
             current_state: prepared.resolved.as_ref().and_then(|r| r.current_state.as_deref()),
             destinations: &destinations,
+            historical: false,
         };
         match self.store.append_event(new).await {
             Ok(state_after) => {

@@ -118,9 +118,33 @@ impl Rooms {
         let room_id = prepared.pdu.room_id.clone();
         self.versions.lock().unwrap_or_else(|p| p.into_inner()).insert(room_id.clone(), version.clone());
         self.persist(&prepared, None, None).await?;
-        for template in rest {
+        // Invites of other servers' users need those servers' signatures
+        // (`/invite`): sent once the room stands, outside its lock.
+        let remote_invitee = |template: &EventTemplate| {
+            template.kind == ruma::events::TimelineEventType::RoomMember
+                && template.content["membership"] == "invite"
+                && template
+                    .state_key
+                    .as_deref()
+                    .and_then(|k| ruma::UserId::parse(k).ok())
+                    .is_some_and(|u| u.server_name() != self.server_name)
+        };
+        for template in rest.iter().filter(|t| !remote_invitee(t)) {
             let prepared = self.prepare(Some(&room_id), &version, &creator.user_id, template).await?;
             self.persist(&prepared, None, None).await?;
+        }
+        drop(_guard);
+        for template in rest.iter().filter(|t| remote_invitee(t)) {
+            let Some(invitee) = template.state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok())
+            else {
+                continue;
+            };
+            // The room stands either way; the creator may invite again.
+            if let Err(e) =
+                self.invite_remote(&creator.user_id, &room_id, &invitee, template.content.clone()).await
+            {
+                tracing::info!(%room_id, %invitee, error = %e, "invite of another server's user at creation failed");
+            }
         }
         if let Some(alias) = alias {
             match self.store.create_alias(alias.as_str(), &room_id, &creator.user_id).await {

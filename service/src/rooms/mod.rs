@@ -7,6 +7,7 @@
 //! append in parallel. Spec: <https://spec.matrix.org/v1.16/client-server-api/#rooms>.
 
 mod append;
+mod backfill;
 mod client_event;
 pub mod context;
 mod create;
@@ -82,6 +83,8 @@ pub struct Rooms {
     servers: Arc<Mutex<HashMap<OwnedRoomId, Arc<Vec<OwnedServerName>>>>>,
     /// How rooms reach other servers.
     federation: RoomsFederation,
+    /// History fetched from other servers (see `backfill`).
+    backfill: backfill::SharedBackfill,
 }
 
 /// What rooms need of federation: the outbox their events leave through,
@@ -133,6 +136,7 @@ impl Rooms {
             relation_changes,
             servers: Arc::default(),
             federation,
+            backfill: Default::default(),
         }
     }
 

@@ -483,6 +483,7 @@ impl Rooms {
         let mut chunk: Vec<StoredEvent> = Vec::new();
         let mut position = start;
         let mut exhausted = false;
+        let mut backfilled = false;
         // Read in batches until the page is full: filtered-out and invisible
         // events do not count towards the limit.
         while chunk.len() < limit && !exhausted {
@@ -507,6 +508,16 @@ impl Rooms {
                     if chunk.len() == limit {
                         break;
                     }
+                }
+            }
+            // Past the oldest event held: older history may be had from
+            // another server in the room (once per request).
+            if exhausted && backwards && chunk.len() < limit && !backfilled && to.is_none() {
+                backfilled = true;
+                match self.backfill(room_id).await {
+                    Ok(0) => {}
+                    Ok(_) => exhausted = false,
+                    Err(e) => tracing::info!(room = %room_id, error = %e, "backfill failed"),
                 }
             }
         }

@@ -247,7 +247,7 @@ impl Rooms {
     /// `redact` level in the state before the redaction. Otherwise the
     /// redaction is kept and the target left as it is (it may arrive later:
     /// not yet applied then).
-    async fn remote_redaction(
+    pub(super) async fn remote_redaction(
         &self,
         redaction: &Pdu,
         target: &EventId,
@@ -306,7 +306,11 @@ impl Rooms {
 
     /// The room's create event, if held: found by its ID where the room
     /// ID is derived from it (version 12), else in the current state.
-    async fn room_create_event(&self, room_id: &RoomId, version: &RoomVersionId) -> Result<Option<Pdu>> {
+    pub(super) async fn room_create_event(
+        &self,
+        room_id: &RoomId,
+        version: &RoomVersionId,
+    ) -> Result<Option<Pdu>> {
         let stored = match room_id.server_name() {
             None => {
                 let id = format!("${}", room_id.as_str().trim_start_matches('!'));
@@ -324,7 +328,7 @@ impl Rooms {
     /// events that are held in the timeline, resolved if they differ.
     /// Previous events not held are passed over (a gap); if none is held,
     /// they are what is missing.
-    async fn state_before_remote(
+    pub(super) async fn state_before_remote(
         &self,
         pdu: &Pdu,
         rules: &RoomVersionRules,
@@ -375,7 +379,7 @@ impl Rooms {
     }
 
     /// Whether `pdu` passes the rules against `state`.
-    async fn passes_state(
+    pub(super) async fn passes_state(
         &self,
         pdu: &Pdu,
         rules: &RoomVersionRules,
@@ -530,6 +534,7 @@ impl Rooms {
             status: prepared.status,
             current_state: None,
             destinations,
+            historical: false,
         };
         self.store.append_event(new).await?;
         Ok(position.position)
@@ -737,7 +742,7 @@ impl Rooms {
 
     /// Fetches events (and, transitively, their own missing auth events)
     /// from `origin` and stores them as outliers.
-    async fn fetch_auth_events(
+    pub(super) async fn fetch_auth_events(
         &self,
         origin: &ruma::ServerName,
         ids: &[OwnedEventId],
@@ -899,7 +904,7 @@ impl Rooms {
 
     /// A PDU of the room from a state answer (`send_join`, `/state`), verified; `None` (and
     /// logged) if it is not.
-    async fn verified(
+    pub(super) async fn verified(
         &self,
         json: &serde_json::value::RawValue,
         room_id: &RoomId,

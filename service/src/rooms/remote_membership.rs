@@ -123,6 +123,7 @@ impl Rooms {
             status: EventStatus::Outlier,
             current_state: None,
             destinations: &[],
+            historical: false,
         };
         self.store.append_event(new).await?;
         drop(position);
