@@ -180,9 +180,9 @@ impl Serialize for Joined<'_> {
         if !room.account_data.is_empty() {
             map.serialize_entry("account_data", &Events(&room.account_data))?;
         }
-        if !room.ephemeral.is_empty() {
-            map.serialize_entry("ephemeral", &Events(&room.ephemeral))?;
-        }
+        // Always there, as Synapse has it: clients and test suites read
+        // `ephemeral.events` without checking for the section.
+        map.serialize_entry("ephemeral", &Events(&room.ephemeral))?;
         map.end()
     }
 }

@@ -187,7 +187,9 @@ fn power_levels(
         "ban": 50,
         "kick": 50,
         "redact": 50,
-        "invite": 0,
+        // As Synapse has it: anyone in a private chat may invite; in a
+        // public one, moderators.
+        "invite": if plan.preset == Preset::PublicChat { 50 } else { 0 },
     });
     if creators_are_implicit {
         // Room version 12 reserves 150 for tombstones (upgrades), above any

@@ -7,19 +7,20 @@ use ruma::{UserId, room_version_rules::RoomVersionRules};
 
 use crate::Pdu;
 
-/// Whether `user` may redact an event sent by `target_sender`: their own
-/// events always; others' with at least the `redact` level (room creators,
-/// from room version 12, always). Spec: "Redactions" in the client-server
+/// Whether `user` may redact an event sent by `target_sender` (`None`: an
+/// event not held, taken as another's): their own events always; others'
+/// with at least the `redact` level (room creators, from room version 12,
+/// always). Spec: "Redactions" in the client-server
 /// API; the authorization rules themselves do not check this from room
 /// version 3 on, so the server must.
 pub fn may_redact(
     user: &UserId,
-    target_sender: &UserId,
+    target_sender: Option<&UserId>,
     create: &Pdu,
     power_levels: Option<&Pdu>,
     rules: &RoomVersionRules,
 ) -> bool {
-    if user == target_sender {
+    if target_sender == Some(user) {
         return true;
     }
     let auth = &rules.authorization;

@@ -351,13 +351,13 @@ fn redaction_permission_and_algorithm() {
         let create = room.state_event(&StateEventType::RoomCreate, "").expect("create").clone();
         let levels = room.state_event(&StateEventType::RoomPowerLevels, "").cloned();
         let rules = rules_for(&version).expect("rules");
-        assert!(crate::power::may_redact(bob, bob, &create, levels.as_ref(), &rules), "own events");
+        assert!(crate::power::may_redact(bob, Some(bob), &create, levels.as_ref(), &rules), "own events");
         assert!(
-            crate::power::may_redact(alice, bob, &create, levels.as_ref(), &rules),
+            crate::power::may_redact(alice, Some(bob), &create, levels.as_ref(), &rules),
             "the creator moderates"
         );
         assert!(
-            !crate::power::may_redact(bob, &by_alice.sender, &create, levels.as_ref(), &rules),
+            !crate::power::may_redact(bob, Some(&by_alice.sender), &create, levels.as_ref(), &rules),
             "PL 0 < 50"
         );
 

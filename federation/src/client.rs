@@ -14,7 +14,7 @@ use ruma::{
         federation::{
             backfill::get_backfill,
             discovery::{ServerSigningKeys, get_remote_server_keys_batch, get_server_keys},
-            event::{get_event, get_missing_events, get_room_state},
+            event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
             keys::{claim_keys, get_keys},
             membership::{
                 create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
@@ -400,6 +400,18 @@ impl Remote for FederationClient {
     ) -> BoxFuture<'a, Result<get_backfill::v1::Response, RemoteError>> {
         Box::pin(async move {
             let request = get_backfill::v1::Request::new(room_id.to_owned(), from, limit.into());
+            self.send(server, request).await
+        })
+    }
+
+    fn room_state_ids<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        event_id: &'a EventId,
+    ) -> BoxFuture<'a, Result<get_room_state_ids::v1::Response, RemoteError>> {
+        Box::pin(async move {
+            let request = get_room_state_ids::v1::Request::new(event_id.to_owned(), room_id.to_owned());
             self.send(server, request).await
         })
     }

@@ -28,6 +28,14 @@ pub struct Profiles {
     server_name: OwnedServerName,
 }
 
+/// The most words of a user directory search that count.
+const MAX_SEARCH_WORDS: usize = 8;
+/// The longest word of a search that can match (user IDs are at most 255
+/// bytes, display names are bounded like other profile fields).
+const MAX_SEARCH_WORD_BYTES: usize = 1024;
+/// The most users one search answers with.
+const MAX_SEARCH_RESULTS: usize = 100;
+
 impl Profiles {
     pub fn new(store: Store, rooms: Rooms, remote: Arc<dyn Remote>, server_name: OwnedServerName) -> Self {
         Self { store, rooms, remote, server_name }
@@ -54,6 +62,36 @@ impl Profiles {
     }
 
     /// The profile of a local user; 404 if there is no such (active) user.
+    /// `POST /user_directory/search`: this server's users who share a
+    /// room with `searcher` or are in a room of the room directory, whose
+    /// user ID or global display name contains every word of `term` (a
+    /// room's own name for a member is not searched: it was said only to
+    /// that room). At most `limit` (10 by default, 100 at most); whether
+    /// there were more.
+    pub async fn search(
+        &self,
+        searcher: &UserId,
+        term: &str,
+        limit: usize,
+    ) -> Result<(Vec<(String, Profile)>, bool)> {
+        let words: Vec<String> = term
+            .split_whitespace()
+            .map(|w| w.trim_start_matches('@').to_lowercase())
+            .filter(|w| !w.is_empty())
+            .take(MAX_SEARCH_WORDS)
+            .collect();
+        // A word longer than any user ID or name matches nobody.
+        if words.is_empty() || words.iter().any(|w| w.len() > MAX_SEARCH_WORD_BYTES) {
+            return Ok((Vec::new(), false));
+        }
+        let limit = limit.clamp(1, MAX_SEARCH_RESULTS);
+        let mut found =
+            self.store.search_users(searcher, &words, i64::try_from(limit).unwrap_or(10) + 1).await?;
+        let limited = found.len() > limit;
+        found.truncate(limit);
+        Ok((found, limited))
+    }
+
     pub async fn local(&self, user_id: &UserId) -> Result<Profile> {
         self.store.get_profile(user_id).await?.ok_or_else(|| Error::not_found("Profile not found"))
     }

@@ -158,6 +158,49 @@ impl Store {
     }
 
     /// The profile of an active user; `None` if there is no such user.
+    /// The user directory for `searcher`: this server's users (active)
+    /// who share a joined room with them or are joined to a room in the
+    /// room directory, whose user ID or display name contains every one of
+    /// `words` (lowercase, any case matched); by user ID, at most `limit`.
+    pub async fn search_users(
+        &self,
+        searcher: &UserId,
+        words: &[String],
+        limit: i64,
+    ) -> Result<Vec<(String, Profile)>> {
+        let mut sql = String::from(
+            "SELECT u.user_id, u.displayname, u.avatar_url FROM users u
+             WHERE u.deactivated = 0 AND u.user_id IN (
+                 SELECT b.user_id FROM room_memberships a
+                 JOIN room_memberships b ON b.room_id = a.room_id AND b.membership = 'join'
+                 WHERE a.user_id = $1 AND a.membership = 'join'
+                 UNION
+                 SELECT m.user_id FROM room_memberships m JOIN rooms r ON r.room_id = m.room_id
+                 WHERE r.is_public = 1 AND m.membership = 'join')",
+        );
+        for n in 0..words.len() {
+            let p = n + 3;
+            sql.push_str(&format!(
+                " AND (LOWER(u.user_id) LIKE ${p} ESCAPE '\\' OR LOWER(COALESCE(u.displayname, '')) LIKE ${p} ESCAPE '\\')"
+            ));
+        }
+        sql.push_str(" ORDER BY u.user_id LIMIT $2");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(searcher.as_str()).bind(limit);
+        for word in words {
+            let escaped = word.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            query = query.bind(format!("%{escaped}%"));
+        }
+        let rows = query.fetch_all(&self.read).await?;
+        rows.iter()
+            .map(|row| {
+                let avatar_url: Option<String> = row.try_get(2)?;
+                let profile =
+                    Profile { displayname: row.try_get(1)?, avatar_url: avatar_url.map(Into::into) };
+                Ok((row.try_get(0)?, profile))
+            })
+            .collect()
+    }
+
     pub async fn get_profile(&self, user_id: &UserId) -> Result<Option<Profile>> {
         let row =
             sqlx::query("SELECT displayname, avatar_url FROM users WHERE user_id = $1 AND deactivated = 0")

@@ -1,4 +1,5 @@
-//! `GET /profile/{userId}`, `GET/PUT /profile/{userId}/displayname|avatar_url`.
+//! `GET /profile/{userId}`, `GET/PUT /profile/{userId}/displayname|avatar_url`,
+//! and the user directory (`POST /user_directory/search`).
 
 use serde_json::json;
 
@@ -7,7 +8,12 @@ use crate::{
     harness::{Backend, TestServer},
 };
 
-both_backends!(profiles_are_set_and_read, profile_errors, profile_changes_reach_member_events);
+both_backends!(
+    profiles_are_set_and_read,
+    profile_errors,
+    profile_changes_reach_member_events,
+    the_user_directory_finds_users_in_shared_and_public_rooms
+);
 
 async fn profiles_are_set_and_read(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -122,4 +128,71 @@ async fn profile_changes_reach_member_events(backend: Backend) {
     alice.put(&format!("{me}/displayname"), json!({ "displayname": "Alice L." })).await.ok();
     assert_eq!(member(first.clone()).await, before);
     assert_eq!(alice.all_messages(&first, 100).await.len(), events_before);
+}
+
+async fn the_user_directory_finds_users_in_shared_and_public_rooms(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "secret-pw").await;
+    let bob = server.register("bob", "secret-pw").await;
+    let carol = server.register("carol", "secret-pw").await;
+    let dave = server.register("dave", "secret-pw").await;
+    let search = |term: &str, limit: Option<u64>| {
+        let mut body = json!({ "search_term": term });
+        if let Some(limit) = limit {
+            body["limit"] = limit.into();
+        }
+        body
+    };
+    let ids = |found: &serde_json::Value| -> Vec<String> {
+        found["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|u| u["user_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let path = "/_matrix/client/v3/user_directory/search";
+    alice
+        .put(
+            "/_matrix/client/v3/profile/@alice:tessera.test/displayname",
+            json!({ "displayname": "Alice Cooper" }),
+        )
+        .await
+        .ok();
+    // Alice is in a published room; Carol and Dave share a private one,
+    // where Dave goes by a name of that room only.
+    let public = alice.create_room(json!({ "visibility": "public", "preset": "public_chat" })).await;
+    let private =
+        carol.create_room(json!({ "preset": "private_chat", "invite": ["@dave:tessera.test"] })).await;
+    dave.join(&private).await.ok();
+    let member = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.member/@dave:tessera.test",
+        crate::harness::encode(&private)
+    );
+    dave.put(&member, json!({ "membership": "join", "displayname": "Secret Dave" })).await.ok();
+
+    // Anyone finds Alice, by her name or her user ID, any case.
+    let found = bob.post(path, search("alice cooper", None)).await.ok();
+    assert_eq!(
+        found["results"],
+        json!([{ "user_id": "@alice:tessera.test", "display_name": "Alice Cooper" }])
+    );
+    assert_eq!(found["limited"], false);
+    assert_eq!(ids(&bob.post(path, search("@ALI", None)).await.ok()), ["@alice:tessera.test"]);
+    // Dave only by those who share a room with him, and not by the
+    // room's own name for him.
+    assert!(ids(&bob.post(path, search("dave", None)).await.ok()).is_empty());
+    assert_eq!(ids(&carol.post(path, search("dave", None)).await.ok()), ["@dave:tessera.test"]);
+    assert!(ids(&carol.post(path, search("secret", None)).await.ok()).is_empty());
+    // Patterns are text, not wildcards.
+    assert!(ids(&bob.post(path, search("%", None)).await.ok()).is_empty());
+    // The limit, and whether there were more.
+    bob.join(&public).await.ok();
+    carol.join(&public).await.ok();
+    let found = dave.post(path, search("tessera.test", Some(2))).await.ok();
+    assert_eq!(ids(&found), ["@alice:tessera.test", "@bob:tessera.test"]);
+    assert_eq!(found["limited"], true);
+    // A request without a term is the client's mistake.
+    bob.post(path, json!({})).await.assert_error(400, "M_MISSING_PARAM");
+    server.client().post(path, search("alice", None)).await.assert_error(401, "M_MISSING_TOKEN");
 }

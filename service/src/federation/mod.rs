@@ -22,7 +22,7 @@ use ruma::{
         backfill::get_backfill,
         directory::get_public_rooms_filtered,
         discovery::ServerSigningKeys,
-        event::get_room_state,
+        event::{get_room_state, get_room_state_ids},
         keys::{claim_keys, get_keys},
         membership::{
             create_invite, create_join_event, create_knock_event, prepare_join_event, prepare_knock_event,
@@ -223,6 +223,16 @@ pub trait Remote: Send + Sync {
         from: Vec<OwnedEventId>,
         limit: u32,
     ) -> BoxFuture<'a, Result<get_backfill::v1::Response, RemoteError>>;
+
+    /// `GET /_matrix/federation/v1/state_ids/{roomId}?event_id=` of
+    /// `server`: the IDs of the state before the event and of its auth
+    /// chain.
+    fn room_state_ids<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        event_id: &'a EventId,
+    ) -> BoxFuture<'a, Result<get_room_state_ids::v1::Response, RemoteError>>;
 }
 
 /// A [`Remote`] that reaches nobody: for a service used without
@@ -392,6 +402,15 @@ impl Remote for NoRemote {
         _from: Vec<OwnedEventId>,
         _limit: u32,
     ) -> BoxFuture<'a, Result<get_backfill::v1::Response, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    fn room_state_ids<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _room_id: &'a RoomId,
+        _event_id: &'a EventId,
+    ) -> BoxFuture<'a, Result<get_room_state_ids::v1::Response, RemoteError>> {
         Box::pin(async move { Err(unreachable(server)) })
     }
 }

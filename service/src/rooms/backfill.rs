@@ -186,13 +186,8 @@ impl Rooms {
             .await?
         {
             Ok(found) => found,
-            Err(_) => match self.federation.remote.room_state(server, &pdu.room_id, &pdu.event_id).await {
-                Ok(answer) => {
-                    let given = self
-                        .store_received_state(&pdu.room_id, version, &answer.pdus, &answer.auth_chain)
-                        .await?;
-                    (given.group, given.state)
-                }
+            Err(_) => match self.fetch_state_at(server, &pdu.room_id, &pdu.event_id, version).await? {
+                Ok(given) => (given.group, given.state),
                 Err(e) => {
                     tracing::info!(%server, event = %pdu.event_id, error = %e, "state before backfilled event not had");
                     return Ok(false);

@@ -215,8 +215,9 @@ impl Rooms {
 
     /// `POST /join/{roomIdOrAlias}` and `/rooms/{roomId}/join`: a local
     /// join when a user of this server is in the room, else a join
-    /// through `via` (and the room ID's own server, for versions before
-    /// 12), trying each in turn. Returns the room's ID.
+    /// through `via`, the inviter's server and the servers an alias names
+    /// (or, when there are none, the room ID's own server, for versions
+    /// before 12), trying each in turn. Returns the room's ID.
     pub async fn join_anywhere(
         &self,
         who: &Identity,
@@ -242,7 +243,12 @@ impl Rooms {
             candidates.push(inviter.server_name().to_owned());
         }
         candidates.extend(alias_servers);
-        if let Some(server) = room_id.server_name() {
+        candidates.retain(|s| *s != self.server_name);
+        // The room ID's own server (before version 12) only when nothing
+        // else is named: servers the client names are the ones it trusts.
+        if candidates.is_empty()
+            && let Some(server) = room_id.server_name()
+        {
             candidates.push(server.to_owned());
         }
         candidates.retain(|s| *s != self.server_name);

@@ -35,9 +35,13 @@ impl Rooms {
         if let Some(existing) = self.store.get_txn_event(txn).await? {
             return Ok(existing);
         }
-        let target_event =
-            self.event_in_room(room_id, target).await?.ok_or_else(|| Error::not_found("Event not found"))?;
-        let target_pdu = pdu_from_stored(&target_event, &version)?;
+        // An event not held here (another server's, not received yet) may
+        // be redacted too, by those who may redact others' events; the
+        // redaction applies when it arrives.
+        let target_pdu = match self.event_in_room(room_id, target).await? {
+            Some(stored) => Some(pdu_from_stored(&stored, &version)?),
+            None => None,
+        };
         let create = self
             .store
             .current_state_event(room_id, "m.room.create", "")
@@ -48,7 +52,8 @@ impl Rooms {
             Some(stored) => Some(pdu_from_stored(&stored, &version)?),
             None => None,
         };
-        if !may_redact(&who.user_id, &target_pdu.sender, &create, levels.as_ref(), &rules) {
+        let target_sender = target_pdu.as_ref().map(|pdu| &*pdu.sender);
+        if !may_redact(&who.user_id, target_sender, &create, levels.as_ref(), &rules) {
             return Err(Error::forbidden("You may not redact this event"));
         }
         let mut content = json!({});
@@ -62,9 +67,14 @@ impl Rooms {
             redacts: Some(target.to_owned()),
         };
         let prepared = self.prepare(Some(room_id), &version, &who.user_id, &template).await?;
-        let redacted = target_pdu.redacted_json(&rules).map_err(event_error)?;
-        let redacted = serde_json::to_string(&redacted).map_err(Error::internal)?;
-        self.persist(&prepared, Some(txn), Some((target, &redacted))).await?;
+        let redacted = match &target_pdu {
+            Some(pdu) => Some(
+                serde_json::to_string(&pdu.redacted_json(&rules).map_err(event_error)?)
+                    .map_err(Error::internal)?,
+            ),
+            None => None,
+        };
+        self.persist(&prepared, Some(txn), redacted.as_deref().map(|json| (target, json))).await?;
         Ok(prepared.pdu.event_id)
     }
 }

@@ -279,7 +279,7 @@ impl Rooms {
             create.is_some_and(|create| {
                 tessera_core::power::may_redact(
                     &redaction.sender,
-                    &target_pdu.sender,
+                    Some(&target_pdu.sender),
                     create,
                     levels.as_ref(),
                     &rules,
@@ -610,6 +610,9 @@ fn prepared_pdu_membership(pdu: &Pdu) -> (String, Option<String>) {
 
 /// How many events one `get_missing_events` asks for.
 const MISSING_EVENTS_LIMIT: u32 = 20;
+/// How many events of a state not held are fetched one by one at most
+/// (more: the whole state is asked for).
+const MAX_FETCHED_STATE_EVENTS: usize = 100;
 /// How many missing auth events are fetched one by one at most.
 const MAX_FETCHED_AUTH_EVENTS: usize = 50;
 
@@ -881,23 +884,73 @@ impl Rooms {
         Ok(GivenState { group, state: Arc::new(state) })
     }
 
+    /// The state before `event_id` as `server` has it, stored (see
+    /// [`Rooms::store_received_state`]). Its IDs are asked first
+    /// (`/state_ids`) and the events not held fetched one by one (`/event`)
+    /// when they are few, as Synapse does; else, or when that fails, the
+    /// whole state (`/state`).
+    pub(super) async fn fetch_state_at(
+        &self,
+        server: &ruma::ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        version: &RoomVersionId,
+    ) -> Result<std::result::Result<GivenState, crate::federation::RemoteError>> {
+        let remote = &self.federation.remote;
+        if let Ok(ids) = remote.room_state_ids(server, room_id, event_id).await {
+            let wanted: Vec<String> =
+                ids.pdu_ids.iter().chain(&ids.auth_chain_ids).map(|id| id.to_string()).collect();
+            let mut jsons: HashMap<String, Box<serde_json::value::RawValue>> = HashMap::new();
+            for chunk in wanted.chunks(500) {
+                for event in self.store.get_events(chunk).await? {
+                    if let Ok(json) = serde_json::value::RawValue::from_string(event.json.to_string()) {
+                        jsons.insert(event.event_id.to_string(), json);
+                    }
+                }
+            }
+            let missing: Vec<&String> = wanted.iter().filter(|id| !jsons.contains_key(*id)).collect();
+            if missing.len() <= MAX_FETCHED_STATE_EVENTS {
+                for id in missing {
+                    let Ok(event_id) = EventId::parse(id) else { continue };
+                    match remote.get_event(server, &event_id).await {
+                        Ok(json) => {
+                            jsons.insert(id.clone(), json);
+                        }
+                        Err(e) => tracing::info!(%server, event = %id, error = %e, "state event not fetched"),
+                    }
+                }
+                if wanted.iter().all(|id| jsons.contains_key(id)) {
+                    let pick = |ids: &[OwnedEventId]| -> Vec<Box<serde_json::value::RawValue>> {
+                        ids.iter().filter_map(|id| jsons.get(id.as_str()).cloned()).collect()
+                    };
+                    let (state, auth_chain) = (pick(&ids.pdu_ids), pick(&ids.auth_chain_ids));
+                    return Ok(Ok(self.store_received_state(room_id, version, &state, &auth_chain).await?));
+                }
+            }
+        }
+        match remote.room_state(server, room_id, event_id).await {
+            Ok(answer) => {
+                Ok(Ok(self.store_received_state(room_id, version, &answer.pdus, &answer.auth_chain).await?))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
     /// Appends `pdu`, whose previous events cannot be had, on the state
-    /// before it as `origin` gives it (`/state`): a gap in the DAG here.
+    /// before it as `origin` gives it: a gap in the DAG here.
     async fn append_across_gap(
         &self,
         origin: &ruma::ServerName,
         pdu: Pdu,
         version: &RoomVersionId,
     ) -> Result<RemoteOutcome> {
-        let answer = match self.federation.remote.room_state(origin, &pdu.room_id, &pdu.event_id).await {
-            Ok(answer) => answer,
+        let given = match self.fetch_state_at(origin, &pdu.room_id, &pdu.event_id, version).await? {
+            Ok(given) => given,
             Err(e) => {
                 tracing::info!(%origin, event = %pdu.event_id, error = %e, "state across a gap not fetched");
                 return Ok(RemoteOutcome::Missing(pdu.prev_events.clone()));
             }
         };
-        let given =
-            self.store_received_state(&pdu.room_id, version, &answer.pdus, &answer.auth_chain).await?;
         tracing::info!(%origin, event = %pdu.event_id, state = given.state.len(), "appended across a gap in the DAG");
         self.append_remote(pdu, version, Some(given), Vec::new()).await
     }
