@@ -490,6 +490,29 @@ impl Store {
         }
     }
 
+    /// Up to `limit` of a room's timeline events at stream positions up to
+    /// `upto`, newest first in the room's topological order (depth, then
+    /// stream): where paging back from a sync token starts, so events that
+    /// arrived late from another server (low depth, high position) do not
+    /// hide those received before them.
+    pub async fn room_events_upto_stream(
+        &self,
+        room_id: &RoomId,
+        upto: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM events WHERE room_id = $1 AND status = 0 AND stream_ordering <= $2
+             ORDER BY depth DESC, stream_ordering DESC LIMIT $3"
+        )))
+        .bind(room_id.as_str())
+        .bind(upto)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     /// The lowest stream position an event holds, or 0 if none is below
     /// it: backfilled history takes the positions below.
     pub async fn lowest_stream_ordering(&self) -> Result<i64> {

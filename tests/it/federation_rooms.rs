@@ -24,7 +24,8 @@ both_backends!(
     another_servers_room_directory_is_listed,
     leaving_and_kicks_reach_the_other_server,
     a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge,
-    history_from_before_a_late_join_is_backfilled
+    history_from_before_a_late_join_is_backfilled,
+    a_late_event_from_a_partition_hides_no_history
 );
 
 /// Syncs from `since` until the room's timeline has an event that `want`
@@ -846,4 +847,71 @@ async fn history_from_before_a_late_join_is_backfilled(backend: Backend) {
     let again = bob.all_messages(&encode(&room_id), 100).await;
     let again: Vec<&str> = again.iter().filter_map(|e| e["content"]["body"].as_str()).collect();
     assert_eq!(again.len(), 30, "{again:?}");
+}
+
+async fn a_late_event_from_a_partition_hides_no_history(backend: Backend) {
+    let (_ca, a, b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let bob_id = bob.user_id.clone().expect("user");
+    let room_id = alice.create_room(json!({ "preset": "public_chat", "room_version": "12" })).await;
+    join_through(&bob, &a, &room_id).await;
+    let b_key = crate::federation::server_key(&b);
+    let levels = state_event_id(&alice, &room_id, "m.room.power_levels", "").await;
+    let bob_member = state_event_id(&alice, &room_id, "m.room.member", &bob_id).await;
+    let mut sent = Vec::new();
+    for n in 1..=4 {
+        sent.push(alice.send_text(&room_id, &format!("event {n}")).await);
+    }
+    // Bob's server, cut off meanwhile, sends an event after his join only:
+    // it arrives now, low in the DAG.
+    let late = tessera_core::EventTemplate::message(
+        "m.room.message",
+        json!({ "msgtype": "m.text", "body": "late" }),
+    );
+    let late =
+        forge(&a, &b_key, &b_key, &room_id, late, &bob_id, (&bob_member, &[levels, bob_member.clone()]))
+            .await;
+    let body =
+        json!({ "origin": b_key.server_name().as_str(), "origin_server_ts": 1, "pdus": [late], "edus": [] });
+    let answer = crate::federation::signed_request(
+        &a,
+        reqwest::Method::PUT,
+        "/_matrix/federation/v1/send/late1",
+        Some(body),
+        &b_key,
+        a.server_name(),
+    )
+    .await
+    .ok();
+    assert!(answer["pdus"].as_object().expect("results").values().all(|r| r == &json!({})), "{answer}");
+    for n in 5..=7 {
+        sent.push(alice.send_text(&room_id, &format!("event {n}")).await);
+    }
+
+    // A limited sync shows what arrived last; paging back from its
+    // prev_batch gives what arrived before, all of it.
+    let filter = encode(r#"{"room":{"timeline":{"limit":4}}}"#);
+    let sync = alice.get(&format!("/_matrix/client/v3/sync?filter={filter}")).await.ok();
+    let timeline = &sync["rooms"]["join"][&room_id]["timeline"];
+    let bodies: Vec<&str> = timeline["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["late", "event 5", "event 6", "event 7"], "{timeline}");
+    let prev_batch = timeline["prev_batch"].as_str().expect("prev_batch");
+    let page = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=4&from={}",
+            encode(&room_id),
+            encode(prev_batch)
+        ))
+        .await
+        .ok();
+    let ids: Vec<&str> =
+        page["chunk"].as_array().expect("chunk").iter().filter_map(|e| e["event_id"].as_str()).collect();
+    let want: Vec<&str> = sent[..4].iter().rev().map(String::as_str).collect();
+    assert_eq!(ids, want, "events 4, 3, 2, 1: {page}");
 }

@@ -478,6 +478,13 @@ impl Rooms {
         };
         let backwards = direction == Direction::Backward;
         let start = from.unwrap_or(if backwards { PageToken::END } else { PageToken::START });
+        // Back from a sync token: the events received up to it, in
+        // topological order (see `Store::room_events_upto_stream`); on
+        // from the last of them by topology.
+        let mut from_stream = match query.from {
+            Some(RoomToken::Sync(upto)) if backwards => Some(upto),
+            _ => None,
+        };
         let limit = limit.min(1000);
         let mut cache = VisibilityCache::default();
         let mut chunk: Vec<StoredEvent> = Vec::new();
@@ -488,10 +495,14 @@ impl Rooms {
         // events do not count towards the limit.
         while chunk.len() < limit && !exhausted {
             let batch_size = i64::try_from((limit - chunk.len()).max(20)).unwrap_or(100);
-            let batch = self
-                .store
-                .room_events(room_id, (position.depth, position.stream), backwards, batch_size)
-                .await?;
+            let batch = match from_stream.take() {
+                Some(upto) => self.store.room_events_upto_stream(room_id, upto, batch_size).await?,
+                None => {
+                    self.store
+                        .room_events(room_id, (position.depth, position.stream), backwards, batch_size)
+                        .await?
+                }
+            };
             exhausted = i64::try_from(batch.len()).unwrap_or(0) < batch_size;
             for event in batch {
                 let token = PageToken::of(&event);

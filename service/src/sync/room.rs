@@ -15,7 +15,7 @@ use super::SyncService;
 use crate::{
     Error, Result,
     auth::Identity,
-    rooms::{ClientEvent, Form, OUTSIDER_STATE, PageToken},
+    rooms::{ClientEvent, Form, OUTSIDER_STATE},
 };
 
 /// Timeline length when the filter sets none (Synapse's default).
@@ -410,16 +410,25 @@ fn stripped(event: &StoredEvent) -> Option<Value> {
     }))
 }
 
-/// `prev_batch`: where a client pages back from. A limited timeline
-/// continues just before its first event; a whole one gives the position
+/// `prev_batch`: where a client pages back from, a sync token. A limited
+/// timeline continues just before its first event's stream position
+/// (paging back reads what arrived before it, by topology; an event that
+/// arrived late from another server hides nothing); a whole one gives the position
 /// the timeline runs to (a sync token), as Synapse does: paging back from
 /// it returns the timeline again and then older history, and
 /// `/members?at=` with it reads the members as of the timeline's end.
 fn prev_batch(timeline: &[StoredEvent], limited: bool, upto: i64) -> Option<String> {
     match timeline.first() {
-        Some(first) if limited => {
-            Some(PageToken { depth: first.depth, stream: first.stream_ordering }.to_string())
-        }
+        // The position just before the first event: paging back from it
+        // reads what was received before, in topological order.
+        Some(first) if limited => Some(
+            crate::sync::SyncToken {
+                events: first.stream_ordering.saturating_sub(1),
+                typing: 0,
+                to_device: 0,
+            }
+            .to_string(),
+        ),
         _ => Some(crate::sync::SyncToken { events: upto, typing: 0, to_device: 0 }.to_string()),
     }
 }
