@@ -62,7 +62,7 @@ impl Profiles {
     }
 
     /// The profile of a local user; 404 if there is no such (active) user.
-    /// `POST /user_directory/search`: this server's users who share a
+    /// `POST /user_directory/search`: this server's other users who share a
     /// room with `searcher` or are in a room of the room directory, whose
     /// user ID or global display name contains every word of `term` (a
     /// room's own name for a member is not searched: it was said only to

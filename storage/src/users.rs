@@ -158,7 +158,7 @@ impl Store {
     }
 
     /// The profile of an active user; `None` if there is no such user.
-    /// The user directory for `searcher`: this server's users (active)
+    /// The user directory for `searcher`: this server's other users (active)
     /// who share a joined room with them or are joined to a room in the
     /// room directory, whose user ID or display name contains every one of
     /// `words` (lowercase, any case matched); by user ID, at most `limit`.
@@ -170,7 +170,7 @@ impl Store {
     ) -> Result<Vec<(String, Profile)>> {
         let mut sql = String::from(
             "SELECT u.user_id, u.displayname, u.avatar_url FROM users u
-             WHERE u.deactivated = 0 AND u.user_id IN (
+             WHERE u.deactivated = 0 AND u.user_id <> $1 AND u.user_id IN (
                  SELECT b.user_id FROM room_memberships a
                  JOIN room_memberships b ON b.room_id = a.room_id AND b.membership = 'join'
                  WHERE a.user_id = $1 AND a.membership = 'join'

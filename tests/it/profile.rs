@@ -192,6 +192,9 @@ async fn the_user_directory_finds_users_in_shared_and_public_rooms(backend: Back
     let found = dave.post(path, search("tessera.test", Some(2))).await.ok();
     assert_eq!(ids(&found), ["@alice:tessera.test", "@bob:tessera.test"]);
     assert_eq!(found["limited"], true);
+    // Never oneself.
+    let found = alice.post(path, search("tessera.test", None)).await.ok();
+    assert_eq!(ids(&found), ["@bob:tessera.test", "@carol:tessera.test"]);
     // A request without a term is the client's mistake.
     bob.post(path, json!({})).await.assert_error(400, "M_MISSING_PARAM");
     server.client().post(path, search("alice", None)).await.assert_error(401, "M_MISSING_TOKEN");
