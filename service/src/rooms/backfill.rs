@@ -132,17 +132,7 @@ impl Rooms {
             if self.store.get_event(&pdu.event_id).await?.is_some_and(|e| e.status != EventStatus::Outlier) {
                 continue;
             }
-            let ids: Vec<String> = pdu.auth_events.iter().map(|id| id.to_string()).collect();
-            let held = self.store.get_events(&ids).await?;
-            let missing: Vec<OwnedEventId> = pdu
-                .auth_events
-                .iter()
-                .filter(|id| !held.iter().any(|e| e.event_id == **id))
-                .cloned()
-                .collect();
-            if !missing.is_empty() {
-                self.fetch_auth_events(server, &missing, version).await?;
-            }
+            self.fetch_missing_auth_events(server, &pdu, version).await?;
             if self.append_historical(server, pdu, version).await? {
                 added += 1;
             }

@@ -736,16 +736,30 @@ impl Rooms {
                 Err(e) => tracing::info!(%origin, error = %e, "missing events not fetched"),
             }
         }
+        self.fetch_missing_auth_events(origin, pdu, version).await
+    }
+
+    /// Fetches from `origin` the auth events of `pdu` this server lacks
+    /// (and theirs), as outliers.
+    pub(super) async fn fetch_missing_auth_events(
+        &self,
+        origin: &ruma::ServerName,
+        pdu: &Pdu,
+        version: &RoomVersionId,
+    ) -> Result<()> {
         let ids: Vec<String> = pdu.auth_events.iter().map(|id| id.to_string()).collect();
         let held = self.store.get_events(&ids).await?;
         let missing: Vec<OwnedEventId> =
             pdu.auth_events.iter().filter(|id| !held.iter().any(|e| e.event_id == **id)).cloned().collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
         self.fetch_auth_events(origin, &missing, version).await
     }
 
     /// Fetches events (and, transitively, their own missing auth events)
     /// from `origin` and stores them as outliers.
-    pub(super) async fn fetch_auth_events(
+    async fn fetch_auth_events(
         &self,
         origin: &ruma::ServerName,
         ids: &[OwnedEventId],

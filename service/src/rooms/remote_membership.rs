@@ -192,14 +192,7 @@ impl Rooms {
         let mut stripped = Vec::new();
         let mut has_create = false;
         for entry in room_state {
-            let value: Option<Value> = match entry {
-                RawStrippedState::Pdu(pdu) => serde_json::from_str(pdu.get()).ok(),
-                #[allow(deprecated)] // still sent by servers before Matrix 1.16
-                RawStrippedState::Stripped(stripped) => serde_json::from_str(stripped.json().get()).ok(),
-                #[allow(unreachable_patterns)]
-                _ => None,
-            };
-            let Some(value) = value.filter(|v| v.is_object()) else {
+            let Some(value) = stripped_entry(entry) else {
                 return Err(invalid("An entry of invite_room_state is not an event".into()));
             };
             if value.get("room_id").is_some_and(|r| r != room_id.as_str()) {
@@ -510,15 +503,8 @@ impl Rooms {
             .map_err(|e| remote_failure(server, e))?;
         let mut stripped = Vec::new();
         for entry in &answer.knock_room_state {
-            let value: Option<Value> = match entry {
-                RawStrippedState::Pdu(pdu) => serde_json::from_str(pdu.get()).ok(),
-                #[allow(deprecated)] // still sent by servers before Matrix 1.16
-                RawStrippedState::Stripped(stripped) => serde_json::from_str(stripped.json().get()).ok(),
-                #[allow(unreachable_patterns)]
-                _ => None,
-            };
             if let Some(value) =
-                value.filter(|v| v.is_object() && v.get("room_id").is_none_or(|r| r == room_id.as_str()))
+                stripped_entry(entry).filter(|v| v.get("room_id").is_none_or(|r| r == room_id.as_str()))
             {
                 stripped.push(strip(value));
             }
@@ -551,6 +537,20 @@ impl Rooms {
             }
         }
     }
+}
+
+/// One entry of an invite's or knock's room state as JSON (a PDU, or a
+/// stripped event from a server before Matrix 1.16); `None` if it is not
+/// an object.
+fn stripped_entry(entry: &RawStrippedState) -> Option<Value> {
+    let value: Value = match entry {
+        RawStrippedState::Pdu(pdu) => serde_json::from_str(pdu.get()).ok()?,
+        #[allow(deprecated)] // still sent by servers before Matrix 1.16
+        RawStrippedState::Stripped(stripped) => serde_json::from_str(stripped.json().get()).ok()?,
+        #[allow(unreachable_patterns)]
+        _ => return None,
+    };
+    value.is_object().then_some(value)
 }
 
 /// The stripped state kept with an out-of-band membership.
