@@ -75,6 +75,44 @@ pub struct Config {
     pub rate_limits: RateLimitSettings,
     pub presence: PresenceSettings,
     pub connections: Connections,
+    pub media: MediaConfig,
+}
+
+/// The content repository (`service::media`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Largest file accepted, uploaded here or fetched from another server.
+    pub max_upload_bytes: u64,
+    /// Bytes each user may upload in all; 0 for no quota.
+    pub max_bytes_per_user: u64,
+    /// Media IDs a user may have reserved (`/create`) and not yet filled.
+    pub max_pending_uploads: i64,
+    /// How long a reserved media ID waits for its upload, in ms.
+    pub unused_expiry_ms: u64,
+    /// The deprecated unauthenticated downloads serve only media that
+    /// arrived before this time (ms since the epoch); 0 freezes them.
+    pub unauthenticated_until_ms: i64,
+    /// Pictures with more pixels are not thumbnailed.
+    pub max_thumbnail_pixels: u64,
+    /// Serve `/preview_url` (pages fetched only from addresses that
+    /// `outbound_allowed_ranges` permits).
+    pub url_previews: bool,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        let settings = tessera_service::media::MediaSettings::default();
+        Self {
+            max_upload_bytes: settings.max_upload_bytes,
+            max_bytes_per_user: settings.max_bytes_per_user,
+            max_pending_uploads: settings.max_pending_uploads,
+            unused_expiry_ms: duration_ms(settings.unused_expiry),
+            unauthenticated_until_ms: settings.unauthenticated_until_ts,
+            max_thumbnail_pixels: settings.max_thumbnail_pixels,
+            url_previews: settings.url_previews,
+        }
+    }
 }
 
 /// What `/.well-known/matrix/{client,server}` announce.
@@ -152,6 +190,7 @@ impl Default for Config {
             rate_limits: RateLimitSettings::default(),
             presence: PresenceSettings::default(),
             connections: Connections::default(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -209,6 +248,13 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("TESSERA_CONNECTIONS_BODY_READ_TIMEOUT_MS", "connections.body_read_timeout_ms"),
     ("TESSERA_CONNECTIONS_BODY_MIN_BYTES_PER_SECOND", "connections.body_min_bytes_per_second"),
     ("TESSERA_CONNECTIONS_MAX_CONNECTIONS", "connections.max_connections"),
+    ("TESSERA_MEDIA_MAX_UPLOAD_BYTES", "media.max_upload_bytes"),
+    ("TESSERA_MEDIA_MAX_BYTES_PER_USER", "media.max_bytes_per_user"),
+    ("TESSERA_MEDIA_MAX_PENDING_UPLOADS", "media.max_pending_uploads"),
+    ("TESSERA_MEDIA_UNUSED_EXPIRY_MS", "media.unused_expiry_ms"),
+    ("TESSERA_MEDIA_UNAUTHENTICATED_UNTIL_MS", "media.unauthenticated_until_ms"),
+    ("TESSERA_MEDIA_MAX_THUMBNAIL_PIXELS", "media.max_thumbnail_pixels"),
+    ("TESSERA_MEDIA_URL_PREVIEWS", "media.url_previews"),
 ];
 
 fn kind_of(path: &str) -> Kind {
@@ -217,13 +263,14 @@ fn kind_of(path: &str) -> Kind {
         | "registration_requires_token"
         | "allow_guests"
         | "trust_forwarded_for"
-        | "presence.enabled" => Kind::Bool,
+        | "presence.enabled"
+        | "media.url_previews" => Kind::Bool,
         "database_max_connections"
         | "refreshable_token_lifetime_ms"
         | "login_token_lifetime_ms"
         | "max_request_bytes" => Kind::Int,
         p if p.ends_with(".burst") || p.ends_with("_ms") => Kind::Int,
-        p if p.starts_with("connections.") => Kind::Int,
+        p if p.starts_with("connections.") || p.starts_with("media.") => Kind::Int,
         p if p.ends_with(".per_second") => Kind::Float,
         _ => Kind::Str,
     }
@@ -340,6 +387,21 @@ impl Config {
             max_connections: self.database_max_connections,
             acquire_timeout: Duration::from_millis(self.database_acquire_timeout_ms),
             statement_timeout: Duration::from_millis(self.database_statement_timeout_ms),
+        }
+    }
+
+    /// The content repository's settings.
+    pub fn media_settings(&self) -> tessera_service::media::MediaSettings {
+        let media = &self.media;
+        tessera_service::media::MediaSettings {
+            max_upload_bytes: media.max_upload_bytes,
+            max_bytes_per_user: media.max_bytes_per_user,
+            max_pending_uploads: media.max_pending_uploads,
+            unused_expiry: Duration::from_millis(media.unused_expiry_ms),
+            unauthenticated_until_ts: media.unauthenticated_until_ms,
+            max_thumbnail_pixels: media.max_thumbnail_pixels,
+            url_previews: media.url_previews,
+            ..Default::default()
         }
     }
 

@@ -30,6 +30,7 @@ use tessera_service::{
     federation::{EduReceivers, Outbox, Remote, ServerKeys, Transactions},
     key_backup::KeyBackup,
     keys::{DeviceLists, Keys},
+    media::{LocalBlobs, Media},
     notifications::Notifications,
     notifier::Notifier,
     passwords::Passwords,
@@ -213,6 +214,15 @@ async fn serve_with_store(
             keys: keys.clone(),
         },
     );
+    let blobs = LocalBlobs::open(&config.data_dir.join("media"))
+        .map_err(|e| ServeError::Storage(format!("media directory: {e}")))?;
+    let media = Media::new(
+        store.clone(),
+        Arc::new(blobs),
+        remote.clone(),
+        server_name.clone(),
+        config.media_settings(),
+    );
     let client_addr = listeners.client.local_addr()?;
     let client_state = ClientState::new(ClientServices {
         gate: gate.clone(),
@@ -233,6 +243,7 @@ async fn serve_with_store(
         accounts,
         profiles: profiles.clone(),
         rooms: rooms.clone(),
+        media: media.clone(),
         sync,
         typing,
         rate_limiter,
@@ -249,7 +260,7 @@ async fn serve_with_store(
         },
     });
     let federation_state =
-        FederationState { gate, server_keys, profiles, keys, transactions, rooms: rooms.clone() };
+        FederationState { gate, server_keys, profiles, keys, transactions, rooms: rooms.clone(), media };
     let client_router = tessera_client_api::router(client_state)
         .merge(tessera_federation::key_router(federation_state.clone()));
 

@@ -15,6 +15,9 @@ mod devices;
 mod discovery;
 mod key_backup;
 mod keys;
+// The deprecated unauthenticated media endpoints are still served (frozen).
+#[allow(deprecated)]
+mod media;
 mod presence;
 mod profile;
 mod push_rules;
@@ -34,9 +37,9 @@ use std::sync::Arc;
 use axum::{Router, extract::FromRef, routing::get};
 use tessera_service::{
     account_data::AccountData, accounts::Accounts, devices::Devices, key_backup::KeyBackup, keys::Keys,
-    notifications::Notifications, presence::Presence, profiles::Profiles, push_rules::PushRules,
-    rate_limit::RateLimiter, receipts::Receipts, rooms::Rooms, shared_secret::SharedSecretRegistration,
-    sync::SyncService, to_device::ToDevice, typing::Typing,
+    media::Media, notifications::Notifications, presence::Presence, profiles::Profiles,
+    push_rules::PushRules, rate_limit::RateLimiter, receipts::Receipts, rooms::Rooms,
+    shared_secret::SharedSecretRegistration, sync::SyncService, to_device::ToDevice, typing::Typing,
 };
 use tessera_web::{Gate, routing};
 
@@ -70,6 +73,7 @@ pub struct ClientServices {
     pub key_backup: KeyBackup,
     pub profiles: Profiles,
     pub rooms: Rooms,
+    pub media: Media,
     pub shared_secret: SharedSecretRegistration,
     pub sync: SyncService,
     pub typing: Typing,
@@ -103,6 +107,7 @@ pub fn router(state: ClientState) -> Router {
         .merge(voip::routes())
         .merge(devices::routes())
         .merge(keys::routes())
+        .merge(media::routes())
         .merge(key_backup::routes())
         .merge(presence::routes())
         .merge(profile::routes())

@@ -12,6 +12,7 @@ use ruma::{
     api::{
         IncomingResponseExt, OutgoingRequest,
         federation::{
+            authenticated_media::{FileOrLocation, get_content as media_content},
             backfill::get_backfill,
             discovery::{ServerSigningKeys, get_remote_server_keys_batch, get_server_keys},
             event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
@@ -25,11 +26,12 @@ use ruma::{
         },
         path_builder::PathBuilder,
     },
+    http_headers::ContentDisposition,
     serde::Raw,
 };
 use serde_json::value::RawValue as RawJsonValue;
 use tessera_core::ServerSigningKey;
-use tessera_service::federation::{BoxFuture, Remote, RemoteError};
+use tessera_service::federation::{BoxFuture, FetchedFile, Remote, RemoteError};
 use tessera_service::profiles::Profile;
 
 use crate::{
@@ -111,6 +113,20 @@ impl FederationClient {
         R::Authentication: 'static,
         for<'a> R::PathBuilder: PathBuilder<Input<'a> = ()>,
     {
+        self.send_with_limit(destination, request, MAX_RESPONSE_BYTES).await
+    }
+
+    async fn send_with_limit<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+        limit: usize,
+    ) -> Result<R::IncomingResponse, RemoteError>
+    where
+        R: OutgoingRequest,
+        R::Authentication: 'static,
+        for<'a> R::PathBuilder: PathBuilder<Input<'a> = ()>,
+    {
         let server = || destination.to_owned();
         let malformed = |cause: String| RemoteError::Malformed { server: server(), cause };
         if !self.inner.servers.permits(destination) {
@@ -133,8 +149,33 @@ impl FederationClient {
                 Into::<ruma::api::error::IntoHttpError>::into(e)
             ))
         })?;
-        let mut http_request = http::Request::from_parts(parts, body);
-        if is_signed::<R>() {
+        let http_request = http::Request::from_parts(parts, body);
+        let (status, headers, bytes) =
+            self.execute(destination, &target, http_request, is_signed::<R>(), limit).await?;
+        if !status.is_success() {
+            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
+            return Err(RemoteError::Status { server: server(), status: status.as_u16(), body });
+        }
+        let mut http_response = http::Response::new(bytes.as_ref());
+        *http_response.status_mut() = status;
+        *http_response.headers_mut() = headers;
+        R::IncomingResponse::try_from_http_response(http_response).map_err(|e| malformed(e.to_string()))
+    }
+
+    /// Sends a built request to `destination` at `target` (signed if
+    /// `sign`), with its `Host`, only to a permitted address, and reads at
+    /// most `limit` bytes of the answer.
+    async fn execute(
+        &self,
+        destination: &ServerName,
+        target: &crate::discovery::Destination,
+        mut http_request: http::Request<Vec<u8>>,
+        sign: bool,
+        limit: usize,
+    ) -> Result<(http::StatusCode, http::HeaderMap, Vec<u8>), RemoteError> {
+        let server = || destination.to_owned();
+        let malformed = |cause: String| RemoteError::Malformed { server: server(), cause };
+        if sign {
             let auth = self
                 .inner
                 .key
@@ -157,15 +198,11 @@ impl FederationClient {
             .map_err(|e| RemoteError::Unreachable { server: server(), cause: error_chain(&e) })?;
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = read_limited(response, MAX_RESPONSE_BYTES).await.map_err(malformed)?;
-        if !status.is_success() {
-            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
-            return Err(RemoteError::Status { server: server(), status: status.as_u16(), body });
-        }
-        let mut http_response = http::Response::new(bytes.as_ref());
-        *http_response.status_mut() = status;
-        *http_response.headers_mut() = headers;
-        R::IncomingResponse::try_from_http_response(http_response).map_err(|e| malformed(e.to_string()))
+        let bytes = read_limited(response, limit).await.map_err(|e| match e {
+            ReadError::TooLarge => RemoteError::TooLarge { server: server(), limit },
+            ReadError::Broken(cause) => malformed(cause),
+        })?;
+        Ok((status, headers, bytes))
     }
 }
 
@@ -415,6 +452,153 @@ impl Remote for FederationClient {
             self.send(server, request).await
         })
     }
+
+    fn download_media<'a>(
+        &'a self,
+        server: &'a ServerName,
+        media_id: &'a str,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<FetchedFile, RemoteError>> {
+        Box::pin(async move {
+            let mut request = media_content::v1::Request::new(media_id.to_owned());
+            request.timeout_ms = wait;
+            let authenticated = match self.send_with_limit(server, request, max_bytes).await {
+                Ok(response) => self.media_file(server, response.content, max_bytes).await,
+                Err(e) => Err(e),
+            };
+            match authenticated {
+                Err(error @ (RemoteError::NotAllowed { .. } | RemoteError::TooLarge { .. })) => Err(error),
+                Err(RemoteError::Status { status: 404 | 504, body, .. }) if body.contains("M_NOT_") => {
+                    // The server has the endpoint and answered about the media.
+                    Err(RemoteError::Status { server: server.to_owned(), status: 404, body })
+                }
+                // Servers without authenticated media (and some that answer
+                // it oddly) still serve the deprecated download.
+                Err(error) => {
+                    tracing::debug!(%error, "authenticated media download failed; trying the unauthenticated one");
+                    self.legacy_download(server, media_id, max_bytes, wait).await
+                }
+                ok => ok,
+            }
+        })
+    }
+
+    fn fetch_url<'a>(
+        &'a self,
+        url: &'a str,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<FetchedFile, RemoteError>> {
+        Box::pin(async move {
+            let parsed: reqwest::Url = url.parse().map_err(|e| RemoteError::Malformed {
+                server: url_server(url),
+                cause: format!("bad URL: {e}"),
+            })?;
+            self.fetch_plain(parsed, max_bytes).await
+        })
+    }
+}
+
+impl FederationClient {
+    /// The file of a federation media response: its bytes, or those at
+    /// the `Location` it names.
+    async fn media_file(
+        &self,
+        server: &ServerName,
+        content: FileOrLocation,
+        max_bytes: usize,
+    ) -> Result<FetchedFile, RemoteError> {
+        match content {
+            FileOrLocation::File(file) => Ok(FetchedFile {
+                content_type: file.content_type,
+                file_name: file.content_disposition.and_then(|disposition| disposition.filename),
+                bytes: file.file,
+            }),
+            FileOrLocation::Location(location) => {
+                let url = location.parse().map_err(|e| RemoteError::Malformed {
+                    server: server.to_owned(),
+                    cause: format!("bad Location: {e}"),
+                })?;
+                self.fetch_plain(url, max_bytes).await
+            }
+            _ => Err(RemoteError::Malformed {
+                server: server.to_owned(),
+                cause: "an unknown media response".into(),
+            }),
+        }
+    }
+
+    /// `GET /_matrix/media/v3/download/{server}/{mediaId}?allow_remote=false`.
+    async fn legacy_download(
+        &self,
+        server: &ServerName,
+        media_id: &str,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<FetchedFile, RemoteError> {
+        let target = self.inner.discovery.resolve(server).await?;
+        let malformed = |cause: String| RemoteError::Malformed { server: server.to_owned(), cause };
+        let uri = format!(
+            "{}/_matrix/media/v3/download/{server}/{media_id}?allow_remote=false&timeout_ms={}",
+            target.base_url,
+            wait.as_millis()
+        );
+        let request = http::Request::get(uri).body(Vec::new()).map_err(|e| malformed(e.to_string()))?;
+        let (status, headers, bytes) = self.execute(server, &target, request, false, max_bytes).await?;
+        if !status.is_success() {
+            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
+            return Err(RemoteError::Status { server: server.to_owned(), status: status.as_u16(), body });
+        }
+        Ok(fetched_file(&headers, bytes))
+    }
+
+    /// An unsigned `GET` of a URL (a media `Location`, a page to preview),
+    /// to permitted addresses only.
+    async fn fetch_plain(&self, url: reqwest::Url, max_bytes: usize) -> Result<FetchedFile, RemoteError> {
+        let server = url_server(url.as_str());
+        if !self.inner.rules.permits_url(&url) {
+            return Err(RemoteError::NotAllowed { server, reason: "not a public address".into() });
+        }
+        let response = self
+            .inner
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| RemoteError::Unreachable { server: server.clone(), cause: error_chain(&e) })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = read_limited(response, max_bytes).await.map_err(|e| match e {
+            ReadError::TooLarge => RemoteError::TooLarge { server: server.clone(), limit: max_bytes },
+            ReadError::Broken(cause) => RemoteError::Malformed { server: server.clone(), cause },
+        })?;
+        if !status.is_success() {
+            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
+            return Err(RemoteError::Status { server, status: status.as_u16(), body });
+        }
+        Ok(fetched_file(&headers, bytes))
+    }
+}
+
+/// A plain download's file: its type and name from the headers.
+fn fetched_file(headers: &http::HeaderMap, bytes: Vec<u8>) -> FetchedFile {
+    let header = |name| headers.get(name).and_then(|value: &http::HeaderValue| value.to_str().ok());
+    FetchedFile {
+        content_type: header(http::header::CONTENT_TYPE).map(str::to_owned),
+        file_name: headers
+            .get(http::header::CONTENT_DISPOSITION)
+            .and_then(|value| ContentDisposition::try_from(value.as_bytes()).ok())
+            .and_then(|disposition| disposition.filename),
+        bytes,
+    }
+}
+
+/// A URL's host, as the server name errors about it carry.
+fn url_server(url: &str) -> OwnedServerName {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|url| url.host_str().and_then(|host| ServerName::parse(host).ok()))
+        .unwrap_or_else(|| ServerName::parse("invalid.invalid").expect("a valid server name"))
 }
 
 /// Redirects are followed (for `.well-known`, which may redirect) only to
@@ -431,13 +615,32 @@ fn redirects(rules: OutboundRules) -> reqwest::redirect::Policy {
     })
 }
 
+/// Why a response's body was not read.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    TooLarge,
+    Broken(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::TooLarge => f.write_str("the response is too large"),
+            ReadError::Broken(cause) => f.write_str(cause),
+        }
+    }
+}
+
 /// A response's body, refused past `limit` bytes (read chunk by chunk,
 /// so an endless body costs no more than the limit).
-pub(crate) async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ReadError> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| ReadError::Broken(error_chain(&e)))? {
         if body.len() + chunk.len() > limit {
-            return Err("the response is too large".into());
+            return Err(ReadError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }

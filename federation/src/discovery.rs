@@ -206,7 +206,8 @@ impl Discovery {
             return Err(format!("answered {}", response.status()));
         }
         let ttl = max_age(response.headers()).map_or(WELL_KNOWN_TTL, |ttl| ttl.min(WELL_KNOWN_MAX_TTL));
-        let body = crate::client::read_limited(response, WELL_KNOWN_MAX_BYTES).await?;
+        let body =
+            crate::client::read_limited(response, WELL_KNOWN_MAX_BYTES).await.map_err(|e| e.to_string())?;
         let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
         let delegated = json.get("m.server").and_then(serde_json::Value::as_str).ok_or("no m.server")?;
         let delegated = ServerName::parse(delegated).map_err(|e| format!("bad m.server: {e}"))?;

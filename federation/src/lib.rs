@@ -16,6 +16,7 @@ mod directory;
 mod discovery;
 mod events;
 mod keys;
+mod media;
 mod membership;
 pub mod outbound;
 mod query;
@@ -29,6 +30,7 @@ use axum::{Router, extract::FromRef};
 use tessera_service::{
     federation::{ServerKeys, Transactions},
     keys::Keys,
+    media::Media,
     profiles::Profiles,
     rooms::Rooms,
 };
@@ -43,6 +45,7 @@ pub struct FederationState {
     pub keys: Keys,
     pub transactions: Transactions,
     pub rooms: Rooms,
+    pub media: Media,
 }
 
 impl FromRef<FederationState> for Gate {
@@ -61,6 +64,7 @@ fn routes() -> Router<FederationState> {
         .merge(membership::routes())
         .merge(room_reads::routes())
         .merge(directory::routes())
+        .merge(media::routes())
 }
 
 /// Every federation route, for mounting on the client listener too (as

@@ -20,6 +20,7 @@ pub mod federation;
 pub mod key_backup;
 pub mod keys;
 pub mod limits;
+pub mod media;
 pub mod notifications;
 pub mod notifier;
 pub mod passwords;

@@ -21,6 +21,7 @@ mod events;
 mod federation;
 mod key_backup;
 mod keys;
+mod media;
 mod migrate;
 mod pool;
 mod positions;
@@ -47,6 +48,7 @@ pub use events::{ClientParts, EventStatus, NewEvent, NewRelation, StoredEvent, T
 pub use federation::{OutboundEdu, OutboundPdu};
 pub use key_backup::{BackupKey, BackupKeyRow, BackupUpload, BackupVersion, KeyScope, VersionDeletion};
 pub use keys::{KeyUpload, NewKey, StoredDeviceKeys};
+pub use media::{MediaContent, MediaRow, MediaUsage, NewMedia, ThumbnailRow};
 pub use migrate::SchemaError;
 pub use migrate::latest_version as latest_schema_version;
 pub use presence::PresenceRow;

@@ -49,6 +49,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(19, "0019_server_keys"),
     migration!(20, "0020_federation_transactions"),
     migration!(21, "0021_remote_events"),
+    migration!(22, "0022_media"),
 ];
 
 /// The newest schema version this binary knows.

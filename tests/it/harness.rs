@@ -447,6 +447,36 @@ impl Response {
     }
 }
 
+/// A response whose body may be anything (media).
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub bytes: Vec<u8>,
+}
+
+impl RawResponse {
+    /// A header's value ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    /// The body as JSON (errors, upload answers).
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.bytes)))
+    }
+
+    /// Asserts the spec's error shape.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, errcode: &str) {
+        let body = self.json();
+        assert_eq!((self.status, body["errcode"].as_str()), (status, Some(errcode)), "body: {body}");
+        assert!(body["error"].is_string(), "error message missing: {body}");
+    }
+}
+
 /// A client of the test server.
 #[derive(Clone)]
 pub struct TestClient {
@@ -523,6 +553,42 @@ impl TestClient {
             request = request.bearer_auth(token);
         }
         Self::send(request).await
+    }
+
+    /// Sends `body` as raw bytes with these headers (media uploads) and
+    /// returns the response as it came (media downloads are not JSON).
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> RawResponse {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body").to_vec();
+        RawResponse { status, headers, bytes }
+    }
+
+    /// Uploads `bytes` as `content_type` (named `file_name` if given);
+    /// returns the `mxc://` URI.
+    pub async fn upload(&self, bytes: &[u8], content_type: &str, file_name: Option<&str>) -> String {
+        let path = match file_name {
+            Some(name) => format!("/_matrix/media/v3/upload?filename={}", encode_all(name)),
+            None => "/_matrix/media/v3/upload".to_owned(),
+        };
+        let response =
+            self.raw(reqwest::Method::POST, &path, &[("content-type", content_type)], bytes.to_vec()).await;
+        assert_eq!(response.status, 200, "upload: {}", String::from_utf8_lossy(&response.bytes));
+        response.json()["content_uri"].as_str().expect("content_uri").to_owned()
     }
 
     fn adopt(&mut self, body: &Value) {
@@ -638,6 +704,16 @@ pub fn next_txn() -> u64 {
 }
 
 /// Percent-encodes a room ID or alias for a path segment.
+/// Percent-encodes every byte but ASCII letters and digits.
+pub fn encode_all(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b.is_ascii_alphanumeric() {
+            true => char::from(b).to_string(),
+            false => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 pub fn encode(segment: &str) -> String {
     segment.replace('%', "%25").replace('#', "%23").replace('!', "%21").replace(':', "%3A")
 }

@@ -30,6 +30,7 @@ mod key_backup;
 mod keys;
 mod lifecycle;
 mod login;
+mod media;
 mod notifications;
 mod presence;
 mod profile;

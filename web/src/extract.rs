@@ -319,27 +319,65 @@ fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
 }
 
 /// Reads the whole body, up to `limit` bytes: more is 413 `M_TOO_LARGE`;
-/// one that stalls or trickles past the connection settings is 408
-/// (`crate::slow_body`); a body that breaks off or is malformed on the wire
-/// (a bad chunk size) is the client's mistake, 400.
+/// see [`body_error`] for the rest.
 pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, Error> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if crate::slow_body::BodyTimedOut::caused(&e) {
-            return Error::new(
-                408,
-                ruma::api::error::ErrorKind::Unknown,
-                "The request body was not received in time",
-            );
+    axum::body::to_bytes(body, limit).await.map_err(body_error)
+}
+
+/// Why a request body could not be read, as the client is told: one that
+/// stalls or trickles past the connection settings is 408
+/// (`crate::slow_body`); past a length limit 413; one that breaks off or
+/// is malformed on the wire (a bad chunk size) is the client's mistake, 400.
+pub fn body_error(e: axum::Error) -> Error {
+    if crate::slow_body::BodyTimedOut::caused(&e) {
+        return Error::new(
+            408,
+            ruma::api::error::ErrorKind::Unknown,
+            "The request body was not received in time",
+        );
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(error) = cause {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return Error::too_large("Request body is too large");
         }
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(error) = cause {
-            if error.is::<http_body_util::LengthLimitError>() {
-                return Error::too_large("Request body is too large");
-            }
-            cause = error.source();
-        }
-        Error::not_json(format!("Could not read the request body: {e}"))
-    })
+        cause = error.source();
+    }
+    Error::not_json(format!("Could not read the request body: {e}"))
+}
+
+/// A request for endpoint `T` whose body is left unread for the handler
+/// to stream (media uploads): ruma parses the path, query and headers as
+/// for [`Ruma`] (its body field stays empty), after the same
+/// authentication and rate limiting.
+pub struct Streamed<T, G = NoGuests> {
+    pub request: Ruma<T, G>,
+    pub body: axum::body::Body,
+    /// The `Content-Length` the client declared, if any.
+    pub declared_len: Option<u64>,
+}
+
+impl<T, G, S> FromRequest<S> for Streamed<T, G>
+where
+    T: IncomingRequest + Send,
+    T::Authentication: TokenPolicy,
+    G: GuestPolicy,
+    Gate: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = WebError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let declared_len = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok());
+        let without_body = Request::from_parts(parts, axum::body::Body::empty());
+        let request = Box::pin(Ruma::<T, G>::extract(without_body, state)).await?;
+        Ok(Self { request, body, declared_len })
+    }
 }
 
 /// Maps ruma's parse failures to the spec's error codes.

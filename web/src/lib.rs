@@ -17,15 +17,19 @@ mod error;
 mod extract;
 pub mod input;
 mod json;
+pub mod media;
 pub mod middleware;
 mod response;
 pub mod routing;
 pub mod slow_body;
 
 pub use error::WebError;
-pub use extract::{ClientIp, Gate, GuestPolicy, GuestsAllowed, LogoutAllowed, NoGuests, Ruma, TokenPolicy};
+pub use extract::{
+    ClientIp, Gate, GuestPolicy, GuestsAllowed, LogoutAllowed, NoGuests, Ruma, Streamed, TokenPolicy,
+    body_error,
+};
 pub use json::JsonBody;
-pub use response::{RumaResponse, public_rooms_json};
+pub use response::{RumaResponse, public_rooms_json, reader_body, reader_stream};
 
 /// What a handler returns.
 pub type Result<T, E = WebError> = std::result::Result<RumaResponse<T>, E>;

@@ -41,3 +41,16 @@ pub fn public_rooms_json(response: impl OutgoingResponse) -> Result<axum::Json<s
     }
     Ok(axum::Json(body))
 }
+
+/// A response body read from `reader` as it is sent (media): never held
+/// whole in memory.
+pub fn reader_body(reader: impl tokio::io::AsyncRead + Send + 'static) -> axum::body::Body {
+    axum::body::Body::from_stream(reader_stream(reader))
+}
+
+/// The bytes of `reader` as a stream of chunks.
+pub fn reader_stream(
+    reader: impl tokio::io::AsyncRead + Send + 'static,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024)
+}

@@ -62,6 +62,18 @@ pub enum RemoteError {
     /// It answered something that is not the expected response.
     #[error("{server} answered an unreadable response: {cause}")]
     Malformed { server: OwnedServerName, cause: String },
+    /// Its answer was larger than asked for.
+    #[error("{server} answered more than {limit} bytes")]
+    TooLarge { server: OwnedServerName, limit: usize },
+}
+
+/// A file fetched from elsewhere: another server's media, or a page or
+/// picture for a URL preview.
+#[derive(Clone, Debug)]
+pub struct FetchedFile {
+    pub content_type: Option<String>,
+    pub file_name: Option<String>,
+    pub bytes: Vec<u8>,
 }
 
 /// The calls this server makes to other servers. Implemented by the
@@ -233,6 +245,33 @@ pub trait Remote: Send + Sync {
         room_id: &'a RoomId,
         event_id: &'a EventId,
     ) -> BoxFuture<'a, Result<get_room_state_ids::v1::Response, RemoteError>>;
+
+    /// `GET /_matrix/federation/v1/media/download/{mediaId}` of `server`,
+    /// else (a server without authenticated media) its unauthenticated
+    /// `/_matrix/media/v3/download`: at most `max_bytes`, waiting up to
+    /// `wait` for media still being uploaded there.
+    fn download_media<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _media_id: &'a str,
+        _max_bytes: usize,
+        _wait: std::time::Duration,
+    ) -> BoxFuture<'a, Result<FetchedFile, RemoteError>> {
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    /// `GET url` on the web, for a URL preview: only public addresses
+    /// (the outbound rules), at most `max_bytes`.
+    fn fetch_url<'a>(
+        &'a self,
+        url: &'a str,
+        _max_bytes: usize,
+    ) -> BoxFuture<'a, Result<FetchedFile, RemoteError>> {
+        Box::pin(async move {
+            let server = ruma::OwnedServerName::try_from("localhost").expect("a valid server name");
+            Err(RemoteError::NotAllowed { server, reason: format!("{url}: no outbound client") })
+        })
+    }
 }
 
 /// A [`Remote`] that reaches nobody: for a service used without

@@ -408,7 +408,9 @@ fn remote_failure(error: &RemoteError) -> Value {
         RemoteError::Status { status, .. } => (*status, format!("The server answered {status}")),
         RemoteError::NotAllowed { .. } => (503, "The server may not be contacted".to_owned()),
         RemoteError::Unreachable { .. } => (503, "The server could not be reached".to_owned()),
-        RemoteError::Malformed { .. } => (503, "The server's answer could not be read".to_owned()),
+        RemoteError::Malformed { .. } | RemoteError::TooLarge { .. } => {
+            (503, "The server's answer could not be read".to_owned())
+        }
     };
     tracing::info!(error = %error, "keys not fetched from another server");
     json!({ "status": status, "message": message })

@@ -1,0 +1,381 @@
+//! The content repository: uploads and downloads (with their headers,
+//! byte ranges and the freeze of the unauthenticated endpoints), limits
+//! and quotas, asynchronous uploads, thumbnails, and media of another
+//! server fetched over federation and cached.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageFormat, RgbaImage};
+use reqwest::Method;
+
+use crate::{
+    both_backends,
+    federation::two_servers,
+    harness::{Backend, RawResponse, TestClient, TestServer, encode_all},
+};
+
+both_backends!(
+    an_upload_is_downloaded_with_its_type_name_and_safety_headers,
+    downloads_serve_byte_ranges,
+    the_same_bytes_are_stored_once,
+    uploads_past_the_limits_are_refused,
+    an_asynchronous_upload_fills_a_reserved_id,
+    thumbnails_are_made_once_in_the_asked_shape,
+    the_unauthenticated_endpoints_serve_only_media_from_before_the_freeze,
+    another_servers_media_is_fetched_over_federation_and_cached
+);
+
+/// A PNG of this size, in one colour.
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let image =
+        DynamicImage::ImageRgba8(RgbaImage::from_pixel(width, height, image::Rgba([30, 120, 200, 255])));
+    let mut bytes = Vec::new();
+    image.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png).expect("encode PNG");
+    bytes
+}
+
+fn media_path(mxc: &str) -> String {
+    mxc.strip_prefix("mxc://").expect("an mxc URI").to_owned()
+}
+
+async fn get(client: &TestClient, path: &str) -> RawResponse {
+    client.raw(Method::GET, path, &[], Vec::new()).await
+}
+
+async fn an_upload_is_downloaded_with_its_type_name_and_safety_headers(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let picture = png(40, 30);
+    let mxc = alice.upload(&picture, "image/png", Some("cat picture.png")).await;
+    assert!(mxc.starts_with("mxc://tessera.test/"), "{mxc}");
+    let id = media_path(&mxc);
+
+    // Anyone signed in may download it, as uploaded.
+    let download = get(&bob, &format!("/_matrix/client/v1/media/download/{id}")).await;
+    assert_eq!(download.status, 200);
+    assert_eq!(download.bytes, picture);
+    assert_eq!(download.header("content-type"), "image/png");
+    assert_eq!(download.header("content-disposition"), "inline; filename=\"cat picture.png\"");
+    assert_eq!(download.header("content-length"), picture.len().to_string());
+    assert!(download.header("content-security-policy").starts_with("sandbox; default-src 'none'"));
+    assert_eq!(download.header("x-content-type-options"), "nosniff");
+    assert_eq!(download.header("cross-origin-resource-policy"), "cross-origin");
+
+    // A name given in the path replaces the uploaded one; non-ASCII names
+    // are RFC 8187-encoded.
+    let renamed = get(&bob, &format!("/_matrix/client/v1/media/download/{id}/{}", encode_all("☕"))).await;
+    assert_eq!(renamed.header("content-disposition"), "inline; filename*=utf-8''%E2%98%95");
+
+    // Types outside the spec's safe list (and made-up ones) are kept but
+    // served as attachments, so a browser never runs them as a page.
+    let page = alice.upload(b"<script>alert(1)</script>", "text/html", None).await;
+    let page = get(&bob, &format!("/_matrix/client/v1/media/download/{}", media_path(&page))).await;
+    assert_eq!(
+        (page.header("content-type"), page.header("content-disposition")),
+        ("text/html", "attachment")
+    );
+    let odd = alice.upload(&picture, "img/png", None).await;
+    let odd = get(&bob, &format!("/_matrix/client/v1/media/download/{}", media_path(&odd))).await;
+    assert_eq!((odd.header("content-type"), odd.header("content-disposition")), ("img/png", "attachment"));
+    // No type given: bytes.
+    let untyped = alice.raw(Method::POST, "/_matrix/media/v3/upload", &[], b"raw".to_vec()).await;
+    let untyped = get(
+        &bob,
+        &format!(
+            "/_matrix/client/v1/media/download/{}",
+            media_path(untyped.json()["content_uri"].as_str().expect("uri"))
+        ),
+    )
+    .await;
+    assert_eq!(untyped.header("content-type"), "application/octet-stream");
+
+    // The config says how large uploads may be.
+    let config = get(&bob, "/_matrix/client/v1/media/config").await.json();
+    assert_eq!(config["m.upload.size"], 50 * 1024 * 1024);
+
+    // Errors: no token, unknown media, IDs outside the spec's alphabet
+    // (after the token check, as Complement expects).
+    server
+        .client()
+        .raw(Method::GET, &format!("/_matrix/client/v1/media/download/{id}"), &[], Vec::new())
+        .await
+        .assert_error(401, "M_MISSING_TOKEN");
+    let smuggled = format!(
+        "/_matrix/client/v1/media/download/tessera.test/mxc:%2F%2Ftessera.test%2F{}",
+        id.rsplit('/').next().expect("id")
+    );
+    server.client().raw(Method::GET, &smuggled, &[], Vec::new()).await.assert_error(401, "M_MISSING_TOKEN");
+    get(&bob, &smuggled).await.assert_error(404, "M_NOT_FOUND");
+    get(&bob, "/_matrix/client/v1/media/download/tessera.test/NoSuchMedia")
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    get(&bob, "/_matrix/client/v1/media/download/tessera.test/..%2F..%2Fetc")
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    alice
+        .raw(Method::PATCH, "/_matrix/media/v3/upload", &[], Vec::new())
+        .await
+        .assert_error(405, "M_UNRECOGNIZED");
+}
+
+async fn downloads_serve_byte_ranges(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let audio: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+    let mxc = alice.upload(&audio, "audio/ogg", Some("voice.ogg")).await;
+    let path = format!("/_matrix/client/v1/media/download/{}", media_path(&mxc));
+
+    let part = alice.raw(Method::GET, &path, &[("range", "bytes=100-199")], Vec::new()).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.bytes, audio[100..200]);
+    assert_eq!(part.header("content-range"), "bytes 100-199/10000");
+    assert_eq!(part.header("accept-ranges"), "bytes");
+
+    let tail = alice.raw(Method::GET, &path, &[("range", "bytes=-500")], Vec::new()).await;
+    assert_eq!((tail.status, tail.bytes.as_slice()), (206, &audio[9_500..]));
+    let rest = alice.raw(Method::GET, &path, &[("range", "bytes=9990-")], Vec::new()).await;
+    assert_eq!((rest.status, rest.bytes.as_slice()), (206, &audio[9_990..]));
+
+    let outside = alice.raw(Method::GET, &path, &[("range", "bytes=20000-")], Vec::new()).await;
+    assert_eq!(outside.status, 416);
+    assert_eq!(outside.header("content-range"), "bytes */10000");
+    // Several ranges: the whole file.
+    let several = alice.raw(Method::GET, &path, &[("range", "bytes=0-1,5-6")], Vec::new()).await;
+    assert_eq!((several.status, several.bytes.len()), (200, audio.len()));
+}
+
+async fn the_same_bytes_are_stored_once(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let file = b"the same file, sent twice".to_vec();
+    let first = alice.upload(&file, "text/plain", Some("a.txt")).await;
+    let second = bob.upload(&file, "application/octet-stream", Some("b.bin")).await;
+    assert_ne!(first, second, "each upload gets its own media ID");
+
+    // Each keeps its own type and name...
+    let second_download =
+        get(&alice, &format!("/_matrix/client/v1/media/download/{}", media_path(&second))).await;
+    assert_eq!(second_download.header("content-disposition"), "attachment; filename=b.bin");
+    assert_eq!(second_download.bytes, file);
+    // ...but the bytes are on disk once.
+    let blobs = files_under(&server.data_dir().join("media"));
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+}
+
+/// The blob files under `dir` (staging aside).
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("media directory") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() && !path.ends_with("staging") {
+                stack.push(path);
+            } else if path.is_file() {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+async fn uploads_past_the_limits_are_refused(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
+        config.media.max_upload_bytes = 1000;
+        config.media.max_bytes_per_user = 1500;
+        config.media.max_pending_uploads = 2;
+    })
+    .await;
+    let alice = server.register("alice", "pw").await;
+    let too_large = alice
+        .raw(
+            Method::POST,
+            "/_matrix/media/v3/upload",
+            &[("content-type", "application/octet-stream")],
+            vec![0; 1001],
+        )
+        .await;
+    too_large.assert_error(413, "M_TOO_LARGE");
+    assert_eq!(get(&alice, "/_matrix/media/v3/config").await.json()["m.upload.size"], 1000);
+
+    alice.upload(&[1; 800], "application/octet-stream", None).await;
+    let over_quota = alice.raw(Method::POST, "/_matrix/media/v3/upload", &[], vec![2; 800]).await;
+    over_quota.assert_error(403, "M_FORBIDDEN");
+    // Another user has a quota of their own.
+    let bob = server.register("bob", "pw").await;
+    bob.upload(&[2; 800], "application/octet-stream", None).await;
+
+    // Reserved IDs not yet filled are limited too.
+    for _ in 0..2 {
+        assert_eq!(alice.raw(Method::POST, "/_matrix/media/v1/create", &[], Vec::new()).await.status, 200);
+    }
+    alice
+        .raw(Method::POST, "/_matrix/media/v1/create", &[], Vec::new())
+        .await
+        .assert_error(429, "M_LIMIT_EXCEEDED");
+    // Nothing of the refused uploads is left behind.
+    assert_eq!(files_under(&server.data_dir().join("media")).len(), 2);
+}
+
+async fn an_asynchronous_upload_fills_a_reserved_id(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let bob = server.register("bob", "pw").await;
+    let created = alice.raw(Method::POST, "/_matrix/media/v1/create", &[], Vec::new()).await.json();
+    let mxc = created["content_uri"].as_str().expect("content_uri").to_owned();
+    assert!(created["unused_expires_at"].as_i64().expect("expiry") > 0);
+    let id = media_path(&mxc);
+    let download = format!("/_matrix/client/v1/media/download/{id}");
+
+    // Not there yet: 504 once the wait is over.
+    get(&bob, &format!("{download}?timeout_ms=100")).await.assert_error(504, "M_NOT_YET_UPLOADED");
+
+    // A download waiting for it gets it as soon as it arrives.
+    let waiting = {
+        let bob = bob.clone();
+        let download = download.clone();
+        tokio::spawn(async move { get(&bob, &format!("{download}?timeout_ms=20000")).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let upload = format!("/_matrix/media/v3/upload/{id}?filename=late.txt");
+    // Only its creator may fill it.
+    bob.raw(Method::PUT, &upload, &[("content-type", "text/plain")], b"not mine".to_vec())
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    let filled =
+        alice.raw(Method::PUT, &upload, &[("content-type", "text/plain")], b"worth the wait".to_vec()).await;
+    assert_eq!((filled.status, filled.json()), (200, serde_json::json!({})));
+    let waited = waiting.await.expect("the waiting download");
+    assert_eq!((waited.status, waited.bytes.as_slice()), (200, b"worth the wait".as_slice()));
+    assert_eq!(waited.header("content-disposition"), "inline; filename=late.txt");
+
+    // Filled once only; unknown IDs and other servers' are not found.
+    alice
+        .raw(Method::PUT, &upload, &[("content-type", "application/json")], Vec::new())
+        .await
+        .assert_error(409, "M_CANNOT_OVERWRITE_MEDIA");
+    alice
+        .raw(Method::PUT, "/_matrix/media/v3/upload/tessera.test/NeverCreated", &[], b"x".to_vec())
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    alice
+        .raw(Method::PUT, "/_matrix/media/v3/upload/elsewhere.test/abc", &[], b"x".to_vec())
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+}
+
+async fn thumbnails_are_made_once_in_the_asked_shape(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let mxc = alice.upload(&png(1000, 500), "image/png", Some("wide.png")).await;
+    let thumbnail = |query: &str| format!("/_matrix/client/v1/media/thumbnail/{}?{query}", media_path(&mxc));
+    let decode = |response: &RawResponse| image::load_from_memory(&response.bytes).expect("a picture");
+
+    // scale: the aspect ratio kept, inside the (rounded-up) box.
+    let scaled = get(&alice, &thumbnail("width=320&height=240&method=scale")).await;
+    assert_eq!((scaled.status, scaled.header("content-type")), (200, "image/png"));
+    assert!(scaled.header("content-disposition").starts_with("inline"));
+    let picture = decode(&scaled);
+    assert_eq!((picture.width(), picture.height()), (320, 160));
+    // crop: the asked shape, never smaller than asked.
+    let cropped = decode(&get(&alice, &thumbnail("width=90&height=90&method=crop")).await);
+    assert_eq!((cropped.width(), cropped.height()), (96, 96));
+    // Made once: the same bytes again.
+    let again = get(&alice, &thumbnail("width=320&height=240&method=scale")).await;
+    assert_eq!(again.bytes, scaled.bytes);
+
+    // Larger than the original: the original, not upscaled.
+    let original = get(&alice, &thumbnail("width=1600&height=1600")).await;
+    assert_eq!(decode(&original).width(), 1000);
+
+    // A JPEG stays a JPEG.
+    let mut jpeg = Vec::new();
+    DynamicImage::ImageRgb8(image::RgbImage::from_pixel(400, 400, image::Rgb([9, 9, 9])))
+        .write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+        .expect("encode JPEG");
+    let photo = alice.upload(&jpeg, "image/jpeg", None).await;
+    let photo =
+        get(&alice, &format!("/_matrix/client/v1/media/thumbnail/{}?width=64&height=64", media_path(&photo)))
+            .await;
+    assert_eq!(photo.header("content-type"), "image/jpeg");
+
+    // Not a picture, or a bad request.
+    let text = alice.upload(b"hello", "text/plain", None).await;
+    get(&alice, &format!("/_matrix/client/v1/media/thumbnail/{}?width=64&height=64", media_path(&text)))
+        .await
+        .assert_error(400, "M_UNKNOWN");
+    get(&alice, &format!("/_matrix/client/v1/media/thumbnail/{}", media_path(&mxc)))
+        .await
+        .assert_error(400, "M_MISSING_PARAM");
+    get(&alice, &thumbnail("width=0&height=10")).await.assert_error(400, "M_INVALID_PARAM");
+    // The token is checked first.
+    server
+        .client()
+        .raw(
+            Method::GET,
+            &format!("/_matrix/client/v1/media/thumbnail/{}", media_path(&mxc)),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .assert_error(401, "M_MISSING_TOKEN");
+}
+
+async fn the_unauthenticated_endpoints_serve_only_media_from_before_the_freeze(backend: Backend) {
+    // Frozen for everything (the default).
+    let frozen = TestServer::start(backend).await;
+    let alice = frozen.register("alice", "pw").await;
+    let mxc = alice.upload(&png(10, 10), "image/png", None).await;
+    let legacy = format!("/_matrix/media/v3/download/{}", media_path(&mxc));
+    get(&frozen.client(), &legacy).await.assert_error(404, "M_NOT_FOUND");
+    get(&frozen.client(), &format!("/_matrix/media/v3/thumbnail/{}?width=5&height=5", media_path(&mxc)))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+
+    // A server frozen later serves what came before it, without a token.
+    let open =
+        TestServer::start_with(backend, |config| config.media.unauthenticated_until_ms = i64::MAX).await;
+    let alice = open.register("alice", "pw").await;
+    let picture = png(10, 10);
+    let mxc = alice.upload(&picture, "image/png", Some("ascii")).await;
+    let download = get(&open.client(), &format!("/_matrix/media/v3/download/{}", media_path(&mxc))).await;
+    assert_eq!((download.status, download.bytes.as_slice()), (200, picture.as_slice()));
+    assert_eq!(download.header("content-disposition"), "inline; filename=ascii");
+    let thumbnail =
+        get(&open.client(), &format!("/_matrix/media/v3/thumbnail/{}?width=32&height=32", media_path(&mxc)))
+            .await;
+    assert_eq!((thumbnail.status, thumbnail.header("content-type")), (200, "image/png"));
+}
+
+async fn another_servers_media_is_fetched_over_federation_and_cached(backend: Backend) {
+    let (_ca, mut a, b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let picture = png(600, 300);
+    let mxc = alice.upload(&picture, "img/png", Some("🐔")).await;
+    let remote = format!("/_matrix/client/v1/media/download/{}", media_path(&mxc));
+
+    let fetched = get(&bob, &remote).await;
+    assert_eq!(fetched.status, 200, "{}", String::from_utf8_lossy(&fetched.bytes));
+    assert_eq!(fetched.bytes, picture);
+    assert_eq!(fetched.header("content-type"), "img/png", "the type survives federation");
+    assert_eq!(fetched.header("content-disposition"), "attachment; filename*=utf-8''%F0%9F%90%94");
+
+    let thumbnail = get(
+        &bob,
+        &format!("/_matrix/client/v1/media/thumbnail/{}?width=32&height=32&method=crop", media_path(&mxc)),
+    )
+    .await;
+    assert_eq!((thumbnail.status, thumbnail.header("content-type")), (200, "image/png"));
+    assert_eq!(image::load_from_memory(&thumbnail.bytes).expect("a picture").width(), 32);
+    get(&bob, &format!("/_matrix/client/v1/media/download/{}/NoSuchMedia", a.server_name()))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+
+    // A gone: B still serves its copy.
+    a.stop().await.expect("A stops");
+    let cached = get(&bob, &remote).await;
+    assert_eq!((cached.status, cached.bytes.as_slice()), (200, picture.as_slice()));
+}
