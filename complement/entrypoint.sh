@@ -114,6 +114,10 @@ export TESSERA_RATE_LIMITS_LOGIN_PER_SECOND=0
 export TESSERA_RATE_LIMITS_FAILED_LOGIN_PER_SECOND=0
 export TESSERA_RATE_LIMITS_REGISTRATION_PER_SECOND=0
 export TESSERA_RATE_LIMITS_GENERAL_PER_SECOND=0
+# Complement's media tests download through the deprecated unauthenticated
+# endpoints (never frozen here) and preview a page on the Docker host.
+export TESSERA_MEDIA_UNAUTHENTICATED_UNTIL_MS=9223372036854775807
+export TESSERA_MEDIA_URL_PREVIEWS=true
 # Tunable from outside, e.g. through Complement's COMPLEMENT_SHARE_ENV_PREFIX
 # (PASS_TESSERA_LOG=debug with COMPLEMENT_SHARE_ENV_PREFIX=PASS_).
 export TESSERA_LOG="${TESSERA_LOG:-info}"
