@@ -22,6 +22,7 @@ both_backends!(
     an_asynchronous_upload_fills_a_reserved_id,
     thumbnails_are_made_once_in_the_asked_shape,
     the_unauthenticated_endpoints_serve_only_media_from_before_the_freeze,
+    messages_with_files_are_found_by_the_contains_url_filter,
     another_servers_media_is_fetched_over_federation_and_cached
 );
 
@@ -378,4 +379,27 @@ async fn another_servers_media_is_fetched_over_federation_and_cached(backend: Ba
     a.stop().await.expect("A stops");
     let cached = get(&bob, &remote).await;
     assert_eq!((cached.status, cached.bytes.as_slice()), (200, picture.as_slice()));
+}
+
+async fn messages_with_files_are_found_by_the_contains_url_filter(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let mxc = alice.upload(&png(20, 20), "image/png", Some("test.png")).await;
+    let room_id = alice.create_room(serde_json::json!({})).await;
+    alice.send_text(&room_id, "no file here").await;
+    let file = serde_json::json!({ "msgtype": "m.image", "body": "test.png", "url": mxc });
+    alice.put(&format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/img1"), file).await.ok();
+
+    let messages = |contains_url: bool| {
+        let filter = encode_all(&serde_json::json!({ "contains_url": contains_url }).to_string());
+        format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&filter={filter}")
+    };
+    let with_url = alice.get(&messages(true)).await.ok();
+    let chunk = with_url["chunk"].as_array().expect("chunk");
+    assert_eq!(chunk.len(), 1, "{with_url}");
+    assert_eq!(chunk[0]["content"]["url"], mxc.as_str());
+    let without_url = alice.get(&messages(false)).await.ok();
+    let chunk = without_url["chunk"].as_array().expect("chunk");
+    assert!(chunk.iter().all(|event| event["content"].get("url").is_none()), "{without_url}");
+    assert!(chunk.iter().any(|event| event["content"]["body"] == "no file here"), "{without_url}");
 }

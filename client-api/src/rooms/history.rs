@@ -37,6 +37,7 @@ fn event_filter(filter: &RoomEventFilter) -> EventFilter {
         not_types: filter.not_types.clone(),
         senders: filter.senders.as_ref().map(|s| s.iter().map(ToString::to_string).collect()),
         not_senders: filter.not_senders.iter().map(ToString::to_string).collect(),
+        contains_url: filter.url_filter.map(|url| url == ruma::api::client::filter::UrlFilter::EventsWithUrl),
     }
 }
 

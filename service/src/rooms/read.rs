@@ -99,6 +99,9 @@ pub struct EventFilter {
     pub not_types: Vec<String>,
     pub senders: Option<Vec<String>>,
     pub not_senders: Vec<String>,
+    /// `contains_url`: only events whose content has (`true`) or lacks
+    /// (`false`) a `url` (files, images).
+    pub contains_url: Option<bool>,
 }
 
 impl EventFilter {
@@ -108,7 +111,22 @@ impl EventFilter {
             && !self.not_types.iter().any(type_matches)
             && self.senders.as_ref().is_none_or(|senders| senders.contains(&event.sender))
             && !self.not_senders.contains(&event.sender)
+            && self.contains_url.is_none_or(|wanted| has_url(event) == wanted)
     }
+}
+
+/// Whether the event's content has a `url` key.
+fn has_url(event: &StoredEvent) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        #[serde(default)]
+        content: Content,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Content {
+        url: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_str::<Event>(&event.json).is_ok_and(|event| event.content.url.is_some())
 }
 
 /// The filter's `*` wildcard for event types.
