@@ -214,8 +214,8 @@ async fn serve_with_store(
             keys: keys.clone(),
         },
     );
-    let blobs = LocalBlobs::open(&config.data_dir.join("media"))
-        .map_err(|e| ServeError::Storage(format!("media directory: {e}")))?;
+    let blobs = media_blobs(&config)?;
+    blobs.clear_staging().map_err(|e| ServeError::Storage(format!("media staging directory: {e}")))?;
     let media = Media::new(
         store.clone(),
         Arc::new(blobs),
@@ -415,6 +415,12 @@ pub fn admin_accounts(config: &Config, store: &Store) -> Result<Accounts, ServeE
     });
     let uia = Uia::new(store.clone(), passwords.clone(), rate_limiter.clone(), server_name.clone());
     Ok(Accounts::new(store.clone(), uia, passwords, rate_limiter, server_name, config.account_settings()))
+}
+
+/// The media files' store under the data directory.
+pub fn media_blobs(config: &Config) -> Result<LocalBlobs, ServeError> {
+    LocalBlobs::open(&config.data_dir.join("media"))
+        .map_err(|e| ServeError::Storage(format!("media directory: {e}")))
 }
 
 /// The signing key, for commands that print it.

@@ -34,6 +34,38 @@ enum Command {
     /// Manage registration tokens (for registration_requires_token).
     #[command(subcommand, name = "registration-token")]
     RegistrationToken(TokenCommand),
+    /// Manage the content repository (uploaded and cached files).
+    #[command(subcommand)]
+    Media(MediaCommand),
+}
+
+#[derive(Subcommand)]
+enum MediaCommand {
+    /// Forget other servers' files not downloaded for a while, with
+    /// their thumbnails (they are fetched again if asked for).
+    PurgeRemote {
+        /// How long unused: a number with d, h, m or s (30d, 12h).
+        #[arg(long, value_parser = parse_age)]
+        older_than: std::time::Duration,
+    },
+    /// Remove reserved media IDs that expired without their upload, and
+    /// stored files that no media names any more.
+    Cleanup,
+}
+
+/// `30d`, `12h`, `45m`, `10s`.
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let unit = text.chars().last().ok_or("empty duration")?;
+    let seconds = match unit {
+        'd' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
+        's' => 1,
+        _ => return Err(format!("{text:?}: end it with d, h, m or s")),
+    };
+    let number: u64 =
+        text[..text.len() - 1].parse().map_err(|_| format!("{text:?} is not a number of {unit}"))?;
+    Ok(std::time::Duration::from_secs(number.saturating_mul(seconds)))
 }
 
 #[derive(Subcommand)]
@@ -142,7 +174,27 @@ async fn run(config: Config, command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::RegistrationToken(command) => registration_tokens(&config, command).await,
+        Command::Media(command) => media(&config, command).await,
     }
+}
+
+async fn media(config: &Config, command: MediaCommand) -> Result<(), String> {
+    use tessera_service::media::maintenance;
+    let store = tessera::open_store(config).await.map_err(|e| e.to_string())?;
+    let blobs = tessera::media_blobs(config).map_err(|e| e.to_string())?;
+    let result = match command {
+        MediaCommand::PurgeRemote { older_than } => {
+            maintenance::purge_remote(&store, &blobs, &config.server_name, older_than).await
+        }
+        MediaCommand::Cleanup => maintenance::cleanup(&store, &blobs).await,
+    };
+    store.close().await;
+    let removed = result.map_err(|e| e.to_string())?;
+    println!(
+        "removed {} remote media, {} expired reservations, {} unused files",
+        removed.media, removed.reservations, removed.blobs
+    );
+    Ok(())
 }
 
 async fn registration_tokens(config: &Config, command: TokenCommand) -> Result<(), String> {

@@ -23,6 +23,8 @@ both_backends!(
     thumbnails_are_made_once_in_the_asked_shape,
     the_unauthenticated_endpoints_serve_only_media_from_before_the_freeze,
     messages_with_files_are_found_by_the_contains_url_filter,
+    url_previews_read_open_graph_and_store_the_picture,
+    media_commands_purge_remote_files_and_remove_unused_ones,
     another_servers_media_is_fetched_over_federation_and_cached
 );
 
@@ -402,4 +404,158 @@ async fn messages_with_files_are_found_by_the_contains_url_filter(backend: Backe
     let chunk = without_url["chunk"].as_array().expect("chunk");
     assert!(chunk.iter().all(|event| event["content"].get("url").is_none()), "{without_url}");
     assert!(chunk.iter().any(|event| event["content"]["body"] == "no file here"), "{without_url}");
+}
+
+/// Serves `/page.html` and `/picture.png` over plain HTTP on loopback,
+/// any number of times; returns the base URL.
+async fn web_server(html: String, picture: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (html, picture) = (html.clone(), picture.clone());
+            tokio::spawn(async move {
+                let mut request = vec![0; 4096];
+                let read = socket.read(&mut request).await.unwrap_or(0);
+                let line =
+                    String::from_utf8_lossy(&request[..read]).lines().next().unwrap_or_default().to_owned();
+                let (content_type, body) = match line.split(' ').nth(1) {
+                    Some("/page.html") => ("text/html; charset=utf-8", html.into_bytes()),
+                    Some("/picture.png") => ("image/png", picture),
+                    _ => ("text/plain", b"not here".to_vec()),
+                };
+                let status = if content_type == "text/plain" { "404 Not Found" } else { "200 OK" };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+            });
+        }
+    });
+    base
+}
+
+async fn url_previews_read_open_graph_and_store_the_picture(backend: Backend) {
+    let picture = png(279, 129);
+    let html = r#"<html><head><title>The Rock (1996)</title>
+        <meta property="og:title" content="The Rock" />
+        <meta property="og:type" content="video.movie" />
+        <meta property="og:image" content="picture.png" />
+        </head><body>ignored</body></html>"#;
+    let site = web_server(html.to_owned(), picture.clone()).await;
+
+    // Off by default.
+    let closed = TestServer::start(backend).await;
+    let alice = closed.register("alice", "pw").await;
+    let preview =
+        format!("/_matrix/client/v1/media/preview_url?url={}", encode_all(&format!("{site}/page.html")));
+    get(&alice, &preview).await.assert_error(403, "M_FORBIDDEN");
+
+    let server = TestServer::start_with(backend, |config| {
+        config.media.url_previews = true;
+        config.outbound_allowed_ranges = "127.0.0.0/8".into();
+    })
+    .await;
+    let alice = server.register("alice", "pw").await;
+    let og = get(&alice, &preview).await.json();
+    assert_eq!(og["og:title"], "The Rock");
+    assert_eq!(og["og:type"], "video.movie");
+    assert_eq!(og["matrix:image:size"], picture.len());
+    assert_eq!((og["og:image:width"].as_u64(), og["og:image:height"].as_u64()), (Some(279), Some(129)));
+    // The picture is now this server's media.
+    let mxc = og["og:image"].as_str().expect("og:image");
+    let stored = get(&alice, &format!("/_matrix/client/v1/media/download/{}", media_path(mxc))).await;
+    assert_eq!(stored.bytes, picture);
+    // The legacy path answers the same.
+    let legacy = get(
+        &alice,
+        &format!("/_matrix/media/v3/preview_url?url={}", encode_all(&format!("{site}/page.html"))),
+    )
+    .await;
+    assert_eq!(legacy.json()["og:title"], "The Rock");
+
+    // Bad URLs, and addresses the outbound rules forbid.
+    get(&alice, "/_matrix/client/v1/media/preview_url?url=not%20a%20url")
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    get(&alice, "/_matrix/client/v1/media/preview_url?url=file%3A%2F%2F%2Fetc%2Fpasswd")
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    let private = encode_all("http://10.1.2.3/page.html");
+    get(&alice, &format!("/_matrix/client/v1/media/preview_url?url={private}"))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+}
+
+/// Runs `tessera media ...` on `server`'s data, as an operator would.
+fn media_command(server: &TestServer, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("media")
+        .args(args)
+        .env_clear()
+        .env("TESSERA_SERVER_NAME", server.server_name())
+        .env("TESSERA_DATA_DIR", server.data_dir())
+        .env("TESSERA_DATABASE_URL", server.database_url())
+        .env("TESSERA_LOG", "warn")
+        .output()
+        .expect("run tessera");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Makes every stored file look written two hours ago (past the grace a
+/// new file is given before cleanup may remove it).
+fn age_files(server: &TestServer) {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for path in files_under(&server.data_dir().join("media")) {
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(then))
+            .expect("set mtime");
+    }
+}
+
+async fn media_commands_purge_remote_files_and_remove_unused_ones(backend: Backend) {
+    let (_ca, a, b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let picture = png(300, 300);
+    let mxc = alice.upload(&picture, "image/png", None).await;
+    let local = bob.upload(b"bob's own file", "text/plain", None).await;
+    let remote = format!("/_matrix/client/v1/media/download/{}", media_path(&mxc));
+    assert_eq!(get(&bob, &remote).await.bytes, picture);
+    let thumbnail = format!("/_matrix/client/v1/media/thumbnail/{}?width=32&height=32", media_path(&mxc));
+    assert_eq!(get(&bob, &thumbnail).await.status, 200);
+    assert_eq!(
+        files_under(&b.data_dir().join("media")).len(),
+        3,
+        "bob's file, A's picture and its thumbnail"
+    );
+
+    // Recently used remote media stays.
+    assert!(media_command(&b, &["purge-remote", "--older-than", "1d"]).contains("removed 0 remote media"));
+    age_files(&b);
+    let out = media_command(&b, &["purge-remote", "--older-than", "0s"]);
+    assert!(out.contains("removed 1 remote media") && out.contains("2 unused files"), "{out}");
+    let left = files_under(&b.data_dir().join("media"));
+    assert_eq!(left.len(), 1, "only bob's own file: {left:?}");
+    assert_eq!(
+        get(&bob, &format!("/_matrix/client/v1/media/download/{}", media_path(&local))).await.bytes,
+        b"bob's own file"
+    );
+    // Asked for again, it is fetched again.
+    assert_eq!(get(&bob, &remote).await.bytes, picture);
+
+    // A file nothing names (a crash between the write and the record).
+    let orphan = b.data_dir().join("media").join("ab").join("cd");
+    std::fs::create_dir_all(&orphan).expect("blob directory");
+    std::fs::write(orphan.join(format!("abcd{}", "0".repeat(60))), b"orphan").expect("orphan");
+    age_files(&b);
+    let out = media_command(&b, &["cleanup"]);
+    assert!(out.contains("1 unused files"), "{out}");
+    assert_eq!(files_under(&b.data_dir().join("media")).len(), 2);
 }

@@ -37,11 +37,18 @@ pub trait BlobStore: Send + Sync {
     /// Removes a blob (no error if it is absent).
     fn delete<'a>(&'a self, hash: &'a str) -> BoxFuture<'a, io::Result<()>>;
 
-    /// Every blob's hash, for the cleanup command.
-    fn list(&self) -> BoxFuture<'_, io::Result<Vec<String>>>;
+    /// Every blob, for the cleanup command.
+    fn list(&self) -> BoxFuture<'_, io::Result<Vec<BlobEntry>>>;
 
     /// A local directory where uploads are written while they arrive.
     fn staging_dir(&self) -> &Path;
+}
+
+/// A stored blob and when it was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobEntry {
+    pub hash: String,
+    pub written: std::time::SystemTime,
 }
 
 /// Blobs as files: `<dir>/ab/cd/abcd…`, staged under `<dir>/staging`.
@@ -51,15 +58,18 @@ pub struct LocalBlobs {
 }
 
 impl LocalBlobs {
-    /// Creates the directories if need be; leftovers of uploads cut off
-    /// by a crash are removed.
+    /// Creates the directories if need be.
     pub fn open(dir: &Path) -> io::Result<Self> {
         let staging = dir.join("staging");
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging)?;
-        }
         std::fs::create_dir_all(&staging)?;
         Ok(Self { dir: dir.to_owned(), staging })
+    }
+
+    /// Removes the leftovers of uploads a crash cut off: only while no
+    /// server runs on this directory (at its start).
+    pub fn clear_staging(&self) -> io::Result<()> {
+        std::fs::remove_dir_all(&self.staging)?;
+        std::fs::create_dir_all(&self.staging)
     }
 
     fn path(&self, hash: &str) -> io::Result<PathBuf> {
@@ -120,7 +130,7 @@ impl BlobStore for LocalBlobs {
         })
     }
 
-    fn list(&self) -> BoxFuture<'_, io::Result<Vec<String>>> {
+    fn list(&self) -> BoxFuture<'_, io::Result<Vec<BlobEntry>>> {
         Box::pin(async move {
             let mut hashes = Vec::new();
             let mut stack = vec![(self.dir.clone(), 0)];
@@ -130,7 +140,10 @@ impl BlobStore for LocalBlobs {
                     let name = entry.file_name().to_string_lossy().into_owned();
                     match depth {
                         0 | 1 if name.len() == 2 => stack.push((entry.path(), depth + 1)),
-                        2 if self.path(&name).is_ok() => hashes.push(name),
+                        2 if self.path(&name).is_ok() => {
+                            let written = entry.metadata().await?.modified()?;
+                            hashes.push(BlobEntry { hash: name, written });
+                        }
                         _ => {}
                     }
                 }
@@ -159,7 +172,9 @@ mod tests {
             blobs.put(&hash, &staged).await.expect("put");
             assert!(!staged.exists(), "the staged file is taken");
         }
-        assert_eq!(blobs.list().await.expect("list"), vec![hash.clone()]);
+        let listed: Vec<String> =
+            blobs.list().await.expect("list").into_iter().map(|entry| entry.hash).collect();
+        assert_eq!(listed, vec![hash.clone()]);
 
         let mut part = String::new();
         let mut reader = blobs.read(&hash, 6, Some(3)).await.expect("read").expect("blob exists");

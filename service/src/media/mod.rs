@@ -11,6 +11,7 @@
 //! Must not: know about HTTP (headers and multipart are the API crates').
 
 pub mod blobs;
+pub mod maintenance;
 mod preview;
 mod preview_html;
 mod staging;
