@@ -354,6 +354,11 @@ impl TestServer {
     /// a port of its own; returns the process, its log on stdout, and its
     /// base URL once `/health` answers.
     pub async fn spawn_binary(&self) -> (tokio::process::Child, String) {
+        self.spawn_binary_with(&[]).await
+    }
+
+    /// [`TestServer::spawn_binary`] with more `TESSERA_*` variables.
+    pub async fn spawn_binary_with(&self, env: &[(&str, &str)]) -> (tokio::process::Child, String) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -365,6 +370,7 @@ impl TestServer {
             .env("TESSERA_DATA_DIR", self.data_dir())
             .env("TESSERA_DATABASE_URL", self.database_url())
             .env("TESSERA_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()

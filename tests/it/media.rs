@@ -25,6 +25,7 @@ both_backends!(
     messages_with_files_are_found_by_the_contains_url_filter,
     url_previews_read_open_graph_and_store_the_picture,
     media_commands_purge_remote_files_and_remove_unused_ones,
+    a_100_mb_file_streams_through_without_the_server_holding_it,
     another_servers_media_is_fetched_over_federation_and_cached
 );
 
@@ -558,4 +559,89 @@ async fn media_commands_purge_remote_files_and_remove_unused_ones(backend: Backe
     let out = media_command(&b, &["cleanup"]);
     assert!(out.contains("1 unused files"), "{out}");
     assert_eq!(files_under(&b.data_dir().join("media")).len(), 2);
+}
+
+/// The server's resident memory now, in bytes (Linux).
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// Samples the process's RSS every 20 ms until `done`; returns the peak.
+fn watch_rss(pid: u32, done: std::sync::Arc<std::sync::atomic::AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut peak = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            peak = peak.max(rss_bytes(pid));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        peak
+    })
+}
+
+async fn a_100_mb_file_streams_through_without_the_server_holding_it(backend: Backend) {
+    use sha2::{Digest, Sha256};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SIZE: usize = 100 * 1024 * 1024;
+    /// Well under the file: what it costs must not grow with the file.
+    const BOUND: u64 = 40 * 1024 * 1024;
+
+    let mut server = TestServer::start(backend).await;
+    let alice = server.register("alice", "pw").await;
+    let token = alice.token.clone().expect("token");
+    server.stop().await.expect("the in-process server stops");
+    // The real binary, alone in its process, so its memory is its own.
+    let (child, base) = server.spawn_binary_with(&[("TESSERA_MEDIA_MAX_UPLOAD_BYTES", "209715200")]).await;
+    let pid = child.id().expect("pid");
+    let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut expected = Sha256::new();
+    for _ in 0..SIZE / chunk.len() {
+        expected.update(&chunk);
+    }
+    let expected = expected.finalize();
+
+    // Upload over a raw connection, 64 KiB at a time.
+    let before = rss_bytes(pid);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let peak = watch_rss(pid, done.clone());
+    let address = base.strip_prefix("http://").expect("http base");
+    let mut socket = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let head = format!(
+        "POST /_matrix/media/v3/upload?filename=big.bin HTTP/1.1\r\nHost: {address}\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {SIZE}\r\nConnection: close\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.expect("headers");
+    for _ in 0..SIZE / chunk.len() {
+        socket.write_all(&chunk).await.expect("body");
+    }
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).await.expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).expect("body");
+    let mxc: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    let mxc = mxc["content_uri"].as_str().expect("content_uri").to_owned();
+
+    // Download it back, reading as it comes.
+    let url = format!("{base}/_matrix/client/v1/media/download/{}", media_path(&mxc));
+    let mut response = reqwest::Client::new().get(url).bearer_auth(&token).send().await.expect("download");
+    assert_eq!(response.status(), 200);
+    let mut received = Sha256::new();
+    let mut length = 0;
+    while let Some(bytes) = response.chunk().await.expect("chunk") {
+        length += bytes.len();
+        received.update(&bytes);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = peak.await.expect("RSS watcher");
+    assert_eq!((length, received.finalize()), (SIZE, expected), "the same 100 MB back");
+    let growth = peak.saturating_sub(before);
+    eprintln!("100 MiB up and down: server RSS {} MiB before, peak {} MiB", before >> 20, peak >> 20);
+    assert!(growth < BOUND, "the server's memory grew by {} MiB for a 100 MiB file", growth / (1024 * 1024));
+    drop(child);
 }
