@@ -6,13 +6,14 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures_util::StreamExt;
 use ruma::{
     EventId, OwnedDeviceId, OwnedEventId, OwnedMxcUri, OwnedServerName, OwnedUserId, RoomAliasId, RoomId,
     RoomVersionId, ServerName, UserId,
     api::{
         IncomingResponseExt, OutgoingRequest,
         federation::{
-            authenticated_media::{FileOrLocation, get_content as media_content},
+            authenticated_media::get_content as media_content,
             backfill::get_backfill,
             discovery::{ServerSigningKeys, get_remote_server_keys_batch, get_server_keys},
             event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
@@ -31,11 +32,12 @@ use ruma::{
 };
 use serde_json::value::RawValue as RawJsonValue;
 use tessera_core::ServerSigningKey;
-use tessera_service::federation::{BoxFuture, FetchedFile, Remote, RemoteError};
+use tessera_service::federation::{BoxFuture, FetchedFile, Remote, RemoteError, RemoteFile};
 use tessera_service::profiles::Profile;
 
 use crate::{
     discovery::Discovery,
+    media_fetch,
     outbound::{FilteringResolver, OutboundRules},
 };
 
@@ -129,9 +131,34 @@ impl FederationClient {
     {
         let server = || destination.to_owned();
         let malformed = |cause: String| RemoteError::Malformed { server: server(), cause };
+        let (target, http_request) = self.prepare(destination, request).await?;
+        let (status, headers, bytes) =
+            self.execute(destination, &target, http_request, is_signed::<R>(), limit).await?;
+        if !status.is_success() {
+            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
+            return Err(RemoteError::Status { server: server(), status: status.as_u16(), body });
+        }
+        let mut http_response = http::Response::new(bytes.as_ref());
+        *http_response.status_mut() = status;
+        *http_response.headers_mut() = headers;
+        R::IncomingResponse::try_from_http_response(http_response).map_err(|e| malformed(e.to_string()))
+    }
+
+    /// Where `request` goes (if this server may be asked at all), and the
+    /// request as HTTP.
+    async fn prepare<R>(
+        &self,
+        destination: &ServerName,
+        request: R,
+    ) -> Result<(crate::discovery::Destination, http::Request<Vec<u8>>), RemoteError>
+    where
+        R: OutgoingRequest,
+        for<'a> R::PathBuilder: PathBuilder<Input<'a> = ()>,
+    {
+        let malformed = |cause: String| RemoteError::Malformed { server: destination.to_owned(), cause };
         if !self.inner.servers.permits(destination) {
             return Err(RemoteError::NotAllowed {
-                server: server(),
+                server: destination.to_owned(),
                 reason: "federation with this server is not allowed by this server's configuration".into(),
             });
         }
@@ -149,17 +176,7 @@ impl FederationClient {
                 Into::<ruma::api::error::IntoHttpError>::into(e)
             ))
         })?;
-        let http_request = http::Request::from_parts(parts, body);
-        let (status, headers, bytes) =
-            self.execute(destination, &target, http_request, is_signed::<R>(), limit).await?;
-        if !status.is_success() {
-            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
-            return Err(RemoteError::Status { server: server(), status: status.as_u16(), body });
-        }
-        let mut http_response = http::Response::new(bytes.as_ref());
-        *http_response.status_mut() = status;
-        *http_response.headers_mut() = headers;
-        R::IncomingResponse::try_from_http_response(http_response).map_err(|e| malformed(e.to_string()))
+        Ok((target, http::Request::from_parts(parts, body)))
     }
 
     /// Sends a built request to `destination` at `target` (signed if
@@ -169,10 +186,28 @@ impl FederationClient {
         &self,
         destination: &ServerName,
         target: &crate::discovery::Destination,
-        mut http_request: http::Request<Vec<u8>>,
+        http_request: http::Request<Vec<u8>>,
         sign: bool,
         limit: usize,
     ) -> Result<(http::StatusCode, http::HeaderMap, Vec<u8>), RemoteError> {
+        let response = self.execute_streaming(destination, target, http_request, sign).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = read_limited(response, limit).await.map_err(|e| match e {
+            ReadError::TooLarge => RemoteError::TooLarge { server: destination.to_owned(), limit },
+            ReadError::Broken(cause) => RemoteError::Malformed { server: destination.to_owned(), cause },
+        })?;
+        Ok((status, headers, bytes))
+    }
+
+    /// [`FederationClient::execute`], leaving the body unread.
+    async fn execute_streaming(
+        &self,
+        destination: &ServerName,
+        target: &crate::discovery::Destination,
+        mut http_request: http::Request<Vec<u8>>,
+        sign: bool,
+    ) -> Result<reqwest::Response, RemoteError> {
         let server = || destination.to_owned();
         let malformed = |cause: String| RemoteError::Malformed { server: server(), cause };
         if sign {
@@ -190,19 +225,11 @@ impl FederationClient {
             let reason = format!("{} is not a public address", target.base_url);
             return Err(RemoteError::NotAllowed { server: server(), reason });
         }
-        let response = self
-            .inner
+        self.inner
             .http
             .execute(request)
             .await
-            .map_err(|e| RemoteError::Unreachable { server: server(), cause: error_chain(&e) })?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = read_limited(response, limit).await.map_err(|e| match e {
-            ReadError::TooLarge => RemoteError::TooLarge { server: server(), limit },
-            ReadError::Broken(cause) => malformed(cause),
-        })?;
-        Ok((status, headers, bytes))
+            .map_err(|e| RemoteError::Unreachable { server: server(), cause: error_chain(&e) })
     }
 }
 
@@ -459,19 +486,15 @@ impl Remote for FederationClient {
         media_id: &'a str,
         max_bytes: usize,
         wait: Duration,
-    ) -> BoxFuture<'a, Result<FetchedFile, RemoteError>> {
+    ) -> BoxFuture<'a, Result<RemoteFile, RemoteError>> {
         Box::pin(async move {
-            let mut request = media_content::v1::Request::new(media_id.to_owned());
-            request.timeout_ms = wait;
-            let authenticated = match self.send_with_limit(server, request, max_bytes).await {
-                Ok(response) => self.media_file(server, response.content, max_bytes).await,
-                Err(e) => Err(e),
-            };
-            match authenticated {
+            match self.authenticated_download(server, media_id, max_bytes, wait).await {
                 Err(error @ (RemoteError::NotAllowed { .. } | RemoteError::TooLarge { .. })) => Err(error),
-                Err(RemoteError::Status { status: 404 | 504, body, .. }) if body.contains("M_NOT_") => {
+                Err(RemoteError::Status { status: status @ (404 | 504), body, .. })
+                    if body.contains("M_NOT_") =>
+                {
                     // The server has the endpoint and answered about the media.
-                    Err(RemoteError::Status { server: server.to_owned(), status: 404, body })
+                    Err(RemoteError::Status { server: server.to_owned(), status, body })
                 }
                 // Servers without authenticated media (and some that answer
                 // it oddly) still serve the deprecated download.
@@ -494,38 +517,51 @@ impl Remote for FederationClient {
                 server: url_server(url),
                 cause: format!("bad URL: {e}"),
             })?;
-            self.fetch_plain(parsed, max_bytes).await
+            let file = self.fetch_stream(parsed, max_bytes).await?;
+            let server = url_server(url);
+            let mut bytes = Vec::new();
+            let mut body = file.body;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                if bytes.len() + chunk.len() > max_bytes {
+                    return Err(RemoteError::TooLarge { server, limit: max_bytes });
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(FetchedFile { content_type: file.content_type, file_name: file.file_name, bytes })
         })
     }
 }
 
 impl FederationClient {
-    /// The file of a federation media response: its bytes, or those at
-    /// the `Location` it names.
-    async fn media_file(
+    /// `GET /_matrix/federation/v1/media/download/{mediaId}`: its
+    /// multipart answer read as it arrives, or the `Location` it names.
+    async fn authenticated_download(
         &self,
         server: &ServerName,
-        content: FileOrLocation,
+        media_id: &str,
         max_bytes: usize,
-    ) -> Result<FetchedFile, RemoteError> {
-        match content {
-            FileOrLocation::File(file) => Ok(FetchedFile {
-                content_type: file.content_type,
-                file_name: file.content_disposition.and_then(|disposition| disposition.filename),
-                bytes: file.file,
-            }),
-            FileOrLocation::Location(location) => {
-                let url = location.parse().map_err(|e| RemoteError::Malformed {
-                    server: server.to_owned(),
-                    cause: format!("bad Location: {e}"),
-                })?;
-                self.fetch_plain(url, max_bytes).await
-            }
-            _ => Err(RemoteError::Malformed {
-                server: server.to_owned(),
-                cause: "an unknown media response".into(),
-            }),
+        wait: Duration,
+    ) -> Result<RemoteFile, RemoteError> {
+        let mut request = media_content::v1::Request::new(media_id.to_owned());
+        request.timeout_ms = wait;
+        let (target, request) = self.prepare(server, request).await?;
+        let response = self.execute_streaming(server, &target, request, true).await?;
+        let response = successful(server, response, max_bytes).await?;
+        let malformed = |cause: String| RemoteError::Malformed { server: server.to_owned(), cause };
+        let content_type = header_text(response.headers(), http::header::CONTENT_TYPE).unwrap_or_default();
+        let boundary =
+            media_fetch::boundary(&content_type).ok_or_else(|| malformed("not multipart/mixed".into()))?;
+        let part = media_fetch::second_part(chunks(response), &boundary).await.map_err(malformed)?;
+        if let Some(location) = part.header("location") {
+            let url = location.parse().map_err(|e| malformed(format!("bad Location: {e}")))?;
+            return self.fetch_stream(url, max_bytes).await;
         }
+        Ok(RemoteFile {
+            content_type: part.header("content-type").map(str::to_owned),
+            file_name: part.header("content-disposition").and_then(file_name),
+            body: with_server(server, part.body),
+        })
     }
 
     /// `GET /_matrix/media/v3/download/{server}/{mediaId}?allow_remote=false`.
@@ -535,7 +571,7 @@ impl FederationClient {
         media_id: &str,
         max_bytes: usize,
         wait: Duration,
-    ) -> Result<FetchedFile, RemoteError> {
+    ) -> Result<RemoteFile, RemoteError> {
         let target = self.inner.discovery.resolve(server).await?;
         let malformed = |cause: String| RemoteError::Malformed { server: server.to_owned(), cause };
         let uri = format!(
@@ -544,17 +580,14 @@ impl FederationClient {
             wait.as_millis()
         );
         let request = http::Request::get(uri).body(Vec::new()).map_err(|e| malformed(e.to_string()))?;
-        let (status, headers, bytes) = self.execute(server, &target, request, false, max_bytes).await?;
-        if !status.is_success() {
-            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
-            return Err(RemoteError::Status { server: server.to_owned(), status: status.as_u16(), body });
-        }
-        Ok(fetched_file(&headers, bytes))
+        let response = self.execute_streaming(server, &target, request, false).await?;
+        let response = successful(server, response, max_bytes).await?;
+        Ok(plain_file(server, response))
     }
 
     /// An unsigned `GET` of a URL (a media `Location`, a page to preview),
-    /// to permitted addresses only.
-    async fn fetch_plain(&self, url: reqwest::Url, max_bytes: usize) -> Result<FetchedFile, RemoteError> {
+    /// to permitted addresses only, its body read as it arrives.
+    async fn fetch_stream(&self, url: reqwest::Url, max_bytes: usize) -> Result<RemoteFile, RemoteError> {
         let server = url_server(url.as_str());
         if !self.inner.rules.permits_url(&url) {
             return Err(RemoteError::NotAllowed { server, reason: "not a public address".into() });
@@ -566,31 +599,69 @@ impl FederationClient {
             .send()
             .await
             .map_err(|e| RemoteError::Unreachable { server: server.clone(), cause: error_chain(&e) })?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = read_limited(response, max_bytes).await.map_err(|e| match e {
-            ReadError::TooLarge => RemoteError::TooLarge { server: server.clone(), limit: max_bytes },
-            ReadError::Broken(cause) => RemoteError::Malformed { server: server.clone(), cause },
-        })?;
-        if !status.is_success() {
-            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
-            return Err(RemoteError::Status { server, status: status.as_u16(), body });
-        }
-        Ok(fetched_file(&headers, bytes))
+        let response = successful(&server, response, max_bytes).await?;
+        Ok(plain_file(&server, response))
     }
 }
 
-/// A plain download's file: its type and name from the headers.
-fn fetched_file(headers: &http::HeaderMap, bytes: Vec<u8>) -> FetchedFile {
-    let header = |name| headers.get(name).and_then(|value: &http::HeaderValue| value.to_str().ok());
-    FetchedFile {
-        content_type: header(http::header::CONTENT_TYPE).map(str::to_owned),
-        file_name: headers
-            .get(http::header::CONTENT_DISPOSITION)
-            .and_then(|value| ContentDisposition::try_from(value.as_bytes()).ok())
-            .and_then(|disposition| disposition.filename),
-        bytes,
+/// The response if it succeeded and does not announce more than
+/// `max_bytes`; else the error it is (with the start of its body).
+async fn successful(
+    server: &ServerName,
+    response: reqwest::Response,
+    max_bytes: usize,
+) -> Result<reqwest::Response, RemoteError> {
+    let status = response.status();
+    if !status.is_success() {
+        let bytes = read_limited(response, 4096).await.unwrap_or_default();
+        let body = String::from_utf8_lossy(&bytes).into_owned();
+        return Err(RemoteError::Status { server: server.to_owned(), status: status.as_u16(), body });
     }
+    if response.content_length().is_some_and(|len| len > u64::try_from(max_bytes).unwrap_or(u64::MAX)) {
+        return Err(RemoteError::TooLarge { server: server.to_owned(), limit: max_bytes });
+    }
+    Ok(response)
+}
+
+/// A plain download's file: its type and name from the headers.
+fn plain_file(server: &ServerName, response: reqwest::Response) -> RemoteFile {
+    let headers = response.headers();
+    RemoteFile {
+        content_type: header_text(headers, http::header::CONTENT_TYPE),
+        file_name: header_text(headers, http::header::CONTENT_DISPOSITION).as_deref().and_then(file_name),
+        body: with_server(server, chunks(response)),
+    }
+}
+
+fn header_text(headers: &http::HeaderMap, name: http::header::HeaderName) -> Option<String> {
+    headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned)
+}
+
+/// The file name of a `Content-Disposition` (RFC 6266, as ruma reads it).
+fn file_name(disposition: &str) -> Option<String> {
+    ContentDisposition::try_from(disposition.as_bytes()).ok().and_then(|disposition| disposition.filename)
+}
+
+/// A response's body as a stream of chunks.
+fn chunks(response: reqwest::Response) -> media_fetch::Chunks {
+    Box::pin(futures_util::stream::unfold(Some(response), |response| async move {
+        let mut response = response?;
+        match response.chunk().await {
+            Ok(Some(chunk)) => Some((Ok(chunk), Some(response))),
+            Ok(None) => None,
+            Err(e) => Some((Err(error_chain(&e)), None)),
+        }
+    }))
+}
+
+/// A body's failures as the server's.
+fn with_server(server: &ServerName, body: media_fetch::Chunks) -> tessera_service::federation::ByteStream {
+    let server = server.to_owned();
+    Box::pin(
+        body.map(move |chunk| {
+            chunk.map_err(|cause| RemoteError::Malformed { server: server.clone(), cause })
+        }),
+    )
 }
 
 /// A URL's host, as the server name errors about it carry.

@@ -17,6 +17,7 @@ mod discovery;
 mod events;
 mod keys;
 mod media;
+mod media_fetch;
 mod membership;
 pub mod outbound;
 mod query;

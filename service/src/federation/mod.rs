@@ -67,8 +67,17 @@ pub enum RemoteError {
     TooLarge { server: OwnedServerName, limit: usize },
 }
 
-/// A file fetched from elsewhere: another server's media, or a page or
-/// picture for a URL preview.
+/// A body arriving from another server, chunk by chunk.
+pub type ByteStream = Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, RemoteError>> + Send>>;
+
+/// Another server's file, its bytes still arriving.
+pub struct RemoteFile {
+    pub content_type: Option<String>,
+    pub file_name: Option<String>,
+    pub body: ByteStream,
+}
+
+/// A file fetched whole: a page or picture for a URL preview.
 #[derive(Clone, Debug)]
 pub struct FetchedFile {
     pub content_type: Option<String>,
@@ -249,14 +258,15 @@ pub trait Remote: Send + Sync {
     /// `GET /_matrix/federation/v1/media/download/{mediaId}` of `server`,
     /// else (a server without authenticated media) its unauthenticated
     /// `/_matrix/media/v3/download`: at most `max_bytes`, waiting up to
-    /// `wait` for media still being uploaded there.
+    /// `wait` for media still being uploaded there. Refused at once when
+    /// it announces more than `max_bytes`; the caller counts the rest.
     fn download_media<'a>(
         &'a self,
         server: &'a ServerName,
         _media_id: &'a str,
         _max_bytes: usize,
         _wait: std::time::Duration,
-    ) -> BoxFuture<'a, Result<FetchedFile, RemoteError>> {
+    ) -> BoxFuture<'a, Result<RemoteFile, RemoteError>> {
         Box::pin(async move { Err(unreachable(server)) })
     }
 

@@ -20,7 +20,7 @@ pub mod thumbnail;
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use ruma::{OwnedMxcUri, ServerName, UserId};
 use tessera_storage::{MediaContent, MediaRow, NewMedia, Store, ThumbnailRow};
 use tokio::io::AsyncReadExt;
@@ -375,7 +375,13 @@ impl Media {
             .download_media(server_name, media_id, usize::try_from(max).unwrap_or(usize::MAX), wait)
             .await
             .map_err(remote_media_error)?;
-        let content = self.keep_bytes(fetched.bytes).await?;
+        // Written to disk as it arrives, never held whole.
+        let body = fetched.body.map(|chunk| chunk.map_err(remote_media_error));
+        let staged = match staging::stage(self.inner.blobs.staging_dir(), body, max).await {
+            Err(Error::Matrix { status: 413, .. }) => return Err(remote_too_large()),
+            other => other?,
+        };
+        let content = self.keep(staged).await?;
         let media = NewMedia {
             server_name: server_name.as_str(),
             media_id,
@@ -557,6 +563,10 @@ fn duration_ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+fn remote_too_large() -> Error {
+    Error::new(502, ruma::api::error::ErrorKind::TooLarge, "Content is too large to serve")
+}
+
 fn media_not_found() -> Error {
     Error::not_found("Media not found")
 }
@@ -583,9 +593,7 @@ fn remote_media_error(error: RemoteError) -> Error {
     match &error {
         RemoteError::Status { status: 404, .. } => media_not_found(),
         RemoteError::Status { status: 504, .. } => not_yet_uploaded(),
-        RemoteError::TooLarge { .. } => {
-            Error::new(502, ruma::api::error::ErrorKind::TooLarge, "Content is too large to serve")
-        }
+        RemoteError::TooLarge { .. } => remote_too_large(),
         _ => {
             tracing::info!(%error, "remote media not fetched");
             Error::new(502, ruma::api::error::ErrorKind::Unknown, "The media's server did not provide it")
