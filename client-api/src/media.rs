@@ -263,13 +263,27 @@ async fn serve(
     let content_type = found.content_type.as_deref().unwrap_or("application/octet-stream");
     insert(headers, header::CONTENT_TYPE, content_type);
     insert(headers, header::CONTENT_LENGTH, &len.to_string());
-    let file_name = file_name.or(found.file_name.as_deref()).filter(|name| !name.is_empty());
+    let file_name = match found.thumbnail {
+        true => thumbnail_name(content_type),
+        false => file_name.or(found.file_name.as_deref()).filter(|name| !name.is_empty()),
+    };
     insert(headers, header::CONTENT_DISPOSITION, &disposition(content_type, found.thumbnail, file_name));
     security_headers(headers);
     insert(headers, header::ACCEPT_RANGES, "bytes");
     // A media ID's bytes never change; only its holder's token may read them.
     insert(headers, header::CACHE_CONTROL, "private, max-age=86400");
     Ok(response)
+}
+
+/// The name a thumbnail is served under (the spec: "SHOULD contain a file
+/// name").
+fn thumbnail_name(content_type: &str) -> Option<&'static str> {
+    match content_type {
+        "image/jpeg" => Some("thumbnail.jpg"),
+        "image/gif" => Some("thumbnail.gif"),
+        "image/webp" => Some("thumbnail.webp"),
+        _ => Some("thumbnail.png"),
+    }
 }
 
 /// The single byte range asked for (`Range: bytes=a-b`, `a-`, `-n`) as
@@ -297,7 +311,11 @@ fn requested_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>,
             let len = suffix.min(size);
             (size - len, len)
         }
-        (Ok(_), _) | (_, Ok(_)) => return Err(()),
+        // Well-formed but outside the file: 416.
+        (Ok(start), Ok(end)) if start <= end => return Err(()),
+        (Ok(_), Err(_)) if last.is_empty() => return Err(()),
+        (Err(_), Ok(0)) if first.is_empty() => return Err(()),
+        // Anything else is not a range we understand: the whole file.
         _ => return Ok(None),
     };
     Ok(Some(range))
@@ -330,6 +348,7 @@ mod tests {
         assert_eq!(range("bytes=0-1,5-6", 100), Ok(None), "several ranges: the whole file");
         assert_eq!(range("items=0-1", 100), Ok(None));
         assert_eq!(range("bytes=100-", 100), Err(()));
-        assert_eq!(range("bytes=5-2", 100), Err(()));
+        assert_eq!(range("bytes=5-2", 100), Ok(None), "malformed: ignored");
+        assert_eq!(range("bytes=5-x", 100), Ok(None), "malformed: ignored");
     }
 }

@@ -43,6 +43,9 @@ use crate::{
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a file may take to arrive from another server, besides the
+/// wait asked for one still being uploaded there.
+const MEDIA_TIMEOUT: Duration = Duration::from_secs(300);
 /// The largest response body read from another server.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -84,6 +87,8 @@ impl FederationClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .redirect(redirects(settings.rules.clone()))
+            // A proxy would resolve names itself, past the address rules.
+            .no_proxy()
             .user_agent(concat!("Tessera/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(FilteringResolver {
                 rules: settings.rules.clone(),
@@ -190,7 +195,8 @@ impl FederationClient {
         sign: bool,
         limit: usize,
     ) -> Result<(http::StatusCode, http::HeaderMap, Vec<u8>), RemoteError> {
-        let response = self.execute_streaming(destination, target, http_request, sign).await?;
+        let response =
+            self.execute_streaming(destination, target, http_request, sign, REQUEST_TIMEOUT).await?;
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = read_limited(response, limit).await.map_err(|e| match e {
@@ -207,6 +213,7 @@ impl FederationClient {
         target: &crate::discovery::Destination,
         mut http_request: http::Request<Vec<u8>>,
         sign: bool,
+        timeout: Duration,
     ) -> Result<reqwest::Response, RemoteError> {
         let server = || destination.to_owned();
         let malformed = |cause: String| RemoteError::Malformed { server: server(), cause };
@@ -220,7 +227,8 @@ impl FederationClient {
         }
         let host = http::HeaderValue::from_str(&target.host_header).map_err(|e| malformed(e.to_string()))?;
         http_request.headers_mut().insert(http::header::HOST, host);
-        let request = reqwest::Request::try_from(http_request).map_err(|e| malformed(e.to_string()))?;
+        let mut request = reqwest::Request::try_from(http_request).map_err(|e| malformed(e.to_string()))?;
+        *request.timeout_mut() = Some(timeout);
         if !self.inner.rules.permits_url(request.url()) {
             let reason = format!("{} is not a public address", target.base_url);
             return Err(RemoteError::NotAllowed { server: server(), reason });
@@ -489,20 +497,11 @@ impl Remote for FederationClient {
     ) -> BoxFuture<'a, Result<RemoteFile, RemoteError>> {
         Box::pin(async move {
             match self.authenticated_download(server, media_id, max_bytes, wait).await {
-                Err(error @ (RemoteError::NotAllowed { .. } | RemoteError::TooLarge { .. })) => Err(error),
-                Err(RemoteError::Status { status: status @ (404 | 504), body, .. })
-                    if body.contains("M_NOT_") =>
-                {
-                    // The server has the endpoint and answered about the media.
-                    Err(RemoteError::Status { server: server.to_owned(), status, body })
-                }
-                // Servers without authenticated media (and some that answer
-                // it oddly) still serve the deprecated download.
-                Err(error) => {
+                Err(error) if unauthenticated_may_serve(&error) => {
                     tracing::debug!(%error, "authenticated media download failed; trying the unauthenticated one");
                     self.legacy_download(server, media_id, max_bytes, wait).await
                 }
-                ok => ok,
+                other => other,
             }
         })
     }
@@ -546,7 +545,7 @@ impl FederationClient {
         let mut request = media_content::v1::Request::new(media_id.to_owned());
         request.timeout_ms = wait;
         let (target, request) = self.prepare(server, request).await?;
-        let response = self.execute_streaming(server, &target, request, true).await?;
+        let response = self.execute_streaming(server, &target, request, true, media_timeout(wait)).await?;
         let response = successful(server, response, max_bytes).await?;
         let malformed = |cause: String| RemoteError::Malformed { server: server.to_owned(), cause };
         let content_type = header_text(response.headers(), http::header::CONTENT_TYPE).unwrap_or_default();
@@ -580,7 +579,7 @@ impl FederationClient {
             wait.as_millis()
         );
         let request = http::Request::get(uri).body(Vec::new()).map_err(|e| malformed(e.to_string()))?;
-        let response = self.execute_streaming(server, &target, request, false).await?;
+        let response = self.execute_streaming(server, &target, request, false, media_timeout(wait)).await?;
         let response = successful(server, response, max_bytes).await?;
         Ok(plain_file(server, response))
     }
@@ -596,12 +595,33 @@ impl FederationClient {
             .inner
             .http
             .get(url)
+            .timeout(MEDIA_TIMEOUT)
             .send()
             .await
             .map_err(|e| RemoteError::Unreachable { server: server.clone(), cause: error_chain(&e) })?;
         let response = successful(&server, response, max_bytes).await?;
         Ok(plain_file(&server, response))
     }
+}
+
+/// Whether a failed authenticated download may be retried with the
+/// deprecated one: the server lacks the endpoint (or answered it oddly),
+/// rather than answering about the media (not found, not yet uploaded).
+fn unauthenticated_may_serve(error: &RemoteError) -> bool {
+    match error {
+        RemoteError::Status { body, .. }
+            if body.contains("M_NOT_FOUND") || body.contains("M_NOT_YET_UPLOADED") =>
+        {
+            false
+        }
+        RemoteError::Status { status, .. } => matches!(status, 400 | 404 | 405 | 501),
+        RemoteError::Malformed { .. } => true,
+        _ => false,
+    }
+}
+
+fn media_timeout(wait: Duration) -> Duration {
+    MEDIA_TIMEOUT + wait
 }
 
 /// The response if it succeeded and does not announce more than

@@ -219,8 +219,11 @@ async fn uploads_past_the_limits_are_refused(backend: Backend) {
         .raw(Method::POST, "/_matrix/media/v1/create", &[], Vec::new())
         .await
         .assert_error(429, "M_LIMIT_EXCEEDED");
-    // Nothing of the refused uploads is left behind.
+    // Nothing of the refused uploads is left behind, staging included.
     assert_eq!(files_under(&server.data_dir().join("media")).len(), 2);
+    let staging =
+        std::fs::read_dir(server.data_dir().join("media").join("staging")).expect("staging").count();
+    assert_eq!(staging, 0);
 }
 
 async fn an_asynchronous_upload_fills_a_reserved_id(backend: Backend) {
@@ -280,15 +283,17 @@ async fn thumbnails_are_made_once_in_the_asked_shape(backend: Backend) {
     // scale: the aspect ratio kept, inside the (rounded-up) box.
     let scaled = get(&alice, &thumbnail("width=320&height=240&method=scale")).await;
     assert_eq!((scaled.status, scaled.header("content-type")), (200, "image/png"));
-    assert!(scaled.header("content-disposition").starts_with("inline"));
+    assert_eq!(scaled.header("content-disposition"), "inline; filename=thumbnail.png");
     let picture = decode(&scaled);
     assert_eq!((picture.width(), picture.height()), (320, 160));
     // crop: the asked shape, never smaller than asked.
     let cropped = decode(&get(&alice, &thumbnail("width=90&height=90&method=crop")).await);
     assert_eq!((cropped.width(), cropped.height()), (96, 96));
-    // Made once: the same bytes again.
-    let again = get(&alice, &thumbnail("width=320&height=240&method=scale")).await;
-    assert_eq!(again.bytes, scaled.bytes);
+    // Made once and kept: asking again stores nothing new.
+    let stored = files_under(&server.data_dir().join("media")).len();
+    let again = get(&alice, &thumbnail("width=300&height=200&method=scale")).await;
+    assert_eq!(again.bytes, scaled.bytes, "rounded up to the same thumbnail");
+    assert_eq!(files_under(&server.data_dir().join("media")).len(), stored);
 
     // Larger than the original: the original, not upscaled.
     let original = get(&alice, &thumbnail("width=1600&height=1600")).await;
@@ -361,6 +366,11 @@ async fn another_servers_media_is_fetched_over_federation_and_cached(backend: Ba
     let mxc = alice.upload(&picture, "img/png", Some("🐔")).await;
     let remote = format!("/_matrix/client/v1/media/download/{}", media_path(&mxc));
 
+    // The frozen unauthenticated API does not fetch it either (it would be
+    // new media here).
+    get(&b.client(), &format!("/_matrix/media/v3/download/{}", media_path(&mxc)))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
     let fetched = get(&bob, &remote).await;
     assert_eq!(fetched.status, 200, "{}", String::from_utf8_lossy(&fetched.bytes));
     assert_eq!(fetched.bytes, picture);

@@ -51,7 +51,10 @@ const CONTENT_SECURITY_POLICY: &str = "sandbox; default-src 'none'; script-src '
 /// quoted or RFC 8187-encoded as it needs (ruma's RFC 6266 writer).
 pub fn disposition(content_type: &str, thumbnail: bool, file_name: Option<&str>) -> String {
     let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    let kind = match thumbnail || INLINE_TYPES.contains(&essence.as_str()) {
+    // Browsers read `a/b, c/d` as its last type: a comma anywhere makes
+    // the type untrustworthy.
+    let safe = INLINE_TYPES.contains(&essence.as_str()) && !content_type.contains(',');
+    let kind = match thumbnail || safe {
         true => ContentDispositionType::Inline,
         false => ContentDispositionType::Attachment,
     };
@@ -138,6 +141,7 @@ mod tests {
         assert_eq!(disposition("Text/Plain; charset=utf-8", false, None), "inline");
         assert_eq!(disposition("text/html", false, Some("page.html")), "attachment; filename=page.html");
         assert_eq!(disposition("img/png", false, None), "attachment");
+        assert_eq!(disposition("image/png;x=,text/html", false, None), "attachment");
         assert_eq!(
             disposition("image/png", false, Some("name with spaces")),
             "inline; filename=\"name with spaces\""

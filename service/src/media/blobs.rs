@@ -87,7 +87,15 @@ impl BlobStore for LocalBlobs {
         Box::pin(async move {
             let path = self.path(hash)?;
             if tokio::fs::try_exists(&path).await? {
-                return tokio::fs::remove_file(staged).await;
+                // Freshly written as far as cleanup can tell: it is about to
+                // be named by a new row, and cleanup spares recent blobs.
+                let touched = std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+                if touched.is_ok() {
+                    return tokio::fs::remove_file(staged).await;
+                }
             }
             if let Some(parent) = path.parent() {
                 tokio::fs::create_dir_all(parent).await?;

@@ -48,7 +48,12 @@ pub async fn cleanup(store: &Store, blobs: &dyn BlobStore) -> Result<Removed> {
         .map(|entry| entry.hash)
         .collect();
     let mut removed = 0;
-    for hash in store.unreferenced_blobs(&old).await? {
+    // One at a time, each checked just before it goes: a blob named again
+    // meanwhile (a new upload of the same bytes) stays.
+    for hash in old {
+        if store.unreferenced_blobs(std::slice::from_ref(&hash)).await?.is_empty() {
+            continue;
+        }
         blobs.delete(&hash).await.map_err(Error::internal)?;
         removed += 1;
     }

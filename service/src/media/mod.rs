@@ -17,11 +17,11 @@ mod preview_html;
 mod staging;
 pub mod thumbnail;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use ruma::{OwnedMxcUri, ServerName, UserId};
+use ruma::{OwnedMxcUri, OwnedServerName, ServerName, UserId};
 use tessera_storage::{MediaContent, MediaRow, NewMedia, Store, ThumbnailRow};
 use tokio::io::AsyncReadExt;
 
@@ -112,7 +112,17 @@ struct Inner {
     arrivals: tokio::sync::watch::Sender<u64>,
     /// Thumbnails made at once (each decodes a picture on a blocking thread).
     rendering: tokio::sync::Semaphore,
+    /// Other servers' files being fetched, one lock each.
+    fetching: std::sync::Mutex<HashMap<(OwnedServerName, String), InFlight>>,
+    /// Other servers' files fetched at once.
+    remote_fetches: tokio::sync::Semaphore,
 }
+
+/// A fetch of another server's file, held by those who wait for it.
+type InFlight = Arc<tokio::sync::Mutex<()>>;
+
+/// Other servers' files fetched at once, at most.
+const REMOTE_FETCHES: usize = 8;
 
 /// What a client said of an upload besides its bytes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -154,6 +164,8 @@ impl Media {
                 settings,
                 arrivals,
                 rendering,
+                fetching: std::sync::Mutex::new(HashMap::new()),
+                remote_fetches: tokio::sync::Semaphore::new(REMOTE_FETCHES),
             }),
         }
     }
@@ -323,9 +335,14 @@ impl Media {
         if !local && matches!(access, Access::Federation | Access::Unauthenticated { allow_remote: false }) {
             return Err(media_not_found());
         }
+        let wait = wait.min(self.inner.settings.max_download_wait);
+        // Fetched now, remote media would arrive after the freeze: the
+        // unauthenticated API may only serve what is cached already.
+        let fetch = !matches!(access, Access::Unauthenticated { .. })
+            || now_ms() < self.inner.settings.unauthenticated_until_ts;
         let row = match local {
-            true => self.local_row(media_id, wait.min(self.inner.settings.max_download_wait)).await?,
-            false => self.remote_row(server_name, media_id, wait).await?,
+            true => self.local_row(media_id, wait).await?,
+            false => self.remote_row(server_name, media_id, wait, fetch).await?,
         };
         if matches!(access, Access::Unauthenticated { .. })
             && row.created_ts >= self.inner.settings.unauthenticated_until_ts
@@ -362,12 +379,52 @@ impl Media {
     }
 
     /// Another server's media: from the cache, else fetched and cached.
-    async fn remote_row(&self, server_name: &ServerName, media_id: &str, wait: Duration) -> Result<MediaRow> {
+    async fn remote_row(
+        &self,
+        server_name: &ServerName,
+        media_id: &str,
+        wait: Duration,
+        fetch: bool,
+    ) -> Result<MediaRow> {
         let store = &self.inner.store;
         if let Some(row) = store.get_media(server_name.as_str(), media_id).await? {
             store.touch_remote_media(&row).await?;
             return Ok(row);
         }
+        if !fetch {
+            return Err(media_not_found());
+        }
+        // One fetch per file however many ask at once, and a few at a time
+        // in all: each holds a connection and writes a file.
+        let key = (server_name.to_owned(), media_id.to_owned());
+        let flight = {
+            let mut flights = self.inner.fetching.lock().expect("fetch map lock");
+            flights.entry(key.clone()).or_default().clone()
+        };
+        let fetched = async {
+            let _same_file = flight.lock().await;
+            if let Some(row) = store.get_media(server_name.as_str(), media_id).await? {
+                return Ok(row);
+            }
+            let _permit = self.inner.remote_fetches.acquire().await.map_err(Error::internal)?;
+            self.fetch_remote(server_name, media_id, wait).await
+        }
+        .await;
+        let mut flights = self.inner.fetching.lock().expect("fetch map lock");
+        if flights.get(&key).is_some_and(|held| Arc::strong_count(held) <= 2) {
+            flights.remove(&key);
+        }
+        fetched
+    }
+
+    /// Fetches another server's file and caches it.
+    async fn fetch_remote(
+        &self,
+        server_name: &ServerName,
+        media_id: &str,
+        wait: Duration,
+    ) -> Result<MediaRow> {
+        let store = &self.inner.store;
         let max = self.inner.settings.max_upload_bytes;
         let fetched = self
             .inner
@@ -425,9 +482,13 @@ impl Media {
             }
         };
         let max_pixels = self.inner.settings.max_thumbnail_pixels;
-        // A compressed picture of this many bytes has too many pixels anyway.
-        if u64::try_from(original.content.size).unwrap_or(u64::MAX) > max_pixels.saturating_mul(4) {
-            return Err(too_large());
+        // Its first bytes tell whether it is a picture, and often its size:
+        // neither a large non-picture nor a huge picture is read whole.
+        let prefix = self.read_prefix(&original.content, 64 * 1024).await?;
+        match thumbnail::probe(&prefix, max_pixels) {
+            Err(RenderError::TooLarge) => return Err(too_large()),
+            Err(_) => return Err(cannot_thumbnail()),
+            Ok(()) => {}
         }
         let _permit = self.inner.rendering.acquire().await.map_err(Error::internal)?;
         let source = self.read_all(&original.content).await?;
@@ -485,6 +546,12 @@ impl Media {
             .ok_or_else(|| Error::internal(format!("blob {} is missing", content.hash)))
     }
 
+    async fn read_prefix(&self, content: &MediaContent, len: u64) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.read(content, 0, Some(len)).await?.read_to_end(&mut bytes).await.map_err(Error::internal)?;
+        Ok(bytes)
+    }
+
     async fn read_all(&self, content: &MediaContent) -> Result<Vec<u8>> {
         let mut bytes = Vec::with_capacity(usize::try_from(content.size).unwrap_or(0));
         self.read(content, 0, None).await?.read_to_end(&mut bytes).await.map_err(Error::internal)?;
@@ -500,6 +567,9 @@ impl Media {
     ) -> Result<serde_json::Map<String, serde_json::Value>> {
         if !self.inner.settings.url_previews {
             return Err(Error::forbidden("URL previews are disabled on this server"));
+        }
+        if let Some(answer) = self.inner.previews.remembered(url) {
+            return Ok(answer);
         }
         let page = self.inner.previews.fetch_page(url, self.inner.settings.max_upload_bytes).await?;
         let mut og = page.open_graph;
@@ -533,6 +603,7 @@ impl Media {
         } else {
             og.remove("og:image");
         }
+        self.inner.previews.remember(url, &og);
         Ok(og)
     }
 

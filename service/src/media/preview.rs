@@ -1,7 +1,8 @@
 //! URL previews: a page fetched (through [`Remote::fetch_url`], which
 //! reaches only the addresses the outbound rules allow), its Open Graph
-//! data read (`preview_html`), and its picture fetched too. Answers are
-//! kept for an hour, so a link posted in a busy room is fetched once.
+//! data read (`preview_html`), and its picture fetched too. Answers (with
+//! the picture already stored as media) are kept for an hour, so a link
+//! posted in a busy room is fetched once.
 
 use std::{
     collections::HashMap,
@@ -26,16 +27,18 @@ const KEPT_AT_MOST: usize = 10_000;
 const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A page's preview before its picture is stored.
-#[derive(Clone)]
 pub(crate) struct Page {
     pub open_graph: Map<String, Value>,
     pub image: Option<FetchedFile>,
 }
 
-/// Fetches pages for previews and remembers them.
+/// An answer and when it was given.
+type Remembered = (Instant, Map<String, Value>);
+
+/// Fetches pages for previews and remembers the answers.
 pub struct PreviewFetcher {
     remote: Arc<dyn Remote>,
-    cache: Mutex<HashMap<String, (Instant, Page)>>,
+    cache: Mutex<HashMap<String, Remembered>>,
 }
 
 impl PreviewFetcher {
@@ -50,13 +53,8 @@ impl PreviewFetcher {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(Error::invalid_param("Only http and https URLs can be previewed"));
         }
-        if let Some((at, page)) = self.cache.lock().expect("preview cache lock").get(url)
-            && at.elapsed() < KEPT_FOR
-        {
-            return Ok(page.clone());
-        }
         let max_image_bytes = usize::try_from(max_image_bytes).unwrap_or(usize::MAX);
-        let fetched = self.remote.fetch_url(parsed.as_str(), MAX_PAGE_BYTES.max(max_image_bytes)).await;
+        let fetched = self.remote.fetch_url(parsed.as_str(), MAX_PAGE_BYTES.min(max_image_bytes)).await;
         let fetched = fetched.map_err(preview_error)?;
         let page = match essence(fetched.content_type.as_deref()).as_str() {
             image if image.starts_with("image/") => Page { open_graph: Map::new(), image: Some(fetched) },
@@ -76,12 +74,21 @@ impl PreviewFetcher {
             }
             _ => Page { open_graph: Map::new(), image: None },
         };
+        Ok(page)
+    }
+
+    /// The answer given for `url` within the hour, if any.
+    pub(crate) fn remembered(&self, url: &str) -> Option<Map<String, Value>> {
+        let cache = self.cache.lock().expect("preview cache lock");
+        cache.get(url).filter(|(at, _)| at.elapsed() < KEPT_FOR).map(|(_, answer)| answer.clone())
+    }
+
+    pub(crate) fn remember(&self, url: &str, answer: &Map<String, Value>) {
         let mut cache = self.cache.lock().expect("preview cache lock");
         if cache.len() >= KEPT_AT_MOST {
             cache.clear();
         }
-        cache.insert(url.to_owned(), (Instant::now(), page.clone()));
-        Ok(page)
+        cache.insert(url.to_owned(), (Instant::now(), answer.clone()));
     }
 }
 

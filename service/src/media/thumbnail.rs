@@ -77,6 +77,26 @@ pub enum RenderError {
 /// still thumbnail.
 const MAX_FRAMES: usize = 500;
 
+/// What the first bytes of a file say: `Unsupported` when they are not a
+/// picture this server thumbnails, `TooLarge` when its header already
+/// gives more than `max_pixels` (so the rest need not be read).
+pub fn probe(prefix: &[u8], max_pixels: u64) -> Result<(), RenderError> {
+    let reader =
+        ImageReader::new(Cursor::new(prefix)).with_guessed_format().map_err(|_| RenderError::Unsupported)?;
+    let format = reader.format().ok_or(RenderError::Unsupported)?;
+    if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Gif | ImageFormat::WebP) {
+        return Err(RenderError::Unsupported);
+    }
+    // The size may lie past the prefix (a JPEG's metadata first): then
+    // `render` checks it on the whole file.
+    match reader.into_dimensions() {
+        Ok((width, height)) if u64::from(width) * u64::from(height) > max_pixels => {
+            Err(RenderError::TooLarge)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Makes the thumbnail of `source` (the original's bytes) for `target`,
 /// refusing pictures of more than `max_pixels` before decoding them.
 pub fn render(source: &[u8], target: Target, max_pixels: u64) -> Result<Rendered, RenderError> {
@@ -95,7 +115,8 @@ pub fn render(source: &[u8], target: Target, max_pixels: u64) -> Result<Rendered
 
     if target.animated
         && format == ImageFormat::Gif
-        && let Some(rendered) = render_animation(source, max_pixels, (out_width, out_height), crop)
+        && let Some(rendered) =
+            render_animation(source, (width, height), max_pixels, (out_width, out_height), crop)
     {
         return Ok(rendered);
     }
@@ -160,14 +181,16 @@ fn narrow(value: u64) -> u32 {
 }
 
 fn resize(image: &DynamicImage, (width, height): (u32, u32), crop: Option<Cut>) -> DynamicImage {
-    let image = match crop {
-        Some((x, y, w, h)) => image.crop_imm(x, y, w, h),
-        None => image.clone(),
-    };
-    if image.width() == width && image.height() == height {
-        return image;
+    match crop {
+        Some((x, y, w, h)) => {
+            let cut = image.crop_imm(x, y, w, h);
+            match (cut.width(), cut.height()) == (width, height) {
+                true => cut,
+                false => cut.resize_exact(width, height, FilterType::Triangle),
+            }
+        }
+        None => image.resize_exact(width, height, FilterType::Triangle),
     }
-    image.resize_exact(width, height, FilterType::Triangle)
 }
 
 fn limits(max_pixels: u64) -> Limits {
@@ -179,18 +202,31 @@ fn limits(max_pixels: u64) -> Limits {
 
 /// An animated GIF's frames resized into a GIF; `None` when it is not
 /// animated, too long, or unreadable (a still thumbnail is made instead).
-fn render_animation(source: &[u8], max_pixels: u64, size: (u32, u32), crop: Option<Cut>) -> Option<Rendered> {
+/// Frames are resized as they are decoded, one full frame in memory at a
+/// time, and all of them together may not exceed four times
+/// `max_pixels` (a tiny file can declare a huge canvas and many frames).
+fn render_animation(
+    source: &[u8],
+    (width, height): (u32, u32),
+    max_pixels: u64,
+    size: (u32, u32),
+    crop: Option<Cut>,
+) -> Option<Rendered> {
+    let canvas = (u64::from(width) * u64::from(height)).max(1);
+    let max_frames =
+        usize::try_from(max_pixels.saturating_mul(4) / canvas).unwrap_or(usize::MAX).min(MAX_FRAMES);
     let mut decoder = GifDecoder::new(std::io::BufReader::new(Cursor::new(source))).ok()?;
     decoder.set_limits(limits(max_pixels)).ok()?;
-    let frames: Vec<Frame> = decoder.into_frames().take(MAX_FRAMES + 1).collect::<Result<_, _>>().ok()?;
-    if frames.len() < 2 || frames.len() > MAX_FRAMES {
-        return None;
-    }
-    let resized = frames.into_iter().map(|frame| {
+    let mut resized = Vec::new();
+    for frame in decoder.into_frames().take(max_frames + 1) {
+        let frame = frame.ok()?;
         let delay = frame.delay();
         let image = resize(&DynamicImage::ImageRgba8(frame.into_buffer()), size, crop);
-        Frame::from_parts(RgbaImage::from(image), 0, 0, delay)
-    });
+        resized.push(Frame::from_parts(RgbaImage::from(image), 0, 0, delay));
+    }
+    if resized.len() < 2 || resized.len() > max_frames {
+        return None;
+    }
     let mut bytes = Vec::new();
     {
         let mut encoder = GifEncoder::new_with_speed(&mut bytes, 10);
@@ -256,6 +292,22 @@ mod tests {
         assert!(matches!(render(&png(300, 200), target, 1000), Err(RenderError::TooLarge)));
         assert!(matches!(render(b"plain text", target, 1 << 24), Err(RenderError::Unsupported)));
         assert!(matches!(render(&png(20, 20), target, 1 << 24), Err(RenderError::UseOriginal)));
+    }
+
+    #[test]
+    fn a_huge_canvas_with_many_frames_gets_a_still_thumbnail() {
+        // Frames of a canvas this large, more than the budget allows.
+        let frames =
+            (0..6).map(|i| Frame::new(RgbaImage::from_pixel(1000, 1000, image::Rgba([i * 40, 0, 0, 255]))));
+        let mut gif = Vec::new();
+        GifEncoder::new(&mut gif).encode_frames(frames).expect("encode");
+        let animated = target_for(64, 64, Method::Scale, true).expect("edge");
+        // Budget: 4 × 1,000,000 pixels = 4 frames of this canvas.
+        let rendered = render(&gif, animated, 1_000_000).expect("a thumbnail");
+        assert_eq!(rendered.content_type, "image/png", "too many frames: a still");
+        assert_eq!(probe(&gif[..64], 999_999), Err(RenderError::TooLarge));
+        assert_eq!(probe(b"%PDF-1.4", 1_000_000), Err(RenderError::Unsupported));
+        assert_eq!(probe(&gif[..64], 1_000_000), Ok(()));
     }
 
     #[test]
