@@ -44,6 +44,7 @@ mod room_v12;
 mod rooms;
 mod sdk_client;
 mod sdk_e2ee;
+mod sdk_media;
 mod shared_secret;
 mod state_storage;
 mod sweep;
