@@ -328,7 +328,7 @@ impl Media {
         wait: Duration,
         access: Access,
     ) -> Result<MediaRow> {
-        if !valid_media_id(media_id) {
+        if !valid_media_id(media_id) || !plausible_server(server_name) {
             return Err(media_not_found());
         }
         let local = server_name == self.inner.server_name;
@@ -626,6 +626,13 @@ pub fn valid_media_id(media_id: &str) -> bool {
         && media_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// Whether a server name could name a server at all: ruma accepts names
+/// like `..` (empty DNS labels), which no server has.
+fn plausible_server(server_name: &ServerName) -> bool {
+    let host = server_name.host();
+    host.starts_with('[') || host.split('.').all(|label| !label.is_empty())
+}
+
 fn thumbnail_download(row: ThumbnailRow) -> Download {
     Download { content_type: Some(row.content_type), file_name: None, content: row.content, thumbnail: true }
 }
@@ -685,5 +692,10 @@ mod tests {
         }
         let id = new_media_id();
         assert!(valid_media_id(&id) && id.len() == 24);
+        for (name, plausible) in [("example.org", true), ("a:8448", true), ("[::1]:80", true), ("..", false)]
+        {
+            let name = <&ServerName>::try_from(name).expect("ruma accepts it");
+            assert_eq!(plausible_server(name), plausible, "{name}");
+        }
     }
 }
