@@ -411,6 +411,11 @@ async fn messages_with_files_are_found_by_the_contains_url_filter(backend: Backe
     let chunk = with_url["chunk"].as_array().expect("chunk");
     assert_eq!(chunk.len(), 1, "{with_url}");
     assert_eq!(chunk[0]["content"]["url"], mxc.as_str());
+    // The page reached the room's start and still says where it stopped;
+    // from there, nothing more and no `end`.
+    let end = with_url["end"].as_str().expect("end on a non-empty page");
+    let after = alice.get(&format!("{}&from={end}", messages(true))).await.ok();
+    assert_eq!((after["chunk"].as_array().map(Vec::len), after.get("end")), (Some(0), None), "{after}");
     let without_url = alice.get(&messages(false)).await.ok();
     let chunk = without_url["chunk"].as_array().expect("chunk");
     assert!(chunk.iter().all(|event| event["content"].get("url").is_none()), "{without_url}");

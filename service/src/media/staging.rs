@@ -49,7 +49,7 @@ where
     let file = tokio::fs::File::create(&path).await.map_err(Error::internal)?;
     // Owns the path from here: any early return removes the file.
     let mut staged = Staged { path: Some(path), hash: String::new(), size: 0 };
-    let mut writer = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+    let mut writer = tokio::io::BufWriter::with_capacity(64 * 1024, file);
     let mut hasher = Sha256::new();
     let mut body = std::pin::pin!(body);
     while let Some(chunk) = body.next().await {

@@ -550,9 +550,11 @@ impl Rooms {
                 }
             }
         }
-        let end = (!exhausted || chunk.len() == limit)
-            .then_some(position)
-            .filter(|_| !chunk.is_empty() || !exhausted);
+        // Omitted only when nothing is left at all: a page that reached the
+        // room's start still says where it stopped (as Synapse; clients and
+        // Complement read a missing `end` on a full page as an error), and
+        // the next request answers an empty chunk without one.
+        let end = (!chunk.is_empty() || !exhausted).then_some(position);
         let mut senders: Vec<String> = chunk.iter().map(|e| e.sender.clone()).collect();
         senders.sort_unstable();
         senders.dedup();
