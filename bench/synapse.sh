@@ -34,6 +34,9 @@
 #   FEDERATION_CA_DIR     test CA for start-federating (default
 #                         $BENCH_DIR/federation-ca); Tessera can trust the
 #                         same DIR/ca.pem via TESSERA_FEDERATION_TRUSTED_CA
+#   SYNAPSE_EXTRA_CONFIG  YAML appended to homeserver.yaml (top-level keys
+#                         the generated config does not set, e.g.
+#                         "max_upload_size: 200M" for bench/media.sh)
 # PostgreSQL is expected on 127.0.0.1:5432, user postgres, trust auth.
 #
 # Everything except the PID printed by `start` and `start-federating` goes
@@ -397,6 +400,9 @@ EOF
 		rate_limit rc_media_create
 		rate_limit rc_user_directory
 		rate_limit rc_profile
+		if [[ -n "${SYNAPSE_EXTRA_CONFIG:-}" ]]; then
+			printf '\n# From SYNAPSE_EXTRA_CONFIG.\n%s\n' "$SYNAPSE_EXTRA_CONFIG"
+		fi
 	} >"$dir/homeserver.yaml"
 }
 
