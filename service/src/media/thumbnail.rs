@@ -287,6 +287,18 @@ mod tests {
     }
 
     #[test]
+    fn a_webp_is_thumbnailed_to_a_png() {
+        let image = DynamicImage::ImageRgba8(RgbaImage::from_pixel(500, 250, image::Rgba([1, 2, 3, 255])));
+        let mut webp = Vec::new();
+        image.write_to(&mut Cursor::new(&mut webp), ImageFormat::WebP).expect("encode WebP");
+        let target = target_for(96, 96, Method::Scale, false).expect("edge");
+        let rendered = render(&webp, target, 1 << 24).expect("thumbnail");
+        assert_eq!(rendered.content_type, "image/png");
+        let decoded = image::load_from_memory(&rendered.bytes).expect("a picture");
+        assert_eq!((decoded.width(), decoded.height()), (96, 48));
+    }
+
+    #[test]
     fn too_many_pixels_or_not_a_picture_are_refused() {
         let target = target_for(32, 32, Method::Scale, false).expect("edge");
         assert!(matches!(render(&png(300, 200), target, 1000), Err(RenderError::TooLarge)));
