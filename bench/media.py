@@ -21,13 +21,15 @@ then --phases big on a freshly started server):
 
 For each phase: requests/s and MiB/s over the phase's wall time (first
 request sent to last response read), per-request latency (p50, p99, max),
-failures, the server's CPU seconds and its RSS. For the concurrent phases
-the server's peak RSS is its VmHWM, reset at the phase's start (writing 5 to
-/proc/PID/clear_refs); for the large file, VmRSS is sampled every 50 ms
-during each transfer and the growth is the peak minus the value just
-before (and VmHWM, reset just before each transfer, gives the exact peak
-that 50 ms samples of a short transfer can miss). The result is printed
-and written as JSON (--json).
+failures, the server's CPU seconds, the CPU seconds of every other
+process on the machine meanwhile (the client excluded: near 0 unless
+something else, a build say, competes for the cores) and the server's RSS.
+For the concurrent phases the server's peak RSS is its VmHWM, reset at the
+phase's start (writing 5 to /proc/PID/clear_refs); for the large file,
+VmRSS is sampled every 50 ms during each transfer and the growth is the
+peak minus the value just before (and VmHWM, reset just before each
+transfer, gives the exact peak that 50 ms samples of a short transfer can
+miss). The result is printed and written as JSON (--json).
 
 `report` renders such JSON files as Markdown tables (the files of one
 target, e.g. its concurrent and big runs, are merged).
@@ -95,6 +97,20 @@ class Proc:
             fields = f.read().rsplit(")", 1)[1].split()
         # utime and stime are fields 14 and 15 of stat; fields[0] is field 3.
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy_seconds():
+    """CPU seconds spent by every process on the machine so far (all
+    cores: the non-idle, non-iowait jiffies of /proc/stat's cpu line)."""
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = f.readline().split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def client_cpu_seconds():
+    t = os.times()
+    return t.user + t.system
 
 
 class Sampler:
@@ -274,13 +290,13 @@ class Phase:
             t.start()
         hwm_reset = self.proc.reset_hwm()
         sampler = Sampler(self.proc)
-        cpu0, client0 = self.proc.cpu_seconds(), os.times()
+        cpu0, client0, busy0 = self.proc.cpu_seconds(), client_cpu_seconds(), machine_busy_seconds()
         barrier.wait()
         t0 = time.perf_counter()
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-        cpu1, client1 = self.proc.cpu_seconds(), os.times()
+        cpu1, client1, busy1 = self.proc.cpu_seconds(), client_cpu_seconds(), machine_busy_seconds()
         sampler.stop()
         peak = max(sampler.peak, self.proc.hwm()) if hwm_reset else sampler.peak
         ms = [x * 1000 for x in latencies]
@@ -304,12 +320,16 @@ class Phase:
                                else "50 ms VmRSS samples (clear_refs refused)",
             "rss_after": self.proc.rss(),
             "server_cpu_s": cpu1 - cpu0,
-            "client_cpu_s": (client1.user + client1.system) - (client0.user + client0.system),
+            "client_cpu_s": client1 - client0,
+            # Everything else on the machine meanwhile (another build, say):
+            # near 0 on a quiet machine, else the numbers are contended.
+            "other_cpu_s": (busy1 - busy0) - (cpu1 - cpu0) - (client1 - client0),
         }
         say(f"  {self.name}: {result['requests']} requests, {result['errors']} failed, "
             f"{wall:.2f} s, {fmt(result['requests_per_s'], 1)}/s, {fmt(result['mib_per_s'], 1)} MiB/s, "
             f"p50 {fmt(result['p50_ms'], 1)} ms, p99 {fmt(result['p99_ms'], 1)} ms; "
-            f"server RSS {mib(sampler.before)} -> peak {mib(peak)} MiB, CPU {result['server_cpu_s']:.1f} s")
+            f"server RSS {mib(sampler.before)} -> peak {mib(peak)} MiB, CPU {result['server_cpu_s']:.1f} s; "
+            f"other processes' CPU {result['other_cpu_s']:.1f} s")
         for e in errors[:5]:
             say(f"    error: {e}")
         return result
@@ -332,7 +352,7 @@ def big_transfer(url, token, proc, size):
     time.sleep(1.0)  # let the server settle (after registration, or the concurrent phases)
     hwm_reset = proc.reset_hwm()
     sampler = Sampler(proc)
-    cpu0 = proc.cpu_seconds()
+    cpu0, client0, busy0 = proc.cpu_seconds(), client_cpu_seconds(), machine_busy_seconds()
     t0 = time.perf_counter()
     try:
         server, media_id = upload(conn, data)
@@ -340,10 +360,11 @@ def big_transfer(url, token, proc, size):
     except HttpError as e:
         error = str(e)
     took = time.perf_counter() - t0
-    cpu1 = proc.cpu_seconds()
+    cpu1, client1, busy1 = proc.cpu_seconds(), client_cpu_seconds(), machine_busy_seconds()
+    other = (busy1 - busy0) - (cpu1 - cpu0) - (client1 - client0)
     sampler.stop()
     del data
-    out["upload"] = transfer_result(sampler, took, size, cpu1 - cpu0, error, proc.hwm() if hwm_reset else None)
+    out["upload"] = transfer_result(sampler, took, size, cpu1 - cpu0, error, proc.hwm() if hwm_reset else None, other)
     say(f"  {size // MIB} MiB upload: {'FAILED ' + error if error else 'ok'}, {took:.2f} s, "
         f"RSS {mib(sampler.before)} -> peak {mib(sampler.peak)} MiB (+{mib(sampler.peak - sampler.before)}), "
         f"{sampler.samples} samples, VmHWM +{fmt(None if not hwm_reset else (proc.hwm() - sampler.before) / MIB, 1)}")
@@ -362,7 +383,7 @@ def big_transfer(url, token, proc, size):
         got[0] += len(piece)
 
     sampler = Sampler(proc)
-    cpu0 = proc.cpu_seconds()
+    cpu0, client0, busy0 = proc.cpu_seconds(), client_cpu_seconds(), machine_busy_seconds()
     t0 = time.perf_counter()
     error = None
     try:
@@ -374,17 +395,18 @@ def big_transfer(url, token, proc, size):
     except HttpError as e:
         error = str(e)
     took = time.perf_counter() - t0
-    cpu1 = proc.cpu_seconds()
+    cpu1, client1, busy1 = proc.cpu_seconds(), client_cpu_seconds(), machine_busy_seconds()
+    other = (busy1 - busy0) - (cpu1 - cpu0) - (client1 - client0)
     sampler.stop()
     conn.close()
-    out["download"] = transfer_result(sampler, took, size, cpu1 - cpu0, error, proc.hwm() if hwm_reset else None)
+    out["download"] = transfer_result(sampler, took, size, cpu1 - cpu0, error, proc.hwm() if hwm_reset else None, other)
     say(f"  {size // MIB} MiB download: {'FAILED ' + error if error else 'ok'}, {took:.2f} s, "
         f"RSS {mib(sampler.before)} -> peak {mib(sampler.peak)} MiB (+{mib(sampler.peak - sampler.before)}), "
         f"{sampler.samples} samples, VmHWM +{fmt(None if not hwm_reset else (proc.hwm() - sampler.before) / MIB, 1)}")
     return out
 
 
-def transfer_result(sampler, took, size, cpu, error, hwm):
+def transfer_result(sampler, took, size, cpu, error, hwm, other):
     """HWM: the server's VmHWM after the transfer, reset just before it (the
     exact peak, which 50 ms samples of a short transfer can miss), or None."""
     return {
@@ -399,6 +421,7 @@ def transfer_result(sampler, took, size, cpu, error, hwm):
         "rss_growth": sampler.peak - sampler.before,
         "samples": sampler.samples,
         "server_cpu_s": cpu,
+        "other_cpu_s": other,
     }
 
 
@@ -520,15 +543,15 @@ def cmd_report(args):
               f"{r0['files_per_client']} files of {r0['file_bytes'] / MIB:g} MiB each "
               f"({r0['clients'] * r0['files_per_client']} uploads, then as many downloads):\n")
         print("| target | phase | requests/s | MiB/s | p50 ms | p99 ms | max ms | failed "
-              "| server RSS before (MiB) | server peak RSS (MiB) | server CPU s | client CPU s |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "| server RSS before (MiB) | server peak RSS (MiB) | server CPU s | client CPU s | other CPU s |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in conc:
             for ph in ("upload", "download"):
                 p = r[ph]
                 print(f"| {r['target']} | {ph} | {fmt(p['requests_per_s'], 1)} | {fmt(p['mib_per_s'], 1)} "
                       f"| {fmt(p['p50_ms'], 1)} | {fmt(p['p99_ms'], 1)} | {fmt(p['max_ms'], 1)} | {p['errors']} "
                       f"| {mib(p['rss_before'])} | {mib(p['rss_peak'])} | {fmt(p['server_cpu_s'], 1)} "
-                      f"| {fmt(p['client_cpu_s'], 1)} |")
+                      f"| {fmt(p['client_cpu_s'], 1)} | {fmt(p.get('other_cpu_s'), 1)} |")
     if bigs:
         size = bigs[0]["big"]["bytes"] / MIB
         print(f"\nOne file of {size:g} MiB, uploaded then downloaded by one client; server VmRSS "
@@ -536,19 +559,19 @@ def cmd_report(args):
               f"sampled peak minus the sample just before the transfer, VmHWM growth the kernel's exact "
               f"peak (VmHWM reset just before the transfer) minus that same sample:\n")
         print("| target | transfer | ok | seconds | MiB/s | RSS before (MiB) | RSS peak (MiB) "
-              "| RSS growth (MiB) | VmHWM growth (MiB) | server CPU s |")
-        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+              "| RSS growth (MiB) | VmHWM growth (MiB) | server CPU s | other CPU s |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in bigs:
             for ph in ("upload", "download"):
                 t = r["big"].get(ph)
                 if t is None:
-                    print(f"| {r['target']} | {ph} | not run | | | | | | | |")
+                    print(f"| {r['target']} | {ph} | not run | | | | | | | | |")
                     continue
                 ok = "yes" if t["ok"] else f"no: {t['error']}"
                 print(f"| {r['target']} | {ph} | {ok} | {fmt(t['seconds'], 2)} | {fmt(t['mib_per_s'], 1)} "
                       f"| {mib(t['rss_before'])} | {mib(t['rss_peak'])} | {fmt(t['rss_growth'] / MIB, 1)} "
                       f"| {fmt(None if t.get('hwm_growth') is None else t['hwm_growth'] / MIB, 1)} "
-                      f"| {fmt(t['server_cpu_s'], 1)} |")
+                      f"| {fmt(t['server_cpu_s'], 1)} | {fmt(t.get('other_cpu_s'), 1)} |")
     print("\nServer RSS (MiB) at start, after registering the users and at the end of each part, and "
           "VmHWM at the end (since its last reset: the start of the download phase, or of the "
           "large file's download):\n")

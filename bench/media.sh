@@ -21,6 +21,10 @@
 #                 dropped and recreated)
 #   TARGETS       which servers, in order (default "tessera synapse")
 #   T_PORT S_PORT client API ports of Tessera and Synapse (18040, 18041)
+#   QUIET_WAIT    seconds to wait at the start for a quiet machine (other
+#                 processes using under 10% of one core over 10 s; default
+#                 600); past it the run goes ahead with a warning. Each
+#                 phase reports the CPU seconds of other processes anyway.
 #   MEDIA_DIR     scratch, logs and results (default
 #                 /var/tmp/tessera-bench/media); each run gets a dated
 #                 directory under it, and Tessera's data dir is wiped at start
@@ -124,16 +128,41 @@ start_tessera() {
 	die "Tessera did not answer within 60 s"
 }
 
+# wait_quiet — wait up to $QUIET_WAIT s until the machine is quiet: under
+# 10% of one core busy over 10 s (a build or a test run alongside would
+# skew every number). Warns and goes on if it never is.
+wait_quiet() {
+	python3 - "${QUIET_WAIT:-600}" <<'PY'
+import os, sys, time
+tck = os.sysconf("SC_CLK_TCK")
+def busy():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (sum(v) - v[3] - v[4]) / tck
+deadline = time.time() + float(sys.argv[1])
+while True:
+    b0 = busy(); time.sleep(10); cores = (busy() - b0) / 10
+    if cores < 0.1:
+        print(f"media.sh: machine quiet ({cores:.2f} cores busy over 10 s)", file=sys.stderr)
+        break
+    if time.time() > deadline:
+        print(f"media.sh: WARNING: machine still busy ({cores:.2f} cores over 10 s); going ahead", file=sys.stderr)
+        break
+    print(f"media.sh: waiting for a quiet machine ({cores:.2f} cores busy over 10 s)", file=sys.stderr)
+PY
+}
+
 # machine — a few lines on the machine and the software, for the report.
 machine() {
 	local cpu
 	cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 	echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
 	echo "- machine: $(nproc) CPUs ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
-	echo "- tessera: $("$BIN" --version 2>/dev/null | head -n 1 || echo "$BIN") (commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')), database $DB"
+	echo "- tessera: $("$BIN" --version 2>/dev/null | head -n 1 || echo "$BIN") ($BIN), database $DB; bench scripts at $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 	echo "- synapse: $("${SYNAPSE_VENV:-/var/tmp/tessera-bench/synapse-venv}/bin/python" -c 'import synapse; print(synapse.__version__)' 2>/dev/null || echo '?'), database $DB"
 	echo "- client: bench/media.py, $(python3 --version), one thread and one keep-alive connection per client"
 	echo "- data: $WORK ($(df -h --output=source "$WORK" | tail -n 1))"
+	echo "- \"other CPU s\" below: every other process's CPU time during the phase (PostgreSQL's included)"
 }
 
 main() {
@@ -144,6 +173,7 @@ main() {
 	mkdir -p "$OUT"
 	bench/synapse.sh install
 	trap cleanup EXIT
+	wait_quiet
 	local target part json pid status=0 jsons=()
 	for target in $TARGETS; do
 		# The large file goes to a freshly started server: after the
