@@ -398,7 +398,7 @@ impl Media {
         // in all: each holds a connection and writes a file.
         let key = (server_name.to_owned(), media_id.to_owned());
         let flight = {
-            let mut flights = self.inner.fetching.lock().expect("fetch map lock");
+            let mut flights = self.inner.fetching.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             flights.entry(key.clone()).or_default().clone()
         };
         let fetched = async {
@@ -410,7 +410,7 @@ impl Media {
             self.fetch_remote(server_name, media_id, wait).await
         }
         .await;
-        let mut flights = self.inner.fetching.lock().expect("fetch map lock");
+        let mut flights = self.inner.fetching.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if flights.get(&key).is_some_and(|held| Arc::strong_count(held) <= 2) {
             flights.remove(&key);
         }

@@ -79,12 +79,12 @@ impl PreviewFetcher {
 
     /// The answer given for `url` within the hour, if any.
     pub(crate) fn remembered(&self, url: &str) -> Option<Map<String, Value>> {
-        let cache = self.cache.lock().expect("preview cache lock");
+        let cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         cache.get(url).filter(|(at, _)| at.elapsed() < KEPT_FOR).map(|(_, answer)| answer.clone())
     }
 
     pub(crate) fn remember(&self, url: &str, answer: &Map<String, Value>) {
-        let mut cache = self.cache.lock().expect("preview cache lock");
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.len() >= KEPT_AT_MOST {
             cache.clear();
         }
