@@ -682,9 +682,11 @@ async fn leaving_and_kicks_reach_the_other_server(backend: Backend) {
     let (bob_id, carol_id) = (bob.user_id.clone().expect("user"), carol.user_id.clone().expect("user"));
     let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
     join_through(&bob, &a, &room_id).await;
+    // Taken before Carol joins, so that her join, however fast it travels,
+    // comes after it.
+    let alice_since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
     // Carol joins through her own server, which is in the room now.
     carol.post(&format!("/_matrix/client/v3/join/{}", encode(&room_id)), json!({})).await.ok();
-    let alice_since = alice.sync(None, "").await["next_batch"].as_str().expect("token").to_owned();
     let member = |who: &str| {
         let who = who.to_owned();
         move |e: &Value| e["type"] == "m.room.member" && e["state_key"] == who.as_str()
