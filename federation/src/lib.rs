@@ -19,6 +19,7 @@ mod keys;
 mod media;
 mod media_fetch;
 mod membership;
+mod membership_v1;
 pub mod outbound;
 mod query;
 mod room_reads;

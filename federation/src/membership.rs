@@ -1,7 +1,8 @@
 //! Memberships of other servers' users in this server's rooms, and
 //! invites of this server's users: `make_join` (v1) / `send_join` (v2),
 //! `make_leave` (v1) / `send_leave` (v2), `make_knock` / `send_knock`
-//! (v1), and `invite` (v2).
+//! (v1), and `invite` (v2); the deprecated v1 `send_join` and
+//! `send_leave` too (`membership_v1.rs`).
 //! Spec: <https://spec.matrix.org/v1.16/server-server-api/#joining-rooms>
 //! and the sections after it.
 
@@ -14,14 +15,16 @@ use serde_json::value::to_raw_value;
 use tessera_service::Error;
 use tessera_web::{Result, Ruma, routing::RumaRoutes};
 
-use crate::FederationState;
+use crate::{FederationState, membership_v1};
 
 pub(crate) fn routes() -> Router<FederationState> {
     Router::new()
         .ruma_route::<prepare_join_event::v1::Request, _, _>(make_join)
         .ruma_route::<create_join_event::v2::Request, _, _>(send_join)
+        .ruma_route::<membership_v1::SendJoin, _, _>(send_join_v1)
         .ruma_route::<prepare_leave_event::v1::Request, _, _>(make_leave)
         .ruma_route::<create_leave_event::v2::Request, _, _>(send_leave)
+        .ruma_route::<membership_v1::SendLeave, _, _>(send_leave_v1)
         .ruma_route::<prepare_knock_event::v1::Request, _, _>(make_knock)
         .ruma_route::<create_knock_event::v1::Request, _, _>(send_knock)
         .ruma_route::<create_invite::v2::Request, _, _>(invite)
@@ -49,6 +52,16 @@ async fn send_join(
     Ok(create_join_event::v2::Response::new(room_state).into())
 }
 
+async fn send_join_v1(
+    State(state): State<FederationState>,
+    req: Ruma<membership_v1::SendJoin>,
+) -> Result<membership_v1::Answer> {
+    let origin = req.origin()?;
+    let body = &req.body.0;
+    let room_state = state.rooms.send_join(origin, &body.room_id, &body.event_id, &body.pdu).await?;
+    Ok(membership_v1::Answer::new(&room_state).map_err(Error::internal)?.into())
+}
+
 async fn make_leave(
     State(state): State<FederationState>,
     req: Ruma<prepare_leave_event::v1::Request>,
@@ -66,6 +79,16 @@ async fn send_leave(
     let origin = req.origin()?;
     state.rooms.send_leave(origin, &req.body.room_id, &req.body.event_id, &req.body.pdu).await?;
     Ok(create_leave_event::v2::Response::new().into())
+}
+
+async fn send_leave_v1(
+    State(state): State<FederationState>,
+    req: Ruma<membership_v1::SendLeave>,
+) -> Result<membership_v1::Answer> {
+    let origin = req.origin()?;
+    let body = &req.body.0;
+    state.rooms.send_leave(origin, &body.room_id, &body.event_id, &body.pdu).await?;
+    Ok(membership_v1::Answer::new(&serde_json::json!({})).map_err(Error::internal)?.into())
 }
 
 async fn make_knock(

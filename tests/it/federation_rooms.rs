@@ -25,7 +25,8 @@ both_backends!(
     leaving_and_kicks_reach_the_other_server,
     a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge,
     history_from_before_a_late_join_is_backfilled,
-    a_late_event_from_a_partition_hides_no_history
+    a_late_event_from_a_partition_hides_no_history,
+    the_deprecated_v1_join_and_leave_are_served
 );
 
 /// Syncs from `since` until the room's timeline has an event that `want`
@@ -916,4 +917,76 @@ async fn a_late_event_from_a_partition_hides_no_history(backend: Backend) {
         page["chunk"].as_array().expect("chunk").iter().filter_map(|e| e["event_id"].as_str()).collect();
     let want: Vec<&str> = sent[..4].iter().rev().map(String::as_str).collect();
     assert_eq!(ids, want, "events 4, 3, 2, 1: {page}");
+}
+
+/// B's signed PUT of `event` to A's `path_template` (`{room}`/`{event}`
+/// filled in); returns the answer.
+async fn put_membership(
+    a: &crate::harness::TestServer,
+    b_key: &tessera_core::ServerSigningKey,
+    path_template: &str,
+    room_id: &str,
+    mut event: ruma::CanonicalJsonObject,
+) -> crate::harness::Response {
+    let rules = ruma::RoomVersionId::V12.rules().expect("rules");
+    event.insert("origin_server_ts".into(), ruma::CanonicalJsonValue::Integer(ruma::Int::from(1_u32)));
+    b_key.hash_and_sign_event(&mut event, &rules.redaction).expect("sign");
+    let event_id = format!("${}", ruma::signatures::reference_hash(&event, &rules).expect("hash"));
+    let path = path_template.replace("{room}", &encode(room_id)).replace("{event}", &encode(&event_id));
+    let body = serde_json::to_value(&event).expect("json");
+    crate::federation::signed_request(a, reqwest::Method::PUT, &path, Some(body), b_key, a.server_name())
+        .await
+}
+
+/// The template A's `make_join`/`make_leave` gives for `user`.
+async fn make_membership(
+    a: &crate::harness::TestServer,
+    b_key: &tessera_core::ServerSigningKey,
+    kind: &str,
+    room_id: &str,
+    user: &str,
+) -> ruma::CanonicalJsonObject {
+    let path = format!("/_matrix/federation/v1/make_{kind}/{}/{}?ver=12", encode(room_id), encode(user));
+    let answer = crate::federation::signed_get(a, &path, b_key, a.server_name()).await.ok();
+    serde_json::from_value(answer["event"].clone()).expect("template")
+}
+
+async fn the_deprecated_v1_join_and_leave_are_served(backend: Backend) {
+    let (_ca, a, b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let room_id = alice.create_room(json!({ "preset": "public_chat", "room_version": "12" })).await;
+    let b_key = crate::federation::server_key(&b);
+    let dave = format!("@dave:{}", b.server_name());
+    let members = format!("/_matrix/client/v3/rooms/{}/joined_members", encode(&room_id));
+
+    // A message is not a join, on the v1 path as on v2.
+    let mut not_a_join = make_membership(&a, &b_key, "join", &room_id, &dave).await;
+    not_a_join.insert("type".into(), ruma::CanonicalJsonValue::String("m.room.message".into()));
+    not_a_join.remove("state_key");
+    not_a_join.insert("content".into(), serde_json::from_value(json!({ "body": "hi" })).expect("content"));
+    let answer =
+        put_membership(&a, &b_key, "/_matrix/federation/v1/send_join/{room}/{event}", &room_id, not_a_join)
+            .await;
+    answer.assert_error(400, "M_BAD_JSON");
+
+    // A join: the state comes back after the status, as v1 has it.
+    let join = make_membership(&a, &b_key, "join", &room_id, &dave).await;
+    let answer =
+        put_membership(&a, &b_key, "/_matrix/federation/v1/send_join/{room}/{event}", &room_id, join)
+            .await
+            .ok();
+    assert_eq!(answer[0], 200, "{answer}");
+    let state = answer[1]["state"].as_array().expect("state");
+    assert!(state.iter().any(|e| e["type"] == "m.room.create"), "{answer}");
+    assert!(answer[1]["auth_chain"].is_array(), "{answer}");
+    assert!(alice.get(&members).await.ok()["joined"][&dave].is_object());
+
+    // And a leave, answered `[200, {}]`.
+    let leave = make_membership(&a, &b_key, "leave", &room_id, &dave).await;
+    let answer =
+        put_membership(&a, &b_key, "/_matrix/federation/v1/send_leave/{room}/{event}", &room_id, leave)
+            .await
+            .ok();
+    assert_eq!(answer, json!([200, {}]));
+    assert!(alice.get(&members).await.ok()["joined"][&dave].is_null());
 }
