@@ -198,6 +198,9 @@ pub struct NewEvent<'a> {
     /// changing no extremities, current state or memberships. An outlier
     /// of the same ID becomes this event.
     pub historical: bool,
+    /// Appended without its previous events (a gap in the timeline here,
+    /// see `timeline_gaps`).
+    pub after_gap: bool,
 }
 
 /// An event's relation to another (`m.relates_to`).
@@ -224,6 +227,7 @@ impl Store {
             && new.status == EventStatus::Timeline
             && new.current_state.is_none()
             && !new.historical
+            && !new.after_gap
         {
             return self.append_message_postgres(&new).await.map(|()| new.state_before);
         }
@@ -301,6 +305,13 @@ impl Store {
             sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
                 .bind(new.room_id.as_str())
                 .bind(new.event_id.as_str())
+                .execute(&mut tx)
+                .await?;
+        }
+        if new.after_gap && timeline {
+            sqlx::query("INSERT INTO timeline_gaps (room_id, stream_ordering) VALUES ($1, $2)")
+                .bind(new.room_id.as_str())
+                .bind(new.stream_ordering)
                 .execute(&mut tx)
                 .await?;
         }

@@ -50,6 +50,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(20, "0020_federation_transactions"),
     migration!(21, "0021_remote_events"),
     migration!(22, "0022_media"),
+    migration!(23, "0023_timeline_gaps"),
 ];
 
 /// The newest schema version this binary knows.

@@ -101,6 +101,14 @@ impl Store {
         rows.iter().map(event_from_row).collect()
     }
 
+    /// Every gap in every room's timeline here (see `timeline_gaps`):
+    /// room and stream position of the first event after it.
+    pub async fn timeline_gaps(&self) -> Result<Vec<(String, i64)>> {
+        let rows =
+            sqlx::query("SELECT room_id, stream_ordering FROM timeline_gaps").fetch_all(&self.read).await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    }
+
     /// A user's membership in a room and the stream position of that event.
     pub async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<(String, i64)>> {
         let row = sqlx::query(

@@ -723,7 +723,9 @@ async fn a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge(backend: Backend
     let bob = b.register("bob", "pw").await;
     let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
     join_through(&bob, &a, &room_id).await;
-    sync_until(&bob, &room_id, None, |e| e["type"] == "m.room.member").await;
+    let (_, bob_since) = sync_until(&bob, &room_id, None, |e| e["type"] == "m.room.member").await;
+    alice.send_text(&room_id, "before the gap").await;
+    sync_until(&bob, &room_id, Some(&bob_since), text("before the gap")).await;
 
     // B is away while A sends more than one /get_missing_events brings,
     // and A's queue for B is lost: B must bridge the gap.
@@ -765,6 +767,17 @@ async fn a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge(backend: Backend
     let topic =
         bob.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", encode(&room_id))).await.ok();
     assert_eq!(topic["topic"], "past the gap");
+    // A sync from before the gap starts after it, limited: what was
+    // received before the gap is not shown as if it came just before.
+    let filter = encode(&json!({ "room": { "timeline": { "limit": 100 } } }).to_string());
+    let sync = bob.get(&format!("/_matrix/client/v3/sync?since={bob_since}&filter={filter}")).await.ok();
+    let timeline = &sync["rooms"]["join"][&room_id]["timeline"];
+    assert_eq!(timeline["limited"], true, "{timeline}");
+    let bodies: Vec<&Value> =
+        timeline["events"].as_array().expect("events").iter().map(|e| &e["content"]["body"]).collect();
+    assert!(!bodies.contains(&&json!("before the gap")), "{bodies:?}");
+    assert_eq!(bodies.last(), Some(&&json!("after the gap")), "{bodies:?}");
+    assert!(timeline["prev_batch"].is_string(), "{timeline}");
     // And B's own events reach A again.
     bob.send_text(&room_id, "from B after the gap").await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);

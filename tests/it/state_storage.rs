@@ -41,6 +41,7 @@ async fn append_state(store: &Store, position: i64, before: i64, key: &str) -> (
             current_state: None,
             destinations: &[],
             historical: false,
+            after_gap: false,
         })
         .await
         .expect("append");

@@ -91,6 +91,8 @@ pub(crate) struct Prepared {
     /// Other servers to send it to; `None`: every other server in the
     /// room (a local event).
     pub(super) destinations: Option<Vec<String>>,
+    /// Appended without its previous events (see `gaps`).
+    pub(super) after_gap: bool,
 }
 
 /// See [`Prepared::resolved`].
@@ -199,6 +201,7 @@ impl Rooms {
             status: EventStatus::Timeline,
             resolved: None,
             destinations: None,
+            after_gap: false,
         })
     }
 
@@ -281,8 +284,16 @@ impl Rooms {
             current_state: prepared.resolved.as_ref().and_then(|r| r.current_state.as_deref()),
             destinations: &destinations,
             historical: false,
+            after_gap: prepared.after_gap,
         };
-        match self.store.append_event(new).await {
+        if prepared.after_gap {
+            self.gaps.note(pdu.room_id.as_str(), position.position);
+        }
+        let appended = self.store.append_event(new).await;
+        if prepared.after_gap && appended.is_err() {
+            self.gaps.forget(pdu.room_id.as_str(), position.position);
+        }
+        match appended {
             Ok(state_after) => {
                 let stream = position.position;
                 // A remote event may arrive after events relating to it.

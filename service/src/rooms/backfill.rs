@@ -218,6 +218,7 @@ impl Rooms {
             current_state: None,
             destinations: &[],
             historical: true,
+            after_gap: false,
         };
         self.store.append_event(new).await?;
         Ok(passes)

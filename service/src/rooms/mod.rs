@@ -13,6 +13,7 @@ pub mod context;
 mod create;
 mod directory;
 mod federation_reads;
+mod gaps;
 pub mod hierarchy;
 mod joins;
 pub mod membership;
@@ -85,6 +86,8 @@ pub struct Rooms {
     federation: RoomsFederation,
     /// History fetched from other servers (see `backfill`).
     backfill: backfill::SharedBackfill,
+    /// Where rooms' timelines have gaps (see `gaps`).
+    gaps: gaps::SharedGaps,
 }
 
 /// What rooms need of federation: the outbox their events leave through,
@@ -137,6 +140,7 @@ impl Rooms {
             servers: Arc::default(),
             federation,
             backfill: Default::default(),
+            gaps: Default::default(),
         }
     }
 

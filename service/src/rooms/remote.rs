@@ -137,6 +137,7 @@ impl Rooms {
 
         // 2. Against the state before it.
         let old_extremities = self.store.forward_extremities(&room_id).await?;
+        let after_gap = given.is_some();
         let (state_before, before) = match given {
             Some(given) => (given.group, given.state),
             None => match self.state_before_remote(&pdu, &rules).await? {
@@ -222,6 +223,7 @@ impl Rooms {
             status,
             resolved,
             destinations: Some(forward),
+            after_gap,
         };
         if status == EventStatus::Timeline {
             let redaction = match &prepared.pdu.redacts {
@@ -535,6 +537,7 @@ impl Rooms {
             current_state: None,
             destinations,
             historical: false,
+            after_gap: false,
         };
         self.store.append_event(new).await?;
         Ok(position.position)
@@ -591,6 +594,7 @@ impl Rooms {
                 status,
                 resolved: None,
                 destinations: Some(Vec::new()),
+                after_gap: false,
             };
             self.persist_out_of_timeline(&prepared, &[]).await?;
             held.insert(prepared.pdu.event_id.clone(), prepared.pdu);

@@ -124,6 +124,7 @@ impl Rooms {
             current_state: None,
             destinations: &[],
             historical: false,
+            after_gap: false,
         };
         self.store.append_event(new).await?;
         drop(position);

@@ -259,7 +259,8 @@ impl RoomSync<'_> {
 
     /// The newest events after `after` up to `upto`, oldest first, that
     /// the user may see and the filter wants; `limited` if some were cut
-    /// (a filter's `limit: 0` cuts them all).
+    /// (a filter's `limit: 0` cuts them all) or a gap in the DAG lies in
+    /// the range (the timeline then starts after it; see `rooms::gaps`).
     async fn timeline(
         &self,
         room: &RoomId,
@@ -273,8 +274,14 @@ impl RoomSync<'_> {
             .unwrap_or(DEFAULT_TIMELINE_LIMIT)
             .min(500);
         let mut events = self.sync.rooms.events_in_range(room, after.unwrap_or(0), upto, limit + 1).await?;
-        let limited = events.len() > limit;
+        let mut limited = events.len() > limit;
         events.truncate(limit);
+        // A timeline reaching across a gap in the DAG here starts after it,
+        // limited: what lies behind it is paged (and backfilled) for.
+        if let Some(gap) = self.sync.rooms.newest_gap(room.as_str(), after.unwrap_or(0), upto).await? {
+            events.retain(|e| e.stream_ordering >= gap);
+            limited = true;
+        }
         events.reverse();
         // Ignored users' messages are dropped; their state changes stay, as
         // the room's state must stay whole.
