@@ -109,6 +109,19 @@ impl Store {
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
 
+    /// Notes a gap in the room's timeline before the event at `position`
+    /// (a backfilled event whose own history was not brought with it).
+    pub async fn add_timeline_gap(&self, room_id: &RoomId, position: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO timeline_gaps (room_id, stream_ordering) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(room_id.as_str())
+        .bind(position)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
     /// A user's membership in a room and the stream position of that event.
     pub async fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<(String, i64)>> {
         let row = sqlx::query(

@@ -767,6 +767,13 @@ async fn a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge(backend: Backend
     let topic =
         bob.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", encode(&room_id))).await.ok();
     assert_eq!(topic["topic"], "past the gap");
+    // Paging back past the gap fetches what lies behind it.
+    let mut expected: Vec<Value> = vec![json!("before the gap")];
+    expected.extend((0..30).map(|n| json!(format!("gap {n}"))));
+    expected.push(json!("after the gap"));
+    let texts: Vec<Value> =
+        history_backwards(&bob, &room_id).await.into_iter().filter(Value::is_string).collect();
+    assert_eq!(texts, expected, "the whole history, in order");
     // A sync from before the gap starts after it, limited: what was
     // received before the gap is not shown as if it came just before.
     let filter = encode(&json!({ "room": { "timeline": { "limit": 100 } } }).to_string());
@@ -790,6 +797,26 @@ async fn a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge(backend: Backend
         assert!(tokio::time::Instant::now() < deadline, "A never took B's event");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// The bodies of the room's events as `client` pages back from its end
+/// (ten at a time, as clients do), oldest first.
+async fn history_backwards(client: &TestClient, room_id: &str) -> Vec<Value> {
+    let mut bodies = Vec::new();
+    let mut from = String::new();
+    for _ in 0..1000 {
+        let path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10{from}", encode(room_id));
+        let page = client.get(&path).await.ok();
+        bodies.extend(page["chunk"].as_array().expect("chunk").iter().map(|e| e["content"]["body"].clone()));
+        match page["end"].as_str() {
+            Some(end) => from = format!("&from={end}"),
+            None => {
+                bodies.reverse();
+                return bodies;
+            }
+        }
+    }
+    panic!("pagination did not end");
 }
 
 async fn history_from_before_a_late_join_is_backfilled(backend: Backend) {

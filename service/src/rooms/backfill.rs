@@ -13,14 +13,14 @@
 //! Spec: <https://spec.matrix.org/v1.16/server-server-api/#backfilling-and-retrieving-missing-events>.
 
 use std::{
-    collections::HashMap,
+    collections::HashSet,
     sync::{Arc, Mutex},
 };
 
-use ruma::{OwnedEventId, OwnedRoomId, RoomId, RoomVersionId, ServerName};
+use ruma::{OwnedEventId, RoomId, RoomVersionId, ServerName};
 use serde_json::value::RawValue as RawJsonValue;
 use tessera_core::{Pdu, auth, rules_for};
-use tessera_storage::{EventStatus, NewEvent, state::StateMap};
+use tessera_storage::{EventStatus, NewEvent, StoredEvent, state::StateMap};
 
 use super::{
     Rooms,
@@ -32,15 +32,17 @@ use crate::{Error, Result};
 const BACKFILL_LIMIT: u32 = 100;
 /// How many of the room's servers are asked in turn.
 const MAX_SERVERS: usize = 5;
+/// How many events' backfills are remembered (then forgotten at once: an
+/// event asked about again costs a request, nothing else).
+const MAX_ASKED: usize = 100_000;
 
 /// What backfilling remembers between requests.
 #[derive(Default)]
 pub(super) struct BackfillState {
     /// The next stream position below every event (taken on first use).
     next_position: tokio::sync::Mutex<Option<i64>>,
-    /// Per room, the oldest event for which no server had anything older:
-    /// not asked again for it (until a restart).
-    exhausted: Mutex<HashMap<OwnedRoomId, OwnedEventId>>,
+    /// The events whose history was asked for (see `backfill_before`).
+    asked: Mutex<HashSet<OwnedEventId>>,
     /// One backfill at a time.
     running: tokio::sync::Mutex<()>,
 }
@@ -54,7 +56,6 @@ impl Rooms {
     /// events joined the timeline (0: nothing older to be had).
     pub(super) async fn backfill(&self, room_id: &RoomId) -> Result<usize> {
         let _one = self.backfill.running.lock().await;
-        let version = self.room_version(room_id).await?;
         let Some(oldest) = self.store.room_events(room_id, (i64::MIN, i64::MIN), false, 1).await?.pop()
         else {
             return Ok(0);
@@ -62,64 +63,107 @@ impl Rooms {
         if oldest.event_type == "m.room.create" {
             return Ok(0);
         }
-        let exhausted = |rooms: &Self| {
-            rooms.backfill.exhausted.lock().unwrap_or_else(|p| p.into_inner()).get(room_id)
-                == Some(&oldest.event_id)
+        self.backfill_before(room_id, &oldest).await
+    }
+
+    /// Fetches what lies behind a gap in the room's timeline here: the
+    /// history before `after_gap`, the first event after it (see `gaps`).
+    /// Where that history is longer than one backfill brings, the oldest
+    /// event brought is the next gap.
+    pub(super) async fn backfill_gap(&self, room_id: &RoomId, after_gap: &StoredEvent) -> Result<usize> {
+        let _one = self.backfill.running.lock().await;
+        self.backfill_before(room_id, after_gap).await
+    }
+
+    /// Backfills the history before `event` (under `running`); an event
+    /// is asked about once: none is asked again, whether anything came
+    /// (it is then not the oldest, or its gap is filled) or not (no server
+    /// had more; until a restart).
+    async fn backfill_before(&self, room_id: &RoomId, event: &StoredEvent) -> Result<usize> {
+        let asked = |rooms: &Self| {
+            rooms.backfill.asked.lock().unwrap_or_else(|p| p.into_inner()).contains(&event.event_id)
         };
-        if exhausted(self) {
+        if asked(self) {
             return Ok(0);
         }
-        let pdu = pdu_from_stored(&oldest, &version)?;
-        let ids: Vec<String> = pdu.prev_events.iter().map(|id| id.to_string()).collect();
+        let version = self.room_version(room_id).await?;
+        let pdu = pdu_from_stored(event, &version)?;
+        let wanted = self.not_in_timeline(&pdu.prev_events).await?;
+        let mut added = 0;
+        if !wanted.is_empty() {
+            for server in self.remote_servers(room_id).await?.iter().take(MAX_SERVERS) {
+                let answer = match self
+                    .federation
+                    .remote
+                    .backfill(server, room_id, wanted.clone(), BACKFILL_LIMIT)
+                    .await
+                {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        tracing::info!(room = %room_id, %server, error = %e, "backfill not answered");
+                        continue;
+                    }
+                };
+                let (stored, oldest) = self.store_backfilled(server, room_id, &version, &answer.pdus).await?;
+                if stored > 0 {
+                    tracing::info!(room = %room_id, %server, added = stored, "history backfilled");
+                    added = stored;
+                    if let Some(oldest) = oldest {
+                        self.note_gap_behind(room_id, &oldest).await?;
+                    }
+                    break;
+                }
+            }
+        }
+        let mut asked = self.backfill.asked.lock().unwrap_or_else(|p| p.into_inner());
+        if asked.len() >= MAX_ASKED {
+            asked.clear();
+        }
+        asked.insert(event.event_id.clone());
+        Ok(added)
+    }
+
+    /// Of `ids`, those not in the room's timeline here (not held, or held
+    /// only as outliers).
+    async fn not_in_timeline(&self, ids: &[OwnedEventId]) -> Result<Vec<OwnedEventId>> {
+        let keys: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
         let in_timeline: Vec<OwnedEventId> = self
             .store
-            .get_events(&ids)
+            .get_events(&keys)
             .await?
             .into_iter()
             .filter(|e| e.status != EventStatus::Outlier)
             .map(|e| e.event_id)
             .collect();
-        let wanted: Vec<OwnedEventId> =
-            pdu.prev_events.iter().filter(|id| !in_timeline.contains(id)).cloned().collect();
-        if wanted.is_empty() {
-            return Ok(0);
+        Ok(ids.iter().filter(|id| !in_timeline.contains(id)).cloned().collect())
+    }
+
+    /// Notes a gap before the backfilled event `oldest` when its previous
+    /// events are not all in the timeline (the history behind it was longer
+    /// than one backfill): `/messages` backfills again on passing it.
+    async fn note_gap_behind(&self, room_id: &RoomId, oldest: &Pdu) -> Result<()> {
+        if oldest.kind == ruma::events::TimelineEventType::RoomCreate
+            || self.not_in_timeline(&oldest.prev_events).await?.is_empty()
+        {
+            return Ok(());
         }
-        for server in self.remote_servers(room_id).await?.iter().take(MAX_SERVERS) {
-            let answer = match self
-                .federation
-                .remote
-                .backfill(server, room_id, wanted.clone(), BACKFILL_LIMIT)
-                .await
-            {
-                Ok(answer) => answer,
-                Err(e) => {
-                    tracing::info!(room = %room_id, %server, error = %e, "backfill not answered");
-                    continue;
-                }
-            };
-            let added = self.store_backfilled(server, room_id, &version, &answer.pdus).await?;
-            if added > 0 {
-                tracing::info!(room = %room_id, %server, added, "history backfilled");
-                return Ok(added);
-            }
+        if let Some(stored) = self.store.get_event(&oldest.event_id).await? {
+            self.store.add_timeline_gap(room_id, stored.stream_ordering).await?;
+            self.gaps.note(room_id.as_str(), stored.stream_ordering);
         }
-        self.backfill
-            .exhausted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(room_id.to_owned(), oldest.event_id.clone());
-        Ok(0)
+        Ok(())
     }
 
     /// Verifies a backfill answer's PDUs and stores those not yet in the
-    /// timeline, oldest first; returns how many joined it.
+    /// timeline, oldest first; returns how many joined it, and the oldest
+    /// of them.
     async fn store_backfilled(
         &self,
         server: &ServerName,
         room_id: &RoomId,
         version: &RoomVersionId,
         pdus: &[Box<RawJsonValue>],
-    ) -> Result<usize> {
+    ) -> Result<(usize, Option<Pdu>)> {
         let mut verified = Vec::new();
         for json in pdus.iter().take(BACKFILL_LIMIT as usize) {
             if let Some(pdu) = self.verified(json, room_id, version).await {
@@ -128,13 +172,15 @@ impl Rooms {
         }
         verified.sort_by_key(|e| e.depth);
         let mut added = 0;
+        let mut oldest = None;
         for pdu in verified {
             if self.store.get_event(&pdu.event_id).await?.is_some_and(|e| e.status != EventStatus::Outlier) {
                 continue;
             }
             self.fetch_missing_auth_events(server, &pdu, version).await?;
-            if self.append_historical(server, pdu, version).await? {
+            if self.append_historical(server, pdu.clone(), version).await? {
                 added += 1;
+                oldest.get_or_insert(pdu);
             }
         }
         if added > 0 {
@@ -142,7 +188,7 @@ impl Rooms {
             self.recent.forget(room_id);
             self.note_relations_changed();
         }
-        Ok(added)
+        Ok((added, oldest))
     }
 
     /// Stores one backfilled event below the timeline (see the module's

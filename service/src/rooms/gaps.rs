@@ -50,10 +50,9 @@ impl TimelineGaps {
 }
 
 impl Rooms {
-    /// The newest gap in the room's timeline after `after` up to `upto`:
-    /// the stream position of the first event after it.
-    pub(crate) async fn newest_gap(&self, room: &str, after: i64, upto: i64) -> Result<Option<i64>> {
-        let gaps = &self.gaps;
+    /// The gaps, read from storage on first use.
+    async fn gaps_loaded(&self) -> Result<&TimelineGaps> {
+        let gaps = &*self.gaps;
         gaps.loaded
             .get_or_try_init(|| async {
                 for (room, position) in self.store.timeline_gaps().await? {
@@ -62,9 +61,23 @@ impl Rooms {
                 Ok::<_, crate::Error>(())
             })
             .await?;
+        Ok(gaps)
+    }
+
+    /// The newest gap in the room's timeline after `after` up to `upto`:
+    /// the stream position of the first event after it.
+    pub(crate) async fn newest_gap(&self, room: &str, after: i64, upto: i64) -> Result<Option<i64>> {
+        let gaps = self.gaps_loaded().await?;
         let by_room = gaps.by_room.lock().unwrap_or_else(|p| p.into_inner());
         Ok(by_room
             .get(room)
             .and_then(|positions| positions.iter().rev().find(|p| **p > after && **p <= upto).copied()))
+    }
+
+    /// Whether the event at `position` is the first after a gap.
+    pub(super) async fn follows_gap(&self, room: &str, position: i64) -> Result<bool> {
+        let gaps = self.gaps_loaded().await?;
+        let by_room = gaps.by_room.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(by_room.get(room).is_some_and(|positions| positions.binary_search(&position).is_ok()))
     }
 }

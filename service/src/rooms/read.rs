@@ -530,13 +530,28 @@ impl Rooms {
                     break;
                 }
                 position = token;
+                // Paging back past a gap in the DAG here: what lies behind
+                // it is asked of the room's other servers, and read next.
+                let refill = backwards
+                    && self.follows_gap(room_id.as_str(), event.stream_ordering).await?
+                    && match self.backfill_gap(room_id, &event).await {
+                        Ok(added) => added > 0,
+                        Err(e) => {
+                            tracing::info!(room = %room_id, error = %e, "backfill across a gap failed");
+                            false
+                        }
+                    };
                 if filter.matches(&event)
                     && self.is_visible(&who.user_id, current.as_deref(), &event, &mut cache).await?
                 {
                     chunk.push(event);
-                    if chunk.len() == limit {
-                        break;
-                    }
+                }
+                if refill {
+                    exhausted = false;
+                    break;
+                }
+                if chunk.len() == limit {
+                    break;
                 }
             }
             // Past the oldest event held: older history may be had from

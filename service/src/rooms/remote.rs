@@ -576,6 +576,13 @@ impl Rooms {
                         .find(|e| e.kind == TimelineEventType::RoomCreate && e.room_id == pdu.room_id)
                         .cloned()
                 });
+            // Room version 12 leaves the create event out of `auth_events`:
+            // it may be held from before this batch.
+            let create = match create {
+                Some(create) => Some(create),
+                None if pdu.kind == TimelineEventType::RoomCreate => None,
+                None => self.room_create_event(&pdu.room_id, version).await?,
+            };
             let refs: Vec<&Pdu> = auth_events.iter().collect();
             let complete = auth_events.len() == pdu.auth_events.len();
             let status = if complete
@@ -726,14 +733,21 @@ impl Rooms {
                     }
                     verified.sort_by_key(|e| e.depth);
                     for event in verified {
-                        let outcome = self.append_remote(event.clone(), version, None, Vec::new()).await?;
-                        if let RemoteOutcome::Missing(auth) = outcome {
-                            self.fetch_auth_events(origin, &auth, version).await?;
-                            if let RemoteOutcome::Missing(_) =
-                                self.append_remote(event.clone(), version, None, Vec::new()).await?
-                            {
-                                self.append_across_gap(origin, event, version).await?;
+                        let mut outcome =
+                            self.append_remote(event.clone(), version, None, Vec::new()).await?;
+                        // Missing auth events are fetched (as outliers);
+                        // missing previous events are a gap.
+                        if let RemoteOutcome::Missing(ids) = &outcome {
+                            let auth: Vec<OwnedEventId> =
+                                ids.iter().filter(|id| event.auth_events.contains(id)).cloned().collect();
+                            if !auth.is_empty() {
+                                self.fetch_auth_events(origin, &auth, version).await?;
+                                outcome =
+                                    self.append_remote(event.clone(), version, None, Vec::new()).await?;
                             }
+                        }
+                        if let RemoteOutcome::Missing(_) = outcome {
+                            self.append_across_gap(origin, event, version).await?;
                         }
                     }
                 }
