@@ -476,6 +476,39 @@ impl Remote for FederationClient {
         })
     }
 
+    fn timestamp_to_event<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        ts: i64,
+        forward: bool,
+    ) -> BoxFuture<'a, Result<(OwnedEventId, i64), RemoteError>> {
+        use ruma::api::{Direction, federation::event::get_event_by_timestamp};
+        Box::pin(async move {
+            let ts = ruma::MilliSecondsSinceUnixEpoch(ruma::UInt::try_from(ts.max(0)).unwrap_or_default());
+            let dir = if forward { Direction::Forward } else { Direction::Backward };
+            let answer = self
+                .send(server, get_event_by_timestamp::v1::Request::new(room_id.to_owned(), ts, dir))
+                .await?;
+            let at = i64::try_from(u64::from(answer.origin_server_ts.0)).unwrap_or(i64::MAX);
+            Ok((answer.event_id, at))
+        })
+    }
+
+    fn hierarchy<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        suggested_only: bool,
+    ) -> BoxFuture<'a, Result<ruma::api::federation::space::get_hierarchy::v1::Response, RemoteError>> {
+        Box::pin(async move {
+            let mut request =
+                ruma::api::federation::space::get_hierarchy::v1::Request::new(room_id.to_owned());
+            request.suggested_only = suggested_only;
+            self.send(server, request).await
+        })
+    }
+
     fn room_state_ids<'a>(
         &'a self,
         server: &'a ServerName,

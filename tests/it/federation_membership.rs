@@ -166,6 +166,12 @@ async fn an_invite_is_rejected_while_the_inviting_server_is_down(backend: Backen
     bob.post(&format!("/_matrix/client/v3/rooms/{}/leave", encode(&room_id)), json!({})).await.ok();
     let sync = sync_until(&bob, Some(&since), |s| s["rooms"]["leave"][&room_id].is_object()).await;
     assert!(sync["rooms"]["invite"][&room_id].is_null(), "{sync}");
+    // The leave signed here is what the left room shows.
+    let events = sync["rooms"]["leave"][&room_id]["timeline"]["events"].as_array().expect("timeline").clone();
+    assert!(
+        events.iter().any(|e| e["state_key"] == bob_id.as_str() && e["content"]["membership"] == "leave"),
+        "{events:?}"
+    );
     let initial = bob.sync(None, "").await;
     assert!(initial["rooms"]["invite"][&room_id].is_null(), "{initial}");
 }

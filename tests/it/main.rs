@@ -20,6 +20,7 @@ mod directory;
 mod discovery;
 mod errors;
 mod federation;
+mod federation_edges;
 mod federation_membership;
 mod federation_reads;
 mod federation_rooms;

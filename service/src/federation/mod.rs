@@ -245,6 +245,32 @@ pub trait Remote: Send + Sync {
         limit: u32,
     ) -> BoxFuture<'a, Result<get_backfill::v1::Response, RemoteError>>;
 
+    /// `GET /_matrix/federation/v1/timestamp_to_event/{roomId}` of
+    /// `server`: the event it holds nearest `ts` in that direction.
+    fn timestamp_to_event<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        ts: i64,
+        forward: bool,
+    ) -> BoxFuture<'a, Result<(OwnedEventId, i64), RemoteError>> {
+        let _ = (room_id, ts, forward);
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
+    /// `GET /_matrix/federation/v1/hierarchy/{roomId}` of `server`: a
+    /// space and its direct children as that server lets this one see
+    /// them.
+    fn hierarchy<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        suggested_only: bool,
+    ) -> BoxFuture<'a, Result<ruma::api::federation::space::get_hierarchy::v1::Response, RemoteError>> {
+        let _ = (room_id, suggested_only);
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
     /// `GET /_matrix/federation/v1/state_ids/{roomId}?event_id=` of
     /// `server`: the IDs of the state before the event and of its auth
     /// chain.

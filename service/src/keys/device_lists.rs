@@ -185,7 +185,7 @@ impl DeviceLists {
             signed = self.store.user_signature_changes(user, after, upto).await?;
         }
         // Their own devices changed (a new login): kept whatever they share.
-        let own_change = changed.contains(user.as_str());
+        let mut own_change = changed.contains(user.as_str());
         let memberships = self.rooms.memberships_of(user, upto).await?;
         for membership in memberships.iter() {
             let mine_changed = membership.stream_ordering > after && membership.stream_ordering <= upto;
@@ -202,6 +202,9 @@ impl DeviceLists {
                 if gone {
                     left.extend(members)
                 } else {
+                    // Their own list too, as on Synapse: their other
+                    // devices now share the room with new people.
+                    own_change |= members.iter().any(|m| m != user.as_str());
                     changed.extend(members)
                 }
                 continue;

@@ -157,7 +157,7 @@ impl Rooms {
     /// Verifies a backfill answer's PDUs and stores those not yet in the
     /// timeline, oldest first; returns how many joined it, and the oldest
     /// of them.
-    async fn store_backfilled(
+    pub(super) async fn store_backfilled(
         &self,
         server: &ServerName,
         room_id: &RoomId,

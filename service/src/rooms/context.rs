@@ -3,7 +3,7 @@
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv3roomsroomidcontexteventid>.
 
 use ruma::{EventId, OwnedEventId, RoomId};
-use tessera_storage::StoredEvent;
+use tessera_storage::{EventStatus, StoredEvent};
 
 use super::{
     Rooms,
@@ -118,11 +118,70 @@ impl Rooms {
     ) -> Result<(OwnedEventId, i64)> {
         let current = self.check_may_read(who, room_id).await?;
         let not_found = || Error::not_found("No event found in that direction");
-        let event = self.store.event_near_timestamp(room_id, ts, forward).await?.ok_or_else(not_found)?;
+        let mut event = self.store.event_near_timestamp(room_id, ts, forward).await?;
+        // Nothing here, or only the event after a gap (a late join):
+        // another server in the room may hold history nearer `ts`.
+        let ask = match &event {
+            None => true,
+            Some(local) => self.follows_gap(room_id.as_str(), local.stream_ordering).await?,
+        };
+        if ask {
+            match self.remote_event_near(room_id, ts, forward, event.as_ref()).await {
+                Ok(Some(nearer)) => event = Some(nearer),
+                Ok(None) => {}
+                Err(e) => tracing::info!(room = %room_id, error = %e, "remote timestamp lookup failed"),
+            }
+        }
+        let event = event.ok_or_else(not_found)?;
         let mut cache = VisibilityCache::default();
         if !self.is_visible(&who.user_id, current.as_deref(), &event, &mut cache).await? {
             return Err(not_found());
         }
         Ok((event.event_id, event.origin_server_ts))
+    }
+
+    /// The event another server in the room holds nearest `ts` in the
+    /// given direction (`/timestamp_to_event`), when nearer than `local`:
+    /// fetched and stored as history (as backfill stores it), so that
+    /// clients can read around it (`/context`, `/messages`).
+    async fn remote_event_near(
+        &self,
+        room_id: &RoomId,
+        ts: i64,
+        forward: bool,
+        local: Option<&StoredEvent>,
+    ) -> Result<Option<StoredEvent>> {
+        let remote = &self.federation.remote;
+        for server in self.remote_servers(room_id).await?.iter().take(3) {
+            let (event_id, at) = match remote.timestamp_to_event(server, room_id, ts, forward).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::info!(room = %room_id, %server, error = %e, "timestamp_to_event not answered");
+                    continue;
+                }
+            };
+            let nearer = local.is_none_or(|local| {
+                if forward { at < local.origin_server_ts } else { at > local.origin_server_ts }
+            });
+            if !nearer {
+                return Ok(None);
+            }
+            let held = self.store.get_event(&event_id).await?.filter(|e| e.room_id == room_id.as_str());
+            if let Some(held) = held.filter(|e| e.status == EventStatus::Timeline) {
+                return Ok(Some(held));
+            }
+            let json = match remote.get_event(server, &event_id).await {
+                Ok(json) => json,
+                Err(e) => {
+                    tracing::info!(room = %room_id, %server, error = %e, "event near a timestamp not fetched");
+                    continue;
+                }
+            };
+            let version = self.room_version(room_id).await?;
+            self.store_backfilled(server, room_id, &version, &[json]).await?;
+            let stored = self.store.get_event(&event_id).await?;
+            return Ok(stored.filter(|e| e.status == EventStatus::Timeline && e.room_id == room_id.as_str()));
+        }
+        Ok(None)
     }
 }

@@ -6,11 +6,24 @@
 
 use std::collections::HashSet;
 
-use ruma::{OwnedRoomId, RoomId, ServerName, directory::PublicRoomsChunk, room::RoomType};
+use ruma::{OwnedRoomId, OwnedServerName, RoomId, ServerName, directory::PublicRoomsChunk, room::RoomType};
 use serde_json::{Value, json};
 
 use super::Rooms;
 use crate::{Error, Result, auth::Identity};
+
+/// How many of the servers a child's `via` names are asked about it.
+const MAX_ASKED_SERVERS: usize = 3;
+
+/// The servers an `m.space.child` event names (`content.via`).
+fn via_of(event: &Value) -> Vec<OwnedServerName> {
+    event["content"]["via"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().and_then(|s| OwnedServerName::try_from(s).ok()))
+        .collect()
+}
 
 /// One room of the hierarchy.
 pub struct HierarchyRoom {
@@ -68,35 +81,29 @@ impl Rooms {
         let limit = query.limit.clamp(1, 100);
         // Depth first, children in the spec's order, as Synapse walks it
         // (clients page through it with the same `from` either way): a stack
-        // with each room's children pushed last first.
-        let mut stack = vec![(root.to_owned(), 0usize)];
+        // with each room's children pushed last first, each with the
+        // servers its `m.space.child` names (`via`), to ask about a room
+        // this server is not in.
+        let mut stack: Vec<(OwnedRoomId, usize, Vec<OwnedServerName>)> =
+            vec![(root.to_owned(), 0, Vec::new())];
         let mut seen: HashSet<OwnedRoomId> = HashSet::new();
         let mut rooms = Vec::new();
         let mut index = 0;
-        while let Some((room_id, depth)) = stack.pop() {
+        while let Some((room_id, depth, via)) = stack.pop() {
             if !seen.insert(room_id.clone()) {
                 continue;
             }
-            // Rooms this server does not know (remote) and rooms the user
-            // may not see are left out, and so are their children.
-            if self.room_version(&room_id).await.is_err() || !self.may_peek(who, &room_id).await? {
+            // Rooms the user may not see are left out, and so are their
+            // children; so are rooms no server named could tell about.
+            let Some((summary, children)) =
+                self.hierarchy_entry(who, &room_id, &via, query.suggested_only).await?
+            else {
                 continue;
-            }
-            let joined = self.store.joined_member_count(&room_id).await?;
-            let mut entries = self.directory_entries(vec![(room_id.clone(), joined)]).await?;
-            let (_, summary) = entries.pop().ok_or_else(|| Error::internal("no directory entry"))?;
-            // Only spaces have children: an `m.space.child` in any other
-            // room is not followed (the spec: "If the room is not a
-            // space-room, this should be empty").
-            let children = if summary.room_type == Some(RoomType::Space) {
-                self.space_children(&room_id, query.suggested_only).await?
-            } else {
-                Vec::new()
             };
             if query.max_depth.is_none_or(|max| depth < max) {
-                for (child, _) in children.iter().rev() {
+                for (child, event) in children.iter().rev() {
                     if !seen.contains(child) {
-                        stack.push((child.clone(), depth + 1));
+                        stack.push((child.clone(), depth + 1, via_of(event)));
                     }
                 }
             }
@@ -112,6 +119,109 @@ impl Rooms {
             index += 1;
         }
         Ok((rooms, None))
+    }
+
+    /// One room of a client's hierarchy, if `who` may see it: its summary
+    /// and (for a space) its children with their stripped `m.space.child`
+    /// events. A room this server is not in is asked of the servers `via`
+    /// names (`/federation/v1/hierarchy`), the first that answers.
+    async fn hierarchy_entry(
+        &self,
+        who: &Identity,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        suggested_only: bool,
+    ) -> Result<Option<(PublicRoomsChunk, Vec<(OwnedRoomId, Value)>)>> {
+        let known = self.room_version(room_id).await.is_ok();
+        if !known || !self.has_local_members(room_id).await? {
+            // Not in the room (any more): those in it know it better.
+            if let Some(entry) = self.remote_hierarchy_entry(who, room_id, via, suggested_only).await? {
+                return Ok(Some(entry));
+            }
+        }
+        if known {
+            if !self.may_peek(who, room_id).await? {
+                return Ok(None);
+            }
+            let joined = self.store.joined_member_count(room_id).await?;
+            let mut entries = self.directory_entries(vec![(room_id.to_owned(), joined)]).await?;
+            let (_, summary) = entries.pop().ok_or_else(|| Error::internal("no directory entry"))?;
+            // Only spaces have children: an `m.space.child` in any other
+            // room is not followed (the spec: "If the room is not a
+            // space-room, this should be empty").
+            let children = if summary.room_type == Some(RoomType::Space) {
+                self.space_children(room_id, suggested_only).await?
+            } else {
+                Vec::new()
+            };
+            return Ok(Some((summary, children)));
+        }
+        Ok(None)
+    }
+
+    /// [`Rooms::hierarchy_entry`] of a room this server is not in, asked of
+    /// the servers `via` names.
+    async fn remote_hierarchy_entry(
+        &self,
+        who: &Identity,
+        room_id: &RoomId,
+        via: &[OwnedServerName],
+        suggested_only: bool,
+    ) -> Result<Option<(PublicRoomsChunk, Vec<(OwnedRoomId, Value)>)>> {
+        for server in via.iter().filter(|s| **s != self.server_name).take(MAX_ASKED_SERVERS) {
+            let answer = match self.federation.remote.hierarchy(server, room_id, suggested_only).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    tracing::info!(room = %room_id, %server, error = %e, "hierarchy not answered");
+                    continue;
+                }
+            };
+            let summary = serde_json::to_value(&answer.room.summary).map_err(Error::internal)?;
+            if summary["room_id"] != room_id.as_str() || !self.may_peek_remote(who, &summary).await? {
+                return Ok(None);
+            }
+            let Ok(chunk) = serde_json::from_value::<PublicRoomsChunk>(summary) else { return Ok(None) };
+            let mut children = Vec::new();
+            if chunk.room_type == Some(RoomType::Space) {
+                for event in &answer.room.children_state {
+                    let Ok(event) = serde_json::from_str::<Value>(event.json().get()) else { continue };
+                    let Some(child) = event["state_key"].as_str().and_then(|k| RoomId::parse(k).ok()) else {
+                        continue;
+                    };
+                    if !via_of(&event).is_empty() {
+                        children.push((child, event));
+                    }
+                }
+            }
+            return Ok(Some((chunk, children)));
+        }
+        Ok(None)
+    }
+
+    /// Whether `who` may see the summary of a room this server is not in,
+    /// as another server gave it: anyone when it is public, knockable or
+    /// world-readable; for a `restricted` room, members of a room it
+    /// admits the members of.
+    async fn may_peek_remote(&self, who: &Identity, summary: &Value) -> Result<bool> {
+        if summary["world_readable"] == true {
+            return Ok(true);
+        }
+        match summary["join_rule"].as_str().unwrap_or("public") {
+            "public" | "knock" | "knock_restricted" => Ok(true),
+            "restricted" => {
+                for allowed in summary["allowed_room_ids"].as_array().into_iter().flatten() {
+                    let Some(allowed) = allowed.as_str().and_then(|r| RoomId::parse(r).ok()) else {
+                        continue;
+                    };
+                    if self.store.membership(&allowed, &who.user_id).await?.is_some_and(|(m, _)| m == "join")
+                    {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Whether `who` may see a room's summary: members and invitees; anyone

@@ -231,11 +231,17 @@ impl Rooms {
         let joined_here = known && self.has_local_members(&room_id).await?;
         let invited =
             self.store.membership(&room_id, &who.user_id).await?.is_some_and(|(m, _)| m == "invite");
-        if known && (joined_here || (invited && self.remote_servers(&room_id).await?.is_empty())) {
-            self.join(who, &room_id, reason, extra).await?;
-            return Ok(room_id);
-        }
         let mut candidates: Vec<OwnedServerName> = via.to_vec();
+        if known && (joined_here || (invited && self.remote_servers(&room_id).await?.is_empty())) {
+            match self.join(who, &room_id, reason, extra.clone()).await {
+                // A restricted room no user here may admit the user to:
+                // a server in the room whose users may, through them.
+                Err(Error::Matrix { kind: ErrorKind::UnableToAuthorizeJoin, .. }) if joined_here => {
+                    candidates.extend(self.remote_servers(&room_id).await?.iter().cloned());
+                }
+                other => return other.map(|_| room_id),
+            }
+        }
         // An invite held out of band: its sender's server is in the room.
         if let Some(invite) = self.out_of_band_membership(&room_id, &who.user_id).await?
             && let Ok(inviter) = UserId::parse(&invite.sender)
@@ -345,8 +351,22 @@ impl Rooms {
             Ok(()) | Err(tessera_storage::StorageError::Conflict(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        let given = self.store_received_state(room_id, &version, &answer.state, &answer.auth_chain).await?;
-        match self.append_remote(join, &version, Some(given), Vec::new()).await? {
+        // Already in the room (a restricted join no user here could
+        // admit): the join follows events held here, on their state.
+        let given = match self.has_local_members(room_id).await?
+            && self
+                .store
+                .get_events(&join.prev_events.iter().map(|id| id.to_string()).collect::<Vec<_>>())
+                .await?
+                .len()
+                == join.prev_events.len()
+        {
+            true => None,
+            false => {
+                Some(self.store_received_state(room_id, &version, &answer.state, &answer.auth_chain).await?)
+            }
+        };
+        match self.append_remote(join, &version, given, Vec::new()).await? {
             RemoteOutcome::Stored(EventStatus::Timeline) | RemoteOutcome::Known => Ok(()),
             RemoteOutcome::Missing(ids) => {
                 Err(bad_gateway(format!("{server} did not send {} auth events of the join", ids.len())))

@@ -82,6 +82,15 @@ impl Rooms {
             return Ok(None);
         }
         if !self.in_an_allowed_room(&join_rules, user).await? {
+            // For another server's user: a server still in an allowed
+            // room may know better than this one.
+            if user.server_name() != self.server_name && !self.in_any_allowed_room_here(&join_rules).await? {
+                return Err(Error::new(
+                    400,
+                    ruma::api::error::ErrorKind::UnableToAuthorizeJoin,
+                    "This server is in none of the rooms this room admits members of",
+                ));
+            }
             return Err(Error::forbidden("You are not in any of the rooms this room admits members of"));
         }
         let version = self.room_version(room_id).await?;
@@ -114,21 +123,32 @@ impl Rooms {
 
     /// Whether `user` is joined to one of the rooms that a `restricted` or
     /// `knock_restricted` join rule (`join_rules`, its content) admits the
-    /// members of.
+    /// members of, as far as this server knows: only rooms it is still in
+    /// count (in one it left, what it holds of others' memberships is
+    /// stale).
     pub(crate) async fn in_an_allowed_room(&self, join_rules: &Value, user: &UserId) -> Result<bool> {
-        for entry in join_rules.get("allow").and_then(Value::as_array).into_iter().flatten() {
-            let Some(other) =
-                entry.get("room_id").and_then(Value::as_str).and_then(|r| RoomId::parse(r).ok())
-            else {
-                continue;
-            };
-            if entry.get("type").and_then(Value::as_str) == Some("m.room_membership")
-                && self.store.membership(&other, user).await?.is_some_and(|(m, _)| m == "join")
+        for other in allowed_rooms(join_rules) {
+            if self.store.membership(&other, user).await?.is_some_and(|(m, _)| m == "join")
+                && self.has_local_members(&other).await?
             {
                 return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    /// Whether this server is in any of the rooms a restricted join rule
+    /// admits the members of (so may tell whether a user is); also when
+    /// it admits from no room at all (nobody may tell).
+    async fn in_any_allowed_room_here(&self, join_rules: &Value) -> Result<bool> {
+        let mut none = true;
+        for other in allowed_rooms(join_rules) {
+            none = false;
+            if self.has_local_members(&other).await? {
+                return Ok(true);
+            }
+        }
+        Ok(none)
     }
 
     /// The content of a current state event (`{}` when unset).
@@ -307,4 +327,13 @@ impl Rooms {
         }
         Ok(content)
     }
+}
+
+/// The rooms whose members a restricted join rule's `allow` admits.
+fn allowed_rooms(join_rules: &Value) -> impl Iterator<Item = ruma::OwnedRoomId> + '_ {
+    join_rules.get("allow").and_then(Value::as_array).into_iter().flatten().filter_map(|entry| {
+        (entry.get("type").and_then(Value::as_str) == Some("m.room_membership"))
+            .then(|| entry.get("room_id").and_then(Value::as_str).and_then(|r| RoomId::parse(r).ok()))
+            .flatten()
+    })
 }

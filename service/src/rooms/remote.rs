@@ -234,6 +234,18 @@ impl Rooms {
             };
             let redaction = redaction.as_ref().map(|(target, json)| (&**target, json.as_str()));
             self.persist(&prepared, None, redaction).await?;
+            // A room upgraded on another server: local members' push
+            // rules follow it, as for an upgrade here.
+            if prepared.pdu.kind == TimelineEventType::RoomTombstone
+                && prepared.pdu.state_key.as_deref() == Some("")
+            {
+                let content: serde_json::Value = prepared.pdu.content_as().unwrap_or_default();
+                if let Some(replacement) =
+                    content.get("replacement_room").and_then(|r| RoomId::parse(r.as_str()?).ok())
+                {
+                    self.carry_push_rules(&room_id, &replacement).await;
+                }
+            }
         } else {
             let destinations: Vec<&str> =
                 prepared.destinations.iter().flatten().map(String::as_str).collect();
@@ -654,10 +666,11 @@ impl Rooms {
             }
             _ => return Err(Error::bad_json("the PDU has no room ID")),
         };
-        let version = self
-            .version_if_known(&room_id)
-            .await?
-            .ok_or_else(|| Error::not_found("This server is not in the room"))?;
+        let Some(version) = self.version_if_known(&room_id).await? else {
+            // Not in the room: only the end of a local user's invite or
+            // knock held out of band (a rescinded invite) is taken.
+            return self.receive_out_of_band_membership(object, &room_id).await;
+        };
         self.check_server_acl(&room_id, origin).await?;
         let pdu =
             crate::federation::verify_pdu(&self.federation.server_keys, object, Some(&room_id), &version)

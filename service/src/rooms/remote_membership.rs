@@ -325,6 +325,48 @@ impl Rooms {
         Ok(self.store.membership_event(room_id, user).await?.filter(|e| e.status == EventStatus::Outlier))
     }
 
+    /// A PDU of a room this server takes no part in: taken only when it
+    /// ends a local user's invite or knock held out of band (the inviter
+    /// rescinds the invite, the knock is refused, the user is banned),
+    /// and stored out of band likewise; refused otherwise.
+    pub(super) async fn receive_out_of_band_membership(
+        &self,
+        object: CanonicalJsonObject,
+        room_id: &RoomId,
+    ) -> Result<ruma::OwnedEventId> {
+        let not_in_room = || Error::not_found("This server is not in the room");
+        let text = |key: &str| match object.get(key) {
+            Some(CanonicalJsonValue::String(value)) => Some(value.clone()),
+            _ => None,
+        };
+        let membership = match object.get("content") {
+            Some(CanonicalJsonValue::Object(content)) => match content.get("membership") {
+                Some(CanonicalJsonValue::String(membership)) => membership.clone(),
+                _ => return Err(not_in_room()),
+            },
+            _ => return Err(not_in_room()),
+        };
+        let user = text("state_key").and_then(|key| UserId::parse(key).ok());
+        let (Some(user), Some("m.room.member"), "leave" | "ban") =
+            (user, text("type").as_deref(), membership.as_str())
+        else {
+            return Err(not_in_room());
+        };
+        if user.server_name() != self.server_name {
+            return Err(not_in_room());
+        }
+        let Some(current) = self.out_of_band_membership(room_id, &user).await? else {
+            return Err(not_in_room());
+        };
+        let version = out_of_band_version(&current);
+        let pdu =
+            crate::federation::verify_pdu(&self.federation.server_keys, object, Some(room_id), &version)
+                .await
+                .map_err(event_error)?;
+        self.store_out_of_band(&pdu, &membership, None).await?;
+        Ok(pdu.event_id)
+    }
+
     /// A local user leaves a room this server takes no part in (rejects
     /// an invite, rescinds a knock): through the room's servers
     /// (`make_leave`, `send_leave`), the inviter's first. When none of
@@ -392,13 +434,7 @@ impl Rooms {
         current: &StoredEvent,
         mut content: Value,
     ) -> Result<Pdu> {
-        let version = stripped_state_of(current)
-            .iter()
-            .find(|e| e["type"] == "m.room.create")
-            .and_then(|create| create["content"]["room_version"].as_str().map(str::to_owned))
-            .and_then(|v| RoomVersionId::try_from(v).ok())
-            .filter(|v| rules_for(v).is_ok())
-            .unwrap_or(RoomVersionId::V10);
+        let version = out_of_band_version(current);
         let rules = rules_for(&version).map_err(event_error)?;
         content["membership"] = "leave".into();
         let now = u64::from(MilliSecondsSinceUnixEpoch::now().0);
@@ -580,4 +616,17 @@ fn strip(event: Value) -> Value {
 fn distinct_others(servers: Vec<OwnedServerName>, this: &ServerName) -> Vec<OwnedServerName> {
     let mut seen = HashSet::new();
     servers.into_iter().filter(|s| *s != *this && seen.insert(s.clone())).collect()
+}
+
+/// The version of a room whose only event held here is a local user's
+/// invite or knock: from the stripped create event that came with it
+/// (version 10 when it is missing, as most rooms were).
+fn out_of_band_version(current: &StoredEvent) -> RoomVersionId {
+    stripped_state_of(current)
+        .iter()
+        .find(|e| e["type"] == "m.room.create")
+        .and_then(|create| create["content"]["room_version"].as_str().map(str::to_owned))
+        .and_then(|v| RoomVersionId::try_from(v).ok())
+        .filter(|v| rules_for(v).is_ok())
+        .unwrap_or(RoomVersionId::V10)
 }

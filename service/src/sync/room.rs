@@ -245,7 +245,16 @@ impl RoomSync<'_> {
     /// A room left at `left_at`: its timeline up to the leave.
     pub async fn left(&self, room_id: &str, left_at: i64) -> Result<LeftRoom> {
         let room = RoomId::parse(room_id).map_err(Error::internal)?;
-        let (timeline, limited) = self.timeline(&room, self.after, left_at).await?;
+        let (mut timeline, limited) = self.timeline(&room, self.after, left_at).await?;
+        // A room never joined here (an invite rejected or rescinded, a
+        // knock refused): the leave, held out of band, is its timeline.
+        if timeline.is_empty()
+            && let Some(leave) = self.sync.store.membership_event(&room, &self.who.user_id).await?
+            && leave.status == EventStatus::Outlier
+            && self.after.is_none_or(|after| leave.stream_ordering > after)
+        {
+            timeline.push(leave);
+        }
         let state = self.state(&room, &timeline, left_at, self.after.is_none()).await?;
         let prev_batch = prev_batch(&timeline, limited, left_at);
         Ok(LeftRoom {
