@@ -210,6 +210,14 @@ async fn an_event_found_by_time_on_another_server_is_fetched(backend: Backend) {
         .await
         .ok();
     assert_eq!(context["event"]["content"]["body"], "early", "{context}");
+    // Paging back from just after it (`end`) reads it too.
+    let end = context["end"].as_str().expect("end");
+    let page = bob
+        .get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10&from={end}", encode(&room_id)))
+        .await
+        .ok();
+    let ids: Vec<&Value> = page["chunk"].as_array().expect("chunk").iter().map(|e| &e["event_id"]).collect();
+    assert_eq!(ids.first(), Some(&&json!(early)), "{page}");
 }
 
 async fn push_rules_follow_a_room_upgraded_on_another_server(backend: Backend) {

@@ -41,11 +41,10 @@ async fn join_by_id(
     req: Ruma<join_room_by_id::v3::Request, GuestsAllowed>,
 ) -> Result<join_room_by_id::v3::Response> {
     let room = <&ruma::RoomOrAliasId>::from(&*req.body.room_id);
-    let who = req.identity()?;
-    let known = state.keys.device_lists().news_destinations(&who.user_id).await?;
-    let room_id =
-        state.rooms.join_anywhere(who, room, &[], req.body.reason.as_deref(), req.json_object()).await?;
-    state.keys.device_lists().announce_devices_in_room(&who.user_id, &room_id, &known).await;
+    let room_id = state
+        .rooms
+        .join_anywhere(req.identity()?, room, &[], req.body.reason.as_deref(), req.json_object())
+        .await?;
     Ok(join_room_by_id::v3::Response::new(room_id).into())
 }
 
@@ -54,13 +53,16 @@ async fn join_by_id_or_alias(
     req: Ruma<join_room_by_id_or_alias::v3::Request, GuestsAllowed>,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
     let body = &req.body;
-    let who = req.identity()?;
-    let known = state.keys.device_lists().news_destinations(&who.user_id).await?;
     let room_id = state
         .rooms
-        .join_anywhere(who, &body.room_id_or_alias, &body.via, body.reason.as_deref(), req.json_object())
+        .join_anywhere(
+            req.identity()?,
+            &body.room_id_or_alias,
+            &body.via,
+            body.reason.as_deref(),
+            req.json_object(),
+        )
         .await?;
-    state.keys.device_lists().announce_devices_in_room(&who.user_id, &room_id, &known).await;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id).into())
 }
 

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use ruma::{OwnedServerName, RoomId, ServerName, UserId};
+use ruma::{OwnedServerName, ServerName, UserId};
 use serde_json::{Map, Value, json};
 
 use super::{cross_signing, device_lists::DeviceLists};
@@ -86,7 +86,7 @@ pub(crate) fn device_list_update(
 impl DeviceLists {
     /// The other servers to tell of `user`'s devices: none for another
     /// server's user.
-    pub async fn news_destinations(&self, user: &UserId) -> Result<Vec<OwnedServerName>> {
+    pub(crate) async fn news_destinations(&self, user: &UserId) -> Result<Vec<OwnedServerName>> {
         if user.server_name() != self.rooms().server_name() {
             return Ok(Vec::new());
         }
@@ -154,42 +154,6 @@ impl DeviceLists {
             if let Err(e) = sent.await {
                 tracing::warn!(%user, device = device_id, error = %e, "device update not sent to other servers");
             }
-        }
-    }
-
-    /// Tells the other servers of a room a local user just joined, those
-    /// not in `known` (the servers that shared a room with the user
-    /// before), of all the user's devices: their users need the keys to
-    /// encrypt for the user, and were never told of them.
-    pub async fn announce_devices_in_room(&self, user: &UserId, room_id: &RoomId, known: &[OwnedServerName]) {
-        let sent = async {
-            if user.server_name() != self.rooms().server_name() {
-                return Ok(());
-            }
-            let servers: Vec<OwnedServerName> = self
-                .rooms()
-                .remote_servers(room_id)
-                .await?
-                .iter()
-                .filter(|server| !known.contains(server))
-                .cloned()
-                .collect();
-            if servers.is_empty() {
-                return Ok(());
-            }
-            let changed: Vec<(String, Option<DeviceNews>)> =
-                self.device_snapshot(user).await?.into_iter().map(|(id, news)| (id, Some(news))).collect();
-            if changed.is_empty() {
-                return Ok(());
-            }
-            let pending = self.record_change(user).await?;
-            let position = pending.position();
-            pending.release().await;
-            self.send_device_news(user, &servers, changed, position).await;
-            Ok::<_, crate::Error>(())
-        };
-        if let Err(e) = sent.await {
-            tracing::warn!(%user, room = %room_id, error = %e, "devices not announced to the room's servers");
         }
     }
 

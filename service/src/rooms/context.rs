@@ -8,7 +8,7 @@ use tessera_storage::{EventStatus, StoredEvent};
 use super::{
     Rooms,
     client_event::{ClientEvent, Form},
-    read::{EventFilter, PageToken, VisibilityCache},
+    read::{EventFilter, PageToken, RoomToken, VisibilityCache},
 };
 use crate::{Error, Result, auth::Identity};
 
@@ -21,7 +21,9 @@ pub struct Context {
     /// events when members are lazy-loaded).
     pub state: Vec<ClientEvent>,
     pub start: PageToken,
-    pub end: PageToken,
+    /// Just after the last event looked at: paging back from it reads
+    /// that event too (as from Synapse's), paging on does not.
+    pub end: RoomToken,
 }
 
 impl Rooms {
@@ -70,6 +72,7 @@ impl Rooms {
             sides.push((kept, PageToken { depth: edge.0, stream: edge.1 }));
         }
         let (after, end) = sides.pop().ok_or_else(|| Error::internal("context sides"))?;
+        let end = RoomToken::After(end);
         let (before, start) = sides.pop().ok_or_else(|| Error::internal("context sides"))?;
 
         let last = after.last().unwrap_or(&event);

@@ -248,10 +248,11 @@ impl Rooms {
     }
 
     /// Whether server `origin` may see a room's summary: it has a member
-    /// joined, or the room is public, knockable, world-readable or
-    /// restricted (its summary then lists the rooms that admit, for the
-    /// server to check its user against), as Synapse decides; never when
-    /// the room's server ACL bans it.
+    /// joined, or the room is public, knockable or world-readable, or
+    /// restricted and the server has a member in a room that admits (its
+    /// summary then lists those rooms, for the server to check its user
+    /// against), as Synapse decides; never when the room's server ACL
+    /// bans it.
     async fn server_may_peek(&self, origin: &ServerName, room_id: &RoomId) -> Result<bool> {
         if !self.server_allowed(room_id, origin).await? {
             return Ok(false);
@@ -260,8 +261,23 @@ impl Rooms {
             return Ok(true);
         }
         let openness = self.openness(room_id).await?;
-        Ok(openness.world_readable
-            || matches!(openness.join_rule.as_str(), "public" | "knock" | "knock_restricted" | "restricted"))
+        if openness.world_readable
+            || matches!(openness.join_rule.as_str(), "public" | "knock" | "knock_restricted")
+        {
+            return Ok(true);
+        }
+        // Restricted: when the server has a member in a room that admits
+        // (as far as this server knows: it must be in that room too).
+        if openness.join_rule == "restricted" {
+            for allowed in super::membership::allowed_rooms(&openness.join_rules) {
+                if self.version_if_known(&allowed).await?.is_some()
+                    && self.remote_servers(&allowed).await?.iter().any(|server| server == origin)
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// The room's join rules and whether it is world-readable.

@@ -330,7 +330,7 @@ impl Rooms {
 }
 
 /// The rooms whose members a restricted join rule's `allow` admits.
-fn allowed_rooms(join_rules: &Value) -> impl Iterator<Item = ruma::OwnedRoomId> + '_ {
+pub(super) fn allowed_rooms(join_rules: &Value) -> impl Iterator<Item = ruma::OwnedRoomId> + '_ {
     join_rules.get("allow").and_then(Value::as_array).into_iter().flatten().filter_map(|entry| {
         (entry.get("type").and_then(Value::as_str) == Some("m.room_membership"))
             .then(|| entry.get("room_id").and_then(Value::as_str).and_then(|r| RoomId::parse(r).ok()))

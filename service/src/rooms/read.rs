@@ -44,6 +44,18 @@ impl fmt::Display for PageToken {
     }
 }
 
+impl fmt::Display for RoomToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Page(page) => page.fmt(f),
+            Self::After(page) => write!(f, "a{}_{}", page.depth, page.stream),
+            Self::Sync(position) => {
+                crate::sync::SyncToken { events: *position, typing: 0, to_device: 0 }.fmt(f)
+            }
+        }
+    }
+}
+
 impl FromStr for PageToken {
     type Err = Error;
 
@@ -63,6 +75,9 @@ impl FromStr for PageToken {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RoomToken {
     Page(PageToken),
+    /// The position just after an event (`a…`, `/context`'s `end`):
+    /// paging back from it reads that event too, paging on does not.
+    After(PageToken),
     /// The server-wide stream position of a sync token: every event at or
     /// before it has been seen.
     Sync(i64),
@@ -76,6 +91,8 @@ impl FromStr for RoomToken {
             let sync: crate::sync::SyncToken =
                 s.parse().map_err(|_| Error::invalid_param("Invalid pagination token"))?;
             Ok(Self::Sync(sync.events))
+        } else if let Some(page) = s.strip_prefix('a') {
+            format!("t{page}").parse().map(Self::After)
         } else {
             s.parse().map(Self::Page)
         }
@@ -177,6 +194,10 @@ impl Rooms {
     ) -> Result<PageToken> {
         let position = match token {
             RoomToken::Page(page) => return Ok(page),
+            RoomToken::After(page) if used == TokenUse::From(Direction::Backward) => {
+                return Ok(PageToken { depth: page.depth, stream: page.stream.saturating_add(1) });
+            }
+            RoomToken::After(page) => return Ok(page),
             RoomToken::Sync(position) => position,
         };
         Ok(match self.store.last_room_event_upto(room_id, position).await? {

@@ -47,6 +47,10 @@ fn parse_token(token: Option<&str>, used: TokenUse, backwards: bool) -> Result<O
     }
     Ok(Some(match token.parse::<RoomToken>()? {
         RoomToken::Page(page) => page.stream,
+        RoomToken::After(page) => {
+            let includes_it = matches!(used, TokenUse::From(_)) == backwards;
+            if includes_it { page.stream.saturating_add(1) } else { page.stream }
+        }
         RoomToken::Sync(position) => {
             let includes_it = matches!(used, TokenUse::From(_)) == backwards;
             if includes_it { position.saturating_add(1) } else { position }

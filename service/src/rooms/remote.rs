@@ -932,8 +932,8 @@ impl Rooms {
     /// The state before `event_id` as `server` has it, stored (see
     /// [`Rooms::store_received_state`]). Its IDs are asked first
     /// (`/state_ids`) and the events not held fetched one by one (`/event`)
-    /// when they are few, as Synapse does; else, or when that fails, the
-    /// whole state (`/state`).
+    /// when they are few, as Synapse does; else, or when a state event
+    /// cannot be had, the whole state (`/state`).
     pub(super) async fn fetch_state_at(
         &self,
         server: &ruma::ServerName,
@@ -964,7 +964,10 @@ impl Rooms {
                         Err(e) => tracing::info!(%server, event = %id, error = %e, "state event not fetched"),
                     }
                 }
-                if wanted.iter().all(|id| jsons.contains_key(id)) {
+                // The state itself is needed whole; an auth chain event
+                // that cannot be had leaves the events that need it
+                // rejected, as the rules say, not the whole state unread.
+                if ids.pdu_ids.iter().all(|id| jsons.contains_key(id.as_str())) {
                     let pick = |ids: &[OwnedEventId]| -> Vec<Box<serde_json::value::RawValue>> {
                         ids.iter().filter_map(|id| jsons.get(id.as_str()).cloned()).collect()
                     };
@@ -982,22 +985,83 @@ impl Rooms {
     }
 
     /// Appends `pdu`, whose previous events cannot be had, on the state
-    /// before it as `origin` gives it: a gap in the DAG here.
+    /// before it as `origin` gives it: a gap in the DAG here. As Synapse
+    /// does, the state after each missing previous event is asked for
+    /// (`/state_ids` at it, plus the event itself) and the states are
+    /// resolved; when that fails, the state before `pdu` itself.
     async fn append_across_gap(
         &self,
         origin: &ruma::ServerName,
         pdu: Pdu,
         version: &RoomVersionId,
     ) -> Result<RemoteOutcome> {
-        let given = match self.fetch_state_at(origin, &pdu.room_id, &pdu.event_id, version).await? {
-            Ok(given) => given,
-            Err(e) => {
-                tracing::info!(%origin, event = %pdu.event_id, error = %e, "state across a gap not fetched");
-                return Ok(RemoteOutcome::Missing(pdu.prev_events.clone()));
-            }
+        let given = match self.state_after_missing_prevs(origin, &pdu, version).await? {
+            Some(given) => given,
+            None => match self.fetch_state_at(origin, &pdu.room_id, &pdu.event_id, version).await? {
+                Ok(given) => given,
+                Err(e) => {
+                    tracing::info!(%origin, event = %pdu.event_id, error = %e, "state across a gap not fetched");
+                    return Ok(RemoteOutcome::Missing(pdu.prev_events.clone()));
+                }
+            },
         };
         tracing::info!(%origin, event = %pdu.event_id, state = given.state.len(), "appended across a gap in the DAG");
         self.append_remote(pdu, version, Some(given), Vec::new()).await
+    }
+
+    /// The state before `pdu` from the states after its previous events:
+    /// those held in the timeline as held, the others as `origin` gives
+    /// them (the state before each, and the event itself, stored as
+    /// outliers); resolved when they differ. `None` when one cannot be had.
+    async fn state_after_missing_prevs(
+        &self,
+        origin: &ruma::ServerName,
+        pdu: &Pdu,
+        version: &RoomVersionId,
+    ) -> Result<Option<GivenState>> {
+        const MAX_PREVS: usize = 10;
+        if pdu.prev_events.len() > MAX_PREVS {
+            return Ok(None);
+        }
+        let rules = rules_for(version).map_err(event_error)?;
+        let ids: Vec<String> = pdu.prev_events.iter().map(|id| id.to_string()).collect();
+        let held: HashMap<OwnedEventId, StoredEvent> = self
+            .store
+            .get_events(&ids)
+            .await?
+            .into_iter()
+            .filter(|e| e.room_id == pdu.room_id.as_str() && e.status == EventStatus::Timeline)
+            .map(|e| (e.event_id.clone(), e))
+            .collect();
+        let mut states: Vec<StateMap> = Vec::new();
+        for prev in &pdu.prev_events {
+            if let Some(event) = held.get(prev) {
+                states.push(StateMap::clone(&*self.store.state_at_group(event.state_after).await?));
+                continue;
+            }
+            let Ok(before) = self.fetch_state_at(origin, &pdu.room_id, prev, version).await? else {
+                return Ok(None);
+            };
+            let event = match self.federation.remote.get_event(origin, prev).await {
+                Ok(json) => self.verified(&json, &pdu.room_id, version).await,
+                Err(e) => {
+                    tracing::info!(%origin, event = %prev, error = %e, "event before a gap not fetched");
+                    None
+                }
+            };
+            let Some(event) = event.filter(|e| e.event_id == *prev) else { return Ok(None) };
+            let mut after = StateMap::clone(&before.state);
+            if let Some(key) = &event.state_key {
+                after.insert((event.kind.to_string(), key.clone()), event.event_id.to_string());
+            }
+            self.store_outliers(vec![event], version).await?;
+            states.push(after);
+        }
+        let state = self.resolve(&states, &rules, version, Some(pdu)).await?;
+        let reserved = self.streams.reserve().await?;
+        let group = self.store.create_state_snapshot(pdu.room_id.as_str(), reserved.position, &state).await?;
+        drop(reserved);
+        Ok(Some(GivenState { group, state: Arc::new(state) }))
     }
 
     /// A PDU of the room from a state answer (`send_join`, `/state`), verified; `None` (and

@@ -358,6 +358,14 @@ impl Rooms {
         let Some(current) = self.out_of_band_membership(room_id, &user).await? else {
             return Err(not_in_room());
         };
+        // Only the inviter may rescind an invite this way (this server
+        // cannot check anyone else's power in the room), as on Synapse.
+        let is_invite = current.content().and_then(|c| c.get("membership")).is_some_and(|m| m == "invite");
+        if is_invite && text("sender").as_deref() != Some(current.sender.as_str()) {
+            return Err(Error::forbidden(
+                "Only the inviter may rescind an invite to a room this server is not in",
+            ));
+        }
         let version = out_of_band_version(&current);
         let pdu =
             crate::federation::verify_pdu(&self.federation.server_keys, object, Some(room_id), &version)
