@@ -139,7 +139,12 @@ impl Pdu {
         if size > crate::build::MAX_PDU_BYTES {
             return Err(EventError::TooLarge("event"));
         }
-        let too_long = |key: &str, limit: usize| matches!(json.get(key), Some(CanonicalJsonValue::String(s)) if s.len() > limit);
+        // Counted in code points, not bytes, for events from other
+        // servers: Synapse has always counted so, and rooms hold events
+        // whose keys are longer than 255 bytes but not 255 code points
+        // (an event refused here would break them). Local events keep
+        // the spec's bytes (`build`).
+        let too_long = |key: &str, limit: usize| matches!(json.get(key), Some(CanonicalJsonValue::String(s)) if s.chars().count() > limit);
         if too_long("type", crate::build::MAX_TYPE_BYTES) {
             return Err(EventError::TooLarge("type"));
         }

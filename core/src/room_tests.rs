@@ -322,6 +322,24 @@ fn event_types_and_state_keys_stay_within_255_bytes() {
 }
 
 #[test]
+fn remote_state_keys_are_limited_in_code_points() {
+    let key = ServerSigningKey::generate(server_name!("example.org").to_owned()).expect("key").0;
+    let mut room = new_room(&RoomVersionId::V11, &key);
+    let alice = user_id!("@alice:example.org");
+    let event =
+        room.send(&key, alice, &EventTemplate::state("org.example.state", "k", json!({}))).expect("send");
+    let rules = RoomVersionId::V11.rules().expect("rules");
+    let with_key = |state_key: String| {
+        let mut json = event.json.clone();
+        json.insert("state_key".into(), ruma::CanonicalJsonValue::String(state_key));
+        Pdu::from_remote_json(json, None, &rules)
+    };
+    // 70 code points, 280 bytes: as Synapse takes it (older rooms hold such events).
+    assert!(with_key("💥".repeat(70)).is_ok());
+    assert!(matches!(with_key("x".repeat(256)), Err(EventError::TooLarge("state_key"))));
+}
+
+#[test]
 fn redaction_permission_and_algorithm() {
     let key = ServerSigningKey::generate(server_name!("example.org").to_owned()).expect("key").0;
     let alice = user_id!("@alice:example.org");
