@@ -47,8 +47,10 @@ async fn send_join(
     req: Ruma<create_join_event::v2::Request>,
 ) -> Result<create_join_event::v2::Response> {
     let origin = req.origin()?;
-    let room_state =
-        state.rooms.send_join(origin, &req.body.room_id, &req.body.event_id, &req.body.pdu).await?;
+    let room_state = state
+        .rooms
+        .send_join(origin, &req.body.room_id, &req.body.event_id, &req.body.pdu, req.body.omit_members)
+        .await?;
     Ok(create_join_event::v2::Response::new(room_state).into())
 }
 
@@ -58,7 +60,7 @@ async fn send_join_v1(
 ) -> Result<membership_v1::Answer> {
     let origin = req.origin()?;
     let body = &req.body.0;
-    let room_state = state.rooms.send_join(origin, &body.room_id, &body.event_id, &body.pdu).await?;
+    let room_state = state.rooms.send_join(origin, &body.room_id, &body.event_id, &body.pdu, false).await?;
     Ok(membership_v1::Answer::new(&room_state).map_err(Error::internal)?.into())
 }
 

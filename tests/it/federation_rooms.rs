@@ -26,7 +26,8 @@ both_backends!(
     a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge,
     history_from_before_a_late_join_is_backfilled,
     a_late_event_from_a_partition_hides_no_history,
-    the_deprecated_v1_join_and_leave_are_served
+    the_deprecated_v1_join_and_leave_are_served,
+    a_join_asking_to_omit_members_gets_the_heroes_only
 );
 
 /// Syncs from `since` until the room's timeline has an event that `want`
@@ -1029,4 +1030,50 @@ async fn the_deprecated_v1_join_and_leave_are_served(backend: Backend) {
             .ok();
     assert_eq!(answer, json!([200, {}]));
     assert!(alice.get(&members).await.ok()["joined"][&dave].is_null());
+}
+
+async fn a_join_asking_to_omit_members_gets_the_heroes_only(backend: Backend) {
+    let (_ca, a, b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let room_id = alice.create_room(json!({ "preset": "public_chat", "room_version": "12" })).await;
+    let mut members = vec![alice.user_id.clone().expect("user")];
+    for n in 0..6 {
+        let user = a.register(&format!("user{n}"), "pw").await;
+        user.post(&format!("/_matrix/client/v3/join/{}", encode(&room_id)), json!({})).await.ok();
+        members.push(user.user_id.clone().expect("user"));
+    }
+    let b_key = crate::federation::server_key(&b);
+    let dave = format!("@dave:{}", b.server_name());
+
+    let join = make_membership(&a, &b_key, "join", &room_id, &dave).await;
+    let path = "/_matrix/federation/v2/send_join/{room}/{event}?omit_members=true";
+    let answer = put_membership(&a, &b_key, path, &room_id, join).await.ok();
+    assert_eq!(answer["members_omitted"], true, "{answer}");
+    assert_eq!(answer["servers_in_room"], json!([a.server_name()]), "{answer}");
+    let state = answer["state"].as_array().expect("state");
+    let kinds: Vec<&str> = state.iter().filter_map(|e| e["type"].as_str()).collect();
+    for kind in ["m.room.create", "m.room.power_levels", "m.room.join_rules", "m.room.history_visibility"] {
+        assert!(kinds.contains(&kind), "{kind} is kept: {kinds:?}");
+    }
+    // The heroes' member events only: five of the seven members.
+    let kept: Vec<&str> = state
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .filter_map(|e| e["state_key"].as_str())
+        .collect();
+    assert_eq!(kept.len(), 5, "{kept:?}");
+    assert!(kept.iter().all(|m| members.iter().any(|x| x == m)), "{kept:?}");
+    // Nothing twice: the auth chain leaves out what the state holds.
+    let state_json: Vec<String> = state.iter().map(Value::to_string).collect();
+    for event in answer["auth_chain"].as_array().expect("auth chain") {
+        assert!(!state_json.contains(&event.to_string()), "in both: {event}");
+    }
+    // Without the flag: every member, as before.
+    let join = make_membership(&a, &b_key, "join", &room_id, &format!("@erin:{}", b.server_name())).await;
+    let path = "/_matrix/federation/v2/send_join/{room}/{event}";
+    let answer = put_membership(&a, &b_key, path, &room_id, join).await.ok();
+    assert!(answer.get("members_omitted").is_none_or(|m| m == false), "{answer}");
+    let members_sent =
+        answer["state"].as_array().expect("state").iter().filter(|e| e["type"] == "m.room.member").count();
+    assert_eq!(members_sent, 8, "the seven and Dave: {answer}");
 }

@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedRoomId,
+    CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
     OwnedServerName, RoomId, RoomVersionId, ServerName, UserId,
     api::{error::ErrorKind, federation::membership::create_join_event::v2::RoomState},
     events::TimelineEventType,
@@ -89,18 +89,34 @@ impl Rooms {
         Ok((version, serde_json::to_value(event).map_err(Error::internal)?))
     }
 
-    /// `PUT /send_join/{roomId}/{eventId}` (v2) from `origin`.
+    /// `PUT /send_join/{roomId}/{eventId}` (v2) from `origin`. With
+    /// `omit_members` (MSC3706, the resident side of a partial-state join)
+    /// the state leaves out the member events of all but the room's
+    /// heroes, the auth chain leaves out what the state already holds,
+    /// and the servers in the room are listed.
     pub async fn send_join(
         &self,
         origin: &ServerName,
         room_id: &RoomId,
         event_id: &EventId,
         pdu: &RawJsonValue,
+        omit_members: bool,
     ) -> Result<RoomState> {
         let (version, join, cosigned) =
             self.accept_membership(origin, room_id, event_id, pdu, "join").await?;
         let state = self.store.state_at_group(join.state_before).await?;
-        let state_ids: Vec<String> = state.values().cloned().collect();
+        let heroes: HashSet<String> =
+            match (omit_members, UserId::parse(join.state_key.as_deref().unwrap_or_default())) {
+                (true, Ok(joiner)) => {
+                    self.store.room_heroes(room_id, &joiner, 5).await?.into_iter().collect()
+                }
+                _ => HashSet::new(),
+            };
+        let state_ids: Vec<String> = state
+            .iter()
+            .filter(|((kind, key), _)| !omit_members || kind != "m.room.member" || heroes.contains(key))
+            .map(|(_, id)| id.clone())
+            .collect();
         let mut state_events = Vec::with_capacity(state_ids.len());
         for chunk in state_ids.chunks(500) {
             state_events.extend(self.store.get_events(chunk).await?.into_iter().filter(|e| !e.rejected));
@@ -112,9 +128,41 @@ impl Rooms {
         if cosigned {
             room_state.event = Some(raw(&join.json)?);
         }
+        let in_state: HashSet<OwnedEventId> = state_events.iter().map(|e| e.event_id.clone()).collect();
         state_events.push(join);
         for event in self.auth_chain(&version, room_id, &state_events).await? {
-            room_state.auth_chain.push(raw(&event.json)?);
+            if !(omit_members && in_state.contains(&event.event_id)) {
+                room_state.auth_chain.push(raw(&event.json)?);
+            }
+        }
+        if omit_members {
+            room_state.members_omitted = true;
+            // The servers in the room before this join: the joining server
+            // only if it had a member joined already.
+            let origin_members: Vec<String> = state
+                .iter()
+                .filter(|((kind, key), _)| {
+                    kind == "m.room.member" && UserId::parse(key).is_ok_and(|u| u.server_name() == origin)
+                })
+                .map(|(_, id)| id.clone())
+                .collect();
+            let origin_was_in = self
+                .store
+                .get_events(&origin_members)
+                .await?
+                .iter()
+                .any(|e| e.content().and_then(|c| c.get("membership")).is_some_and(|m| m == "join"));
+            let mut servers: Vec<String> = self
+                .remote_servers(room_id)
+                .await?
+                .iter()
+                .filter(|server| origin_was_in || *server != origin)
+                .map(|s| s.to_string())
+                .collect();
+            servers.push(self.server_name.to_string());
+            servers.sort();
+            servers.dedup();
+            room_state.servers_in_room = Some(servers);
         }
         Ok(room_state)
     }
