@@ -410,9 +410,10 @@ impl Rooms {
                 == join.prev_events.len()
         {
             true => None,
-            false => {
-                Some(self.store_received_state(room_id, &version, &answer.state, &answer.auth_chain).await?)
-            }
+            false => Some(
+                self.store_received_state(server, room_id, &version, &answer.state, &answer.auth_chain)
+                    .await?,
+            ),
         };
         match self.append_remote(join, &version, given, Vec::new()).await? {
             RemoteOutcome::Stored(EventStatus::Timeline) | RemoteOutcome::Known => Ok(()),

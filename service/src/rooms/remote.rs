@@ -10,7 +10,7 @@
 //! Spec: <https://spec.matrix.org/v1.16/server-server-api/#checks-performed-on-receipt-of-a-pdu>.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::Arc,
 };
 
@@ -894,6 +894,7 @@ impl Rooms {
     /// snapshot group.
     pub(super) async fn store_received_state(
         &self,
+        server: &ruma::ServerName,
         room_id: &RoomId,
         version: &RoomVersionId,
         state: &[Box<serde_json::value::RawValue>],
@@ -910,6 +911,24 @@ impl Rooms {
             if let Some(pdu) = self.verified(json, room_id, version).await {
                 context.push(pdu);
             }
+        }
+        // Auth events the answer left out (its auth chain incomplete) are
+        // asked of the same server first: an outlier without its auth
+        // events is rejected.
+        let given: HashSet<&OwnedEventId> = context.iter().map(|e| &e.event_id).collect();
+        let referenced: BTreeSet<OwnedEventId> = context
+            .iter()
+            .flat_map(|e| e.auth_events.iter())
+            .filter(|id| !given.contains(id))
+            .cloned()
+            .collect();
+        let referenced: Vec<OwnedEventId> = referenced.into_iter().collect();
+        let keys: Vec<String> = referenced.iter().map(|id| id.to_string()).collect();
+        let held: HashSet<OwnedEventId> =
+            self.store.get_events(&keys).await?.into_iter().map(|e| e.event_id).collect();
+        let missing: Vec<OwnedEventId> = referenced.into_iter().filter(|id| !held.contains(id)).collect();
+        if !missing.is_empty() {
+            self.fetch_auth_events(server, &missing, version).await?;
         }
         self.store_outliers(context, version).await?;
         let ids: Vec<String> = state_events.iter().map(|e| e.event_id.to_string()).collect();
@@ -972,14 +991,16 @@ impl Rooms {
                         ids.iter().filter_map(|id| jsons.get(id.as_str()).cloned()).collect()
                     };
                     let (state, auth_chain) = (pick(&ids.pdu_ids), pick(&ids.auth_chain_ids));
-                    return Ok(Ok(self.store_received_state(room_id, version, &state, &auth_chain).await?));
+                    return Ok(Ok(self
+                        .store_received_state(server, room_id, version, &state, &auth_chain)
+                        .await?));
                 }
             }
         }
         match remote.room_state(server, room_id, event_id).await {
-            Ok(answer) => {
-                Ok(Ok(self.store_received_state(room_id, version, &answer.pdus, &answer.auth_chain).await?))
-            }
+            Ok(answer) => Ok(Ok(self
+                .store_received_state(server, room_id, version, &answer.pdus, &answer.auth_chain)
+                .await?)),
             Err(e) => Ok(Err(e)),
         }
     }
