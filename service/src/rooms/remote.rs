@@ -596,14 +596,20 @@ impl Rooms {
                 None => self.room_create_event(&pdu.room_id, version).await?,
             };
             let refs: Vec<&Pdu> = auth_events.iter().collect();
-            let complete = auth_events.len() == pdu.auth_events.len();
-            let status = if complete
-                && !auth_events.iter().any(|e| e.rejected)
-                && auth::check_against_auth_events(&pdu, &rules, &refs, create.as_ref()).is_ok()
-            {
-                EventStatus::Outlier
+            let verdict = if auth_events.len() != pdu.auth_events.len() {
+                Err("auth events missing".to_owned())
+            } else if auth_events.iter().any(|e| e.rejected) {
+                Err("an auth event was rejected".to_owned())
             } else {
-                EventStatus::Rejected
+                auth::check_against_auth_events(&pdu, &rules, &refs, create.as_ref())
+                    .map_err(|e| e.to_string())
+            };
+            let status = match verdict {
+                Ok(()) => EventStatus::Outlier,
+                Err(reason) => {
+                    tracing::info!(event = %pdu.event_id, %reason, "outlier rejected");
+                    EventStatus::Rejected
+                }
             };
             pdu.rejected = status == EventStatus::Rejected;
             let prepared = Prepared {
