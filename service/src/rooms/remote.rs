@@ -597,7 +597,12 @@ impl Rooms {
             };
             let refs: Vec<&Pdu> = auth_events.iter().collect();
             let verdict = if auth_events.len() != pdu.auth_events.len() {
-                Err("auth events missing".to_owned())
+                let missing: Vec<&OwnedEventId> = pdu
+                    .auth_events
+                    .iter()
+                    .filter(|id| !auth_events.iter().any(|e| e.event_id == **id))
+                    .collect();
+                Err(format!("auth events missing: {missing:?}"))
             } else if auth_events.iter().any(|e| e.rejected) {
                 Err("an auth event was rejected".to_owned())
             } else {
