@@ -112,10 +112,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
+    let mut filter = EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
         eprintln!("tessera: log filter {:?} is invalid ({e}); using info", config.log);
         EnvFilter::new("info")
     });
+    // ruma's authorization checks log every event they pass at info (four
+    // lines per message sent): kept to warnings unless the filter names
+    // ruma itself.
+    if !config.log.contains("ruma") {
+        filter = filter.add_directive("ruma_state_res=warn".parse().expect("a valid directive"));
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
     // Panics are caught per request (and answered with a 500, or a 400 where
