@@ -476,6 +476,19 @@ impl Remote for FederationClient {
         })
     }
 
+    fn event_auth<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        event_id: &'a EventId,
+    ) -> BoxFuture<'a, Result<Vec<Box<serde_json::value::RawValue>>, RemoteError>> {
+        use ruma::api::federation::authorization::get_event_authorization;
+        Box::pin(async move {
+            let request = get_event_authorization::v1::Request::new(room_id.to_owned(), event_id.to_owned());
+            Ok(self.send(server, request).await?.auth_chain)
+        })
+    }
+
     fn timestamp_to_event<'a>(
         &'a self,
         server: &'a ServerName,

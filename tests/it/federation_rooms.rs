@@ -27,7 +27,8 @@ both_backends!(
     history_from_before_a_late_join_is_backfilled,
     a_late_event_from_a_partition_hides_no_history,
     the_deprecated_v1_join_and_leave_are_served,
-    a_join_asking_to_omit_members_gets_the_heroes_only
+    a_join_asking_to_omit_members_gets_the_heroes_only,
+    renames_missed_while_away_arrive_with_the_next_message
 );
 
 /// Syncs from `since` until the room's timeline has an event that `want`
@@ -1076,4 +1077,52 @@ async fn a_join_asking_to_omit_members_gets_the_heroes_only(backend: Backend) {
     let members_sent =
         answer["state"].as_array().expect("state").iter().filter(|e| e["type"] == "m.room.member").count();
     assert_eq!(members_sent, 8, "the seven and Dave: {answer}");
+}
+
+async fn renames_missed_while_away_arrive_with_the_next_message(backend: Backend) {
+    let (_ca, mut a, b) = two_servers(backend).await;
+    let alice = a.register("alice", "pw").await;
+    let bob = b.register("bob", "pw").await;
+    let bob_id = bob.user_id.clone().expect("user");
+    let room_id = alice.create_room(json!({ "preset": "public_chat" })).await;
+    join_through(&bob, &a, &room_id).await;
+    sync_until(&alice, &room_id, None, |e| e["type"] == "m.room.member" && e["state_key"] == bob_id.as_str())
+        .await;
+
+    // A is away while Bob renames himself 60 times (each name's auth
+    // events name the one before: a long auth chain), and B's queue for A
+    // is lost.
+    a.stop().await.expect("A stops");
+    let member =
+        format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", encode(&room_id), encode(&bob_id));
+    for n in 0..60 {
+        bob.put(&member, json!({ "membership": "join", "displayname": format!("Bob {n}") })).await.ok();
+    }
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&b.database_url()).await.expect("connect to B's database");
+    sqlx::query("DELETE FROM outbound_pdus").execute(&pool).await.expect("forget B's queue");
+    pool.close().await;
+    a.restart().await;
+    let mut alice = alice.clone();
+    alice.base = a.base.clone();
+
+    // Bob's next message names his last name among its auth events: A
+    // takes it, with the whole chain behind it.
+    bob.send_text(&room_id, "after the renames").await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let bodies: Vec<Value> = alice
+            .all_messages(&encode(&room_id), 100)
+            .await
+            .into_iter()
+            .map(|e| e["content"]["body"].clone())
+            .collect();
+        if bodies.contains(&json!("after the renames")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "A never took Bob's message: {bodies:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let shown = alice.get(&member).await.ok();
+    assert_eq!(shown["displayname"], "Bob 59", "{shown}");
 }

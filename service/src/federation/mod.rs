@@ -245,6 +245,18 @@ pub trait Remote: Send + Sync {
         limit: u32,
     ) -> BoxFuture<'a, Result<get_backfill::v1::Response, RemoteError>>;
 
+    /// `GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}` of
+    /// `server`: the event's whole auth chain, as PDUs, not yet verified.
+    fn event_auth<'a>(
+        &'a self,
+        server: &'a ServerName,
+        room_id: &'a RoomId,
+        event_id: &'a EventId,
+    ) -> BoxFuture<'a, Result<Vec<Box<RawJsonValue>>, RemoteError>> {
+        let _ = (room_id, event_id);
+        Box::pin(async move { Err(unreachable(server)) })
+    }
+
     /// `GET /_matrix/federation/v1/timestamp_to_event/{roomId}` of
     /// `server`: the event it holds nearest `ts` in that direction.
     fn timestamp_to_event<'a>(

@@ -649,6 +649,8 @@ const MISSING_EVENTS_LIMIT: u32 = 20;
 const MAX_FETCHED_STATE_EVENTS: usize = 100;
 /// How many missing auth events are fetched one by one at most.
 const MAX_FETCHED_AUTH_EVENTS: usize = 50;
+/// How many events of an `/event_auth` answer are taken at most.
+const MAX_EVENT_AUTH_CHAIN: usize = 10_000;
 
 impl Rooms {
     /// The room's version, if this server holds the room.
@@ -790,6 +792,27 @@ impl Rooms {
         version: &RoomVersionId,
     ) -> Result<()> {
         let ids: Vec<String> = pdu.auth_events.iter().map(|id| id.to_string()).collect();
+        let held = self.store.get_events(&ids).await?;
+        let missing: Vec<OwnedEventId> =
+            pdu.auth_events.iter().filter(|id| !held.iter().any(|e| e.event_id == **id)).cloned().collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // The whole chain in one request (`/event_auth`), as Synapse asks:
+        // a long chain (a member changing their name many times) is more
+        // than fetching one by one may bring, and a partial one is rejected.
+        match self.federation.remote.event_auth(origin, &pdu.room_id, &pdu.event_id).await {
+            Ok(chain) => {
+                let mut events = Vec::with_capacity(chain.len());
+                for json in chain.iter().take(MAX_EVENT_AUTH_CHAIN) {
+                    if let Some(event) = self.verified(json, &pdu.room_id, version).await {
+                        events.push(event);
+                    }
+                }
+                self.store_outliers(events, version).await?;
+            }
+            Err(e) => tracing::info!(%origin, event = %pdu.event_id, error = %e, "auth chain not fetched"),
+        }
         let held = self.store.get_events(&ids).await?;
         let missing: Vec<OwnedEventId> =
             pdu.auth_events.iter().filter(|id| !held.iter().any(|e| e.event_id == **id)).cloned().collect();
