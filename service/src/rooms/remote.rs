@@ -560,8 +560,7 @@ impl Rooms {
     /// (rejected if it fails): outliers, outside the timeline.
     pub(crate) async fn store_outliers(&self, events: Vec<Pdu>, version: &RoomVersionId) -> Result<()> {
         let rules = rules_for(version).map_err(event_error)?;
-        let mut events = events;
-        events.sort_by_key(|e| e.depth);
+        let events = auth_order(events);
         let mut held: HashMap<OwnedEventId, Pdu> = HashMap::new();
         for mut pdu in events {
             if held.contains_key(&pdu.event_id) {
@@ -1138,4 +1137,44 @@ impl Rooms {
             }
         }
     }
+}
+
+/// A batch of events ordered so that each comes after those of its auth
+/// events that are in the batch (the depth an event claims is no proof),
+/// in depth order among those ready; events in a cycle go last, by depth.
+fn auth_order(mut events: Vec<Pdu>) -> Vec<Pdu> {
+    use std::{cmp::Reverse, collections::BinaryHeap};
+    events.sort_by_key(|e| e.depth);
+    let count = events.len();
+    let index: HashMap<&OwnedEventId, usize> =
+        events.iter().enumerate().map(|(i, e)| (&e.event_id, i)).collect();
+    let mut waiting_on = vec![0usize; count];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); count];
+    for (i, event) in events.iter().enumerate() {
+        for id in &event.auth_events {
+            if let Some(&j) = index.get(id)
+                && j != i
+            {
+                waiting_on[i] += 1;
+                dependents[j].push(i);
+            }
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> =
+        (0..count).filter(|&i| waiting_on[i] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(count);
+    let mut placed = vec![false; count];
+    while let Some(Reverse(i)) = ready.pop() {
+        placed[i] = true;
+        order.push(i);
+        for &k in &dependents[i] {
+            waiting_on[k] -= 1;
+            if waiting_on[k] == 0 {
+                ready.push(Reverse(k));
+            }
+        }
+    }
+    order.extend((0..count).filter(|&i| !placed[i]));
+    let mut slots: Vec<Option<Pdu>> = events.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
