@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use crate::{
     both_backends,
     federation::{server_key, signed_get, two_servers},
-    harness::{Backend, TestClient, encode},
+    federation_membership::{membership_becomes, sync_until},
+    harness::{Backend, encode},
 };
 
 both_backends!(
@@ -21,38 +22,6 @@ both_backends!(
     push_rules_follow_a_room_upgraded_on_another_server,
     joining_a_room_with_new_people_lists_the_joiner_too
 );
-
-/// Syncs from `since` until `want` accepts the response; returns it.
-async fn sync_until(client: &TestClient, since: Option<&str>, want: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(40);
-    let mut since = since.map(str::to_owned);
-    loop {
-        let path = match &since {
-            Some(since) => format!("/_matrix/client/v3/sync?timeout=2000&since={since}"),
-            None => "/_matrix/client/v3/sync".to_owned(),
-        };
-        let sync = client.get(&path).await.ok();
-        if want(&sync) {
-            return sync;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the awaited change never came: {sync}");
-        since = Some(sync["next_batch"].as_str().expect("token").to_owned());
-    }
-}
-
-/// Waits until `client`'s server holds `user`'s membership as `want`.
-async fn membership_becomes(client: &TestClient, room_id: &str, user: &str, want: &str) {
-    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", encode(room_id), encode(user));
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let response = client.get(&path).await;
-        if response.status == 200 && response.body["membership"] == want {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{user} never became {want}: {}", response.body);
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
 
 fn join_via(room: &str, server: &str) -> String {
     format!("/_matrix/client/v3/join/{}?server_name={}", encode(room), encode(server))

@@ -23,7 +23,11 @@ both_backends!(
 );
 
 /// Syncs from `since` until `want` accepts the response; returns it.
-async fn sync_until(client: &TestClient, since: Option<&str>, want: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn sync_until(
+    client: &TestClient,
+    since: Option<&str>,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(40);
     let mut since = since.map(str::to_owned);
     loop {
@@ -51,7 +55,7 @@ async fn membership(client: &TestClient, room_id: &str, user: &str) -> Value {
 }
 
 /// Waits until `client`'s server holds `user`'s membership as `want`.
-async fn membership_becomes(client: &TestClient, room_id: &str, user: &str, want: &str) {
+pub(crate) async fn membership_becomes(client: &TestClient, room_id: &str, user: &str, want: &str) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         if membership(client, room_id, user).await == want {

@@ -735,10 +735,7 @@ async fn a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge(backend: Backend
     for n in 0..30 {
         alice.send_text(&room_id, &format!("gap {n}")).await;
     }
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&a.database_url()).await.expect("connect to A's database");
-    sqlx::query("DELETE FROM outbound_pdus").execute(&pool).await.expect("forget A's queue");
-    pool.close().await;
+    forget_outbound_queue(&a).await;
     b.restart().await;
     let mut bob = bob.clone();
     bob.base = b.base.clone();
@@ -799,6 +796,15 @@ async fn a_gap_in_the_dag_is_bridged_with_the_state_at_its_edge(backend: Backend
         assert!(tokio::time::Instant::now() < deadline, "A never took B's event");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// Empties `server`'s queue of events for other servers (a lost queue).
+async fn forget_outbound_queue(server: &crate::harness::TestServer) {
+    sqlx::any::install_default_drivers();
+    let pool =
+        sqlx::AnyPool::connect(&server.database_url()).await.expect("connect to the server's database");
+    sqlx::query("DELETE FROM outbound_pdus").execute(&pool).await.expect("forget the queue");
+    pool.close().await;
 }
 
 /// The bodies of the room's events as `client` pages back from its end
@@ -1098,10 +1104,7 @@ async fn renames_missed_while_away_arrive_with_the_next_message(backend: Backend
     for n in 0..60 {
         bob.put(&member, json!({ "membership": "join", "displayname": format!("Bob {n}") })).await.ok();
     }
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&b.database_url()).await.expect("connect to B's database");
-    sqlx::query("DELETE FROM outbound_pdus").execute(&pool).await.expect("forget B's queue");
-    pool.close().await;
+    forget_outbound_queue(&b).await;
     a.restart().await;
     let mut alice = alice.clone();
     alice.base = a.base.clone();

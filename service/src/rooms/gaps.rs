@@ -26,18 +26,15 @@ pub(super) struct TimelineGaps {
 pub(super) type SharedGaps = Arc<TimelineGaps>;
 
 impl TimelineGaps {
-    fn merge(&self, room: &str, position: i64) {
+    /// Notes a gap before the event at `position` (before its commit; see
+    /// [`TimelineGaps::forget`] for a commit that fails). Reading the
+    /// stored gaps merges them the same way.
+    pub(super) fn note(&self, room: &str, position: i64) {
         let mut by_room = self.by_room.lock().unwrap_or_else(|p| p.into_inner());
         let positions = by_room.entry(room.to_owned()).or_default();
         if let Err(at) = positions.binary_search(&position) {
             positions.insert(at, position);
         }
-    }
-
-    /// Notes a gap before the event at `position` (before its commit; see
-    /// [`TimelineGaps::forget`] for a commit that fails).
-    pub(super) fn note(&self, room: &str, position: i64) {
-        self.merge(room, position);
     }
 
     /// Forgets a gap noted for an event whose commit failed.
@@ -56,7 +53,7 @@ impl Rooms {
         gaps.loaded
             .get_or_try_init(|| async {
                 for (room, position) in self.store.timeline_gaps().await? {
-                    gaps.merge(&room, position);
+                    gaps.note(&room, position);
                 }
                 Ok::<_, crate::Error>(())
             })

@@ -9,7 +9,7 @@ use tessera_storage::{RelationQuery, StoredEvent};
 use super::{
     Rooms,
     client_event::{ClientEvent, Form},
-    read::{Direction, RoomToken, TokenUse, VisibilityCache},
+    read::{Direction, PageToken, RoomToken, TokenUse, VisibilityCache},
 };
 use crate::{Error, Result, auth::Identity};
 
@@ -47,11 +47,7 @@ fn parse_token(token: Option<&str>, used: TokenUse, backwards: bool) -> Result<O
     }
     Ok(Some(match token.parse::<RoomToken>()? {
         RoomToken::Page(page) => page.stream,
-        RoomToken::After(page) => {
-            let includes_it = matches!(used, TokenUse::From(_)) == backwards;
-            if includes_it { page.stream.saturating_add(1) } else { page.stream }
-        }
-        RoomToken::Sync(position) => {
+        RoomToken::Sync(position) | RoomToken::After(PageToken { stream: position, .. }) => {
             let includes_it = matches!(used, TokenUse::From(_)) == backwards;
             if includes_it { position.saturating_add(1) } else { position }
         }
